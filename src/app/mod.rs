@@ -1,0 +1,6 @@
+//! Applications that run on accepted TCP flows.
+//!
+//! - [`responder`]: a fixed HTTP response (health endpoints, tests, the
+//!   datapath benchmark).
+
+pub mod responder;

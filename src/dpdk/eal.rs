@@ -1,0 +1,62 @@
+//! EAL: initialised once per process from arguments the config produces.
+
+use std::ffi::CString;
+use std::os::raw::{c_char, c_int};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::error::{DpdkError, Result};
+
+static EAL_UP: AtomicBool = AtomicBool::new(false);
+
+/// The initialised EAL. Dropping it runs `rte_eal_cleanup`, which releases
+/// hugepage memory; with `--in-memory` nothing is left in the huge dir.
+pub struct Eal {
+    _private: (),
+}
+
+impl Eal {
+    /// Runs `rte_eal_init` with `args` (the first is the program name).
+    /// EAL can be initialised only once per process.
+    pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal> {
+        if EAL_UP.swap(true, Ordering::SeqCst) {
+            return Err(DpdkError::other(
+                "rte_eal_init",
+                "EAL is already initialised in this process (it can be initialised only once)",
+            ));
+        }
+        let owned: Vec<CString> = args
+            .iter()
+            .map(|a| CString::new(a.as_ref()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| DpdkError::other("rte_eal_init", "an EAL argument contains a NUL byte"))?;
+        // EAL keeps pointers into argv for the life of the process: leak it on purpose.
+        let argv: &'static mut [*mut c_char] = Vec::leak(
+            owned.into_iter().map(|c| c.into_raw()).collect::<Vec<_>>(),
+        );
+        log::debug!("rte_eal_init {:?}", args.iter().map(|a| a.as_ref()).collect::<Vec<_>>());
+        // SAFETY: argv holds argv.len() valid NUL-terminated strings that live forever.
+        let ret = unsafe { zproxy_ffi::rte_eal_init(argv.len() as c_int, argv.as_mut_ptr()) };
+        if ret < 0 {
+            EAL_UP.store(false, Ordering::SeqCst);
+            return Err(DpdkError::last("rte_eal_init (see the EAL messages above)"));
+        }
+        Ok(Eal { _private: () })
+    }
+
+    /// The lcore that runs the control thread.
+    pub fn main_lcore(&self) -> u32 {
+        // SAFETY: plain getter, valid after init.
+        unsafe { zproxy_ffi::rte_get_main_lcore() }
+    }
+}
+
+impl Drop for Eal {
+    fn drop(&mut self) {
+        // SAFETY: EAL was initialised by `init`; every Port and Mempool borrows
+        // the Eal, so they are gone by now.
+        let ret = unsafe { zproxy_ffi::rte_eal_cleanup() };
+        if ret < 0 {
+            log::warn!("{}", DpdkError::from_ret("rte_eal_cleanup", ret));
+        }
+    }
+}

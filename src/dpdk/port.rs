@@ -1,0 +1,298 @@
+//! Ethernet ports (ethdev): configure, start, burst rx/tx, stats, stop.
+
+use std::ffi::CString;
+use std::fmt;
+
+use zproxy_ffi as ffi;
+
+use super::error::{check, DpdkError, Result};
+use super::mbuf::MbufBurst;
+use super::mempool::Mempool;
+use super::Eal;
+
+/// DPDK port id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortId(pub u16);
+
+/// Queue index on one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueId(pub u16);
+
+impl fmt::Display for PortId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "port {}", self.0)
+    }
+}
+
+/// How to set a port up.
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    /// IP MTU; `None` keeps the device's default.
+    pub mtu: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub up: bool,
+    pub speed_mbps: u32,
+    pub full_duplex: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Frames the NIC dropped because no rx descriptor was free.
+    pub rx_missed: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_nombuf: u64,
+}
+
+/// A started port. Dropping it stops and closes the device, which returns
+/// every mbuf the driver held to its pool.
+pub struct Port {
+    id: PortId,
+    name: String,
+    mac: [u8; 6],
+    /// Receive checksum offloads the device verifies for us (IPv4, TCP).
+    rx_checksum_offload: bool,
+    rx_queues: u16,
+    tx_queues: u16,
+}
+
+impl Port {
+    /// Finds a probed device by name (a vdev name such as `net_af_xdp0`, or a
+    /// PCI address such as `0000:03:00.0`), configures it and starts it.
+    /// Every rx queue takes its buffers from `pool`.
+    pub fn start(_eal: &Eal, device: &str, cfg: &PortConfig, pool: &Mempool) -> Result<Port> {
+        let id = find(device)?;
+        let ctx = |what: &str| format!("{what} for {device} ({id})");
+
+        let mut info = ffi::rte_eth_dev_info::default();
+        // SAFETY: id is a valid port; info is a writable struct of the right type.
+        check(unsafe { ffi::rte_eth_dev_info_get(id.0, &mut info) }, || ctx("rte_eth_dev_info_get"))?;
+        if cfg.rx_queues > info.max_rx_queues || cfg.tx_queues > info.max_tx_queues {
+            return Err(DpdkError::other(
+                ctx("configuring queues"),
+                format!(
+                    "asked for {} rx / {} tx queues, the device has at most {} / {}",
+                    cfg.rx_queues, cfg.tx_queues, info.max_rx_queues, info.max_tx_queues
+                ),
+            ));
+        }
+
+        let mut conf = ffi::rte_eth_conf::default();
+        if cfg.rx_queues > 1 {
+            let rss = (ffi::RTE_ETH_RSS_IP | ffi::RTE_ETH_RSS_TCP) as u64 & info.flow_type_rss_offloads;
+            if rss != 0 {
+                conf.rxmode.mq_mode = ffi::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+                conf.rx_adv_conf.rss_conf.rss_hf = rss;
+            }
+        }
+        let want_csum = (ffi::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | ffi::RTE_ETH_RX_OFFLOAD_TCP_CKSUM) as u64;
+        let rx_checksum_offload = info.rx_offload_capa & want_csum == want_csum;
+        if rx_checksum_offload {
+            conf.rxmode.offloads |= want_csum;
+        }
+        // SAFETY: id is valid; conf is a fully initialised rte_eth_conf.
+        check(
+            unsafe { ffi::rte_eth_dev_configure(id.0, cfg.rx_queues, cfg.tx_queues, &conf) },
+            || ctx("rte_eth_dev_configure"),
+        )?;
+        if let Some(mtu) = cfg.mtu {
+            // SAFETY: id is a valid, configured port.
+            check(unsafe { ffi::rte_eth_dev_set_mtu(id.0, mtu) }, || ctx(&format!("setting MTU {mtu}")))?;
+        }
+
+        let (mut nb_rx, mut nb_tx) = (cfg.rx_descriptors, cfg.tx_descriptors);
+        // SAFETY: id is valid; the two counts are writable u16s.
+        check(
+            unsafe { ffi::rte_eth_dev_adjust_nb_rx_tx_desc(id.0, &mut nb_rx, &mut nb_tx) },
+            || ctx("adjusting descriptor counts"),
+        )?;
+        // SAFETY: id is valid.
+        let socket = unsafe { ffi::rte_eth_dev_socket_id(id.0) };
+        let socket = if socket < 0 { ffi::SOCKET_ID_ANY } else { socket } as u32;
+        for q in 0..cfg.rx_queues {
+            // SAFETY: id is configured with rx_queues queues; a NULL rxconf takes
+            // the driver's defaults; pool outlives the port (it is borrowed by
+            // the caller for the port's whole life).
+            check(
+                unsafe { ffi::rte_eth_rx_queue_setup(id.0, q, nb_rx, socket, std::ptr::null(), pool.as_ptr()) },
+                || ctx(&format!("setting up rx queue {q}")),
+            )?;
+        }
+        for q in 0..cfg.tx_queues {
+            // SAFETY: as above, for tx queues.
+            check(
+                unsafe { ffi::rte_eth_tx_queue_setup(id.0, q, nb_tx, socket, std::ptr::null()) },
+                || ctx(&format!("setting up tx queue {q}")),
+            )?;
+        }
+        // SAFETY: queues are set up.
+        check(unsafe { ffi::rte_eth_dev_start(id.0) }, || ctx("rte_eth_dev_start"))?;
+        // Promiscuous mode is best effort (some vdevs do not support it).
+        // SAFETY: id is a started port.
+        let _ = unsafe { ffi::rte_eth_promiscuous_enable(id.0) };
+
+        let mut mac = ffi::rte_ether_addr::default();
+        // SAFETY: id is valid; mac is writable.
+        check(unsafe { ffi::rte_eth_macaddr_get(id.0, &mut mac) }, || ctx("rte_eth_macaddr_get"))?;
+
+        Ok(Port {
+            id,
+            name: device.to_owned(),
+            mac: mac.addr_bytes,
+            rx_checksum_offload,
+            rx_queues: cfg.rx_queues,
+            tx_queues: cfg.tx_queues,
+        })
+    }
+
+    pub fn id(&self) -> PortId {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    pub fn rx_queues(&self) -> u16 {
+        self.rx_queues
+    }
+
+    pub fn tx_queues(&self) -> u16 {
+        self.tx_queues
+    }
+
+    /// True when the device verifies IPv4 and TCP checksums on receive and
+    /// flags bad ones in `ol_flags`.
+    pub fn rx_checksum_offload(&self) -> bool {
+        self.rx_checksum_offload
+    }
+
+    pub fn link(&self) -> Result<LinkStatus> {
+        let mut link = ffi::rte_eth_link::default();
+        // SAFETY: id is a started port; link is writable.
+        check(unsafe { ffi::rte_eth_link_get_nowait(self.id.0, &mut link) }, || {
+            format!("rte_eth_link_get_nowait for {}", self.name)
+        })?;
+        Ok(LinkStatus {
+            up: link.link_status() == ffi::RTE_ETH_LINK_UP as u16,
+            speed_mbps: link.link_speed,
+            full_duplex: link.link_duplex() == ffi::RTE_ETH_LINK_FULL_DUPLEX as u16,
+        })
+    }
+
+    pub fn stats(&self) -> Result<PortStats> {
+        let mut s = ffi::rte_eth_stats::default();
+        // SAFETY: id is a started port; s is writable.
+        check(unsafe { ffi::rte_eth_stats_get(self.id.0, &mut s) }, || {
+            format!("rte_eth_stats_get for {}", self.name)
+        })?;
+        Ok(PortStats {
+            rx_packets: s.ipackets,
+            tx_packets: s.opackets,
+            rx_bytes: s.ibytes,
+            tx_bytes: s.obytes,
+            rx_missed: s.imissed,
+            rx_errors: s.ierrors,
+            tx_errors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        })
+    }
+
+    /// The handle a worker polls one queue pair through.
+    pub fn queue(&self, queue: QueueId) -> PortQueue {
+        PortQueue { port: self.id, queue }
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // SAFETY: the port was started by `start`; workers that polled it have
+        // returned (the runtime joins them before dropping ports).
+        unsafe {
+            let ret = ffi::rte_eth_dev_stop(self.id.0);
+            if ret < 0 {
+                log::warn!("{}", DpdkError::from_ret(format!("stopping {}", self.name), ret));
+            }
+            let ret = ffi::rte_eth_dev_close(self.id.0);
+            if ret < 0 {
+                log::warn!("{}", DpdkError::from_ret(format!("closing {}", self.name), ret));
+            }
+        }
+    }
+}
+
+/// One (port, queue) pair, polled by exactly one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortQueue {
+    pub port: PortId,
+    pub queue: QueueId,
+}
+
+impl PortQueue {
+    /// Receives into the free tail of `burst`; returns how many arrived.
+    #[inline]
+    pub fn rx_burst<const N: usize>(&self, burst: &mut MbufBurst<N>) -> usize {
+        let room = (N - burst.len) as u16;
+        // SAFETY: the port is started (the runtime keeps it so while workers
+        // run); ptrs[len..] has room for `room` pointers, which become owned
+        // by the burst.
+        let n = unsafe {
+            ffi::rte_eth_rx_burst(self.port.0, self.queue.0, burst.ptrs.as_mut_ptr().add(burst.len), room)
+        } as usize;
+        burst.len += n;
+        n
+    }
+
+    /// Sends what the driver takes from the front of `burst`; the rest stays.
+    #[inline]
+    pub fn tx_burst<const N: usize>(&self, burst: &mut MbufBurst<N>) -> usize {
+        if burst.len == 0 {
+            return 0;
+        }
+        // SAFETY: the port is started; ptrs[..len] are valid mbufs; the driver
+        // takes ownership of the first `n` it returns.
+        let n = unsafe {
+            ffi::rte_eth_tx_burst(self.port.0, self.queue.0, burst.ptrs.as_mut_ptr(), burst.len as u16)
+        } as usize;
+        burst.consume_front(n);
+        n
+    }
+}
+
+/// Looks a probed device up by name.
+fn find(device: &str) -> Result<PortId> {
+    // DPDK names a vdev port after the part before the first comma.
+    let name = device.split(',').next().unwrap_or(device);
+    let cname = CString::new(name).map_err(|_| DpdkError::other("port name", "contains NUL"))?;
+    let mut id = 0u16;
+    // SAFETY: cname is a valid C string; id is writable.
+    let ret = unsafe { ffi::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+    if ret < 0 {
+        // SAFETY: plain getter.
+        let count = unsafe { ffi::rte_eth_dev_count_avail() };
+        return Err(DpdkError::other(
+            format!("finding device '{name}'"),
+            format!(
+                "no such DPDK port ({count} ports probed). For a vdev, check the interface \
+                 it names exists in this network namespace; for a PCI NIC, bind it to vfio-pci \
+                 with dpdk-devbind.py (see INSTALL.md)"
+            ),
+        ));
+    }
+    Ok(PortId(id))
+}

@@ -1,0 +1,15 @@
+//! ZProxy: a kernel-bypass TCP/HTTP proxy.
+//!
+//! Layers, bottom up:
+//! - [`dpdk`]: the safe layer over the `zproxy-ffi` bindings (EAL, mempools,
+//!   mbufs, ports, lcores). The only module that calls DPDK.
+//! - [`net`]: per-core smoltcp stacks over mbufs with a per-flow demux.
+//! - [`app`]: what runs on accepted connections.
+//! - [`config`]: the static config file.
+//! - [`runtime`]: start-up checks, bringing ports up, launching workers, shutdown.
+
+pub mod app;
+pub mod config;
+pub mod dpdk;
+pub mod net;
+pub mod runtime;

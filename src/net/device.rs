@@ -1,0 +1,162 @@
+//! smoltcp `phy::Device` over DPDK mbufs.
+//!
+//! RX lends the received mbuf's bytes to smoltcp without copying; TX has
+//! smoltcp write straight into a fresh mbuf, which joins a burst that is
+//! flushed when full or after `tx_drain_us`.
+
+use std::sync::Arc;
+
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use crate::dpdk::{rdtsc, Mbuf, MbufBurst, Mempool, PortQueue};
+
+/// Frames per rx/tx burst.
+pub const BURST: usize = 32;
+
+/// Largest Ethernet frame smoltcp may build (IP MTU 1500 + 14 B header).
+pub const DEFAULT_FRAME_MTU: usize = 1514;
+
+/// The TX side of one port queue: a pending burst and its pool.
+pub struct TxQueue {
+    queue: PortQueue,
+    pool: Arc<Mempool>,
+    pending: MbufBurst<BURST>,
+    /// TSC of the oldest pending frame.
+    pending_since: u64,
+    drain_cycles: u64,
+    /// Frames dropped because the pool was empty or the driver kept refusing.
+    pub dropped: u64,
+    pub sent: u64,
+    /// Scratch for smoltcp to write into when no mbuf could be had.
+    scratch: Box<[u8]>,
+}
+
+impl TxQueue {
+    pub fn new(queue: PortQueue, pool: Arc<Mempool>, drain_cycles: u64) -> Self {
+        Self {
+            queue,
+            pool,
+            pending: MbufBurst::default(),
+            pending_since: 0,
+            drain_cycles,
+            dropped: 0,
+            sent: 0,
+            scratch: vec![0; 9216 + 14].into_boxed_slice(),
+        }
+    }
+
+    /// Hands pending frames to the driver; what it refuses stays pending.
+    pub fn flush(&mut self) {
+        self.sent += self.queue.tx_burst(&mut self.pending) as u64;
+    }
+
+    /// Flushes when the oldest pending frame waited `tx_drain_us`, or
+    /// unconditionally when `idle` (nothing else to batch with).
+    pub fn flush_if_due(&mut self, now_tsc: u64, idle: bool) {
+        if !self.pending.is_empty() && (idle || now_tsc.wrapping_sub(self.pending_since) >= self.drain_cycles) {
+            self.flush();
+        }
+    }
+
+    fn push(&mut self, m: Mbuf) {
+        if self.pending.is_empty() {
+            self.pending_since = rdtsc();
+        }
+        if let Err(m) = self.pending.push(m) {
+            self.flush();
+            if self.pending.push(m).is_err() {
+                // The driver took nothing: the link is congested. Drop (freed here).
+                self.dropped += 1;
+            }
+        }
+        if self.pending.is_full() {
+            self.flush();
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// What smoltcp sees for one call: at most one received frame, plus TX.
+pub struct FrameDevice<'a> {
+    pub rx: Option<Mbuf>,
+    pub tx: &'a mut TxQueue,
+    pub caps: &'a DeviceCapabilities,
+}
+
+impl phy::Device for FrameDevice<'_> {
+    type RxToken<'b>
+        = RxToken
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        let m = self.rx.take()?;
+        Some((RxToken(m), TxToken(self.tx)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        Some(TxToken(self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
+    }
+}
+
+pub struct RxToken(Mbuf);
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        // The mbuf goes back to its pool when the token is consumed.
+        f(self.0.data())
+    }
+}
+
+pub struct TxToken<'a>(&'a mut TxQueue);
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let tx = self.0;
+        match tx.pool.alloc() {
+            Some(mut m) => match m.append(len) {
+                Some(buf) => {
+                    let r = f(buf);
+                    tx.push(m);
+                    r
+                }
+                None => {
+                    tx.dropped += 1;
+                    f(&mut tx.scratch[..len.min(9230)])
+                }
+            },
+            None => {
+                // Pool empty: let smoltcp build the frame, then drop it; TCP retransmits.
+                tx.dropped += 1;
+                f(&mut tx.scratch[..len.min(9230)])
+            }
+        }
+    }
+}
+
+/// Capabilities for a port: Ethernet, its MTU, and software checksums except
+/// what the device verifies on receive.
+pub fn capabilities(ip_mtu: usize, rx_checksum_offload: bool) -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ethernet;
+    caps.max_transmission_unit = ip_mtu + 14;
+    caps.max_burst_size = Some(BURST);
+    if rx_checksum_offload {
+        // The worker drops frames the NIC flagged bad before smoltcp sees them.
+        caps.checksum.ipv4 = phy::Checksum::Tx;
+        caps.checksum.tcp = phy::Checksum::Tx;
+    }
+    caps
+}

@@ -1,0 +1,13 @@
+//! The per-core network stack: smoltcp over DPDK mbufs, with one socket set
+//! per TCP flow found through a hash table, so per-packet cost does not grow
+//! with the number of open connections.
+//!
+//! - [`device`]: smoltcp `phy::Device` over mbufs, with batched TX.
+//! - [`flow`]: 4-tuple keys, the flow table and compact TIME-WAIT state.
+//! - [`timers`]: an indexed heap of per-flow deadlines (`poll_at`).
+//! - [`worker`]: the polling loop of one core.
+
+pub mod device;
+pub mod flow;
+pub mod timers;
+pub mod worker;

@@ -1,0 +1,243 @@
+//! The appliance's life: preflight checks, EAL, pools, ports, workers,
+//! signals, and a clean shutdown that leaves nothing behind.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::app::responder::Responder;
+use crate::config::{Config, ListenerMode};
+use crate::dpdk::{lcore, Eal, Mempool, Port, PortConfig, QueueId};
+use crate::net::worker::{Counter, ListenerSpec, PortSpec, SharedCounters, Worker, WorkerSpec};
+
+/// Bytes of data room per mbuf: a full 1500-byte-MTU frame plus headroom.
+const MBUF_DATA_ROOM: u16 = zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+/// Interval of the one-line summary in the log.
+const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
+/// A start-up or run-time failure, with what to do about it.
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for RunError {}
+
+impl From<crate::dpdk::DpdkError> for RunError {
+    fn from(e: crate::dpdk::DpdkError) -> Self {
+        RunError(e.to_string())
+    }
+}
+
+/// Checks that need no device: root, hugepages, the interfaces vdevs name.
+pub fn preflight(cfg: &Config) -> Result<(), RunError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(RunError(
+            "zproxy must run as root (it maps hugepages and drives NICs directly): run it with sudo".into(),
+        ));
+    }
+    if !cfg.runtime.no_huge {
+        let free = hugepages_free().unwrap_or(0);
+        if free == 0 {
+            return Err(RunError(
+                "no free hugepages: reserve and mount some first with `hugepages/setup.sh` \
+                 (check with `hugepages/setup.sh --check`)"
+                    .into(),
+            ));
+        }
+    }
+    for p in &cfg.ports {
+        if let Some(vdev) = &p.vdev {
+            if let Some(iface) = vdev.split(',').find_map(|kv| kv.strip_prefix("iface=")) {
+                if !std::path::Path::new("/sys/class/net").join(iface).exists() {
+                    return Err(RunError(format!(
+                        "port '{}': interface '{iface}' (from vdev \"{vdev}\") does not exist in this network \
+                         namespace; check `ip link` (in the lab: run zproxy with `bench/lab.sh exec proxy ...`)",
+                        p.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Free hugepages of the default size, from /proc/meminfo.
+fn hugepages_free() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A 64-bit seed from the kernel's random source.
+fn random_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: buf is a valid writable buffer of buf.len() bytes.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        // Fall back on time and pid: still differs between runs.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
+    }
+    u64::from_ne_bytes(buf)
+}
+
+/// Runs the appliance until SIGINT or SIGTERM.
+pub fn run(cfg: Config) -> Result<(), RunError> {
+    preflight(&cfg)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| RunError(format!("installing the handler for signal {sig}: {e}")))?;
+    }
+
+    let prefix = format!("zproxy-{}", std::process::id());
+    let eal = Eal::init(&cfg.eal_args(&prefix))?;
+    let rt = &cfg.runtime;
+    let worker_lcore = rt.worker_lcores[0];
+    // SAFETY: plain getter; EAL is up.
+    let socket = unsafe { zproxy_ffi::rte_lcore_to_socket_id(worker_lcore) } as i32;
+    let pool = Arc::new(Mempool::new(&eal, "zp_mbufs_0", rt.mbufs, rt.mbuf_cache, MBUF_DATA_ROOM, socket)?);
+    log::info!("mbuf pool '{}': {} mbufs on NUMA node {socket}", pool.name(), pool.size());
+
+    let ports = bring_up_ports(&eal, &cfg, &pool)?;
+    let shared = Arc::new(SharedCounters::default());
+    let spec = worker_spec(&cfg, &ports, pool.clone())?;
+    let worker = {
+        let (stop, shared) = (stop.clone(), shared.clone());
+        lcore::launch(worker_lcore, move || {
+            let mut w = Worker::new(spec, shared);
+            log::info!("worker on lcore {} polling", lcore::current());
+            w.run(&stop);
+            0
+        })?
+    };
+
+    let started = Instant::now();
+    let mut last_summary = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if last_summary.elapsed() >= SUMMARY_EVERY {
+            last_summary = Instant::now();
+            log::info!("{}", summary(&shared, started.elapsed()));
+        }
+    }
+    log::info!("stopping: waiting for the worker");
+    let code = worker.wait();
+    log::info!("final counters: {}", summary(&shared, started.elapsed()));
+    for p in &ports {
+        if let Ok(s) = p.stats() {
+            log::info!(
+                "port {}: rx {} frames, tx {} frames, missed {}, rx errors {}, tx errors {}, no-mbuf {}",
+                p.name(), s.rx_packets, s.tx_packets, s.rx_missed, s.rx_errors, s.tx_errors, s.rx_nombuf
+            );
+        }
+    }
+    // Stopping the ports returns the mbufs their rings held.
+    drop(ports);
+    let in_use = pool.in_use();
+    log::info!("mbuf pool '{}': {in_use} of {} mbufs in use at exit", pool.name(), pool.size());
+    drop(pool);
+    drop(eal);
+    if code != 0 {
+        return Err(RunError(format!("the worker on lcore {worker_lcore} failed (code {code})")));
+    }
+    if in_use != 0 {
+        return Err(RunError(format!("{in_use} mbufs leaked: this is a bug, please report it")));
+    }
+    Ok(())
+}
+
+fn bring_up_ports(eal: &Eal, cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, RunError> {
+    cfg.ports
+        .iter()
+        .map(|p| {
+            let port = Port::start(
+                eal,
+                p.device(),
+                &PortConfig {
+                    rx_queues: p.queues,
+                    tx_queues: p.queues,
+                    rx_descriptors: p.rx_descriptors,
+                    tx_descriptors: p.tx_descriptors,
+                    mtu: p.mtu,
+                },
+                pool,
+            )
+            .map_err(|e| RunError(format!("port '{}': {e}", p.name)))?;
+            let m = port.mac();
+            let link = port.link().map(|l| if l.up { format!("up {} Mb/s", l.speed_mbps) } else { "down".into() });
+            log::info!(
+                "port '{}' ({}) {}: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, address {}, link {}, rx checksum offload {}",
+                p.name, p.device(), port.id(), m[0], m[1], m[2], m[3], m[4], m[5], p.address,
+                link.unwrap_or_else(|e| e.to_string()), port.rx_checksum_offload()
+            );
+            Ok(port)
+        })
+        .collect()
+}
+
+fn worker_spec(cfg: &Config, ports: &[Port], pool: Arc<Mempool>) -> Result<WorkerSpec, RunError> {
+    let rt = &cfg.runtime;
+    let port_specs = cfg
+        .ports
+        .iter()
+        .zip(ports)
+        .map(|(pc, port)| PortSpec {
+            queue: port.queue(QueueId(0)),
+            mac: port.mac(),
+            address: pc.cidr(),
+            gateway: pc.gateway,
+            ip_mtu: usize::from(pc.mtu.unwrap_or(zproxy_ffi::RTE_ETHER_MTU as u16)),
+            rx_checksum_offload: port.rx_checksum_offload(),
+        })
+        .collect();
+    let listeners = cfg
+        .listeners
+        .iter()
+        .map(|l| {
+            let port_index = cfg.ports.iter().position(|p| p.name == l.port).expect("validated at load");
+            let responder = match l.mode {
+                ListenerMode::Static => Responder::new(l.static_response.as_ref().expect("validated at load")),
+            };
+            ListenerSpec {
+                port_index,
+                tcp_port: l.tcp_port,
+                responder: Arc::new(responder),
+                idle_timeout_us: l.idle_timeout_ms * 1000,
+            }
+        })
+        .collect();
+    Ok(WorkerSpec {
+        ports: port_specs,
+        listeners,
+        max_flows: rt.max_flows as usize,
+        socket_rx_buffer: rt.socket_rx_buffer as usize,
+        socket_tx_buffer: rt.socket_tx_buffer as usize,
+        tx_drain_us: u64::from(rt.tx_drain_us),
+        pool,
+        random_seed: random_seed(),
+    })
+}
+
+fn summary(c: &SharedCounters, up: Duration) -> String {
+    let busy = c.get(Counter::BusyCycles) as f64 / c.get(Counter::TotalCycles).max(1) as f64;
+    format!(
+        "up {}s: rx {} tx {} frames, flows accepted {} active {} refused {}, requests {}, busy {:.1}%, {}",
+        up.as_secs(),
+        c.get(Counter::RxFrames),
+        c.get(Counter::TxFrames),
+        c.get(Counter::FlowsAccepted),
+        c.get(Counter::FlowsActive),
+        c.get(Counter::FlowsRefused),
+        c.get(Counter::Requests),
+        busy * 100.0,
+        c.snapshot().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    )
+}
