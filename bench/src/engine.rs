@@ -74,6 +74,9 @@ struct Conn {
     measured: bool,
     /// First request on this connection.
     fresh: bool,
+    /// The socket may have unread data or a pending EOF/error: set by readable
+    /// events (edge-triggered), cleared when a read would block.
+    readable: bool,
 }
 
 /// Result of driving one connection as far as it goes without blocking.
@@ -118,6 +121,7 @@ impl<'a> Worker<'a> {
                 received: 0,
                 measured: false,
                 fresh: true,
+                readable: false,
             })
             .collect();
         Ok(Worker {
@@ -171,7 +175,11 @@ impl<'a> Worker<'a> {
                 let idx = ev.token().0;
                 // Events for idle slots (e.g. a kept-alive connection closed by the
                 // server) are handled when the slot next sends.
-                if self.conns[idx].phase != Phase::Idle {
+                let conn = &mut self.conns[idx];
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    conn.readable = true;
+                }
+                if conn.phase != Phase::Idle {
                     self.drive(idx);
                 }
             }
@@ -219,6 +227,8 @@ impl<'a> Worker<'a> {
         conn.written = 0;
         if self.plan.keep_alive && conn.stream.is_some() {
             conn.fresh = false;
+            // Events are ignored while idle: the server may have closed meanwhile.
+            conn.readable = true;
             conn.phase = Phase::Writing;
             self.drive(idx);
         } else {
@@ -232,6 +242,7 @@ impl<'a> Worker<'a> {
         let conn = &mut self.conns[idx];
         conn.stream = None;
         conn.fresh = true;
+        conn.readable = false;
         conn.written = 0;
         conn.received = 0;
         conn.parser.reset();
@@ -267,7 +278,12 @@ impl<'a> Worker<'a> {
         let at = now.saturating_duration_since(self.plan.window_start);
         let keep_alive = self.plan.keep_alive;
         let expect = self.plan.expect_size;
+        // Requests ending after the end of the run are outside the measured window.
+        let past_end = self.plan.end.is_some_and(|end| now >= end);
         let conn = &mut self.conns[idx];
+        if past_end {
+            conn.measured = false;
+        }
         let mut reusable = false;
         match step {
             Step::Pending => return,
@@ -334,22 +350,27 @@ fn step(conn: &mut Conn, scratch: &mut [u8], request: &[u8], nodelay: bool) -> S
     loop {
         match conn.phase {
             Phase::Idle => return Step::Pending,
-            Phase::Connecting => {
-                match stream.take_error() {
-                    Ok(None) => {}
-                    Ok(Some(e)) | Err(e) => return Step::Fail(classify_connect(&e)),
-                }
-                match stream.peer_addr() {
-                    Ok(_) => {
-                        if nodelay {
-                            let _ = stream.set_nodelay(true);
-                        }
-                        conn.phase = Phase::Writing;
+            // Writing doubles as the connect check: on Linux, send() on a socket
+            // still connecting fails with EAGAIN, and on a failed connect with the
+            // connect error (e.g. ECONNREFUSED). This saves getsockopt(SO_ERROR)
+            // and getpeername() per connection.
+            Phase::Connecting => match stream.write(&request[conn.written..]) {
+                Ok(0) => return Step::Fail(FailureKind::ConnectError),
+                Ok(n) => {
+                    if nodelay {
+                        let _ = stream.set_nodelay(true);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Pending,
-                    Err(e) => return Step::Fail(classify_connect(&e)),
+                    conn.written += n;
+                    conn.phase = if conn.written == request.len() {
+                        Phase::Reading
+                    } else {
+                        Phase::Writing
+                    };
                 }
-            }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Step::Fail(classify_connect(&e)),
+            },
             Phase::Writing => match stream.write(&request[conn.written..]) {
                 Ok(0) => return Step::Fail(FailureKind::Io),
                 Ok(n) => {
@@ -365,6 +386,9 @@ fn step(conn: &mut Conn, scratch: &mut [u8], request: &[u8], nodelay: bool) -> S
                     return retry_or(conn, kind);
                 }
             },
+            // Only read when an event (or a reuse) says there may be something:
+            // saves a read() that would just return EAGAIN right after the send.
+            Phase::Reading if !conn.readable => return Step::Pending,
             Phase::Reading => match stream.read(scratch) {
                 Ok(0) => {
                     if conn.parser.eof() {
@@ -380,7 +404,10 @@ fn step(conn: &mut Conn, scratch: &mut [u8], request: &[u8], nodelay: bool) -> S
                         Err(_) => return Step::Fail(FailureKind::Malformed),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Pending,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readable = false;
+                    return Step::Pending;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let kind = classify_io(&e);
