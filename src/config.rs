@@ -282,13 +282,18 @@ impl Config {
             rt.main_lcore.to_string(),
             "--file-prefix".into(),
             file_prefix.into(),
-            // No shared files: nothing is left in the huge dir or /var/run/dpdk.
-            "--in-memory".into(),
+            // Its socket would outlive us in the runtime dir; stats are served by zproxy.
+            "--no-telemetry".into(),
         ];
         if rt.no_huge {
-            args.extend(["--no-huge".into(), "-m".into(), rt.memory_mb.to_string()]);
-        } else if let Some(dir) = &rt.hugepage_dir {
-            args.extend(["--huge-dir".into(), dir.display().to_string()]);
+            // Anonymous memory: no files to leave behind (and --in-memory would clash).
+            args.extend(["--no-huge".into(), "--no-shconf".into(), "-m".into(), rt.memory_mb.to_string()]);
+        } else {
+            // No shared files: nothing is left in the huge dir or /var/run/dpdk.
+            args.push("--in-memory".into());
+            if let Some(dir) = &rt.hugepage_dir {
+                args.extend(["--huge-dir".into(), dir.display().to_string()]);
+            }
         }
         if self.ports.iter().all(|p| p.pci.is_none()) {
             args.push("--no-pci".into());

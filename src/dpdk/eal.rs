@@ -11,7 +11,8 @@ static EAL_UP: AtomicBool = AtomicBool::new(false);
 /// The initialised EAL. Dropping it runs `rte_eal_cleanup`, which releases
 /// hugepage memory; with `--in-memory` nothing is left in the huge dir.
 pub struct Eal {
-    _private: (),
+    /// `--file-prefix`, naming EAL's runtime directory.
+    file_prefix: Option<String>,
 }
 
 impl Eal {
@@ -40,7 +41,11 @@ impl Eal {
             EAL_UP.store(false, Ordering::SeqCst);
             return Err(DpdkError::last("rte_eal_init (see the EAL messages above)"));
         }
-        Ok(Eal { _private: () })
+        let file_prefix = args
+            .windows(2)
+            .find(|w| w[0].as_ref() == "--file-prefix")
+            .map(|w| w[1].as_ref().to_owned());
+        Ok(Eal { file_prefix })
     }
 
     /// The lcore that runs the control thread.
@@ -58,5 +63,23 @@ impl Drop for Eal {
         if ret < 0 {
             log::warn!("{}", DpdkError::from_ret("rte_eal_cleanup", ret));
         }
+        // Even with --in-memory, EAL makes an (empty) runtime directory and
+        // leaves it behind; remove ours so that no trace stays.
+        if let Some(prefix) = &self.file_prefix {
+            for dir in runtime_dirs(prefix) {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
     }
+}
+
+/// Where EAL puts its runtime directory: /var/run/dpdk for root, else under
+/// $XDG_RUNTIME_DIR or /tmp.
+fn runtime_dirs(prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut bases = vec![std::path::PathBuf::from("/var/run/dpdk")];
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
+        bases.push(std::path::Path::new(&xdg).join("dpdk"));
+    }
+    bases.push("/tmp/dpdk".into());
+    bases.into_iter().map(|b| b.join(prefix)).collect()
 }
