@@ -33,6 +33,7 @@ const FUNCTIONS: &[&str] = &[
     "rte_eth_macaddr_get",
     "rte_eth_link_get_nowait",
     "rte_eth_stats_get",
+    "rte_eth_tx_done_cleanup",
     "rte_pktmbuf_pool_create",
     "rte_pktmbuf_free_bulk",
     "rte_mempool_free",

@@ -65,7 +65,12 @@ pub struct Port {
     rx_checksum_offload: bool,
     rx_queues: u16,
     tx_queues: u16,
+    driver: String,
 }
+
+/// DPDK 22.11's net_af_xdp fills each rx queue's fill ring with this many
+/// mbufs from the pool and does not give them back when the port closes.
+const AF_XDP_FILL_RING: u32 = 2048;
 
 impl Port {
     /// Finds a probed device by name (a vdev name such as `net_af_xdp0`, or a
@@ -87,6 +92,9 @@ impl Port {
                 ),
             ));
         }
+
+        // SAFETY: driver_name is a static NUL-terminated string owned by the driver.
+        let driver = unsafe { std::ffi::CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned();
 
         let mut conf = ffi::rte_eth_conf::default();
         if cfg.rx_queues > 1 {
@@ -153,7 +161,23 @@ impl Port {
             rx_checksum_offload,
             rx_queues: cfg.rx_queues,
             tx_queues: cfg.tx_queues,
+            driver,
         })
+    }
+
+    /// The PMD's name, e.g. `net_af_packet`.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// Mbufs the driver is known to keep out of the pool after it closes
+    /// (not ours to free; counted so that a leak check stays exact).
+    pub fn mbufs_kept_after_close(&self) -> u32 {
+        if self.driver == "net_af_xdp" {
+            AF_XDP_FILL_RING * u32::from(self.rx_queues)
+        } else {
+            0
+        }
     }
 
     pub fn id(&self) -> PortId {
@@ -271,6 +295,19 @@ impl PortQueue {
         } as usize;
         burst.consume_front(n);
         n
+    }
+
+    /// Asks the driver to free the mbufs of completed transmissions now
+    /// (some drivers only do so on the next send). Used before shutdown.
+    pub fn reap_tx(&self) {
+        // SAFETY: the port is started; 0 means "as many as possible".
+        let ret = unsafe { ffi::rte_eth_tx_done_cleanup(self.port.0, self.queue.0, 0) };
+        if ret < 0 {
+            // Not supported: an empty burst makes e.g. af_xdp drain its completion ring.
+            let mut none: [*mut ffi::rte_mbuf; 1] = [std::ptr::null_mut()];
+            // SAFETY: nb_pkts is 0, so the driver reads no pointer from the array.
+            unsafe { ffi::rte_eth_tx_burst(self.port.0, self.queue.0, none.as_mut_ptr(), 0) };
+        }
     }
 }
 

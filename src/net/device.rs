@@ -75,6 +75,22 @@ impl TxQueue {
         }
     }
 
+    /// Sends what is pending and lets the driver release completed frames,
+    /// for up to `wait`, so no mbuf stays in flight at shutdown.
+    pub fn drain(&mut self, wait: std::time::Duration) {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            self.flush();
+            self.queue.reap_tx();
+            if self.pending.is_empty() || std::time::Instant::now() >= until {
+                break;
+            }
+        }
+        // What the driver still refuses after `wait` is dropped (freed).
+        self.dropped += self.pending.len() as u64;
+        self.pending.drain().for_each(drop);
+    }
+
     pub fn pending(&self) -> usize {
         self.pending.len()
     }

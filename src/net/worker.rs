@@ -28,6 +28,8 @@ const TIMERS_PER_ITERATION: usize = 256;
 const EGRESS_ROUNDS: usize = 64;
 /// How often counters are published for the control thread.
 const PUBLISH_US: u64 = 100_000;
+/// Longest the worker waits at exit for the NIC to take and complete its last frames.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_millis(20);
 /// smoltcp treats instant 0 specially ("send now"); start the clock later.
 const CLOCK_ORIGIN_US: u64 = 1_000_000;
 
@@ -278,7 +280,7 @@ impl Worker {
             }
         }
         for port in &mut self.ports {
-            port.tx.flush();
+            port.tx.drain(SHUTDOWN_DRAIN);
         }
         self.publish();
     }
