@@ -294,3 +294,88 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A `zproxy run` inside a lab's proxy namespace, its output in a log file.
+/// Killed on drop if still running.
+pub struct ZProxy {
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl ZProxy {
+    /// Writes `config` into the lab's run dir and starts zproxy on it; waits
+    /// until the worker polls (panics with the log if it exits or stalls).
+    pub fn start(lab: &Lab, name: &str, config: &str) -> ZProxy {
+        let free = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().find_map(|l| l.strip_prefix("HugePages_Free:")).map(|v| v.trim().parse::<u64>().unwrap_or(0)))
+            .unwrap_or(0);
+        assert!(free >= 64, "needs free hugepages ({free} free): run `hugepages/setup.sh` first");
+        let cfg_path = lab.run_dir().join(format!("{name}.toml"));
+        std::fs::write(&cfg_path, config).expect("write zproxy config");
+        let log_path = lab.run_dir().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("create zproxy log");
+        let child = lab
+            .command("proxy", env!("CARGO_BIN_EXE_zproxy"))
+            .args(["run", "-c"])
+            .arg(&cfg_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn zproxy");
+        let mut z = ZProxy { child: Some(child), log_path };
+        let ready = wait_until(Duration::from_secs(20), || {
+            z.log().contains("polling") || z.child.as_mut().unwrap().try_wait().unwrap().is_some()
+        });
+        assert!(ready && z.log().contains("polling"), "zproxy did not come up:\n{}", z.log());
+        z
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` and waits (up to 20 s) for exit; returns (success, log).
+    pub fn stop(mut self, signal: &str) -> (bool, String) {
+        let mut child = self.child.take().expect("running");
+        // `ip netns exec` execs zproxy, so the child pid is zproxy's.
+        let _ = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+        let mut status = None;
+        wait_until(Duration::from_secs(20), || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        let status = match status {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                panic!("zproxy did not exit within 20 s of SIG{signal}:\n{}", self.log());
+            }
+        };
+        (status.success(), self.log())
+    }
+}
+
+impl Drop for ZProxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Path of a workspace binary built next to this test (e.g. "zproxy-bench").
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join(name);
+    assert!(bin.exists(), "{} not built: run `cargo build --workspace` (or the README's test command)", bin.display());
+    bin
+}
