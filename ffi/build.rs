@@ -142,9 +142,9 @@ fn main() {
     for v in VARS {
         builder = builder.allowlist_var(v);
     }
-    let bindings = builder
-        .generate()
-        .expect("zproxy-ffi: bindgen could not parse the DPDK headers (is clang/libclang-dev installed?)");
+    let bindings = builder.generate().expect(
+        "zproxy-ffi: bindgen could not parse the DPDK headers (is clang/libclang-dev installed?)",
+    );
 
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("bindings.rs");
     bindings.write_to_file(&out).expect("write bindings.rs");

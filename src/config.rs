@@ -164,8 +164,9 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: cannot read config file: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!("{}: cannot read config file: {e}", path.display()))
+        })?;
         Self::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
     }
 
@@ -191,7 +192,10 @@ impl Config {
         };
         let rt = &self.runtime;
         if rt.worker_lcores.is_empty() {
-            return Err(ConfigError(format!("{}runtime.worker_lcores is empty: list at least one core, e.g. [1]", at("worker_lcores"))));
+            return Err(ConfigError(format!(
+                "{}runtime.worker_lcores is empty: list at least one core, e.g. [1]",
+                at("worker_lcores")
+            )));
         }
         if rt.worker_lcores.len() > 1 {
             return Err(ConfigError(format!(
@@ -207,14 +211,28 @@ impl Config {
             )));
         }
         if rt.max_flows == 0 || rt.max_flows > 4_000_000 {
-            return Err(ConfigError(format!("{}runtime.max_flows must be 1..=4000000", at("max_flows"))));
+            return Err(ConfigError(format!(
+                "{}runtime.max_flows must be 1..=4000000",
+                at("max_flows")
+            )));
         }
-        for (key, v) in [("socket_rx_buffer", rt.socket_rx_buffer), ("socket_tx_buffer", rt.socket_tx_buffer)] {
+        for (key, v) in [
+            ("socket_rx_buffer", rt.socket_rx_buffer),
+            ("socket_tx_buffer", rt.socket_tx_buffer),
+        ] {
             if !(536..=16 << 20).contains(&v) {
-                return Err(ConfigError(format!("{}runtime.{key} = {v}: must be 536..=16777216 bytes", at(key))));
+                return Err(ConfigError(format!(
+                    "{}runtime.{key} = {v}: must be 536..=16777216 bytes",
+                    at(key)
+                )));
             }
         }
-        let min_mbufs = self.ports.iter().map(|p| u32::from(p.rx_descriptors) + u32::from(p.tx_descriptors)).sum::<u32>() * 2;
+        let min_mbufs = self
+            .ports
+            .iter()
+            .map(|p| u32::from(p.rx_descriptors) + u32::from(p.tx_descriptors))
+            .sum::<u32>()
+            * 2;
         if rt.mbufs < min_mbufs {
             return Err(ConfigError(format!(
                 "{}runtime.mbufs = {}: too small for the ports' descriptor rings; use at least {min_mbufs}",
@@ -223,7 +241,9 @@ impl Config {
             )));
         }
         if self.ports.is_empty() {
-            return Err(ConfigError("no [[port]] section: configure at least one port".into()));
+            return Err(ConfigError(
+                "no [[port]] section: configure at least one port".into(),
+            ));
         }
         for (i, p) in self.ports.iter().enumerate() {
             let where_ = at(&format!("\"{}\"", p.name));
@@ -241,10 +261,16 @@ impl Config {
                 )));
             }
             if p.queues != 1 {
-                return Err(ConfigError(format!("{where_}port '{}': queues = {}: this version polls one queue per port", p.name, p.queues)));
+                return Err(ConfigError(format!(
+                    "{where_}port '{}': queues = {}: this version polls one queue per port",
+                    p.name, p.queues
+                )));
             }
             if self.ports[..i].iter().any(|q| q.name == p.name) {
-                return Err(ConfigError(format!("{where_}port name '{}' is used twice", p.name)));
+                return Err(ConfigError(format!(
+                    "{where_}port name '{}' is used twice",
+                    p.name
+                )));
             }
         }
         for l in &self.listeners {
@@ -277,7 +303,11 @@ impl Config {
         let mut args = vec![
             "zproxy".to_owned(),
             "-l".into(),
-            lcores.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+            lcores
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             "--main-lcore".into(),
             rt.main_lcore.to_string(),
             "--file-prefix".into(),
@@ -287,7 +317,12 @@ impl Config {
         ];
         if rt.no_huge {
             // Anonymous memory: no files to leave behind (and --in-memory would clash).
-            args.extend(["--no-huge".into(), "--no-shconf".into(), "-m".into(), rt.memory_mb.to_string()]);
+            args.extend([
+                "--no-huge".into(),
+                "--no-shconf".into(),
+                "-m".into(),
+                rt.memory_mb.to_string(),
+            ]);
         } else {
             // No shared files: nothing is left in the huge dir or /var/run/dpdk.
             args.push("--in-memory".into());
@@ -350,20 +385,43 @@ body = "hi\n"
         assert_eq!(c.listeners[0].static_response.as_ref().unwrap().status, 200);
         let args = c.eal_args("zp1");
         assert!(args.contains(&"--no-pci".to_owned()));
-        assert!(args.windows(2).any(|w| w == ["--vdev", "net_af_xdp0,iface=cli1"]));
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["--vdev", "net_af_xdp0,iface=cli1"]));
         assert!(args.windows(2).any(|w| w == ["-l", "0,1"]));
     }
 
     #[test]
     fn bad_configs_name_key_and_line() {
         let cases: &[(&str, &str)] = &[
-            (&GOOD.replace("tcp_port = 80", "tcp_port = 80\nbogus = 1"), "line 14: unknown field `bogus`"),
-            (&GOOD.replace("10.71.0.2/24", "10.71.0.2"), "line 8: port 'client': address = \"10.71.0.2\" is not A.B.C.D/prefix"),
-            (&GOOD.replace("port = \"client\"", "port = \"nope\""), "names no [[port]] (have: client)"),
-            (&GOOD.replace("worker_lcores = [1]", "worker_lcores = [0]"), "line 3: runtime.worker_lcores contains the main lcore 0"),
-            (&GOOD.replace("mode = \"static\"", "mode = \"udp\""), "line 14: unknown variant `udp`"),
-            (&GOOD.replace("vdev = ", "pci = \"0000:01:00.0\"\nvdev = "), "give either vdev or pci, not both"),
-            (&GOOD.replace("tcp_port = 80", "tcp_port = 99999"), "line 13:"),
+            (
+                &GOOD.replace("tcp_port = 80", "tcp_port = 80\nbogus = 1"),
+                "line 14: unknown field `bogus`",
+            ),
+            (
+                &GOOD.replace("10.71.0.2/24", "10.71.0.2"),
+                "line 8: port 'client': address = \"10.71.0.2\" is not A.B.C.D/prefix",
+            ),
+            (
+                &GOOD.replace("port = \"client\"", "port = \"nope\""),
+                "names no [[port]] (have: client)",
+            ),
+            (
+                &GOOD.replace("worker_lcores = [1]", "worker_lcores = [0]"),
+                "line 3: runtime.worker_lcores contains the main lcore 0",
+            ),
+            (
+                &GOOD.replace("mode = \"static\"", "mode = \"udp\""),
+                "line 14: unknown variant `udp`",
+            ),
+            (
+                &GOOD.replace("vdev = ", "pci = \"0000:01:00.0\"\nvdev = "),
+                "give either vdev or pci, not both",
+            ),
+            (
+                &GOOD.replace("tcp_port = 80", "tcp_port = 99999"),
+                "line 13:",
+            ),
         ];
         for (text, want) in cases {
             let got = err(text);

@@ -82,7 +82,9 @@ fn random_seed() -> u64 {
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n != buf.len() as isize {
         // Fall back on time and pid: still differs between runs.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         return t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
     }
     u64::from_ne_bytes(buf)
@@ -103,8 +105,19 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let worker_lcore = rt.worker_lcores[0];
     // SAFETY: plain getter; EAL is up.
     let socket = unsafe { zproxy_ffi::rte_lcore_to_socket_id(worker_lcore) } as i32;
-    let pool = Arc::new(Mempool::new(&eal, "zp_mbufs_0", rt.mbufs, rt.mbuf_cache, MBUF_DATA_ROOM, socket)?);
-    log::info!("mbuf pool '{}': {} mbufs on NUMA node {socket}", pool.name(), pool.size());
+    let pool = Arc::new(Mempool::new(
+        &eal,
+        "zp_mbufs_0",
+        rt.mbufs,
+        rt.mbuf_cache,
+        MBUF_DATA_ROOM,
+        socket,
+    )?);
+    log::info!(
+        "mbuf pool '{}': {} mbufs on NUMA node {socket}",
+        pool.name(),
+        pool.size()
+    );
 
     let ports = bring_up_ports(&eal, &cfg, &pool)?;
     let shared = Arc::new(SharedCounters::default());
@@ -153,10 +166,14 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     drop(pool);
     drop(eal);
     if code != 0 {
-        return Err(RunError(format!("the worker on lcore {worker_lcore} failed (code {code})")));
+        return Err(RunError(format!(
+            "the worker on lcore {worker_lcore} failed (code {code})"
+        )));
     }
     if leaked != 0 {
-        return Err(RunError(format!("{leaked} mbufs leaked: this is a bug, please report it")));
+        return Err(RunError(format!(
+            "{leaked} mbufs leaked: this is a bug, please report it"
+        )));
     }
     Ok(())
 }
@@ -209,9 +226,15 @@ fn worker_spec(cfg: &Config, ports: &[Port], pool: Arc<Mempool>) -> Result<Worke
         .listeners
         .iter()
         .map(|l| {
-            let port_index = cfg.ports.iter().position(|p| p.name == l.port).expect("validated at load");
+            let port_index = cfg
+                .ports
+                .iter()
+                .position(|p| p.name == l.port)
+                .expect("validated at load");
             let responder = match l.mode {
-                ListenerMode::Static => Responder::new(l.static_response.as_ref().expect("validated at load")),
+                ListenerMode::Static => {
+                    Responder::new(l.static_response.as_ref().expect("validated at load"))
+                }
             };
             ListenerSpec {
                 port_index,

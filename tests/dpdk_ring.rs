@@ -31,7 +31,9 @@ fn eal() -> Eal {
 }
 
 fn frame(i: u8) -> Vec<u8> {
-    (0..64u8).map(|b| b.wrapping_mul(7).wrapping_add(i)).collect()
+    (0..64u8)
+        .map(|b| b.wrapping_mul(7).wrapping_add(i))
+        .collect()
 }
 
 #[test]
@@ -40,7 +42,10 @@ fn dpdk_layer_on_net_ring() {
         return;
     }
     let eal = eal();
-    assert!(Eal::init(&["again"]).is_err(), "a second EAL init must be refused");
+    assert!(
+        Eal::init(&["again"]).is_err(),
+        "a second EAL init must be refused"
+    );
 
     let pool = Mempool::new(&eal, "test_pool", 1023, 0, 2176, -1).expect("pool");
     assert_eq!(pool.in_use(), 0);
@@ -55,10 +60,17 @@ fn dpdk_layer_on_net_ring() {
         }
         assert!(burst.is_full());
         let extra = held.pop().unwrap();
-        assert!(burst.push(extra).is_err(), "a full burst hands the mbuf back (and it is freed)");
+        assert!(
+            burst.push(extra).is_err(),
+            "a full burst hands the mbuf back (and it is freed)"
+        );
         assert_eq!(pool.in_use(), 99);
     }
-    assert_eq!(pool.in_use(), 0, "dropping mbufs and bursts returns every mbuf");
+    assert_eq!(
+        pool.in_use(),
+        0,
+        "dropping mbufs and bursts returns every mbuf"
+    );
 
     // Exhaustion is an empty result, not a crash, and recovers.
     {
@@ -69,12 +81,28 @@ fn dpdk_layer_on_net_ring() {
     assert_eq!(pool.in_use(), 0);
 
     // An unknown device is a clear error.
-    let cfg = PortConfig { rx_queues: 1, tx_queues: 1, rx_descriptors: 256, tx_descriptors: 256, mtu: None };
-    let err = Port::start(&eal, "net_nosuch0", &cfg, &pool).err().expect("unknown device must fail");
-    assert!(err.to_string().contains("no such DPDK port"), "{err}");
-    let err = Port::start(&eal, "net_ring0", &PortConfig { rx_queues: 64, ..cfg.clone() }, &pool)
+    let cfg = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_descriptors: 256,
+        tx_descriptors: 256,
+        mtu: None,
+    };
+    let err = Port::start(&eal, "net_nosuch0", &cfg, &pool)
         .err()
-        .expect("too many queues must fail");
+        .expect("unknown device must fail");
+    assert!(err.to_string().contains("no such DPDK port"), "{err}");
+    let err = Port::start(
+        &eal,
+        "net_ring0",
+        &PortConfig {
+            rx_queues: 64,
+            ..cfg.clone()
+        },
+        &pool,
+    )
+    .err()
+    .expect("too many queues must fail");
     assert!(err.to_string().contains("at most"), "{err}");
 
     // Frames sent on the ring port arrive back, byte for byte.
@@ -100,7 +128,11 @@ fn dpdk_layer_on_net_ring() {
         }
         assert_eq!(got, 32);
         for (i, m) in rx.drain().enumerate() {
-            assert_eq!(m.data(), &frame(i as u8)[..], "frame {i} changed on the way");
+            assert_eq!(
+                m.data(),
+                &frame(i as u8)[..],
+                "frame {i} changed on the way"
+            );
         }
         let stats = port.stats().unwrap();
         assert_eq!((stats.tx_packets, stats.rx_packets), (32, 32));
@@ -110,5 +142,8 @@ fn dpdk_layer_on_net_ring() {
     drop(pool);
     drop(eal);
     let runtime_dir = format!("/var/run/dpdk/zptest-ring-{}", std::process::id());
-    assert!(!std::path::Path::new(&runtime_dir).exists(), "{runtime_dir} left behind");
+    assert!(
+        !std::path::Path::new(&runtime_dir).exists(),
+        "{runtime_dir} left behind"
+    );
 }

@@ -191,7 +191,9 @@ impl<'a> Worker<'a> {
     fn start_queued(&mut self, now: Instant) {
         let n = self.queue.len();
         for _ in 0..n {
-            let Some(&idx) = self.queue.front() else { break };
+            let Some(&idx) = self.queue.front() else {
+                break;
+            };
             if self.exhausted {
                 self.queue.pop_front();
                 self.conns[idx].stream = None;
@@ -247,9 +249,11 @@ impl<'a> Worker<'a> {
         conn.received = 0;
         conn.parser.reset();
         let result = TcpStream::connect(self.plan.target).and_then(|mut s| {
-            self.poll
-                .registry()
-                .register(&mut s, Token(idx), Interest::READABLE | Interest::WRITABLE)?;
+            self.poll.registry().register(
+                &mut s,
+                Token(idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             Ok(s)
         });
         match result {
@@ -265,7 +269,12 @@ impl<'a> Worker<'a> {
     fn drive(&mut self, idx: usize) {
         let step = {
             let conn = &mut self.conns[idx];
-            step(conn, &mut self.scratch, &self.plan.request, self.plan.nodelay)
+            step(
+                conn,
+                &mut self.scratch,
+                &self.plan.request,
+                self.plan.nodelay,
+            )
         };
         if !matches!(step, Step::Pending) {
             self.finish(idx, step);

@@ -24,8 +24,14 @@ pub enum Malformed {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Chunk {
     /// Reading the chunk-size line; `ext` once past the hex digits.
-    Size { value: u64, digits: u8, ext: bool },
-    SizeLf { value: u64 },
+    Size {
+        value: u64,
+        digits: u8,
+        ext: bool,
+    },
+    SizeLf {
+        value: u64,
+    },
     Data(u64),
     DataCr,
     DataLf,
@@ -202,7 +208,11 @@ impl ResponseParser {
                 State::Done
             } else if has_te {
                 if chunked {
-                    State::Chunked(Chunk::Size { value: 0, digits: 0, ext: false })
+                    State::Chunked(Chunk::Size {
+                        value: 0,
+                        digits: 0,
+                        ext: false,
+                    })
                 } else {
                     State::UntilClose
                 }
@@ -281,12 +291,20 @@ impl ResponseParser {
 /// body (including trailers) is complete.
 fn chunk_step(c: Chunk, b: u8) -> Result<Option<Chunk>, Malformed> {
     Ok(Some(match c {
-        Chunk::Size { value, digits, ext: false } if b.is_ascii_hexdigit() => {
+        Chunk::Size {
+            value,
+            digits,
+            ext: false,
+        } if b.is_ascii_hexdigit() => {
             if digits >= 15 {
                 return Err(Malformed::Chunked);
             }
             let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-            Chunk::Size { value: value * 16 + d, digits: digits + 1, ext: false }
+            Chunk::Size {
+                value: value * 16 + d,
+                digits: digits + 1,
+                ext: false,
+            }
         }
         Chunk::Size { digits: 0, .. } => return Err(Malformed::Chunked),
         Chunk::Size { value, .. } if b == b'\r' => Chunk::SizeLf { value },
@@ -295,12 +313,24 @@ fn chunk_step(c: Chunk, b: u8) -> Result<Option<Chunk>, Malformed> {
             if !ext && !matches!(b, b';' | b' ' | b'\t') {
                 return Err(Malformed::Chunked);
             }
-            Chunk::Size { value, digits, ext: true }
+            Chunk::Size {
+                value,
+                digits,
+                ext: true,
+            }
         }
         Chunk::SizeLf { value } if b == b'\n' => after_size(value),
         Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-        Chunk::DataCr if b == b'\n' => Chunk::Size { value: 0, digits: 0, ext: false },
-        Chunk::DataLf if b == b'\n' => Chunk::Size { value: 0, digits: 0, ext: false },
+        Chunk::DataCr if b == b'\n' => Chunk::Size {
+            value: 0,
+            digits: 0,
+            ext: false,
+        },
+        Chunk::DataLf if b == b'\n' => Chunk::Size {
+            value: 0,
+            digits: 0,
+            ext: false,
+        },
         Chunk::TrailerStart if b == b'\r' => Chunk::FinalLf,
         Chunk::TrailerStart if b == b'\n' => return Ok(None),
         Chunk::TrailerStart | Chunk::TrailerLine if b == b'\r' => Chunk::TrailerLf,
@@ -369,9 +399,15 @@ mod tests {
             assert_eq!(r, (Ok(true), 200, 0));
         }
         let mut p = ResponseParser::new();
-        assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), Err(Malformed::Chunked));
+        assert_eq!(
+            p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            Err(Malformed::Chunked)
+        );
         let mut p = ResponseParser::new();
-        assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"), Ok(false));
+        assert_eq!(
+            p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
+            Ok(false)
+        );
         assert!(!p.eof());
     }
 
@@ -397,11 +433,20 @@ mod tests {
         let mut p = ResponseParser::new();
         assert_eq!(p.feed(b"HELLO\r\n\r\n"), Err(Malformed::Head));
         p.reset();
-        assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"), Err(Malformed::ContentLength));
+        assert_eq!(
+            p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"),
+            Err(Malformed::ContentLength)
+        );
         p.reset();
-        assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), Err(Malformed::ContentLength));
+        assert_eq!(
+            p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Err(Malformed::ContentLength)
+        );
         p.reset();
-        assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx"), Ok(true));
+        assert_eq!(
+            p.feed(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx"),
+            Ok(true)
+        );
         assert!(!p.must_close());
         p.reset();
         let big = vec![b'a'; MAX_HEAD + 10];

@@ -111,7 +111,10 @@ pub fn run(args: &Args) -> Result<Run, String> {
 
 /// Raises the soft open-files limit towards `want` (bounded by the hard limit).
 fn raise_fd_limit(want: u64) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a valid, writable rlimit struct for the duration of the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return;

@@ -119,12 +119,14 @@ impl Run {
         row("Warm-up", fmt_duration(a.warmup));
         row(
             "Rate limit",
-            a.rate.map_or_else(|| "unlimited".into(), |r| format!("{r} req/s")),
+            a.rate
+                .map_or_else(|| "unlimited".into(), |r| format!("{r} req/s")),
         );
         row("Request body", format!("{} B", a.body_size));
         row(
             "Expected body size",
-            a.expect_size.map_or_else(|| "any".into(), |n| format!("{n} B")),
+            a.expect_size
+                .map_or_else(|| "any".into(), |n| format!("{n} B")),
         );
         row("Timeout", fmt_duration(a.timeout));
         row(
@@ -142,7 +144,10 @@ impl Run {
         row("Failures", r.failures_total.to_string());
         row("Success rate", format!("{:.2} %", r.success_rate));
         row("Connections/s", format!("{:.1}", r.connections_per_sec));
-        row("Requests/s (all completed)", format!("{:.1}", r.requests_per_sec));
+        row(
+            "Requests/s (all completed)",
+            format!("{:.1}", r.requests_per_sec),
+        );
         row(
             "Bytes received",
             format!(
@@ -172,7 +177,13 @@ impl Run {
 
         o.push_str("\n### Failures by kind\n\n| Kind | Count |\n| --- | --- |\n");
         for k in FailureKind::ALL {
-            let _ = writeln!(o, "| {} (`{}`) | {} |", k.describe(), k.name(), r.failures_of(k));
+            let _ = writeln!(
+                o,
+                "| {} (`{}`) | {} |",
+                k.describe(),
+                k.name(),
+                r.failures_of(k)
+            );
         }
 
         if !r.status_codes.is_empty() {
@@ -185,7 +196,10 @@ impl Run {
     }
 
     fn url(&self) -> String {
-        format!("http://{}:{}{}", self.args.host, self.args.port, self.args.path)
+        format!(
+            "http://{}:{}{}",
+            self.args.host, self.args.port, self.args.path
+        )
     }
 }
 

@@ -161,7 +161,9 @@ impl ThreadStats {
 
     /// Adds `other` into `self`.
     pub fn merge(&mut self, other: &ThreadStats) {
-        self.hist.add(&other.hist).expect("histograms have equal bounds");
+        self.hist
+            .add(&other.hist)
+            .expect("histograms have equal bounds");
         self.successes += other.successes;
         for (a, b) in self.failures.iter_mut().zip(other.failures.iter()) {
             *a += b;

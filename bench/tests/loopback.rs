@@ -24,7 +24,16 @@ fn ok_counts_match_server_connection_close() {
     let server = TestServer::start(Mode::Ok(BODY.to_vec()));
     let run = bench(
         server.port(),
-        &["--concurrency", "8", "--requests", "300", "--expect-size", "13", "--label", "ok-test"],
+        &[
+            "--concurrency",
+            "8",
+            "--requests",
+            "300",
+            "--expect-size",
+            "13",
+            "--label",
+            "ok-test",
+        ],
     );
     assert_eq!(run.exit_code(), 0);
     assert_eq!(run.get("completed"), 300);
@@ -32,7 +41,11 @@ fn ok_counts_match_server_connection_close() {
     assert_eq!(run.get("failures_total"), 0);
     assert_eq!(server.requests(), 300);
     assert_eq!(server.answered(), 300);
-    assert_eq!(server.connections(), 300, "keep-alive off opens one connection per request");
+    assert_eq!(
+        server.connections(),
+        300,
+        "keep-alive off opens one connection per request"
+    );
     assert_eq!(run.get("connections_opened"), 300);
     assert_eq!(run.results()["status_codes"]["200"], 300);
     assert_eq!(run.results()["success_rate"].as_f64(), Some(100.0));
@@ -64,29 +77,71 @@ fn keep_alive_reuses_connections() {
     let server = TestServer::start(Mode::Ok(BODY.to_vec()));
     let run = bench(
         server.port(),
-        &["--concurrency", "4", "--requests", "400", "--keep-alive", "on", "--expect-size", "13"],
+        &[
+            "--concurrency",
+            "4",
+            "--requests",
+            "400",
+            "--keep-alive",
+            "on",
+            "--expect-size",
+            "13",
+        ],
     );
     assert_eq!(run.get("successes"), 400, "{}", run.json);
     assert_eq!(run.get("failures_total"), 0);
     assert_eq!(server.requests(), 400);
-    assert!(server.connections() <= 4, "{} connections", server.connections());
+    assert!(
+        server.connections() <= 4,
+        "{} connections",
+        server.connections()
+    );
 }
 
 #[test]
 fn chunked_and_close_delimited_bodies() {
     let chunks = vec![b"abc".to_vec(), vec![b'z'; 5000], b"0123456789".to_vec()];
     let server = TestServer::start(Mode::Chunked(chunks));
-    let run = bench(server.port(), &["--concurrency", "4", "--requests", "100", "--expect-size", "5013"]);
+    let run = bench(
+        server.port(),
+        &[
+            "--concurrency",
+            "4",
+            "--requests",
+            "100",
+            "--expect-size",
+            "5013",
+        ],
+    );
     assert_eq!(run.get("successes"), 100, "{}", run.json);
     assert_eq!(server.requests(), 100);
     let run = bench(
         server.port(),
-        &["--concurrency", "4", "--requests", "100", "--keep-alive", "on", "--expect-size", "5013"],
+        &[
+            "--concurrency",
+            "4",
+            "--requests",
+            "100",
+            "--keep-alive",
+            "on",
+            "--expect-size",
+            "5013",
+        ],
     );
     assert_eq!(run.get("successes"), 100, "{}", run.json);
 
     let server = TestServer::start(Mode::CloseDelimited(vec![b'q'; 3000]));
-    let run = bench(server.port(), &["--concurrency", "4", "--requests", "100", "--expect-size", "3000"]);
+    let run = bench(
+        server.port(),
+        &[
+            "--concurrency",
+            "4",
+            "--requests",
+            "100",
+            "--expect-size",
+            "3000",
+        ],
+    );
     assert_eq!(run.get("successes"), 100, "{}", run.json);
     assert_eq!(server.requests(), 100);
 }
@@ -116,7 +171,10 @@ fn status_500_is_a_failure() {
     assert_eq!(server.requests(), 50);
     // Exit code: 0 by default, 1 with --fail-on-error.
     assert_eq!(run.exit_code(), 0);
-    let run = bench(server.port(), &["--concurrency", "2", "--requests", "4", "--fail-on-error"]);
+    let run = bench(
+        server.port(),
+        &["--concurrency", "2", "--requests", "4", "--fail-on-error"],
+    );
     assert_eq!(run.exit_code(), 1);
 }
 
@@ -131,7 +189,17 @@ fn malformed_response_is_a_failure() {
 #[test]
 fn size_mismatch_is_a_failure() {
     let server = TestServer::start(Mode::Ok(BODY.to_vec()));
-    let run = bench(server.port(), &["--concurrency", "4", "--requests", "50", "--expect-size", "12"]);
+    let run = bench(
+        server.port(),
+        &[
+            "--concurrency",
+            "4",
+            "--requests",
+            "50",
+            "--expect-size",
+            "12",
+        ],
+    );
     assert_only_failure(&run, "size_mismatch", 50);
     assert_eq!(server.requests(), 50);
 }
@@ -148,7 +216,17 @@ fn refused_when_nothing_listens() {
 fn request_timeout_is_a_failure() {
     let server = TestServer::start(Mode::Silent);
     let started = Instant::now();
-    let run = bench(server.port(), &["--concurrency", "2", "--requests", "4", "--timeout", "300ms"]);
+    let run = bench(
+        server.port(),
+        &[
+            "--concurrency",
+            "2",
+            "--requests",
+            "4",
+            "--timeout",
+            "300ms",
+        ],
+    );
     assert_only_failure(&run, "timeout", 4);
     assert_eq!(server.requests(), 4);
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -159,14 +237,32 @@ fn connect_timeout_is_a_failure() {
     // A listener with a full accept queue drops SYNs, so connect() never completes.
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     sock.listen(0).unwrap();
     let addr = sock.local_addr().unwrap().as_socket().unwrap();
     let fillers: Vec<_> = (0..3)
-        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        })
         .collect();
     assert!(!fillers.is_empty());
-    let run = bench(addr.port(), &["--concurrency", "2", "--requests", "4", "--timeout", "300ms"]);
+    let run = bench(
+        addr.port(),
+        &[
+            "--concurrency",
+            "2",
+            "--requests",
+            "4",
+            "--timeout",
+            "300ms",
+        ],
+    );
     assert_only_failure(&run, "connect_timeout", 4);
     drop(sock);
 }
@@ -174,11 +270,30 @@ fn connect_timeout_is_a_failure() {
 #[test]
 fn post_body_is_sent() {
     let server = TestServer::start(Mode::Ok(BODY.to_vec()));
-    let run = bench(server.port(), &["--concurrency", "4", "--requests", "40", "--body-size", "100000"]);
+    let run = bench(
+        server.port(),
+        &[
+            "--concurrency",
+            "4",
+            "--requests",
+            "40",
+            "--body-size",
+            "100000",
+        ],
+    );
     assert_eq!(run.get("successes"), 40, "{}", run.json);
-    assert_eq!(server.counters.posts.load(std::sync::atomic::Ordering::SeqCst), 40);
     assert_eq!(
-        server.counters.body_bytes.load(std::sync::atomic::Ordering::SeqCst),
+        server
+            .counters
+            .posts
+            .load(std::sync::atomic::Ordering::SeqCst),
+        40
+    );
+    assert_eq!(
+        server
+            .counters
+            .body_bytes
+            .load(std::sync::atomic::Ordering::SeqCst),
         40 * 100_000
     );
     assert_eq!(run.json["config"]["method"], "POST");
@@ -189,7 +304,19 @@ fn server_stopped_mid_run() {
     let mut server = TestServer::start(Mode::Ok(BODY.to_vec()));
     let port = server.port();
     let runner = std::thread::spawn(move || {
-        bench(port, &["--concurrency", "4", "--requests", "3000", "--timeout", "2s", "--threads", "2"])
+        bench(
+            port,
+            &[
+                "--concurrency",
+                "4",
+                "--requests",
+                "3000",
+                "--timeout",
+                "2s",
+                "--threads",
+                "2",
+            ],
+        )
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.answered() < 100 && Instant::now() < deadline {
@@ -204,7 +331,11 @@ fn server_stopped_mid_run() {
     assert!(run.failure("connect_refused") > 0, "{}", run.json);
     assert_eq!(run.get("successes") + run.get("failures_total"), 3000);
     for kind in run.failure_kinds() {
-        assert!(kind == "connect_refused" || kind == "reset", "unexpected {kind}: {}", run.json);
+        assert!(
+            kind == "connect_refused" || kind == "reset",
+            "unexpected {kind}: {}",
+            run.json
+        );
     }
 }
 
@@ -213,12 +344,31 @@ fn rate_limit_and_warmup() {
     let server = TestServer::start(Mode::Ok(BODY.to_vec()));
     let run = bench(
         server.port(),
-        &["--concurrency", "4", "--rate", "200", "--duration", "1s", "--warmup", "300ms", "--keep-alive", "on"],
+        &[
+            "--concurrency",
+            "4",
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+            "--warmup",
+            "300ms",
+            "--keep-alive",
+            "on",
+        ],
     );
     let ok = run.get("successes");
-    assert!((150..=250).contains(&ok), "rate-limited successes {ok}: {}", run.json);
+    assert!(
+        (150..=250).contains(&ok),
+        "rate-limited successes {ok}: {}",
+        run.json
+    );
     // Warm-up requests reached the server but are not in the results.
-    assert!(server.requests() >= ok + 40, "server {} vs measured {ok}", server.requests());
+    assert!(
+        server.requests() >= ok + 40,
+        "server {} vs measured {ok}",
+        server.requests()
+    );
     assert_eq!(run.results()["per_second"].as_array().unwrap().len(), 1);
 }
 

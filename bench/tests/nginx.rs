@@ -25,7 +25,11 @@ impl Drop for Nginx {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_nginx(dir: &Path, port: u16) -> Nginx {
@@ -68,7 +72,10 @@ http {{
     let nginx = Nginx { child };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nginx did not start listening on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start listening on {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     nginx
@@ -100,7 +107,17 @@ fn counts_match_nginx_access_log() {
     // The readiness probe above may or may not have been logged (it sent nothing).
     let base = log_lines(&dir, 0);
 
-    let run = bench(port, &["--concurrency", "50", "--requests", "2000", "--expect-size", "17"]);
+    let run = bench(
+        port,
+        &[
+            "--concurrency",
+            "50",
+            "--requests",
+            "2000",
+            "--expect-size",
+            "17",
+        ],
+    );
     assert_eq!(run.get("successes"), 2000, "{}", run.json);
     assert_eq!(run.get("failures_total"), 0);
     let lines = log_lines(&dir, base + 2000);
@@ -108,18 +125,44 @@ fn counts_match_nginx_access_log() {
 
     let run = bench(
         port,
-        &["--concurrency", "20", "--requests", "1000", "--keep-alive", "on", "--threads", "2", "--expect-size", "17"],
+        &[
+            "--concurrency",
+            "20",
+            "--requests",
+            "1000",
+            "--keep-alive",
+            "on",
+            "--threads",
+            "2",
+            "--expect-size",
+            "17",
+        ],
     );
     assert_eq!(run.get("successes"), 1000, "{}", run.json);
     assert!(run.get("connections_opened") <= 40, "{}", run.json);
     let lines = log_lines(&dir, base + 3000);
     assert_eq!(lines - base, 3000);
 
-    let run = bench(port, &["--concurrency", "10", "--requests", "100", "--path", "/missing"]);
+    let run = bench(
+        port,
+        &[
+            "--concurrency",
+            "10",
+            "--requests",
+            "100",
+            "--path",
+            "/missing",
+        ],
+    );
     assert_eq!(run.failure("non_2xx"), 100, "{}", run.json);
     assert_eq!(run.get("successes"), 0);
     let log = std::fs::read_to_string(dir.join("access.log")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.contains("\"GET /missing HTTP/1.1\" 404")).count(), 100);
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("\"GET /missing HTTP/1.1\" 404"))
+            .count(),
+        100
+    );
     drop(_nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,12 @@
 //! layer lives in the `zproxy` crate (`src/dpdk/`). The shims are re-exported
 //! under DPDK's own names so the calling code reads like DPDK's docs.
 
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code
+)]
 #![allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

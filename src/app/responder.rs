@@ -50,13 +50,24 @@ impl Responder {
             keep_alive: build(cfg.status, reason, &cfg.content_type, &cfg.body, false),
             close: build(cfg.status, reason, &cfg.content_type, &cfg.body, true),
             bad_request: build(400, "Bad Request", "text/plain", "bad request\n", true),
-            too_large: build(431, "Request Header Fields Too Large", "text/plain", "request head too large\n", true),
+            too_large: build(
+                431,
+                "Request Header Fields Too Large",
+                "text/plain",
+                "request head too large\n",
+                true,
+            ),
         }
     }
 
     /// Serves what the socket holds. `scratch` must be at least as large as
     /// the socket's receive buffer.
-    pub fn serve(&self, st: &mut ResponderState, sock: &mut tcp::Socket, scratch: &mut [u8]) -> Served {
+    pub fn serve(
+        &self,
+        st: &mut ResponderState,
+        sock: &mut tcp::Socket,
+        scratch: &mut [u8],
+    ) -> Served {
         let mut served = Served::default();
         loop {
             if st.closing {
@@ -95,7 +106,11 @@ impl Responder {
                 self.fail(st, sock, &self.bad_request, &mut served);
                 break;
             };
-            let response: &[u8] = if framing.keep_alive { &self.keep_alive } else { &self.close };
+            let response: &[u8] = if framing.keep_alive {
+                &self.keep_alive
+            } else {
+                &self.close
+            };
             if sock.send_capacity() - sock.send_queue() < response.len() {
                 // Wait for the peer to ACK; the head stays queued until then.
                 break;
@@ -117,7 +132,13 @@ impl Responder {
         served
     }
 
-    fn fail(&self, st: &mut ResponderState, sock: &mut tcp::Socket, response: &[u8], served: &mut Served) {
+    fn fail(
+        &self,
+        st: &mut ResponderState,
+        sock: &mut tcp::Socket,
+        response: &[u8],
+        served: &mut Served,
+    ) {
         if sock.send_capacity() - sock.send_queue() >= response.len() {
             let _ = sock.send_slice(response);
         }
@@ -174,7 +195,10 @@ fn framing(req: &httparse::Request) -> Option<Framing> {
             return None;
         }
     }
-    Some(Framing { keep_alive, body_len: body_len.unwrap_or(0) })
+    Some(Framing {
+        keep_alive,
+        body_len: body_len.unwrap_or(0),
+    })
 }
 
 fn reason_phrase(status: u16) -> &'static str {
@@ -205,24 +229,51 @@ mod tests {
 
     #[test]
     fn keep_alive_defaults_and_overrides() {
-        assert!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().keep_alive);
-        assert!(!parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
         assert!(!parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
-        assert!(parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().keep_alive);
-        assert!(!parse(b"GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !parse(b"GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
     }
 
     #[test]
     fn body_lengths_and_refusals() {
-        assert_eq!(parse(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n").unwrap().body_len, 12);
-        assert!(parse(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").is_none());
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n")
+                .unwrap()
+                .body_len,
+            12
+        );
+        assert!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").is_none()
+        );
         assert!(parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").is_none());
         assert!(parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").is_none());
     }
 
     #[test]
     fn responses_are_well_formed() {
-        let r = Responder::new(&StaticResponse { status: 200, body: "hi\n".into(), content_type: "text/plain".into() });
+        let r = Responder::new(&StaticResponse {
+            status: 200,
+            body: "hi\n".into(),
+            content_type: "text/plain".into(),
+        });
         let text = std::str::from_utf8(&r.close).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("Content-Length: 3\r\n"));

@@ -31,10 +31,12 @@ impl Eal {
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| DpdkError::other("rte_eal_init", "an EAL argument contains a NUL byte"))?;
         // EAL keeps pointers into argv for the life of the process: leak it on purpose.
-        let argv: &'static mut [*mut c_char] = Vec::leak(
-            owned.into_iter().map(|c| c.into_raw()).collect::<Vec<_>>(),
+        let argv: &'static mut [*mut c_char] =
+            Vec::leak(owned.into_iter().map(|c| c.into_raw()).collect::<Vec<_>>());
+        log::debug!(
+            "rte_eal_init {:?}",
+            args.iter().map(|a| a.as_ref()).collect::<Vec<_>>()
         );
-        log::debug!("rte_eal_init {:?}", args.iter().map(|a| a.as_ref()).collect::<Vec<_>>());
         // SAFETY: argv holds argv.len() valid NUL-terminated strings that live forever.
         let ret = unsafe { zproxy_ffi::rte_eal_init(argv.len() as c_int, argv.as_mut_ptr()) };
         if ret < 0 {

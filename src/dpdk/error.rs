@@ -32,12 +32,20 @@ impl DpdkError {
         let text = unsafe { CStr::from_ptr(zproxy_ffi::rte_strerror(errno)) }
             .to_string_lossy()
             .into_owned();
-        Self { context: context.into(), errno, text }
+        Self {
+            context: context.into(),
+            errno,
+            text,
+        }
     }
 
     /// An error found on the Rust side before or after calling DPDK.
     pub fn other(context: impl Into<String>, text: impl Into<String>) -> Self {
-        Self { context: context.into(), errno: 0, text: text.into() }
+        Self {
+            context: context.into(),
+            errno: 0,
+            text: text.into(),
+        }
     }
 }
 

@@ -23,7 +23,10 @@ pub fn launch(lcore: u32, job: impl FnOnce() -> i32 + Send + 'static) -> Result<
     if ret < 0 {
         // SAFETY: the launch failed, so the trampoline never ran: reclaim the box.
         drop(unsafe { Box::from_raw(arg as *mut Job) });
-        return Err(DpdkError::from_ret(format!("launching a worker on lcore {lcore}"), ret));
+        return Err(DpdkError::from_ret(
+            format!("launching a worker on lcore {lcore}"),
+            ret,
+        ));
     }
     Ok(Launched { lcore })
 }
@@ -44,7 +47,7 @@ unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
     // SAFETY: arg is the Box<Job> leaked by `launch`, taken back once here.
     let job = unsafe { Box::from_raw(arg as *mut Job) };
     // A panic must not unwind into C: report it as a failed worker.
-    match catch_unwind(AssertUnwindSafe(move || job())) {
+    match catch_unwind(AssertUnwindSafe(job)) {
         Ok(code) => code,
         Err(_) => {
             log::error!("worker on lcore {} panicked", current());

@@ -36,7 +36,10 @@ impl Mbuf {
         // buffer, which lives as long as we own the mbuf.
         unsafe {
             let p = zproxy_ffi::rte_pktmbuf_mtod(self.raw.as_ptr()) as *const u8;
-            std::slice::from_raw_parts(p, zproxy_ffi::rte_pktmbuf_data_len(self.raw.as_ptr()) as usize)
+            std::slice::from_raw_parts(
+                p,
+                zproxy_ffi::rte_pktmbuf_data_len(self.raw.as_ptr()) as usize,
+            )
         }
     }
 
@@ -87,7 +90,10 @@ pub struct MbufBurst<const N: usize> {
 
 impl<const N: usize> Default for MbufBurst<N> {
     fn default() -> Self {
-        Self { ptrs: [std::ptr::null_mut(); N], len: 0 }
+        Self {
+            ptrs: [std::ptr::null_mut(); N],
+            len: 0,
+        }
     }
 }
 

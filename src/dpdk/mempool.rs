@@ -23,18 +23,33 @@ unsafe impl Sync for Mempool {}
 impl Mempool {
     /// Creates a pool of `size` mbufs with `data_room` bytes each (headroom
     /// included) on NUMA `socket` (-1: any).
-    pub fn new(_eal: &Eal, name: &str, size: u32, cache: u32, data_room: u16, socket: i32) -> Result<Self> {
-        let cname = CString::new(name).map_err(|_| DpdkError::other("mempool", "name contains NUL"))?;
+    pub fn new(
+        _eal: &Eal,
+        name: &str,
+        size: u32,
+        cache: u32,
+        data_room: u16,
+        socket: i32,
+    ) -> Result<Self> {
+        let cname =
+            CString::new(name).map_err(|_| DpdkError::other("mempool", "name contains NUL"))?;
         // SAFETY: cname is a valid C string; EAL is initialised (we hold &Eal).
         let raw = unsafe {
             zproxy_ffi::rte_pktmbuf_pool_create(cname.as_ptr(), size, cache, 0, data_room, socket)
         };
         let raw = NonNull::new(raw).ok_or_else(|| {
-            let mut e = DpdkError::last(format!("creating mbuf pool '{name}' ({size} mbufs of {data_room} B on socket {socket})"));
-            e.text.push_str(" - are enough hugepages reserved? try: hugepages/setup.sh --check");
+            let mut e = DpdkError::last(format!(
+                "creating mbuf pool '{name}' ({size} mbufs of {data_room} B on socket {socket})"
+            ));
+            e.text
+                .push_str(" - are enough hugepages reserved? try: hugepages/setup.sh --check");
             e
         })?;
-        Ok(Self { raw, name: name.to_owned(), size })
+        Ok(Self {
+            raw,
+            name: name.to_owned(),
+            size,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -77,7 +92,11 @@ impl Drop for Mempool {
         let in_use = self.in_use();
         if in_use != 0 {
             // Not necessarily a leak: some drivers keep mbufs after close (see Port).
-            log::debug!("mbuf pool '{}': {in_use} of {} mbufs still out at free", self.name, self.size);
+            log::debug!(
+                "mbuf pool '{}': {in_use} of {} mbufs still out at free",
+                self.name,
+                self.size
+            );
         }
         // SAFETY: raw is a live pool; ports using it were stopped and closed
         // before (they borrow the pool), so no driver still references it.

@@ -82,7 +82,8 @@ impl Port {
 
         let mut info = ffi::rte_eth_dev_info::default();
         // SAFETY: id is a valid port; info is a writable struct of the right type.
-        check(unsafe { ffi::rte_eth_dev_info_get(id.0, &mut info) }, || ctx("rte_eth_dev_info_get"))?;
+        let ret = unsafe { ffi::rte_eth_dev_info_get(id.0, &mut info) };
+        check(ret, || ctx("rte_eth_dev_info_get"))?;
         if cfg.rx_queues > info.max_rx_queues || cfg.tx_queues > info.max_tx_queues {
             return Err(DpdkError::other(
                 ctx("configuring queues"),
@@ -94,65 +95,74 @@ impl Port {
         }
 
         // SAFETY: driver_name is a static NUL-terminated string owned by the driver.
-        let driver = unsafe { std::ffi::CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned();
+        let driver = unsafe { std::ffi::CStr::from_ptr(info.driver_name) }
+            .to_string_lossy()
+            .into_owned();
 
         let mut conf = ffi::rte_eth_conf::default();
         if cfg.rx_queues > 1 {
-            let rss = (ffi::RTE_ETH_RSS_IP | ffi::RTE_ETH_RSS_TCP) as u64 & info.flow_type_rss_offloads;
+            let rss =
+                (ffi::RTE_ETH_RSS_IP | ffi::RTE_ETH_RSS_TCP) as u64 & info.flow_type_rss_offloads;
             if rss != 0 {
                 conf.rxmode.mq_mode = ffi::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
                 conf.rx_adv_conf.rss_conf.rss_hf = rss;
             }
         }
-        let want_csum = (ffi::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | ffi::RTE_ETH_RX_OFFLOAD_TCP_CKSUM) as u64;
+        let want_csum =
+            (ffi::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | ffi::RTE_ETH_RX_OFFLOAD_TCP_CKSUM) as u64;
         let rx_checksum_offload = info.rx_offload_capa & want_csum == want_csum;
         if rx_checksum_offload {
             conf.rxmode.offloads |= want_csum;
         }
         // SAFETY: id is valid; conf is a fully initialised rte_eth_conf.
-        check(
-            unsafe { ffi::rte_eth_dev_configure(id.0, cfg.rx_queues, cfg.tx_queues, &conf) },
-            || ctx("rte_eth_dev_configure"),
-        )?;
+        let ret = unsafe { ffi::rte_eth_dev_configure(id.0, cfg.rx_queues, cfg.tx_queues, &conf) };
+        check(ret, || ctx("rte_eth_dev_configure"))?;
         if let Some(mtu) = cfg.mtu {
             // SAFETY: id is a valid, configured port.
-            check(unsafe { ffi::rte_eth_dev_set_mtu(id.0, mtu) }, || ctx(&format!("setting MTU {mtu}")))?;
+            check(unsafe { ffi::rte_eth_dev_set_mtu(id.0, mtu) }, || {
+                ctx(&format!("setting MTU {mtu}"))
+            })?;
         }
 
         let (mut nb_rx, mut nb_tx) = (cfg.rx_descriptors, cfg.tx_descriptors);
         // SAFETY: id is valid; the two counts are writable u16s.
-        check(
-            unsafe { ffi::rte_eth_dev_adjust_nb_rx_tx_desc(id.0, &mut nb_rx, &mut nb_tx) },
-            || ctx("adjusting descriptor counts"),
-        )?;
+        let ret = unsafe { ffi::rte_eth_dev_adjust_nb_rx_tx_desc(id.0, &mut nb_rx, &mut nb_tx) };
+        check(ret, || ctx("adjusting descriptor counts"))?;
         // SAFETY: id is valid.
         let socket = unsafe { ffi::rte_eth_dev_socket_id(id.0) };
-        let socket = if socket < 0 { ffi::SOCKET_ID_ANY } else { socket } as u32;
+        let socket = if socket < 0 {
+            ffi::SOCKET_ID_ANY
+        } else {
+            socket
+        } as u32;
         for q in 0..cfg.rx_queues {
             // SAFETY: id is configured with rx_queues queues; a NULL rxconf takes
             // the driver's defaults; pool outlives the port (it is borrowed by
             // the caller for the port's whole life).
-            check(
-                unsafe { ffi::rte_eth_rx_queue_setup(id.0, q, nb_rx, socket, std::ptr::null(), pool.as_ptr()) },
-                || ctx(&format!("setting up rx queue {q}")),
-            )?;
+            let ret = unsafe {
+                ffi::rte_eth_rx_queue_setup(id.0, q, nb_rx, socket, std::ptr::null(), pool.as_ptr())
+            };
+            check(ret, || ctx(&format!("setting up rx queue {q}")))?;
         }
         for q in 0..cfg.tx_queues {
             // SAFETY: as above, for tx queues.
-            check(
-                unsafe { ffi::rte_eth_tx_queue_setup(id.0, q, nb_tx, socket, std::ptr::null()) },
-                || ctx(&format!("setting up tx queue {q}")),
-            )?;
+            let ret =
+                unsafe { ffi::rte_eth_tx_queue_setup(id.0, q, nb_tx, socket, std::ptr::null()) };
+            check(ret, || ctx(&format!("setting up tx queue {q}")))?;
         }
         // SAFETY: queues are set up.
-        check(unsafe { ffi::rte_eth_dev_start(id.0) }, || ctx("rte_eth_dev_start"))?;
+        check(unsafe { ffi::rte_eth_dev_start(id.0) }, || {
+            ctx("rte_eth_dev_start")
+        })?;
         // Promiscuous mode is best effort (some vdevs do not support it).
         // SAFETY: id is a started port.
         let _ = unsafe { ffi::rte_eth_promiscuous_enable(id.0) };
 
         let mut mac = ffi::rte_ether_addr::default();
         // SAFETY: id is valid; mac is writable.
-        check(unsafe { ffi::rte_eth_macaddr_get(id.0, &mut mac) }, || ctx("rte_eth_macaddr_get"))?;
+        check(unsafe { ffi::rte_eth_macaddr_get(id.0, &mut mac) }, || {
+            ctx("rte_eth_macaddr_get")
+        })?;
 
         Ok(Port {
             id,
@@ -209,9 +219,8 @@ impl Port {
     pub fn link(&self) -> Result<LinkStatus> {
         let mut link = ffi::rte_eth_link::default();
         // SAFETY: id is a started port; link is writable.
-        check(unsafe { ffi::rte_eth_link_get_nowait(self.id.0, &mut link) }, || {
-            format!("rte_eth_link_get_nowait for {}", self.name)
-        })?;
+        let ret = unsafe { ffi::rte_eth_link_get_nowait(self.id.0, &mut link) };
+        check(ret, || format!("rte_eth_link_get_nowait for {}", self.name))?;
         Ok(LinkStatus {
             up: link.link_status() == ffi::RTE_ETH_LINK_UP as u16,
             speed_mbps: link.link_speed,
@@ -239,7 +248,10 @@ impl Port {
 
     /// The handle a worker polls one queue pair through.
     pub fn queue(&self, queue: QueueId) -> PortQueue {
-        PortQueue { port: self.id, queue }
+        PortQueue {
+            port: self.id,
+            queue,
+        }
     }
 }
 
@@ -250,11 +262,17 @@ impl Drop for Port {
         unsafe {
             let ret = ffi::rte_eth_dev_stop(self.id.0);
             if ret < 0 {
-                log::warn!("{}", DpdkError::from_ret(format!("stopping {}", self.name), ret));
+                log::warn!(
+                    "{}",
+                    DpdkError::from_ret(format!("stopping {}", self.name), ret)
+                );
             }
             let ret = ffi::rte_eth_dev_close(self.id.0);
             if ret < 0 {
-                log::warn!("{}", DpdkError::from_ret(format!("closing {}", self.name), ret));
+                log::warn!(
+                    "{}",
+                    DpdkError::from_ret(format!("closing {}", self.name), ret)
+                );
             }
         }
     }
@@ -276,7 +294,12 @@ impl PortQueue {
         // run); ptrs[len..] has room for `room` pointers, which become owned
         // by the burst.
         let n = unsafe {
-            ffi::rte_eth_rx_burst(self.port.0, self.queue.0, burst.ptrs.as_mut_ptr().add(burst.len), room)
+            ffi::rte_eth_rx_burst(
+                self.port.0,
+                self.queue.0,
+                burst.ptrs.as_mut_ptr().add(burst.len),
+                room,
+            )
         } as usize;
         burst.len += n;
         n
@@ -291,7 +314,12 @@ impl PortQueue {
         // SAFETY: the port is started; ptrs[..len] are valid mbufs; the driver
         // takes ownership of the first `n` it returns.
         let n = unsafe {
-            ffi::rte_eth_tx_burst(self.port.0, self.queue.0, burst.ptrs.as_mut_ptr(), burst.len as u16)
+            ffi::rte_eth_tx_burst(
+                self.port.0,
+                self.queue.0,
+                burst.ptrs.as_mut_ptr(),
+                burst.len as u16,
+            )
         } as usize;
         burst.consume_front(n);
         n

@@ -54,7 +54,9 @@ impl TxQueue {
     /// Flushes when the oldest pending frame waited `tx_drain_us`, or
     /// unconditionally when `idle` (nothing else to batch with).
     pub fn flush_if_due(&mut self, now_tsc: u64, idle: bool) {
-        if !self.pending.is_empty() && (idle || now_tsc.wrapping_sub(self.pending_since) >= self.drain_cycles) {
+        if !self.pending.is_empty()
+            && (idle || now_tsc.wrapping_sub(self.pending_since) >= self.drain_cycles)
+        {
             self.flush();
         }
     }

@@ -45,7 +45,7 @@ impl Hasher for FlowHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0 << 8 | self.0 >> 56) ^ u64::from(b);
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
     fn write_u64(&mut self, v: u64) {
@@ -156,7 +156,11 @@ impl TimeWait {
     }
 
     pub fn expire(&mut self, now_us: u64) {
-        while self.order.front().is_some_and(|&(_, until)| until <= now_us) {
+        while self
+            .order
+            .front()
+            .is_some_and(|&(_, until)| until <= now_us)
+        {
             self.pop_oldest();
         }
     }

@@ -13,7 +13,10 @@ pub struct Timers {
 
 impl Timers {
     pub fn new(slots: usize) -> Self {
-        Self { heap: Vec::with_capacity(slots), pos: vec![ABSENT; slots] }
+        Self {
+            heap: Vec::with_capacity(slots),
+            pos: vec![ABSENT; slots],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -142,7 +145,9 @@ mod tests {
         let mut last = 0;
         let mut seen = 0;
         while let Some(slot) = t.pop_due(u64::MAX) {
-            let d = model[slot as usize].take().expect("popped a slot that had no deadline");
+            let d = model[slot as usize]
+                .take()
+                .expect("popped a slot that had no deadline");
             assert!(d >= last, "out of order: {d} after {last}");
             last = d;
             seen += 1;

@@ -6,12 +6,15 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::iface::{
+    Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet, SocketStorage,
+};
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket,
+    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr, IpProtocol,
+    Ipv4Packet, TcpPacket,
 };
 
 use super::device::{self, FrameDevice, TxQueue, BURST};
@@ -143,7 +146,10 @@ impl SharedCounters {
     }
 
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        Counter::ALL.iter().map(|&c| (c.name(), self.get(c))).collect()
+        Counter::ALL
+            .iter()
+            .map(|&c| (c.name(), self.get(c)))
+            .collect()
     }
 }
 
@@ -168,7 +174,11 @@ struct Flow {
 
 /// What a received frame is, decided before smoltcp sees it.
 enum Frame {
-    Tcp { key: FlowKey, syn: bool, ack: bool },
+    Tcp {
+        key: FlowKey,
+        syn: bool,
+        ack: bool,
+    },
     /// ARP, ICMP, broadcasts: smoltcp answers with no socket involved.
     Stateless,
     Drop(Counter),
@@ -202,15 +212,30 @@ impl Worker {
             .map(|(i, p)| {
                 let caps = device::capabilities(p.ip_mtu, p.rx_checksum_offload);
                 let mut tx = TxQueue::new(p.queue, spec.pool.clone(), drain_cycles);
-                let mut config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(p.mac)));
-                config.random_seed = spec.random_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                let mut dev = FrameDevice { rx: None, tx: &mut tx, caps: &caps };
-                let mut iface = Interface::new(config, &mut dev, Instant::from_micros(CLOCK_ORIGIN_US as i64));
+                let mut config =
+                    IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(p.mac)));
+                config.random_seed =
+                    spec.random_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let mut dev = FrameDevice {
+                    rx: None,
+                    tx: &mut tx,
+                    caps: &caps,
+                };
+                let mut iface = Interface::new(
+                    config,
+                    &mut dev,
+                    Instant::from_micros(CLOCK_ORIGIN_US as i64),
+                );
                 iface.update_ip_addrs(|addrs| {
-                    addrs.push(IpCidr::new(p.address.0.into(), p.address.1)).expect("one address per port");
+                    addrs
+                        .push(IpCidr::new(p.address.0.into(), p.address.1))
+                        .expect("one address per port");
                 });
                 if let Some(gw) = p.gateway {
-                    iface.routes_mut().add_default_ipv4_route(gw).expect("one default route");
+                    iface
+                        .routes_mut()
+                        .add_default_ipv4_route(gw)
+                        .expect("one default route");
                 }
                 PortState {
                     rx: p.queue,
@@ -230,7 +255,14 @@ impl Worker {
             );
             let mut sockets = SocketSet::new(vec![SocketStorage::EMPTY]);
             let handle = sockets.add(socket);
-            Flow { sockets, handle, port: 0, listener: 0, app: ResponderState::default(), last_rx_us: 0 }
+            Flow {
+                sockets,
+                handle,
+                port: 0,
+                listener: 0,
+                app: ResponderState::default(),
+                last_rx_us: 0,
+            }
         });
         Worker {
             ports,
@@ -325,8 +357,13 @@ impl Worker {
             let flow = self.flows.get_mut(slot);
             flow.last_rx_us = now_us;
             let p = &mut self.ports[flow.port];
-            let mut dev = FrameDevice { rx: Some(m), tx: &mut p.tx, caps: &p.caps };
-            p.iface.poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
+            let mut dev = FrameDevice {
+                rx: Some(m),
+                tx: &mut p.tx,
+                caps: &p.caps,
+            };
+            p.iface
+                .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
             self.after_activity(slot, now_us);
             return;
         }
@@ -360,21 +397,32 @@ impl Worker {
         flow.app = ResponderState::default();
         flow.last_rx_us = now_us;
         let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
-        sock.listen(key.local_port).expect("a released slot's socket is closed");
+        sock.listen(key.local_port)
+            .expect("a released slot's socket is closed");
         sock.set_nagle_enabled(false);
         // Resending unacknowledged data for longer than this is pointless.
         sock.set_timeout(Some(Duration::from_micros(idle_timeout_us)));
         let p = &mut self.ports[port];
-        let mut dev = FrameDevice { rx: Some(m), tx: &mut p.tx, caps: &p.caps };
-        p.iface.poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
+        let mut dev = FrameDevice {
+            rx: Some(m),
+            tx: &mut p.tx,
+            caps: &p.caps,
+        };
+        p.iface
+            .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
         self.after_activity(slot, now_us);
     }
 
     /// Lets smoltcp answer a frame that belongs to no flow.
     fn answer_stateless(&mut self, port: usize, m: Mbuf, now_us: u64) {
         let p = &mut self.ports[port];
-        let mut dev = FrameDevice { rx: Some(m), tx: &mut p.tx, caps: &p.caps };
-        p.iface.poll_ingress_single(instant(now_us), &mut dev, &mut self.no_sockets);
+        let mut dev = FrameDevice {
+            rx: Some(m),
+            tx: &mut p.tx,
+            caps: &p.caps,
+        };
+        p.iface
+            .poll_ingress_single(instant(now_us), &mut dev, &mut self.no_sockets);
     }
 
     /// After a frame or a timer: run the app, send what is due, then either
@@ -388,14 +436,23 @@ impl Worker {
         if timed_out {
             sock.abort();
         } else {
-            let served = listener.responder.serve(&mut flow.app, sock, &mut self.scratch);
+            let served = listener
+                .responder
+                .serve(&mut flow.app, sock, &mut self.scratch);
             self.counters[Counter::Requests as usize] += u64::from(served.requests);
             self.counters[Counter::BadRequests as usize] += u64::from(served.bad_requests);
         }
         let p = &mut self.ports[flow.port];
-        let mut dev = FrameDevice { rx: None, tx: &mut p.tx, caps: &p.caps };
+        let mut dev = FrameDevice {
+            rx: None,
+            tx: &mut p.tx,
+            caps: &p.caps,
+        };
         for _ in 0..EGRESS_ROUNDS {
-            if p.iface.poll_egress(instant(now_us), &mut dev, &mut flow.sockets) == PollResult::None {
+            if p.iface
+                .poll_egress(instant(now_us), &mut dev, &mut flow.sockets)
+                == PollResult::None
+            {
                 break;
             }
         }
@@ -408,7 +465,11 @@ impl Worker {
                 }
                 self.timers.remove(slot);
                 self.flows.remove(slot);
-                self.count(if timed_out { Counter::FlowsTimedOut } else { Counter::FlowsClosed });
+                self.count(if timed_out {
+                    Counter::FlowsTimedOut
+                } else {
+                    Counter::FlowsClosed
+                });
             }
             _ => {
                 let deadline = match p.iface.poll_at(instant(now_us), &flow.sockets) {
@@ -423,7 +484,9 @@ impl Worker {
     fn run_timers(&mut self, now_us: u64) -> usize {
         let mut done = 0;
         while done < TIMERS_PER_ITERATION {
-            let Some(slot) = self.timers.pop_due(now_us) else { break };
+            let Some(slot) = self.timers.pop_due(now_us) else {
+                break;
+            };
             self.after_activity(slot, now_us);
             done += 1;
         }
@@ -530,11 +593,23 @@ mod tests {
 
     #[test]
     fn drops_what_is_not_ours_or_broken() {
-        assert!(matches!(classify(&tcp_frame([10, 0, 0, 9], 0x02, 0), US), Frame::Drop(Counter::DropNotForUs)));
-        assert!(matches!(classify(&tcp_frame([10, 0, 0, 2], 0x02, 0x2000), US), Frame::Drop(Counter::DropMalformed)));
+        assert!(matches!(
+            classify(&tcp_frame([10, 0, 0, 9], 0x02, 0), US),
+            Frame::Drop(Counter::DropNotForUs)
+        ));
+        assert!(matches!(
+            classify(&tcp_frame([10, 0, 0, 2], 0x02, 0x2000), US),
+            Frame::Drop(Counter::DropMalformed)
+        ));
         let full = tcp_frame([10, 0, 0, 2], 0x02, 0);
         for cut in [0, 10, 14, 20, 33, 40, 53] {
-            assert!(matches!(classify(&full[..cut], US), Frame::Drop(Counter::DropMalformed)), "cut at {cut}");
+            assert!(
+                matches!(
+                    classify(&full[..cut], US),
+                    Frame::Drop(Counter::DropMalformed)
+                ),
+                "cut at {cut}"
+            );
         }
     }
 
@@ -543,6 +618,9 @@ mod tests {
         let mut arp = vec![0u8; 42];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert!(matches!(classify(&arp, US), Frame::Stateless));
-        assert!(matches!(classify(&tcp_frame([255, 255, 255, 255], 0x02, 0), US), Frame::Stateless));
+        assert!(matches!(
+            classify(&tcp_frame([255, 255, 255, 255], 0x02, 0), US),
+            Frame::Stateless
+        ));
     }
 }

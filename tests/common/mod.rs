@@ -166,7 +166,11 @@ impl Lab {
             .output()
             .expect("run bench/lab.sh up");
         // lab.sh cleans up after itself when `up` fails.
-        assert!(out.status.success(), "bench/lab.sh --prefix {prefix} up failed: {}", describe(&out));
+        assert!(
+            out.status.success(),
+            "bench/lab.sh --prefix {prefix} up failed: {}",
+            describe(&out)
+        );
         Lab { prefix, queues }
     }
 
@@ -216,7 +220,13 @@ impl Lab {
     {
         let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let out = self.exec(role, &args);
-        assert!(out.status.success(), "in {}: {:?} failed: {}", self.ns(role), args, describe(&out));
+        assert!(
+            out.status.success(),
+            "in {}: {:?} failed: {}",
+            self.ns(role),
+            args,
+            describe(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -308,9 +318,16 @@ impl ZProxy {
     pub fn start(lab: &Lab, name: &str, config: &str) -> ZProxy {
         let free = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|m| m.lines().find_map(|l| l.strip_prefix("HugePages_Free:")).map(|v| v.trim().parse::<u64>().unwrap_or(0)))
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("HugePages_Free:"))
+                    .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+            })
             .unwrap_or(0);
-        assert!(free >= 64, "needs free hugepages ({free} free): run `hugepages/setup.sh` first");
+        assert!(
+            free >= 64,
+            "needs free hugepages ({free} free): run `hugepages/setup.sh` first"
+        );
         let cfg_path = lab.run_dir().join(format!("{name}.toml"));
         std::fs::write(&cfg_path, config).expect("write zproxy config");
         let log_path = lab.run_dir().join(format!("{name}.log"));
@@ -325,11 +342,18 @@ impl ZProxy {
             .stderr(log)
             .spawn()
             .expect("spawn zproxy");
-        let mut z = ZProxy { child: Some(child), log_path };
+        let mut z = ZProxy {
+            child: Some(child),
+            log_path,
+        };
         let ready = wait_until(Duration::from_secs(20), || {
             z.log().contains("polling") || z.child.as_mut().unwrap().try_wait().unwrap().is_some()
         });
-        assert!(ready && z.log().contains("polling"), "zproxy did not come up:\n{}", z.log());
+        assert!(
+            ready && z.log().contains("polling"),
+            "zproxy did not come up:\n{}",
+            z.log()
+        );
         z
     }
 
@@ -345,7 +369,9 @@ impl ZProxy {
     pub fn stop(mut self, signal: &str) -> (bool, String) {
         let mut child = self.child.take().expect("running");
         // `ip netns exec` execs zproxy, so the child pid is zproxy's.
-        let _ = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
         let mut status = None;
         wait_until(Duration::from_secs(20), || {
             status = child.try_wait().unwrap();
@@ -355,7 +381,10 @@ impl ZProxy {
             Some(s) => s,
             None => {
                 let _ = child.kill();
-                panic!("zproxy did not exit within 20 s of SIG{signal}:\n{}", self.log());
+                panic!(
+                    "zproxy did not exit within 20 s of SIG{signal}:\n{}",
+                    self.log()
+                );
             }
         };
         (status.success(), self.log())
@@ -375,7 +404,15 @@ impl Drop for ZProxy {
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join(name);
-    assert!(bin.exists(), "{} not built: run `cargo build --workspace` (or the README's test command)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` (or the README's test command)",
+        bin.display()
+    );
     bin
 }

@@ -77,7 +77,12 @@ impl TestServer {
             }
             // The listener is dropped here: new connections are refused.
         });
-        TestServer { addr, counters, stop, acceptor: Some(acceptor) }
+        TestServer {
+            addr,
+            counters,
+            stop,
+            acceptor: Some(acceptor),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -142,7 +147,8 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, c: &Counters) -> Opti
             Ok(n) => buf.extend_from_slice(&tmp[..n]),
         }
     }
-    c.body_bytes.fetch_add(content_length as u64, Ordering::SeqCst);
+    c.body_bytes
+        .fetch_add(content_length as u64, Ordering::SeqCst);
     buf.drain(..head_end + content_length);
     c.requests.fetch_add(1, Ordering::SeqCst);
     Some(close)
@@ -151,7 +157,9 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, c: &Counters) -> Opti
 fn handle(mut stream: TcpStream, mode: &Mode, c: &Counters, stop: &AtomicBool) {
     let mut buf = Vec::new();
     loop {
-        let Some(close) = read_request(&mut stream, &mut buf, c) else { return };
+        let Some(close) = read_request(&mut stream, &mut buf, c) else {
+            return;
+        };
         let conn_hdr = if close { "Connection: close\r\n" } else { "" };
         let mut keep = !close;
         let resp: Vec<u8> = match mode {
@@ -165,10 +173,9 @@ fn handle(mut stream: TcpStream, mode: &Mode, c: &Counters, stop: &AtomicBool) {
                 r
             }
             Mode::Chunked(chunks) => {
-                let mut r = format!(
-                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n{conn_hdr}\r\n"
-                )
-                .into_bytes();
+                let mut r =
+                    format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n{conn_hdr}\r\n")
+                        .into_bytes();
                 for ch in chunks {
                     r.extend_from_slice(format!("{:x}\r\n", ch.len()).as_bytes());
                     r.extend_from_slice(ch);
@@ -307,5 +314,9 @@ pub fn bench(port: u16, args: &[&str]) -> BenchRun {
     let json: Value = serde_json::from_str(&text).expect("valid json");
     let report = std::fs::read_to_string(&report).expect("report written");
     let _ = std::fs::remove_dir_all(&dir);
-    BenchRun { output, json, report }
+    BenchRun {
+        output,
+        json,
+        report,
+    }
 }
