@@ -259,7 +259,7 @@ fn worker_spec(cfg: &Config, ports: &[Port], pool: Arc<Mempool>) -> Result<Worke
 fn summary(c: &SharedCounters, up: Duration) -> String {
     let busy = c.get(Counter::BusyCycles) as f64 / c.get(Counter::TotalCycles).max(1) as f64;
     format!(
-        "up {}s: rx {} tx {} frames, flows accepted {} active {} refused {}, requests {}, busy {:.1}%, {}",
+        "up {}s: rx {} tx {} frames, flows accepted {} active {} refused {}, requests {}, busy {:.1}%, tsc_hz={} {}",
         up.as_secs(),
         c.get(Counter::RxFrames),
         c.get(Counter::TxFrames),
@@ -268,6 +268,7 @@ fn summary(c: &SharedCounters, up: Duration) -> String {
         c.get(Counter::FlowsRefused),
         c.get(Counter::Requests),
         busy * 100.0,
+        crate::dpdk::tsc_hz(),
         c.snapshot().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     )
 }
