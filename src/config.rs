@@ -1,7 +1,7 @@
 //! The static config file (TOML): parsed and validated once, before any
 //! device is touched. Unknown keys are errors; errors name the key and line.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -15,6 +15,8 @@ pub struct Config {
     pub ports: Vec<PortSection>,
     #[serde(rename = "listener", default)]
     pub listeners: Vec<Listener>,
+    #[serde(rename = "upstream", default)]
+    pub upstreams: Vec<UpstreamGroup>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,10 +122,92 @@ pub struct Listener {
     /// Close connections idle this long (ms).
     #[serde(default = "idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// For `tcp` mode: the upstream group every connection goes to. For
+    /// `http` mode: where requests that match no route go (optional).
+    pub upstream: Option<String>,
+    /// For `http` mode: routes by Host and path prefix, first match wins.
+    #[serde(rename = "route", default)]
+    pub routes: Vec<Route>,
 }
 
 fn idle_timeout_ms() -> u64 {
     60_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Host header to match (port ignored, case-insensitive); any when absent.
+    pub host: Option<String>,
+    /// Path prefix to match.
+    #[serde(default = "slash")]
+    pub path_prefix: String,
+    pub upstream: String,
+}
+
+fn slash() -> String {
+    "/".into()
+}
+
+/// A group of upstream servers and how to use them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamGroup {
+    pub name: String,
+    /// The [[port]] whose address connections come from.
+    pub port: String,
+    pub servers: Vec<Server>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default = "connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the upstream's response (and between its reads).
+    #[serde(default = "read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// Idle upstream connections kept open per worker for reuse (0: none).
+    #[serde(default = "keepalive")]
+    pub keepalive: u32,
+    /// Local TCP ports for upstream connections, inclusive.
+    #[serde(default = "local_ports")]
+    pub local_ports: [u16; 2],
+}
+
+fn connect_timeout_ms() -> u64 {
+    1_000
+}
+fn read_timeout_ms() -> u64 {
+    30_000
+}
+fn keepalive() -> u32 {
+    256
+}
+fn local_ports() -> [u16; 2] {
+    [20_000, 60_999]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// "A.B.C.D:port"
+    pub address: SocketAddrV4,
+    #[serde(default = "weight")]
+    pub weight: u32,
+}
+
+fn weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted round robin (smooth, as nginx does).
+    #[default]
+    RoundRobin,
+    /// Fewest active connections per unit of weight.
+    LeastConn,
+    /// Hash of the client's IP address: a client keeps its server.
+    SourceHash,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -131,6 +215,10 @@ fn idle_timeout_ms() -> u64 {
 pub enum ListenerMode {
     /// Answer every request with a fixed HTTP response (health endpoints, tests).
     Static,
+    /// Relay bytes to an upstream server (L4).
+    Tcp,
+    /// Parse HTTP/1.1 requests, route them, and proxy them to upstreams.
+    Http,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,11 +372,132 @@ impl Config {
                     names.join(", ")
                 )));
             }
-            if l.mode == ListenerMode::Static && l.static_response.is_none() {
+            let lat = at(&format!("tcp_port = {}", l.tcp_port));
+            match l.mode {
+                ListenerMode::Static if l.static_response.is_none() => {
+                    return Err(ConfigError(format!(
+                        "{lat}listener on tcp_port {}: mode = \"static\" needs a [listener.static] table",
+                        l.tcp_port
+                    )));
+                }
+                ListenerMode::Tcp if l.upstream.is_none() => {
+                    return Err(ConfigError(format!(
+                        "{lat}listener on tcp_port {}: mode = \"tcp\" needs upstream = \"<group name>\"",
+                        l.tcp_port
+                    )));
+                }
+                ListenerMode::Http if l.upstream.is_none() && l.routes.is_empty() => {
+                    return Err(ConfigError(format!(
+                        "{lat}listener on tcp_port {}: mode = \"http\" needs [[listener.route]] tables or upstream = \"<group name>\"",
+                        l.tcp_port
+                    )));
+                }
+                _ => {}
+            }
+            let named = l
+                .upstream
+                .iter()
+                .chain(l.routes.iter().map(|r| &r.upstream));
+            for group in named {
+                if !self.upstreams.iter().any(|u| &u.name == group) {
+                    let names: Vec<_> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+                    return Err(ConfigError(format!(
+                        "{}listener on tcp_port {}: upstream \"{group}\" names no [[upstream]] group (have: {})",
+                        at(&format!("\"{group}\"")),
+                        l.tcp_port,
+                        names.join(", ")
+                    )));
+                }
+            }
+            if let Some(r) = l.routes.iter().find(|r| !r.path_prefix.starts_with('/')) {
                 return Err(ConfigError(format!(
-                    "{}listener on tcp_port {}: mode = \"static\" needs a [listener.static] table",
-                    at("mode"),
-                    l.tcp_port
+                    "{}route path_prefix = \"{}\" must start with '/'",
+                    at(&r.path_prefix),
+                    r.path_prefix
+                )));
+            }
+            if self
+                .listeners
+                .iter()
+                .filter(|o| o.port == l.port && o.tcp_port == l.tcp_port)
+                .count()
+                > 1
+            {
+                return Err(ConfigError(format!(
+                    "{lat}two listeners on port '{}' tcp_port {}",
+                    l.port, l.tcp_port
+                )));
+            }
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let uat = at(&format!("\"{}\"", u.name));
+            if self.upstreams[..i].iter().any(|o| o.name == u.name) {
+                return Err(ConfigError(format!(
+                    "{uat}upstream group name '{}' is used twice",
+                    u.name
+                )));
+            }
+            let Some(port) = self.ports.iter().find(|p| p.name == u.port) else {
+                return Err(ConfigError(format!(
+                    "{}upstream '{}': port = \"{}\" names no [[port]]",
+                    at(&format!("\"{}\"", u.port)),
+                    u.name,
+                    u.port
+                )));
+            };
+            if u.servers.is_empty() {
+                return Err(ConfigError(format!(
+                    "{uat}upstream '{}': servers is empty",
+                    u.name
+                )));
+            }
+            let (addr, len) = port.cidr();
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            for s in &u.servers {
+                if s.weight == 0 || s.weight > 1000 {
+                    return Err(ConfigError(format!(
+                        "{}upstream '{}': server {} weight must be 1..=1000",
+                        at(&s.address.to_string()),
+                        u.name,
+                        s.address
+                    )));
+                }
+                let on_link = u32::from(*s.address.ip()) & mask == u32::from(addr) & mask;
+                if !on_link && port.gateway.is_none() {
+                    return Err(ConfigError(format!(
+                        "{}upstream '{}': server {} is not on port '{}' ({}) and that port has no gateway",
+                        at(&s.address.to_string()),
+                        u.name,
+                        s.address,
+                        port.name,
+                        port.address
+                    )));
+                }
+            }
+            let [lo, hi] = u.local_ports;
+            if lo == 0 || lo > hi {
+                return Err(ConfigError(format!(
+                    "{}upstream '{}': local_ports = [{lo}, {hi}] must be an ascending range of non-zero ports",
+                    at("local_ports"),
+                    u.name
+                )));
+            }
+            if self
+                .listeners
+                .iter()
+                .any(|l| l.port == u.port && (lo..=hi).contains(&l.tcp_port))
+            {
+                return Err(ConfigError(format!(
+                    "{}upstream '{}': local_ports [{lo}, {hi}] overlap a listener on port '{}'",
+                    at("local_ports"),
+                    u.name,
+                    u.port
+                )));
+            }
+            if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 {
+                return Err(ConfigError(format!(
+                    "{uat}upstream '{}': timeouts must be > 0 ms",
+                    u.name
                 )));
             }
         }

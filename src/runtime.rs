@@ -5,15 +5,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::app::proxy::balance::Balancer;
+use crate::app::proxy::session::Routes;
 use crate::app::responder::Responder;
 use crate::config::{Config, ListenerMode};
 use crate::dpdk::{lcore, Eal, Mempool, Port, PortConfig, QueueId};
-use crate::net::worker::{Counter, ListenerSpec, PortSpec, SharedCounters, Worker, WorkerSpec};
+use crate::net::counters::{Counter, SharedCounters};
+use crate::net::worker::{GroupSpec, ListenerApp, ListenerSpec, PortSpec, Worker, WorkerSpec};
 
 /// Bytes of data room per mbuf: a full 1500-byte-MTU frame plus headroom.
 const MBUF_DATA_ROOM: u16 = zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
 /// Interval of the one-line summary in the log.
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets the stop flag when dropped, also while unwinding from a panic.
+struct StopOnExit<'a>(&'a AtomicBool);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// A start-up or run-time failure, with what to do about it.
 #[derive(Debug)]
@@ -125,6 +137,9 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let worker = {
         let (stop, shared) = (stop.clone(), shared.clone());
         lcore::launch(worker_lcore, move || {
+            // A worker that dies (panics) stops the appliance, which exits
+            // non-zero so that its supervisor restarts it.
+            let _stop_on_exit = StopOnExit(&stop);
             let mut w = Worker::new(spec, shared);
             log::info!("worker on lcore {} polling", lcore::current());
             w.run(&stop);
@@ -222,31 +237,68 @@ fn worker_spec(cfg: &Config, ports: &[Port], pool: Arc<Mempool>) -> Result<Worke
             rx_checksum_offload: port.rx_checksum_offload(),
         })
         .collect();
+    let port_index = |name: &str| {
+        cfg.ports
+            .iter()
+            .position(|p| p.name == name)
+            .expect("validated at load")
+    };
+    let group_index = |name: &str| {
+        cfg.upstreams
+            .iter()
+            .position(|u| u.name == name)
+            .expect("validated at load")
+    };
     let listeners = cfg
         .listeners
         .iter()
         .map(|l| {
-            let port_index = cfg
-                .ports
-                .iter()
-                .position(|p| p.name == l.port)
-                .expect("validated at load");
-            let responder = match l.mode {
-                ListenerMode::Static => {
-                    Responder::new(l.static_response.as_ref().expect("validated at load"))
-                }
+            let app = match l.mode {
+                ListenerMode::Static => ListenerApp::Static(Arc::new(Responder::new(
+                    l.static_response.as_ref().expect("validated at load"),
+                ))),
+                ListenerMode::Tcp => ListenerApp::Tcp {
+                    group: group_index(l.upstream.as_deref().expect("validated")),
+                },
+                ListenerMode::Http => ListenerApp::Http(Arc::new(Routes {
+                    routes: l
+                        .routes
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                                r.path_prefix.clone(),
+                                group_index(&r.upstream),
+                            )
+                        })
+                        .collect(),
+                    default: l.upstream.as_deref().map(group_index),
+                })),
             };
             ListenerSpec {
-                port_index,
+                port_index: port_index(&l.port),
                 tcp_port: l.tcp_port,
-                responder: Arc::new(responder),
+                app,
                 idle_timeout_us: l.idle_timeout_ms * 1000,
             }
+        })
+        .collect();
+    let groups = cfg
+        .upstreams
+        .iter()
+        .map(|u| GroupSpec {
+            port_index: port_index(&u.port),
+            balancer: Balancer::new(u),
+            connect_timeout_us: u.connect_timeout_ms * 1000,
+            read_timeout_us: u.read_timeout_ms * 1000,
+            keepalive: u.keepalive as usize,
+            local_ports: (u.local_ports[0], u.local_ports[1]),
         })
         .collect();
     Ok(WorkerSpec {
         ports: port_specs,
         listeners,
+        groups,
         max_flows: rt.max_flows as usize,
         socket_rx_buffer: rt.socket_rx_buffer as usize,
         socket_tx_buffer: rt.socket_tx_buffer as usize,

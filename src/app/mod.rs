@@ -3,4 +3,5 @@
 //! - [`responder`]: a fixed HTTP response (health endpoints, tests, the
 //!   datapath benchmark).
 
+pub mod proxy;
 pub mod responder;

@@ -101,6 +101,20 @@ impl<T> FlowTable<T> {
         &mut self.slots[slot as usize]
     }
 
+    /// Two distinct slots at once (a client flow and its upstream).
+    #[inline]
+    pub fn pair_mut(&mut self, a: u32, b: u32) -> (&mut T, &mut T) {
+        assert_ne!(a, b, "a flow cannot be its own peer");
+        let (a, b) = (a as usize, b as usize);
+        if a < b {
+            let (low, high) = self.slots.split_at_mut(b);
+            (&mut low[a], &mut high[0])
+        } else {
+            let (low, high) = self.slots.split_at_mut(a);
+            (&mut high[0], &mut low[b])
+        }
+    }
+
     #[inline]
     pub fn key(&self, slot: u32) -> Option<FlowKey> {
         self.keys[slot as usize]

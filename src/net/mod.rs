@@ -7,6 +7,7 @@
 //! - [`timers`]: an indexed heap of per-flow deadlines (`poll_at`).
 //! - [`worker`]: the polling loop of one core.
 
+pub mod counters;
 pub mod device;
 pub mod flow;
 pub mod timers;

@@ -1,25 +1,29 @@
 //! One polling core: rx burst per port queue, demux each frame to its flow's
-//! own socket set, run the application, transmit, and poll only the flows
-//! whose timers are due (DPDK l3fwd's loop shape, with smoltcp per flow).
+//! own socket set, run the application (static responder or proxy session),
+//! transmit, and poll only the flows whose timers are due (DPDK l3fwd's loop
+//! shape, with smoltcp per flow).
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use smoltcp::iface::{
     Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet, SocketStorage,
 };
-use smoltcp::phy::DeviceCapabilities;
+use smoltcp::phy::{DeviceCapabilities, TxToken as _};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr, IpProtocol,
-    Ipv4Packet, TcpPacket,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket,
 };
 
+use super::counters::{Counter, Counters, SharedCounters};
 use super::device::{self, FrameDevice, TxQueue, BURST};
 use super::flow::{FlowKey, FlowTable, TimeWait};
 use super::timers::Timers;
+use crate::app::proxy::balance::Balancer;
+use crate::app::proxy::session::{Mode, Routes, Session, Step};
 use crate::app::responder::{Responder, ResponderState};
 use crate::dpdk::{rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, PortQueue};
 
@@ -31,6 +35,14 @@ const TIMERS_PER_ITERATION: usize = 256;
 const EGRESS_ROUNDS: usize = 64;
 /// How often counters are published for the control thread.
 const PUBLISH_US: u64 = 100_000;
+/// How often next hops of upstream servers are re-resolved (smoltcp forgets
+/// a neighbour after 60 s; a connect must not wait for ARP).
+const ARP_REFRESH_US: u64 = 20_000_000;
+/// Idle pooled upstream connections are closed after this long (below
+/// nginx's default keepalive_timeout of 75 s, so we close first).
+const POOL_IDLE_US: u64 = 30_000_000;
+/// Attempts to find a free local port for an upstream connection.
+const LOCAL_PORT_TRIES: u32 = 64;
 /// Longest the worker waits at exit for the NIC to take and complete its last frames.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_millis(20);
 /// smoltcp treats instant 0 specially ("send now"); start the clock later.
@@ -46,17 +58,36 @@ pub struct PortSpec {
     pub rx_checksum_offload: bool,
 }
 
+/// What a listener does with accepted connections.
+pub enum ListenerApp {
+    Static(Arc<Responder>),
+    Tcp { group: usize },
+    Http(Arc<Routes>),
+}
+
 /// A TCP listener on one of the worker's ports.
 pub struct ListenerSpec {
     pub port_index: usize,
     pub tcp_port: u16,
-    pub responder: Arc<Responder>,
+    pub app: ListenerApp,
     pub idle_timeout_us: u64,
+}
+
+/// An upstream group as this worker uses it.
+pub struct GroupSpec {
+    pub port_index: usize,
+    pub balancer: Balancer,
+    pub connect_timeout_us: u64,
+    pub read_timeout_us: u64,
+    /// Idle connections kept per server for reuse.
+    pub keepalive: usize,
+    pub local_ports: (u16, u16),
 }
 
 pub struct WorkerSpec {
     pub ports: Vec<PortSpec>,
     pub listeners: Vec<ListenerSpec>,
+    pub groups: Vec<GroupSpec>,
     pub max_flows: usize,
     pub socket_rx_buffer: usize,
     pub socket_tx_buffer: usize,
@@ -66,110 +97,57 @@ pub struct WorkerSpec {
     pub random_seed: u64,
 }
 
-/// Per-worker counters; the worker owns plain copies and publishes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Counter {
-    RxFrames,
-    TxFrames,
-    TxDropped,
-    DropNotForUs,
-    DropMalformed,
-    DropChecksum,
-    DropTimeWait,
-    FlowsAccepted,
-    FlowsRefused,
-    FlowsClosed,
-    FlowsTimedOut,
-    FlowsActive,
-    TimeWaitEntries,
-    Requests,
-    BadRequests,
-    BusyCycles,
-    TotalCycles,
-}
-
-impl Counter {
-    pub const ALL: [Counter; 17] = [
-        Counter::RxFrames,
-        Counter::TxFrames,
-        Counter::TxDropped,
-        Counter::DropNotForUs,
-        Counter::DropMalformed,
-        Counter::DropChecksum,
-        Counter::DropTimeWait,
-        Counter::FlowsAccepted,
-        Counter::FlowsRefused,
-        Counter::FlowsClosed,
-        Counter::FlowsTimedOut,
-        Counter::FlowsActive,
-        Counter::TimeWaitEntries,
-        Counter::Requests,
-        Counter::BadRequests,
-        Counter::BusyCycles,
-        Counter::TotalCycles,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::RxFrames => "rx_frames",
-            Counter::TxFrames => "tx_frames",
-            Counter::TxDropped => "tx_dropped",
-            Counter::DropNotForUs => "drop_not_for_us",
-            Counter::DropMalformed => "drop_malformed",
-            Counter::DropChecksum => "drop_bad_checksum",
-            Counter::DropTimeWait => "drop_time_wait",
-            Counter::FlowsAccepted => "flows_accepted",
-            Counter::FlowsRefused => "flows_refused",
-            Counter::FlowsClosed => "flows_closed",
-            Counter::FlowsTimedOut => "flows_timed_out",
-            Counter::FlowsActive => "flows_active",
-            Counter::TimeWaitEntries => "time_wait_entries",
-            Counter::Requests => "requests",
-            Counter::BadRequests => "bad_requests",
-            Counter::BusyCycles => "busy_cycles",
-            Counter::TotalCycles => "total_cycles",
-        }
-    }
-}
-
-const N_COUNTERS: usize = Counter::ALL.len();
-
-/// Counters as published for other threads (relaxed atomics, written only
-/// by the owning worker).
-#[derive(Default)]
-pub struct SharedCounters([AtomicU64; N_COUNTERS]);
-
-impl SharedCounters {
-    pub fn get(&self, c: Counter) -> u64 {
-        self.0[c as usize].load(Ordering::Relaxed)
-    }
-
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        Counter::ALL
-            .iter()
-            .map(|&c| (c.name(), self.get(c)))
-            .collect()
-    }
-}
-
 struct PortState {
     rx: PortQueue,
     tx: TxQueue,
     iface: Interface,
     caps: DeviceCapabilities,
     ip: Ipv4Addr,
+    mac: EthernetAddress,
+    /// Next hop for destinations off the link.
+    gateway: Option<Ipv4Addr>,
+    prefix_len: u8,
     rx_checksum_offload: bool,
+}
+
+struct Group {
+    spec: GroupSpec,
+    next_local_port: u16,
+    /// Idle upstream flows per server, most recently used last.
+    pools: Vec<Vec<u32>>,
+}
+
+/// What a flow slot is being used for.
+enum FlowApp {
+    Static(ResponderState),
+    /// An accepted connection proxied to upstreams.
+    Client(Session),
+    /// A connection to an upstream server (attached to a client via `peer`, or pooled).
+    Upstream {
+        group: usize,
+        server: usize,
+        connecting: bool,
+    },
 }
 
 struct Flow {
     sockets: SocketSet<'static>,
     handle: SocketHandle,
     port: usize,
+    /// The listener that accepted it (client flows).
     listener: usize,
-    app: ResponderState,
+    app: FlowApp,
+    /// The other half of a proxied connection.
+    peer: Option<u32>,
     /// Last time the flow received a frame (for the idle timeout).
     last_rx_us: u64,
+    idle_timeout_us: u64,
+}
+
+impl Flow {
+    fn socket(&mut self) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(self.handle)
+    }
 }
 
 /// What a received frame is, decided before smoltcp sees it.
@@ -179,7 +157,8 @@ enum Frame {
         syn: bool,
         ack: bool,
     },
-    /// ARP, ICMP, broadcasts: smoltcp answers with no socket involved.
+    Arp,
+    /// ICMP, broadcasts: smoltcp answers with no socket involved.
     Stateless,
     Drop(Counter),
 }
@@ -187,14 +166,17 @@ enum Frame {
 pub struct Worker {
     ports: Vec<PortState>,
     listeners: Vec<ListenerSpec>,
+    groups: Vec<Group>,
     flows: FlowTable<Flow>,
     timers: Timers,
     time_wait: TimeWait,
+    /// Upstream flows whose SYN may be waiting for ARP.
+    connecting: Vec<u32>,
     /// A socket set with no sockets: frames without a flow get smoltcp's
     /// stateless answers (ARP reply, echo reply, RST).
     no_sockets: SocketSet<'static>,
     scratch: Box<[u8]>,
-    counters: [u64; N_COUNTERS],
+    counters: Counters,
     shared: Arc<SharedCounters>,
     clock: std::time::Instant,
 }
@@ -212,8 +194,8 @@ impl Worker {
             .map(|(i, p)| {
                 let caps = device::capabilities(p.ip_mtu, p.rx_checksum_offload);
                 let mut tx = TxQueue::new(p.queue, spec.pool.clone(), drain_cycles);
-                let mut config =
-                    IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(p.mac)));
+                let mac = EthernetAddress(p.mac);
+                let mut config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
                 config.random_seed =
                     spec.random_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 let mut dev = FrameDevice {
@@ -221,11 +203,7 @@ impl Worker {
                     tx: &mut tx,
                     caps: &caps,
                 };
-                let mut iface = Interface::new(
-                    config,
-                    &mut dev,
-                    Instant::from_micros(CLOCK_ORIGIN_US as i64),
-                );
+                let mut iface = Interface::new(config, &mut dev, instant(CLOCK_ORIGIN_US));
                 iface.update_ip_addrs(|addrs| {
                     addrs
                         .push(IpCidr::new(p.address.0.into(), p.address.1))
@@ -243,16 +221,25 @@ impl Worker {
                     iface,
                     caps,
                     ip: p.address.0,
+                    mac,
+                    gateway: p.gateway,
+                    prefix_len: p.address.1,
                     rx_checksum_offload: p.rx_checksum_offload,
                 }
             })
             .collect();
         let (rx_len, tx_len) = (spec.socket_rx_buffer, spec.socket_tx_buffer);
+        // One allocation for every socket buffer: the kernel maps its pages
+        // only when a flow first uses them, so RSS follows real use.
+        let arena: &'static mut [u8] =
+            Box::leak(vec![0u8; spec.max_flows * (rx_len + tx_len)].into_boxed_slice());
+        let mut chunks = arena.chunks_exact_mut(rx_len + tx_len);
         let flows = FlowTable::new(spec.max_flows, || {
-            let socket = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0u8; rx_len]),
-                tcp::SocketBuffer::new(vec![0u8; tx_len]),
-            );
+            let (rx, tx) = chunks
+                .next()
+                .expect("arena sized for max_flows")
+                .split_at_mut(rx_len);
+            let socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
             let mut sockets = SocketSet::new(vec![SocketStorage::EMPTY]);
             let handle = sockets.add(socket);
             Flow {
@@ -260,19 +247,32 @@ impl Worker {
                 handle,
                 port: 0,
                 listener: 0,
-                app: ResponderState::default(),
+                app: FlowApp::Static(ResponderState::default()),
+                peer: None,
                 last_rx_us: 0,
+                idle_timeout_us: 0,
             }
         });
+        let groups = spec
+            .groups
+            .into_iter()
+            .map(|g| Group {
+                next_local_port: g.local_ports.0,
+                pools: vec![Vec::with_capacity(g.keepalive); g.balancer.servers.len()],
+                spec: g,
+            })
+            .collect();
         Worker {
             ports,
             listeners: spec.listeners,
+            groups,
             timers: Timers::new(spec.max_flows),
             time_wait: TimeWait::new(spec.max_flows * 8, TIME_WAIT_US),
+            connecting: Vec::with_capacity(spec.max_flows),
             flows,
             no_sockets: SocketSet::new(Vec::new()),
-            scratch: vec![0u8; rx_len].into_boxed_slice(),
-            counters: [0; N_COUNTERS],
+            scratch: vec![0u8; rx_len.max(tx_len)].into_boxed_slice(),
+            counters: Counters::new(),
             shared,
             clock,
         }
@@ -282,6 +282,7 @@ impl Worker {
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut rx = MbufBurst::<BURST>::default();
         let mut last_publish_us = 0;
+        let mut next_arp_us = 0;
         let mut last_tsc = rdtsc();
         while !stop.load(Ordering::Relaxed) {
             let now_us = self.now_us();
@@ -289,22 +290,26 @@ impl Worker {
             for p in 0..self.ports.len() {
                 let n = self.ports[p].rx.rx_burst(&mut rx);
                 work += n;
-                self.counters[Counter::RxFrames as usize] += n as u64;
+                self.counters.add(Counter::RxFrames, n as u64);
                 for m in rx.drain() {
                     self.on_frame(p, m, now_us);
                 }
             }
             work += self.run_timers(now_us);
             self.time_wait.expire(now_us);
+            if now_us >= next_arp_us {
+                next_arp_us = now_us + ARP_REFRESH_US;
+                self.resolve_upstream_next_hops();
+            }
             let tsc = rdtsc();
             for port in &mut self.ports {
                 port.tx.flush_if_due(tsc, work == 0);
             }
             let cycles = tsc.wrapping_sub(last_tsc);
             last_tsc = tsc;
-            self.counters[Counter::TotalCycles as usize] += cycles;
+            self.counters.add(Counter::TotalCycles, cycles);
             if work > 0 {
-                self.counters[Counter::BusyCycles as usize] += cycles;
+                self.counters.add(Counter::BusyCycles, cycles);
             }
             if now_us - last_publish_us >= PUBLISH_US {
                 last_publish_us = now_us;
@@ -322,18 +327,27 @@ impl Worker {
     }
 
     fn publish(&mut self) {
-        self.counters[Counter::FlowsActive as usize] = self.flows.active() as u64;
-        self.counters[Counter::TimeWaitEntries as usize] = self.time_wait.len() as u64;
-        self.counters[Counter::TxFrames as usize] = self.ports.iter().map(|p| p.tx.sent).sum();
-        self.counters[Counter::TxDropped as usize] = self.ports.iter().map(|p| p.tx.dropped).sum();
-        for (i, v) in self.counters.iter().enumerate() {
-            self.shared.0[i].store(*v, Ordering::Relaxed);
-        }
-    }
-
-    #[inline]
-    fn count(&mut self, c: Counter) {
-        self.counters[c as usize] += 1;
+        self.counters
+            .set(Counter::FlowsActive, self.flows.active() as u64);
+        self.counters
+            .set(Counter::TimeWaitEntries, self.time_wait.len() as u64);
+        self.counters.set(
+            Counter::TxFrames,
+            self.ports.iter().map(|p| p.tx.sent).sum(),
+        );
+        self.counters.set(
+            Counter::TxDropped,
+            self.ports.iter().map(|p| p.tx.dropped).sum(),
+        );
+        self.counters.set(
+            Counter::UpstreamPooled,
+            self.groups
+                .iter()
+                .flat_map(|g| &g.pools)
+                .map(|p| p.len() as u64)
+                .sum(),
+        );
+        self.shared.publish(&self.counters);
     }
 
     fn on_frame(&mut self, port: usize, m: Mbuf, now_us: u64) {
@@ -347,30 +361,25 @@ impl Worker {
         };
         match frame {
             Frame::Tcp { key, syn, ack } => self.on_tcp(port, m, key, syn && !ack, now_us),
+            Frame::Arp => {
+                self.answer_stateless(port, m, now_us);
+                self.wake_connecting(now_us);
+            }
             Frame::Stateless => self.answer_stateless(port, m, now_us),
-            Frame::Drop(reason) => self.count(reason),
+            Frame::Drop(reason) => self.counters.add(reason, 1),
         }
     }
 
     fn on_tcp(&mut self, port: usize, m: Mbuf, key: FlowKey, pure_syn: bool, now_us: u64) {
         if let Some(slot) = self.flows.lookup(&key) {
-            let flow = self.flows.get_mut(slot);
-            flow.last_rx_us = now_us;
-            let p = &mut self.ports[flow.port];
-            let mut dev = FrameDevice {
-                rx: Some(m),
-                tx: &mut p.tx,
-                caps: &p.caps,
-            };
-            p.iface
-                .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
+            self.ingress(slot, m, now_us);
             self.after_activity(slot, now_us);
             return;
         }
         if !pure_syn {
             if self.time_wait.contains(&key) {
                 // A late segment of a closed connection: not worth a RST.
-                self.count(Counter::DropTimeWait);
+                self.counters.add(Counter::DropTimeWait, 1);
             } else {
                 self.answer_stateless(port, m, now_us); // RST
             }
@@ -386,23 +395,43 @@ impl Worker {
         self.time_wait.remove(&key);
         let Some(slot) = self.flows.insert(key) else {
             // Every slot is in use: refuse with a RST rather than hold state.
-            self.count(Counter::FlowsRefused);
+            self.counters.add(Counter::FlowsRefused, 1);
             return self.answer_stateless(port, m, now_us);
         };
-        self.count(Counter::FlowsAccepted);
-        let idle_timeout_us = self.listeners[listener].idle_timeout_us;
+        self.counters.add(Counter::FlowsAccepted, 1);
+        let l = &self.listeners[listener];
+        let app = match &l.app {
+            ListenerApp::Static(_) => FlowApp::Static(ResponderState::default()),
+            ListenerApp::Tcp { group } => FlowApp::Client(Session::new(
+                Mode::Tcp,
+                key.remote_ip,
+                *group,
+                self.groups[*group].spec.read_timeout_us,
+            )),
+            ListenerApp::Http(_) => FlowApp::Client(Session::new(Mode::Http, key.remote_ip, 0, 0)),
+        };
         let flow = self.flows.get_mut(slot);
         flow.port = port;
         flow.listener = listener;
-        flow.app = ResponderState::default();
+        flow.app = app;
+        flow.peer = None;
         flow.last_rx_us = now_us;
-        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        flow.idle_timeout_us = l.idle_timeout_us;
+        let sock = flow.socket();
         sock.listen(key.local_port)
             .expect("a released slot's socket is closed");
         sock.set_nagle_enabled(false);
         // Resending unacknowledged data for longer than this is pointless.
-        sock.set_timeout(Some(Duration::from_micros(idle_timeout_us)));
-        let p = &mut self.ports[port];
+        sock.set_timeout(Some(Duration::from_micros(l.idle_timeout_us)));
+        self.ingress(slot, m, now_us);
+        self.after_activity(slot, now_us);
+    }
+
+    /// Hands a frame to the flow's own socket set.
+    fn ingress(&mut self, slot: u32, m: Mbuf, now_us: u64) {
+        let flow = self.flows.get_mut(slot);
+        flow.last_rx_us = now_us;
+        let p = &mut self.ports[flow.port];
         let mut dev = FrameDevice {
             rx: Some(m),
             tx: &mut p.tx,
@@ -410,7 +439,6 @@ impl Worker {
         };
         p.iface
             .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
-        self.after_activity(slot, now_us);
     }
 
     /// Lets smoltcp answer a frame that belongs to no flow.
@@ -425,23 +453,295 @@ impl Worker {
             .poll_ingress_single(instant(now_us), &mut dev, &mut self.no_sockets);
     }
 
-    /// After a frame or a timer: run the app, send what is due, then either
-    /// release the flow or arm its next deadline.
+    /// After a frame or a timer on `slot`: run the application of the
+    /// connection it belongs to, then transmit and re-arm or release.
     fn after_activity(&mut self, slot: u32, now_us: u64) {
         let flow = self.flows.get_mut(slot);
-        let listener = &self.listeners[flow.listener];
-        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
-        let idle_deadline = flow.last_rx_us + listener.idle_timeout_us;
-        let timed_out = now_us >= idle_deadline && sock.is_open();
-        if timed_out {
-            sock.abort();
-        } else {
-            let served = listener
-                .responder
-                .serve(&mut flow.app, sock, &mut self.scratch);
-            self.counters[Counter::Requests as usize] += u64::from(served.requests);
-            self.counters[Counter::BadRequests as usize] += u64::from(served.bad_requests);
+        let root = match flow.app {
+            FlowApp::Upstream { .. } => flow.peer.unwrap_or(slot),
+            _ => slot,
+        };
+        if self.idle_expired(slot, now_us) {
+            self.counters.add(Counter::FlowsTimedOut, 1);
+            self.flows.get_mut(slot).socket().abort();
         }
+        let flow = self.flows.get_mut(root);
+        match &mut flow.app {
+            FlowApp::Static(state) => {
+                let ListenerApp::Static(responder) = &self.listeners[flow.listener].app else {
+                    unreachable!("static flows come from static listeners")
+                };
+                let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+                let served = responder.serve(state, sock, &mut self.scratch);
+                self.counters
+                    .add(Counter::Requests, u64::from(served.requests));
+                self.counters
+                    .add(Counter::BadRequests, u64::from(served.bad_requests));
+            }
+            FlowApp::Client(_) => self.drive_session(root, now_us),
+            FlowApp::Upstream { .. } => self.check_pooled(root, now_us),
+        }
+        let peer = self.flows.get_mut(root).peer;
+        self.finish(root, now_us);
+        if let Some(p) = peer {
+            self.finish(p, now_us);
+        }
+        if slot != root && Some(slot) != peer {
+            self.finish(slot, now_us); // detached from its client meanwhile
+        }
+    }
+
+    fn idle_expired(&mut self, slot: u32, now_us: u64) -> bool {
+        let flow = self.flows.get_mut(slot);
+        let limit = flow.last_rx_us + flow.idle_timeout_us;
+        now_us >= limit && flow.socket().is_open()
+    }
+
+    /// Runs a proxy session until it needs nothing more from the worker.
+    fn drive_session(&mut self, c: u32, now_us: u64) {
+        // Each round either waits (Idle) or changes the upstream attachment.
+        for _ in 0..8 {
+            let step = self.session_step(c, now_us);
+            match step {
+                Step::Idle => return,
+                Step::NeedUpstream { group } => {
+                    if !self.attach_upstream(c, group, now_us) {
+                        self.counters.add(Counter::NoUpstream, 1);
+                        let flow = self.flows.get_mut(c);
+                        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+                        let FlowApp::Client(session) = &mut flow.app else {
+                            unreachable!()
+                        };
+                        session.no_upstream(sock);
+                        return;
+                    }
+                }
+                Step::ReleaseUpstream { reusable } => self.detach_upstream(c, reusable, now_us),
+            }
+        }
+    }
+
+    /// One call into the session with both sockets.
+    fn session_step(&mut self, c: u32, now_us: u64) -> Step {
+        let peer = self.flows.get_mut(c).peer;
+        let (cf, mut uf) = match peer {
+            Some(u) => {
+                let (cf, uf) = self.flows.pair_mut(c, u);
+                (cf, Some(uf))
+            }
+            None => (self.flows.get_mut(c), None),
+        };
+        let FlowApp::Client(session) = &mut cf.app else {
+            unreachable!("sessions live on client flows")
+        };
+        let csock = cf.sockets.get_mut::<tcp::Socket>(cf.handle);
+        let usock = uf
+            .as_mut()
+            .map(|f| f.sockets.get_mut::<tcp::Socket>(f.handle));
+        let errors_before = session.errors;
+        let requests_before = session.requests;
+        let step = if session.deadline_us().is_some_and(|d| now_us >= d) {
+            session.timed_out(csock, usock)
+        } else {
+            let routes = match &self.listeners[cf.listener].app {
+                ListenerApp::Http(routes) => Some(&**routes),
+                _ => None,
+            };
+            session.drive(csock, usock, routes, &mut self.scratch, now_us)
+        };
+        self.counters.add(
+            Counter::ProxyErrors,
+            u64::from(session.errors - errors_before),
+        );
+        self.counters.add(
+            Counter::Requests,
+            u64::from(session.requests - requests_before),
+        );
+        step
+    }
+
+    /// Gives client flow `c` an upstream connection of `group`: an idle one
+    /// from the pool, or a new connect. False when none can be had.
+    fn attach_upstream(&mut self, c: u32, group: usize, now_us: u64) -> bool {
+        let FlowApp::Client(session) = &mut self.flows.get_mut(c).app else {
+            unreachable!()
+        };
+        let (client_ip, tried) = (session.client_ip, session.tried);
+        let Some(server) = self.groups[group]
+            .spec
+            .balancer
+            .pick(client_ip, now_us, tried)
+        else {
+            return false;
+        };
+        let FlowApp::Client(session) = &mut self.flows.get_mut(c).app else {
+            unreachable!()
+        };
+        session.tried |= 1 << (server % 64);
+        session.set_read_timeout_us(self.groups[group].spec.read_timeout_us);
+        self.groups[group].spec.balancer.servers[server].requests += 1;
+        // Reuse an idle connection when one is still good.
+        while let Some(u) = self.groups[group].pools[server].pop() {
+            let flow = self.flows.get_mut(u);
+            let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+            if sock.state() == tcp::State::Established && sock.recv_queue() == 0 && sock.may_send()
+            {
+                self.link(c, u, group, server);
+                self.counters.add(Counter::UpstreamReused, 1);
+                return true;
+            }
+            sock.abort();
+            self.finish(u, now_us);
+        }
+        let g = &self.groups[group];
+        let port_index = g.spec.port_index;
+        let local_ip = self.ports[port_index].ip;
+        let server_addr = g.spec.balancer.servers[server].address;
+        let Some(local_port) =
+            self.free_local_port(group, *server_addr.ip(), server_addr.port(), local_ip)
+        else {
+            return false;
+        };
+        let key = FlowKey {
+            remote_ip: *server_addr.ip(),
+            remote_port: server_addr.port(),
+            local_ip,
+            local_port,
+        };
+        let Some(u) = self.flows.insert(key) else {
+            self.counters.add(Counter::FlowsRefused, 1);
+            return false;
+        };
+        let connect_timeout_us = self.groups[group].spec.connect_timeout_us;
+        let p = &mut self.ports[port_index];
+        let flow = self.flows.get_mut(u);
+        flow.port = port_index;
+        flow.app = FlowApp::Upstream {
+            group,
+            server,
+            connecting: true,
+        };
+        flow.peer = None;
+        flow.last_rx_us = now_us;
+        flow.idle_timeout_us = self.groups[group]
+            .spec
+            .read_timeout_us
+            .max(connect_timeout_us);
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        sock.set_nagle_enabled(false);
+        sock.set_timeout(Some(Duration::from_micros(connect_timeout_us)));
+        if let Err(e) = sock.connect(
+            p.iface.context(),
+            (*server_addr.ip(), server_addr.port()),
+            local_port,
+        ) {
+            log::warn!("connect to {server_addr} from port {local_port}: {e}");
+            self.flows.remove(u);
+            return false;
+        }
+        self.counters.add(Counter::UpstreamConnects, 1);
+        self.connecting.push(u);
+        self.link(c, u, group, server);
+        true
+    }
+
+    fn link(&mut self, c: u32, u: u32, group: usize, server: usize) {
+        self.flows.get_mut(c).peer = Some(u);
+        self.flows.get_mut(u).peer = Some(c);
+        self.groups[group].spec.balancer.servers[server].active += 1;
+    }
+
+    /// Cuts the link between a client flow and its upstream; returns the upstream.
+    fn unlink(&mut self, c: u32) -> Option<u32> {
+        let u = self.flows.get_mut(c).peer.take()?;
+        let flow = self.flows.get_mut(u);
+        flow.peer = None;
+        if let FlowApp::Upstream { group, server, .. } = flow.app {
+            let s = &mut self.groups[group].spec.balancer.servers[server];
+            s.active = s.active.saturating_sub(1);
+        }
+        Some(u)
+    }
+
+    /// The session is done with its upstream: pool it or close it.
+    fn detach_upstream(&mut self, c: u32, reusable: bool, now_us: u64) {
+        let Some(u) = self.unlink(c) else { return };
+        let flow = self.flows.get_mut(u);
+        let FlowApp::Upstream { group, server, .. } = flow.app else {
+            unreachable!("peers of clients are upstreams")
+        };
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        let keepalive = self.groups[group].spec.keepalive;
+        let pool = &mut self.groups[group].pools[server];
+        if reusable && sock.state() == tcp::State::Established && pool.len() < keepalive {
+            flow.idle_timeout_us = POOL_IDLE_US;
+            flow.last_rx_us = now_us;
+            pool.push(u);
+        } else if sock.state() == tcp::State::Established {
+            sock.close();
+        } else {
+            sock.abort();
+        }
+        self.finish(u, now_us);
+    }
+
+    /// An idle pooled upstream got a frame: anything but a quiet open
+    /// connection (FIN, RST, unexpected bytes) means it cannot be reused.
+    fn check_pooled(&mut self, u: u32, _now_us: u64) {
+        let flow = self.flows.get_mut(u);
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        if sock.state() != tcp::State::Established || sock.recv_queue() > 0 {
+            if sock.may_send() {
+                sock.close();
+            } else {
+                sock.abort();
+            }
+            self.remove_from_pool(u);
+        }
+    }
+
+    fn remove_from_pool(&mut self, u: u32) {
+        if let FlowApp::Upstream { group, server, .. } = self.flows.get_mut(u).app {
+            let pool = &mut self.groups[group].pools[server];
+            if let Some(i) = pool.iter().position(|&s| s == u) {
+                pool.swap_remove(i);
+            }
+        }
+    }
+
+    /// A local port for a new connection to server:port, whose 4-tuple is
+    /// neither open nor in TIME-WAIT.
+    fn free_local_port(
+        &mut self,
+        group: usize,
+        server_ip: Ipv4Addr,
+        server_port: u16,
+        local_ip: Ipv4Addr,
+    ) -> Option<u16> {
+        let g = &mut self.groups[group];
+        let (lo, hi) = g.spec.local_ports;
+        for _ in 0..LOCAL_PORT_TRIES {
+            let port = g.next_local_port;
+            g.next_local_port = if port >= hi { lo } else { port + 1 };
+            let key = FlowKey {
+                remote_ip: server_ip,
+                remote_port: server_port,
+                local_ip,
+                local_port: port,
+            };
+            if self.flows.lookup(&key).is_none() && !self.time_wait.contains(&key) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Transmits what `slot` has to send, then releases it or arms its timer.
+    fn finish(&mut self, slot: u32, now_us: u64) {
+        if self.flows.key(slot).is_none() {
+            return; // released meanwhile
+        }
+        let flow = self.flows.get_mut(slot);
         let p = &mut self.ports[flow.port];
         let mut dev = FrameDevice {
             rx: None,
@@ -456,27 +756,144 @@ impl Worker {
                 break;
             }
         }
-        let state = flow.sockets.get::<tcp::Socket>(flow.handle).state();
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        let state = sock.state();
+        if let FlowApp::Upstream {
+            group,
+            server,
+            connecting: connecting @ true,
+        } = &mut flow.app
+        {
+            if state == tcp::State::Established {
+                *connecting = false;
+                sock.set_timeout(Some(Duration::from_micros(
+                    self.groups[*group].spec.read_timeout_us,
+                )));
+                self.groups[*group].spec.balancer.connected(*server);
+            }
+        }
+        // A closed upstream keeps its slot while its client still has to relay what it received.
+        let unread = flow.peer.is_some() && state == tcp::State::TimeWait && sock.recv_queue() > 0;
         match state {
-            tcp::State::TimeWait | tcp::State::Closed | tcp::State::Listen => {
-                let key = self.flows.key(slot).expect("live slot has a key");
-                if state == tcp::State::TimeWait {
-                    self.time_wait.insert(key, now_us);
-                }
-                self.timers.remove(slot);
-                self.flows.remove(slot);
-                self.count(if timed_out {
-                    Counter::FlowsTimedOut
-                } else {
-                    Counter::FlowsClosed
-                });
+            tcp::State::TimeWait | tcp::State::Closed | tcp::State::Listen if !unread => {
+                self.release(slot, state, now_us)
             }
             _ => {
-                let deadline = match p.iface.poll_at(instant(now_us), &flow.sockets) {
-                    Some(at) => (at.total_micros().max(0) as u64).min(idle_deadline),
-                    None => idle_deadline,
-                };
+                let mut deadline = flow.last_rx_us + flow.idle_timeout_us;
+                if let Some(at) = p.iface.poll_at(instant(now_us), &flow.sockets) {
+                    deadline = deadline.min(at.total_micros().max(0) as u64);
+                }
+                if let FlowApp::Client(session) = &flow.app {
+                    if let Some(d) = session.deadline_us() {
+                        deadline = deadline.min(d);
+                    }
+                }
                 self.timers.set(slot, deadline);
+            }
+        }
+    }
+
+    /// Frees a closed flow's slot and tells its peer.
+    fn release(&mut self, slot: u32, state: tcp::State, now_us: u64) {
+        let key = self.flows.key(slot).expect("live slot has a key");
+        if state == tcp::State::TimeWait {
+            self.time_wait.insert(key, now_us);
+        }
+        self.timers.remove(slot);
+        self.counters.add(Counter::FlowsClosed, 1);
+        match self.flows.get_mut(slot).app {
+            FlowApp::Client(_) => {
+                if let Some(u) = self.unlink(slot) {
+                    // The client is gone: its upstream exchange cannot finish.
+                    let flow = self.flows.get_mut(u);
+                    let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+                    if sock.may_send() || sock.may_recv() {
+                        sock.abort();
+                    }
+                    self.flows.remove(slot);
+                    self.finish(u, now_us);
+                    return;
+                }
+            }
+            FlowApp::Upstream {
+                group,
+                server,
+                connecting,
+            } => {
+                if connecting {
+                    self.counters.add(Counter::UpstreamConnectFailures, 1);
+                    self.groups[group]
+                        .spec
+                        .balancer
+                        .connect_failed(server, now_us);
+                }
+                self.remove_from_pool(slot);
+                let peer = self.flows.get_mut(slot).peer;
+                if let Some(c) = peer {
+                    self.unlink(c);
+                    self.flows.remove(slot);
+                    let flow = self.flows.get_mut(c);
+                    let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+                    let FlowApp::Client(session) = &mut flow.app else {
+                        unreachable!()
+                    };
+                    let graceful = state == tcp::State::TimeWait && session.mode == Mode::Tcp;
+                    if !graceful {
+                        let step = session.upstream_lost(sock, connecting);
+                        if let Step::NeedUpstream { .. } = step {
+                            // Retry on another server (the request was not sent).
+                            self.drive_session(c, now_us);
+                        }
+                    }
+                    self.finish(c, now_us);
+                    return;
+                }
+            }
+            FlowApp::Static { .. } => {}
+        }
+        self.flows.remove(slot);
+    }
+
+    /// An ARP answer arrived: upstream connects waiting for it can send their SYN now.
+    fn wake_connecting(&mut self, now_us: u64) {
+        let mut i = 0;
+        while i < self.connecting.len() {
+            let u = self.connecting[i];
+            let still = self.flows.key(u).is_some()
+                && matches!(
+                    self.flows.get_mut(u).app,
+                    FlowApp::Upstream {
+                        connecting: true,
+                        ..
+                    }
+                );
+            if still {
+                self.finish(u, now_us);
+                i += 1;
+            } else {
+                self.connecting.swap_remove(i);
+            }
+        }
+    }
+
+    /// Asks for the MAC of every upstream server's next hop, so that
+    /// connects never wait on ARP (and the entries never expire).
+    fn resolve_upstream_next_hops(&mut self) {
+        for g in 0..self.groups.len() {
+            let port = self.groups[g].spec.port_index;
+            for s in 0..self.groups[g].spec.balancer.servers.len() {
+                let server = *self.groups[g].spec.balancer.servers[s].address.ip();
+                let p = &mut self.ports[port];
+                let mask = if p.prefix_len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - p.prefix_len)
+                };
+                let on_link = u32::from(server) & mask == u32::from(p.ip) & mask;
+                let Some(next_hop) = (if on_link { Some(server) } else { p.gateway }) else {
+                    continue;
+                };
+                send_arp_request(p, next_hop);
             }
         }
     }
@@ -492,6 +909,34 @@ impl Worker {
         }
         done
     }
+}
+
+/// Broadcasts "who has `target`?" from this port.
+fn send_arp_request(p: &mut PortState, target: Ipv4Addr) {
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: p.mac,
+        source_protocol_addr: p.ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let eth = EthernetRepr {
+        src_addr: p.mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let mut dev = FrameDevice {
+        rx: None,
+        tx: &mut p.tx,
+        caps: &p.caps,
+    };
+    let token =
+        smoltcp::phy::Device::transmit(&mut dev, Instant::from_micros(0)).expect("tx token");
+    token.consume(eth.buffer_len() + arp.buffer_len(), |buf| {
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        eth.emit(&mut frame);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    });
 }
 
 fn instant(us: u64) -> Instant {
@@ -517,8 +962,10 @@ fn classify(data: &[u8], our_ip: Ipv4Addr) -> Frame {
     let Ok(eth) = EthernetFrame::new_checked(data) else {
         return Frame::Drop(Counter::DropMalformed);
     };
-    if eth.ethertype() != EthernetProtocol::Ipv4 {
-        return Frame::Stateless;
+    match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {}
+        EthernetProtocol::Arp => return Frame::Arp,
+        _ => return Frame::Stateless,
     }
     let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
         return Frame::Drop(Counter::DropMalformed);
@@ -617,7 +1064,7 @@ mod tests {
     fn arp_and_broadcast_go_to_the_stack() {
         let mut arp = vec![0u8; 42];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert!(matches!(classify(&arp, US), Frame::Stateless));
+        assert!(matches!(classify(&arp, US), Frame::Arp));
         assert!(matches!(
             classify(&tcp_frame([255, 255, 255, 255], 0x02, 0), US),
             Frame::Stateless

@@ -1,0 +1,230 @@
+//! Upstream server choice: weighted round robin, least connections and
+//! source-IP hash over the servers that are not marked down, with passive
+//! health marking (connect failures take a server out for a while).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crate::config::{Balance, UpstreamGroup};
+
+/// Consecutive connect failures that mark a server down.
+pub const FAILS_TO_MARK_DOWN: u32 = 2;
+/// How long a server marked down is skipped before a request probes it again.
+pub const DOWN_FOR_US: u64 = 5_000_000;
+
+#[derive(Debug, Clone)]
+pub struct ServerState {
+    pub address: SocketAddrV4,
+    pub weight: u32,
+    /// Connections open to it (for least_conn).
+    pub active: u32,
+    /// Smooth weighted round robin's running weight.
+    current: i64,
+    fails: u32,
+    down_until_us: u64,
+    pub requests: u64,
+    pub failures: u64,
+}
+
+impl ServerState {
+    pub fn is_up(&self, now_us: u64) -> bool {
+        now_us >= self.down_until_us
+    }
+}
+
+pub struct Balancer {
+    pub balance: Balance,
+    pub servers: Vec<ServerState>,
+}
+
+impl Balancer {
+    pub fn new(group: &UpstreamGroup) -> Self {
+        Balancer {
+            balance: group.balance,
+            servers: group
+                .servers
+                .iter()
+                .map(|s| ServerState {
+                    address: s.address,
+                    weight: s.weight,
+                    active: 0,
+                    current: 0,
+                    fails: 0,
+                    down_until_us: 0,
+                    requests: 0,
+                    failures: 0,
+                })
+                .collect(),
+        }
+    }
+
+    /// Picks a server for a client, skipping `exclude` (already tried for
+    /// this request) and servers marked down. `None`: no server is usable.
+    pub fn pick(&mut self, client: Ipv4Addr, now_us: u64, exclude: u64) -> Option<usize> {
+        let usable = |i: usize, s: &ServerState| s.is_up(now_us) && exclude & (1 << (i % 64)) == 0;
+        match self.balance {
+            Balance::RoundRobin => {
+                // nginx's smooth weighted round robin.
+                let mut best: Option<usize> = None;
+                let mut total = 0i64;
+                for i in 0..self.servers.len() {
+                    if !usable(i, &self.servers[i]) {
+                        continue;
+                    }
+                    let w = i64::from(self.servers[i].weight);
+                    self.servers[i].current += w;
+                    total += w;
+                    if best.is_none_or(|b| self.servers[i].current > self.servers[b].current) {
+                        best = Some(i);
+                    }
+                }
+                let b = best?;
+                self.servers[b].current -= total;
+                Some(b)
+            }
+            Balance::LeastConn => self
+                .servers
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| usable(*i, s))
+                // active/weight compared without division: a/w < b/v <=> a*v < b*w
+                .min_by(|(_, a), (_, b)| {
+                    (u64::from(a.active) * u64::from(b.weight))
+                        .cmp(&(u64::from(b.active) * u64::from(a.weight)))
+                })
+                .map(|(i, _)| i),
+            Balance::SourceHash => {
+                let total: u64 = self
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| usable(*i, s))
+                    .map(|(_, s)| u64::from(s.weight))
+                    .sum();
+                if total == 0 {
+                    return None;
+                }
+                let mut point = mix(u64::from(u32::from(client))) % total;
+                for (i, s) in self
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| usable(*i, s))
+                {
+                    if point < u64::from(s.weight) {
+                        return Some(i);
+                    }
+                    point -= u64::from(s.weight);
+                }
+                None
+            }
+        }
+    }
+
+    /// A connect to `i` failed (refused, reset or timed out).
+    pub fn connect_failed(&mut self, i: usize, now_us: u64) {
+        let s = &mut self.servers[i];
+        s.failures += 1;
+        s.fails += 1;
+        if s.fails >= FAILS_TO_MARK_DOWN {
+            s.down_until_us = now_us + DOWN_FOR_US;
+            s.fails = 0;
+            log::warn!(
+                "upstream {} marked down for {} s after failed connects",
+                s.address,
+                DOWN_FOR_US / 1_000_000
+            );
+        }
+    }
+
+    /// A connect to `i` succeeded.
+    pub fn connected(&mut self, i: usize) {
+        self.servers[i].fails = 0;
+    }
+}
+
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Server;
+
+    fn group(balance: Balance, weights: &[u32]) -> Balancer {
+        Balancer::new(&UpstreamGroup {
+            name: "g".into(),
+            port: "p".into(),
+            servers: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| Server {
+                    address: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i as u8 + 1), 80),
+                    weight: w,
+                })
+                .collect(),
+            balance,
+            connect_timeout_ms: 1,
+            read_timeout_ms: 1,
+            keepalive: 0,
+            local_ports: [1, 2],
+        })
+    }
+
+    const C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+    #[test]
+    fn round_robin_follows_weights_smoothly() {
+        let mut b = group(Balance::RoundRobin, &[5, 1, 1]);
+        let picks: Vec<usize> = (0..7).map(|_| b.pick(C, 0, 0).unwrap()).collect();
+        assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]); // nginx's documented sequence
+        let mut counts = [0; 3];
+        for _ in 0..700 {
+            counts[b.pick(C, 0, 0).unwrap()] += 1;
+        }
+        assert_eq!(counts, [500, 100, 100]);
+    }
+
+    #[test]
+    fn least_conn_prefers_fewest_per_weight() {
+        let mut b = group(Balance::LeastConn, &[1, 2]);
+        b.servers[0].active = 2;
+        b.servers[1].active = 3; // 3/2 < 2/1
+        assert_eq!(b.pick(C, 0, 0), Some(1));
+        b.servers[1].active = 5;
+        assert_eq!(b.pick(C, 0, 0), Some(0));
+    }
+
+    #[test]
+    fn source_hash_is_stable_and_spreads() {
+        let mut b = group(Balance::SourceHash, &[1, 1, 1]);
+        let first = b.pick(C, 0, 0);
+        assert!((0..10).all(|_| b.pick(C, 0, 0) == first));
+        let mut counts = [0; 3];
+        for i in 0..3000u32 {
+            counts[b.pick(Ipv4Addr::from(0x0a00_0000 + i), 0, 0).unwrap()] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+
+    #[test]
+    fn failed_servers_are_skipped_then_return() {
+        let mut b = group(Balance::RoundRobin, &[1, 1]);
+        b.connect_failed(0, 0);
+        b.connect_failed(0, 0);
+        assert!((0..10).all(|_| b.pick(C, 1, 0) == Some(1)));
+        assert_eq!(
+            b.pick(C, 1, 0b10),
+            None,
+            "the only usable server was excluded"
+        );
+        assert!(
+            (0..10).any(|_| b.pick(C, DOWN_FOR_US, 0) == Some(0)),
+            "back after the down period"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! The proxy: client connections relayed to upstream servers.
+//!
+//! - [`http`]: HTTP/1.1 framing and request validation.
+//! - [`balance`]: picking a server of an upstream group.
+//! - [`session`]: one client connection's state machine over two sockets.
+
+pub mod balance;
+pub mod http;
+pub mod session;

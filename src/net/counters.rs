@@ -1,0 +1,107 @@
+//! Per-worker counters: plain integers on the hot path, published to relaxed
+//! atomics every `PUBLISH_US` for the control thread (no locks, no sharing of
+//! cache lines on every packet).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($variant:ident => $name:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter { $($variant,)* }
+
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Counter::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+counters! {
+    RxFrames => "rx_frames",
+    TxFrames => "tx_frames",
+    TxDropped => "tx_dropped",
+    DropNotForUs => "drop_not_for_us",
+    DropMalformed => "drop_malformed",
+    DropChecksum => "drop_bad_checksum",
+    DropTimeWait => "drop_time_wait",
+    FlowsAccepted => "flows_accepted",
+    FlowsRefused => "flows_refused",
+    FlowsClosed => "flows_closed",
+    FlowsTimedOut => "flows_timed_out",
+    FlowsActive => "flows_active",
+    TimeWaitEntries => "time_wait_entries",
+    Requests => "requests",
+    BadRequests => "bad_requests",
+    UpstreamConnects => "upstream_connects",
+    UpstreamConnectFailures => "upstream_connect_failures",
+    UpstreamReused => "upstream_reused",
+    UpstreamPooled => "upstream_pooled",
+    NoUpstream => "no_upstream",
+    ProxyErrors => "proxy_errors",
+    BusyCycles => "busy_cycles",
+    TotalCycles => "total_cycles",
+}
+
+pub const N_COUNTERS: usize = Counter::ALL.len();
+
+/// The worker's own copy.
+pub struct Counters(pub [u64; N_COUNTERS]);
+
+impl Counters {
+    pub fn new() -> Self {
+        Counters([0; N_COUNTERS])
+    }
+
+    #[inline]
+    pub fn add(&mut self, c: Counter, n: u64) {
+        self.0[c as usize] += n;
+    }
+
+    #[inline]
+    pub fn set(&mut self, c: Counter, v: u64) {
+        self.0[c as usize] = v;
+    }
+
+    #[inline]
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters as published for other threads (written only by their worker).
+pub struct SharedCounters([AtomicU64; N_COUNTERS]);
+
+impl Default for SharedCounters {
+    fn default() -> Self {
+        SharedCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl SharedCounters {
+    pub fn publish(&self, c: &Counters) {
+        for (slot, v) in self.0.iter().zip(c.0.iter()) {
+            slot.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|&c| (c.name(), self.get(c)))
+            .collect()
+    }
+}
