@@ -17,6 +17,29 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     #[serde(rename = "upstream", default)]
     pub upstreams: Vec<UpstreamGroup>,
+    #[serde(default)]
+    pub management: Management,
+}
+
+/// The management endpoint: a kernel socket on the control thread, never on
+/// the data path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Management {
+    /// Where /metrics (Prometheus text) and /stats (JSON) are served; loopback
+    /// unless you mean to expose them. Empty string: no endpoint.
+    pub address: String,
+    /// How long SIGTERM lets in-flight connections finish (ms).
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Management {
+    fn default() -> Self {
+        Management {
+            address: "127.0.0.1:9090".into(),
+            drain_timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -428,6 +451,19 @@ impl Config {
                     l.port, l.tcp_port
                 )));
             }
+        }
+        if !self.management.address.is_empty()
+            && self
+                .management
+                .address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(ConfigError(format!(
+                "{}management.address = \"{}\" is not IP:port (e.g. \"127.0.0.1:9090\"; \"\" turns it off)",
+                at(&self.management.address),
+                self.management.address
+            )));
         }
         for (i, u) in self.upstreams.iter().enumerate() {
             let uat = at(&format!("\"{}\"", u.name));

@@ -11,5 +11,6 @@
 pub mod app;
 pub mod config;
 pub mod dpdk;
+pub mod mgmt;
 pub mod net;
 pub mod runtime;

@@ -30,6 +30,35 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print a running zproxy's counters (from its management endpoint).
+    Stats {
+        /// The management address (`management.address` in the config).
+        #[arg(short, long, default_value = "127.0.0.1:9090")]
+        address: String,
+        /// Prometheus text instead of JSON.
+        #[arg(long)]
+        prometheus: bool,
+    },
+}
+
+/// GET `path` from the management endpoint; the response body.
+fn fetch(address: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address)
+        .map_err(|e| format!("cannot reach the management endpoint at {address}: {e} (is zproxy running, in this network namespace?)"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("reading from {address}: {e}"))?;
+    out.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .ok_or_else(|| format!("{address} sent no HTTP response"))
 }
 
 fn main() -> ExitCode {
@@ -57,6 +86,11 @@ fn main() -> ExitCode {
                 }
             })
             .map_err(|e| e.to_string()),
+        Command::Stats {
+            address,
+            prometheus,
+        } => fetch(&address, if prometheus { "/metrics" } else { "/stats" })
+            .map(|body| print!("{body}")),
         Command::Run { config } => Config::load(&config)
             .map_err(|e| e.to_string())
             .and_then(|cfg| zproxy::runtime::run(cfg).map_err(|e| e.to_string())),

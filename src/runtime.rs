@@ -10,11 +10,16 @@ use crate::app::proxy::session::Routes;
 use crate::app::responder::Responder;
 use crate::config::{Config, ListenerMode};
 use crate::dpdk::{lcore, Eal, Mempool, Port, PortConfig, QueueId};
+use crate::mgmt;
 use crate::net::counters::{Counter, SharedCounters};
-use crate::net::worker::{GroupSpec, ListenerApp, ListenerSpec, PortSpec, Worker, WorkerSpec};
+use crate::net::worker::{
+    Control, GroupSpec, ListenerApp, ListenerSpec, PortSpec, Worker, WorkerSpec,
+};
 
 /// Bytes of data room per mbuf: a full 1500-byte-MTU frame plus headroom.
 const MBUF_DATA_ROOM: u16 = zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+/// How often the control thread looks at signals, the endpoint and the worker.
+const CONTROL_TICK: Duration = Duration::from_millis(20);
 /// Interval of the one-line summary in the log.
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
@@ -105,11 +110,22 @@ fn random_seed() -> u64 {
 /// Runs the appliance until SIGINT or SIGTERM.
 pub fn run(cfg: Config) -> Result<(), RunError> {
     preflight(&cfg)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
+    // SIGINT stops at once; SIGTERM drains first.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let terminate = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &interrupt),
+        (signal_hook::consts::SIGTERM, &terminate),
+    ] {
+        signal_hook::flag::register(sig, flag.clone())
             .map_err(|e| RunError(format!("installing the handler for signal {sig}: {e}")))?;
     }
+    let endpoint = match cfg.management.address.as_str() {
+        "" => None,
+        addr => Some(mgmt::Endpoint::bind(addr).map_err(|e| {
+            RunError(format!("management.address = \"{addr}\": cannot listen there: {e} (is another zproxy running?)"))
+        })?),
+    };
 
     let prefix = format!("zproxy-{}", std::process::id());
     let eal = Eal::init(&cfg.eal_args(&prefix))?;
@@ -133,24 +149,62 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
 
     let ports = bring_up_ports(&eal, &cfg, &pool)?;
     let shared = Arc::new(SharedCounters::default());
+    let control = Arc::new(Control::default());
     let spec = worker_spec(&cfg, &ports, pool.clone())?;
     let worker = {
-        let (stop, shared) = (stop.clone(), shared.clone());
+        let (control, shared) = (control.clone(), shared.clone());
         lcore::launch(worker_lcore, move || {
-            // A worker that dies (panics) stops the appliance, which exits
-            // non-zero so that its supervisor restarts it.
-            let _stop_on_exit = StopOnExit(&stop);
+            // A worker that returns (drained) or dies (panics) stops the
+            // appliance; after a panic it exits non-zero so that its
+            // supervisor restarts it.
+            let _stop_on_exit = StopOnExit(&control.stop);
             let mut w = Worker::new(spec, shared);
             log::info!("worker on lcore {} polling", lcore::current());
-            w.run(&stop);
+            w.run(&control);
             0
         })?
     };
+    if let Some(ep) = &endpoint {
+        log::info!(
+            "management endpoint on http://{}/metrics and /stats",
+            ep.local_addr().map_err(|e| RunError(e.to_string()))?
+        );
+    }
 
     let started = Instant::now();
     let mut last_summary = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+    let mut drain_deadline: Option<Instant> = None;
+    let drain_timeout = Duration::from_millis(cfg.management.drain_timeout_ms);
+    while !control.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(CONTROL_TICK);
+        if interrupt.load(Ordering::Relaxed) {
+            log::info!("SIGINT: stopping now");
+            control.stop.store(true, Ordering::Relaxed);
+        }
+        if terminate.load(Ordering::Relaxed) && drain_deadline.is_none() {
+            log::info!(
+                "SIGTERM: refusing new connections, draining for up to {} ms",
+                drain_timeout.as_millis()
+            );
+            control.draining.store(true, Ordering::Relaxed);
+            drain_deadline = Some(Instant::now() + drain_timeout);
+        }
+        if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+            log::warn!(
+                "drain timeout: stopping with {} connections open",
+                shared.get(Counter::FlowsActive)
+            );
+            control.stop.store(true, Ordering::Relaxed);
+        }
+        if let Some(ep) = &endpoint {
+            let gauges = mgmt::Gauges {
+                mbufs_in_use: pool.in_use(),
+                mbufs_total: pool.size(),
+                draining: drain_deadline.is_some(),
+                uptime_s: started.elapsed().as_secs(),
+            };
+            ep.poll(&[&shared], &gauges);
+        }
         if last_summary.elapsed() >= SUMMARY_EVERY {
             last_summary = Instant::now();
             log::info!("{}", summary(&shared, started.elapsed()));

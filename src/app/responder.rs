@@ -132,6 +132,14 @@ impl Responder {
         served
     }
 
+    /// Graceful shutdown: close a connection that waits for its next request.
+    pub fn drain(&self, st: &mut ResponderState, sock: &mut tcp::Socket) {
+        if !st.closing && sock.recv_queue() == 0 {
+            st.closing = true;
+            sock.close();
+        }
+    }
+
     fn fail(
         &self,
         st: &mut ResponderState,

@@ -43,6 +43,8 @@ const ARP_REFRESH_US: u64 = 20_000_000;
 const POOL_IDLE_US: u64 = 30_000_000;
 /// Attempts to find a free local port for an upstream connection.
 const LOCAL_PORT_TRIES: u32 = 64;
+/// How often a draining worker closes connections that became idle.
+const DRAIN_SWEEP_US: u64 = 100_000;
 /// Longest the worker waits at exit for the NIC to take and complete its last frames.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_millis(20);
 /// smoltcp treats instant 0 specially ("send now"); start the clock later.
@@ -82,6 +84,15 @@ pub struct GroupSpec {
     /// Idle connections kept per server for reuse.
     pub keepalive: usize,
     pub local_ports: (u16, u16),
+}
+
+/// What the control thread tells a worker (relaxed flags, read once per loop).
+#[derive(Default)]
+pub struct Control {
+    /// Stop now.
+    pub stop: AtomicBool,
+    /// Refuse new connections, let the open ones finish, stop when none is left.
+    pub draining: AtomicBool,
 }
 
 pub struct WorkerSpec {
@@ -179,6 +190,7 @@ pub struct Worker {
     counters: Counters,
     shared: Arc<SharedCounters>,
     clock: std::time::Instant,
+    draining: bool,
 }
 
 impl Worker {
@@ -275,17 +287,28 @@ impl Worker {
             counters: Counters::new(),
             shared,
             clock,
+            draining: false,
         }
     }
 
-    /// Polls until `stop` is set.
-    pub fn run(&mut self, stop: &AtomicBool) {
+    /// Polls until told to stop, or until draining leaves no connection.
+    pub fn run(&mut self, control: &Control) {
         let mut rx = MbufBurst::<BURST>::default();
         let mut last_publish_us = 0;
         let mut next_arp_us = 0;
+        let mut next_drain_sweep_us = 0;
         let mut last_tsc = rdtsc();
-        while !stop.load(Ordering::Relaxed) {
+        while !control.stop.load(Ordering::Relaxed) {
             let now_us = self.now_us();
+            if control.draining.load(Ordering::Relaxed) && now_us >= next_drain_sweep_us {
+                self.draining = true;
+                next_drain_sweep_us = now_us + DRAIN_SWEEP_US;
+                self.drain_sweep(now_us);
+                if self.flows.active() == 0 {
+                    log::info!("drained: no connection left");
+                    break;
+                }
+            }
             let mut work = 0;
             for p in 0..self.ports.len() {
                 let n = self.ports[p].rx.rx_burst(&mut rx);
@@ -385,12 +408,12 @@ impl Worker {
             }
             return;
         }
-        let Some(listener) = self
+        let listener = self
             .listeners
             .iter()
-            .position(|l| l.port_index == port && l.tcp_port == key.local_port)
-        else {
-            return self.answer_stateless(port, m, now_us); // RST: closed port
+            .position(|l| l.port_index == port && l.tcp_port == key.local_port);
+        let Some(listener) = listener.filter(|_| !self.draining) else {
+            return self.answer_stateless(port, m, now_us); // RST: closed port, or shutting down
         };
         self.time_wait.remove(&key);
         let Some(slot) = self.flows.insert(key) else {
@@ -499,9 +522,14 @@ impl Worker {
 
     /// Runs a proxy session until it needs nothing more from the worker.
     fn drive_session(&mut self, c: u32, now_us: u64) {
-        // Each round either waits (Idle) or changes the upstream attachment.
+        let step = self.session_step(c, now_us);
+        self.apply_step(c, step, now_us);
+    }
+
+    /// Does what the session asked, and lets it go on, until it waits.
+    fn apply_step(&mut self, c: u32, mut step: Step, now_us: u64) {
+        // Each round changes the upstream attachment; a session needs few.
         for _ in 0..8 {
-            let step = self.session_step(c, now_us);
             match step {
                 Step::Idle => return,
                 Step::NeedUpstream { group } => {
@@ -518,6 +546,7 @@ impl Worker {
                 }
                 Step::ReleaseUpstream { reusable } => self.detach_upstream(c, reusable, now_us),
             }
+            step = self.session_step(c, now_us);
         }
     }
 
@@ -640,6 +669,19 @@ impl Worker {
             return false;
         }
         self.counters.add(Counter::UpstreamConnects, 1);
+        if self.connecting.len() == self.connecting.capacity() {
+            let flows = &mut self.flows;
+            self.connecting.retain(|&s| {
+                flows.key(s).is_some()
+                    && matches!(
+                        flows.get_mut(s).app,
+                        FlowApp::Upstream {
+                            connecting: true,
+                            ..
+                        }
+                    )
+            });
+        }
         self.connecting.push(u);
         self.link(c, u, group, server);
         true
@@ -804,8 +846,12 @@ impl Worker {
         match self.flows.get_mut(slot).app {
             FlowApp::Client(_) => {
                 if let Some(u) = self.unlink(slot) {
-                    // The client is gone: its upstream exchange cannot finish.
+                    // The client is gone: its upstream exchange cannot finish
+                    // (and an unfinished connect is not the server's failure).
                     let flow = self.flows.get_mut(u);
+                    if let FlowApp::Upstream { connecting, .. } = &mut flow.app {
+                        *connecting = false;
+                    }
                     let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
                     if sock.may_send() || sock.may_recv() {
                         sock.abort();
@@ -839,11 +885,9 @@ impl Worker {
                     };
                     let graceful = state == tcp::State::TimeWait && session.mode == Mode::Tcp;
                     if !graceful {
+                        // A failed connect is retried on another server (the request was not sent).
                         let step = session.upstream_lost(sock, connecting);
-                        if let Step::NeedUpstream { .. } = step {
-                            // Retry on another server (the request was not sent).
-                            self.drive_session(c, now_us);
-                        }
+                        self.apply_step(c, step, now_us);
                     }
                     self.finish(c, now_us);
                     return;
@@ -852,6 +896,33 @@ impl Worker {
             FlowApp::Static { .. } => {}
         }
         self.flows.remove(slot);
+    }
+
+    /// Closes what can be closed without cutting an exchange short.
+    fn drain_sweep(&mut self, now_us: u64) {
+        for slot in 0..self.flows.capacity() as u32 {
+            if self.flows.key(slot).is_none() {
+                continue;
+            }
+            let flow = self.flows.get_mut(slot);
+            let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+            match &mut flow.app {
+                FlowApp::Static(state) => {
+                    let ListenerApp::Static(responder) = &self.listeners[flow.listener].app else {
+                        unreachable!()
+                    };
+                    responder.drain(state, sock);
+                }
+                FlowApp::Client(session) => session.drain(sock),
+                FlowApp::Upstream { .. } if flow.peer.is_none() => {
+                    self.remove_from_pool(slot);
+                    let flow = self.flows.get_mut(slot);
+                    flow.sockets.get_mut::<tcp::Socket>(flow.handle).close();
+                }
+                FlowApp::Upstream { .. } => {}
+            }
+            self.finish(slot, now_us);
+        }
     }
 
     /// An ARP answer arrived: upstream connects waiting for it can send their SYN now.

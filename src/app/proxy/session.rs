@@ -397,6 +397,19 @@ impl Session {
         }
     }
 
+    /// Graceful shutdown: an idle keep-alive client is closed now; a request
+    /// in flight gets its response with `Connection: close`.
+    pub fn drain(&mut self, c: &mut Socket) {
+        match self.state {
+            State::ReadHead if c.recv_queue() == 0 => {
+                c.close();
+                self.state = State::Done;
+            }
+            State::Done | State::Relay => {}
+            _ => self.x.client_keep_alive = false,
+        }
+    }
+
     /// Driven without an upstream in a state that needs one (it closed and
     /// was released): a finished TCP relay closes the client gracefully,
     /// anything else is cut.

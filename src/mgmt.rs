@@ -1,0 +1,179 @@
+//! The management endpoint: `/metrics` (Prometheus text) and `/stats`
+//! (JSON), served from a non-blocking kernel socket polled by the control
+//! thread. It reads the workers' published counters; it never touches the
+//! data path.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use crate::net::counters::{Counter, SharedCounters};
+
+/// Values the control thread samples for each scrape, besides worker counters.
+pub struct Gauges {
+    pub mbufs_in_use: u32,
+    pub mbufs_total: u32,
+    pub draining: bool,
+    pub uptime_s: u64,
+}
+
+pub struct Endpoint {
+    listener: TcpListener,
+}
+
+/// Longest a scraper may take to send its request line.
+const READ_TIMEOUT: Duration = Duration::from_millis(200);
+
+impl Endpoint {
+    pub fn bind(address: &str) -> std::io::Result<Endpoint> {
+        let listener = TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        Ok(Endpoint { listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Answers the connections waiting now (one request each).
+    pub fn poll(&self, workers: &[&SharedCounters], gauges: &Gauges) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if let Err(e) = serve(stream, workers, gauges) {
+                log::debug!("management request: {e}");
+            }
+        }
+    }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    workers: &[&SharedCounters],
+    gauges: &Gauges,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf)?;
+    let request = std::str::from_utf8(&buf[..n]).unwrap_or("");
+    let path = request.split_whitespace().nth(1).unwrap_or("");
+    let (status, ctype, body) = match path {
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            prometheus(workers, gauges),
+        ),
+        "/stats" => ("200 OK", "application/json", json(workers, gauges)),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics or /stats\n".to_owned(),
+        ),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Counters are monotonic except these, which are gauges.
+fn is_gauge(c: Counter) -> bool {
+    matches!(
+        c,
+        Counter::FlowsActive | Counter::TimeWaitEntries | Counter::UpstreamPooled
+    )
+}
+
+pub fn prometheus(workers: &[&SharedCounters], g: &Gauges) -> String {
+    let mut out = String::new();
+    for &c in Counter::ALL {
+        let kind = if is_gauge(c) { "gauge" } else { "counter" };
+        let name = if is_gauge(c) {
+            format!("zproxy_{}", c.name())
+        } else {
+            format!("zproxy_{}_total", c.name())
+        };
+        out += &format!("# TYPE {name} {kind}\n");
+        for (i, w) in workers.iter().enumerate() {
+            out += &format!("{name}{{worker=\"{i}\"}} {}\n", w.get(c));
+        }
+    }
+    out += &format!(
+        "# TYPE zproxy_mbufs_in_use gauge\nzproxy_mbufs_in_use {}\n",
+        g.mbufs_in_use
+    );
+    out += &format!(
+        "# TYPE zproxy_mbufs gauge\nzproxy_mbufs {}\n",
+        g.mbufs_total
+    );
+    out += &format!(
+        "# TYPE zproxy_draining gauge\nzproxy_draining {}\n",
+        u8::from(g.draining)
+    );
+    out += &format!(
+        "# TYPE zproxy_uptime_seconds gauge\nzproxy_uptime_seconds {}\n",
+        g.uptime_s
+    );
+    out
+}
+
+pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
+    let per_worker: Vec<String> = workers
+        .iter()
+        .map(|w| {
+            let fields: Vec<String> = w
+                .snapshot()
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        })
+        .collect();
+    format!(
+        "{{\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}]}}\n",
+        g.uptime_s,
+        g.draining,
+        g.mbufs_in_use,
+        g.mbufs_total,
+        per_worker.join(",")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_metrics_and_stats_over_loopback() {
+        let ep = Endpoint::bind("127.0.0.1:0").unwrap();
+        let addr = ep.local_addr().unwrap();
+        let w = SharedCounters::default();
+        let g = Gauges {
+            mbufs_in_use: 7,
+            mbufs_total: 100,
+            draining: false,
+            uptime_s: 3,
+        };
+        for (path, want) in [
+            ("/metrics", "zproxy_requests_total{worker=\"0\"} 0\n"),
+            ("/stats", "\"mbufs_in_use\":7"),
+            ("/nope", "404 Not Found"),
+        ] {
+            let client = std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                out
+            });
+            // The endpoint is non-blocking: poll until the client was served.
+            while !client.is_finished() {
+                ep.poll(&[&w], &g);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let out = client.join().unwrap();
+            assert!(out.contains(want), "{path}: {out}");
+        }
+        assert!(prometheus(&[&w], &g).contains("# TYPE zproxy_flows_active gauge"));
+    }
+}
