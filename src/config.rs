@@ -637,6 +637,21 @@ body = "hi\n"
     }
 
     #[test]
+    fn shipped_configs_are_valid() {
+        for (name, text) in [
+            ("configs/lab.toml", include_str!("../configs/lab.toml")),
+            (
+                "configs/zproxy.toml",
+                include_str!("../configs/zproxy.toml"),
+            ),
+        ] {
+            if let Err(e) = Config::parse(text) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn bad_configs_name_key_and_line() {
         let cases: &[(&str, &str)] = &[
             (
@@ -668,7 +683,23 @@ body = "hi\n"
                 "line 13:",
             ),
         ];
-        for (text, want) in cases {
+        // A proxy config and its cross-checks.
+        let proxy = GOOD.replace("mode = \"static\"\n[listener.static]\nbody = \"hi\\n\"", "mode = \"http\"\nupstream = \"web\"")
+            + "\n[[upstream]]\nname = \"web\"\nport = \"client\"\nservers = [{ address = \"10.71.0.9:80\" }]\n";
+        Config::parse(&proxy).expect("the proxy variant is valid");
+        let proxy_cases: &[(&str, &str)] = &[
+            (&proxy.replace("upstream = \"web\"", "upstream = \"nope\""), "line 15: listener on tcp_port 80: upstream \"nope\" names no [[upstream]] group (have: web)"),
+            (&proxy.replace("mode = \"http\"\nupstream = \"web\"", "mode = \"tcp\""), "mode = \"tcp\" needs upstream"),
+            (&proxy.replace("port = \"client\"\nservers", "port = \"nic9\"\nservers"), "upstream 'web': port = \"nic9\" names no [[port]]"),
+            (&proxy.replace("10.71.0.9:80", "192.0.2.1:80").replace("gateway = \"10.71.0.1\"\n", ""), "server 192.0.2.1:80 is not on port 'client' (10.71.0.2/24) and that port has no gateway"),
+            (&proxy.replace("10.71.0.9:80\" }", "10.71.0.9:80\", weight = 0 }"), "weight must be 1..=1000"),
+            (&proxy.replace("10.71.0.9:80\" }]", "10.71.0.9:80\" }]\nlocal_ports = [70, 90]"), "local_ports [70, 90] overlap a listener on port 'client'"),
+            (&proxy.replace("10.71.0.9:80\" }]", "10.71.0.9:80\" }]\nlocal_ports = [9000, 100]"), "must be an ascending range"),
+            (&(proxy.clone() + "[management]\naddress = \"localhost\"\n"), "management.address = \"localhost\" is not IP:port"),
+            (&(proxy.clone() + "[[listener]]\nport = \"client\"\ntcp_port = 80\nmode = \"tcp\"\nupstream = \"web\"\n"), "two listeners on port 'client' tcp_port 80"),
+            (&proxy.replace("servers = [{ address = \"10.71.0.9:80\" }]", "servers = [{ address = \"10.71.0.9\" }]"), "line 20: invalid IPv4 socket address syntax"),
+        ];
+        for (text, want) in cases.iter().chain(proxy_cases) {
             let got = err(text);
             assert!(got.contains(want), "want {want:?} in {got:?}");
         }

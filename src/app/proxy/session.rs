@@ -233,8 +233,13 @@ impl Session {
                         self.state = State::Relay;
                         continue;
                     }
-                    if !self.send_request_head(c, up, scratch) {
-                        return Step::Idle; // no room yet
+                    match self.send_request_head(c, up, scratch) {
+                        Ok(true) => {}
+                        Ok(false) => return Step::Idle, // no room yet
+                        Err(HeadTooLarge) => {
+                            self.respond_error(c, 431);
+                            return Step::ReleaseUpstream { reusable: true };
+                        }
                     }
                     self.deadline_us = now_us + self.read_timeout_us;
                     self.state = State::RequestBody;
@@ -296,6 +301,9 @@ impl Session {
                         self.x.client_keep_alive || interim,
                         &mut |b| len += b.len(),
                     );
+                    if len > c.send_capacity() {
+                        return self.fail_upstream(c, 502); // can never fit: the head is too large
+                    }
                     if c.send_capacity() - c.send_queue() < len {
                         return Step::Idle;
                     }
@@ -483,8 +491,14 @@ impl Session {
     }
 
     /// Writes the rewritten request head into the upstream's send buffer and
-    /// takes it off the client's receive buffer. False when it does not fit yet.
-    fn send_request_head(&mut self, c: &mut Socket, up: &mut Socket, scratch: &mut [u8]) -> bool {
+    /// takes it off the client's receive buffer. Ok(false) when it does not
+    /// fit yet; Err when it never will (larger than the send buffer).
+    fn send_request_head(
+        &mut self,
+        c: &mut Socket,
+        up: &mut Socket,
+        scratch: &mut [u8],
+    ) -> Result<bool, HeadTooLarge> {
         let n = c.peek_slice(scratch).unwrap_or(0);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
@@ -501,16 +515,22 @@ impl Session {
         let http11 = self.x.http11;
         let mut len = 0;
         write_request_head(&req, client_ip, http11, &mut |b| len += b.len());
+        if len > up.send_capacity() {
+            return Err(HeadTooLarge);
+        }
         if up.send_capacity() - up.send_queue() < len {
-            return false;
+            return Ok(false);
         }
         write_request_head(&req, client_ip, http11, &mut |b| {
             let _ = up.send_slice(b);
         });
         skip(c, head_len);
-        true
+        Ok(true)
     }
 }
+
+/// The rewritten request head is larger than the upstream socket's send buffer.
+struct HeadTooLarge;
 
 /// Request head for the upstream: same method and target, HTTP/1.1 (1.0
 /// clients stay 1.0 and close), hop-by-hop headers dropped, X-Forwarded-For
