@@ -13,4 +13,5 @@ pub mod config;
 pub mod dpdk;
 pub mod mgmt;
 pub mod net;
+pub mod plan;
 pub mod runtime;

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
             .map(|body| print!("{body}")),
         Command::Run { config } => Config::load(&config)
             .map_err(|e| e.to_string())
-            .and_then(|cfg| zproxy::runtime::run(cfg).map_err(|e| e.to_string())),
+            .and_then(|cfg| zproxy::runtime::run(cfg, &config).map_err(|e| e.to_string())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,20 +1,17 @@
 //! The appliance's life: preflight checks, EAL, pools, ports, workers,
 //! signals, and a clean shutdown that leaves nothing behind.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app::proxy::balance::Balancer;
-use crate::app::proxy::session::Routes;
-use crate::app::responder::Responder;
-use crate::config::{Config, ListenerMode};
+use crate::config::Config;
 use crate::dpdk::{lcore, Eal, Mempool, Port, PortConfig, QueueId};
 use crate::mgmt;
 use crate::net::counters::{Counter, SharedCounters};
-use crate::net::worker::{
-    Control, GroupSpec, ListenerApp, ListenerSpec, PortSpec, Worker, WorkerSpec,
-};
+use crate::net::worker::{Control, PortSpec, Reload, Worker, WorkerSpec};
+use crate::plan::{self, Layout};
 
 /// Bytes of data room per mbuf: a full 1500-byte-MTU frame plus headroom.
 const MBUF_DATA_ROOM: u16 = zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
@@ -108,14 +105,16 @@ fn random_seed() -> u64 {
 }
 
 /// Runs the appliance until SIGINT or SIGTERM.
-pub fn run(cfg: Config) -> Result<(), RunError> {
+pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     preflight(&cfg)?;
-    // SIGINT stops at once; SIGTERM drains first.
+    // SIGINT stops at once; SIGTERM drains first; SIGHUP re-reads the config.
     let interrupt = Arc::new(AtomicBool::new(false));
     let terminate = Arc::new(AtomicBool::new(false));
+    let hangup = Arc::new(AtomicBool::new(false));
     for (sig, flag) in [
         (signal_hook::consts::SIGINT, &interrupt),
         (signal_hook::consts::SIGTERM, &terminate),
+        (signal_hook::consts::SIGHUP, &hangup),
     ] {
         signal_hook::flag::register(sig, flag.clone())
             .map_err(|e| RunError(format!("installing the handler for signal {sig}: {e}")))?;
@@ -150,7 +149,9 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let ports = bring_up_ports(&eal, &cfg, &pool)?;
     let shared = Arc::new(SharedCounters::default());
     let control = Arc::new(Control::default());
-    let spec = worker_spec(&cfg, &ports, pool.clone())?;
+    let mut layout = Layout::default().merge(&cfg);
+    let spec = worker_spec(&cfg, &layout, &ports, pool.clone())?;
+    let mut cfg = cfg;
     let worker = {
         let (control, shared) = (control.clone(), shared.clone());
         lcore::launch(worker_lcore, move || {
@@ -188,6 +189,18 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             );
             control.draining.store(true, Ordering::Relaxed);
             drain_deadline = Some(Instant::now() + drain_timeout);
+        }
+        if hangup.swap(false, Ordering::Relaxed) {
+            if let Some((next_cfg, next_layout)) = reload(&cfg, &layout, config_path) {
+                let update = Reload {
+                    groups: plan::groups(&next_cfg, &next_layout),
+                    listeners: plan::listener_apps(&next_cfg, &next_layout),
+                };
+                if control.reload.force_push(update).is_some() {
+                    log::debug!("an earlier reload was not picked up yet: replaced");
+                }
+                (cfg, layout) = (next_cfg, next_layout);
+            }
         }
         if drain_deadline.is_some_and(|d| Instant::now() >= d) {
             log::warn!(
@@ -247,6 +260,31 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     Ok(())
 }
 
+/// SIGHUP: the new config and layout, or `None` (logged) when the file is
+/// invalid or changes what needs a restart; the running config stays.
+fn reload(running: &Config, layout: &Layout, path: &Path) -> Option<(Config, Layout)> {
+    let next = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: {e}; keeping the running config");
+            return None;
+        }
+    };
+    if let Some(why) = plan::needs_restart(running, &next) {
+        log::error!(
+            "SIGHUP: {}: {why}, which needs a restart; keeping the running config",
+            path.display()
+        );
+        return None;
+    }
+    log::info!(
+        "SIGHUP: {} reloaded (upstream groups, servers, weights, routes, timeouts)",
+        path.display()
+    );
+    let layout = layout.merge(&next);
+    Some((next, layout))
+}
+
 fn bring_up_ports(eal: &Eal, cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, RunError> {
     cfg.ports
         .iter()
@@ -276,7 +314,12 @@ fn bring_up_ports(eal: &Eal, cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, 
         .collect()
 }
 
-fn worker_spec(cfg: &Config, ports: &[Port], pool: Arc<Mempool>) -> Result<WorkerSpec, RunError> {
+fn worker_spec(
+    cfg: &Config,
+    layout: &Layout,
+    ports: &[Port],
+    pool: Arc<Mempool>,
+) -> Result<WorkerSpec, RunError> {
     let rt = &cfg.runtime;
     let port_specs = cfg
         .ports
@@ -291,64 +334,8 @@ fn worker_spec(cfg: &Config, ports: &[Port], pool: Arc<Mempool>) -> Result<Worke
             rx_checksum_offload: port.rx_checksum_offload(),
         })
         .collect();
-    let port_index = |name: &str| {
-        cfg.ports
-            .iter()
-            .position(|p| p.name == name)
-            .expect("validated at load")
-    };
-    let group_index = |name: &str| {
-        cfg.upstreams
-            .iter()
-            .position(|u| u.name == name)
-            .expect("validated at load")
-    };
-    let listeners = cfg
-        .listeners
-        .iter()
-        .map(|l| {
-            let app = match l.mode {
-                ListenerMode::Static => ListenerApp::Static(Arc::new(Responder::new(
-                    l.static_response.as_ref().expect("validated at load"),
-                ))),
-                ListenerMode::Tcp => ListenerApp::Tcp {
-                    group: group_index(l.upstream.as_deref().expect("validated")),
-                },
-                ListenerMode::Http => ListenerApp::Http(Arc::new(Routes {
-                    routes: l
-                        .routes
-                        .iter()
-                        .map(|r| {
-                            (
-                                r.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                                r.path_prefix.clone(),
-                                group_index(&r.upstream),
-                            )
-                        })
-                        .collect(),
-                    default: l.upstream.as_deref().map(group_index),
-                })),
-            };
-            ListenerSpec {
-                port_index: port_index(&l.port),
-                tcp_port: l.tcp_port,
-                app,
-                idle_timeout_us: l.idle_timeout_ms * 1000,
-            }
-        })
-        .collect();
-    let groups = cfg
-        .upstreams
-        .iter()
-        .map(|u| GroupSpec {
-            port_index: port_index(&u.port),
-            balancer: Balancer::new(u),
-            connect_timeout_us: u.connect_timeout_ms * 1000,
-            read_timeout_us: u.read_timeout_ms * 1000,
-            keepalive: u.keepalive as usize,
-            local_ports: (u.local_ports[0], u.local_ports[1]),
-        })
-        .collect();
+    let listeners = plan::listeners(cfg, layout);
+    let groups = plan::groups(cfg, layout);
     Ok(WorkerSpec {
         ports: port_specs,
         listeners,

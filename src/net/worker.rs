@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crossbeam_queue::ArrayQueue;
+
 use smoltcp::iface::{
     Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet, SocketStorage,
 };
@@ -87,12 +89,30 @@ pub struct GroupSpec {
 }
 
 /// What the control thread tells a worker (relaxed flags, read once per loop).
-#[derive(Default)]
 pub struct Control {
     /// Stop now.
     pub stop: AtomicBool,
     /// Refuse new connections, let the open ones finish, stop when none is left.
     pub draining: AtomicBool,
+    /// A reloaded config's groups and listeners (SIGHUP), picked up between bursts.
+    pub reload: ArrayQueue<Reload>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            stop: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            reload: ArrayQueue::new(1),
+        }
+    }
+}
+
+/// The reloadable part of the config, in the indices the worker already uses
+/// (see `plan::Layout`).
+pub struct Reload {
+    pub groups: Vec<GroupSpec>,
+    pub listeners: Vec<ListenerApp>,
 }
 
 pub struct WorkerSpec {
@@ -126,6 +146,16 @@ struct Group {
     next_local_port: u16,
     /// Idle upstream flows per server, most recently used last.
     pools: Vec<Vec<u32>>,
+}
+
+impl Group {
+    fn new(spec: GroupSpec) -> Group {
+        Group {
+            next_local_port: spec.local_ports.0,
+            pools: vec![Vec::with_capacity(spec.keepalive); spec.balancer.servers.len()],
+            spec,
+        }
+    }
 }
 
 /// What a flow slot is being used for.
@@ -265,15 +295,7 @@ impl Worker {
                 idle_timeout_us: 0,
             }
         });
-        let groups = spec
-            .groups
-            .into_iter()
-            .map(|g| Group {
-                next_local_port: g.local_ports.0,
-                pools: vec![Vec::with_capacity(g.keepalive); g.balancer.servers.len()],
-                spec: g,
-            })
-            .collect();
+        let groups = spec.groups.into_iter().map(Group::new).collect();
         Worker {
             ports,
             listeners: spec.listeners,
@@ -337,6 +359,9 @@ impl Worker {
             if now_us - last_publish_us >= PUBLISH_US {
                 last_publish_us = now_us;
                 self.publish();
+                if let Some(reload) = control.reload.pop() {
+                    self.apply_reload(reload, now_us);
+                }
             }
         }
         for port in &mut self.ports {
@@ -714,8 +739,10 @@ impl Worker {
         };
         let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
         let keepalive = self.groups[group].spec.keepalive;
+        let retired = self.groups[group].spec.balancer.servers[server].retired;
         let pool = &mut self.groups[group].pools[server];
-        if reusable && sock.state() == tcp::State::Established && pool.len() < keepalive {
+        if reusable && !retired && sock.state() == tcp::State::Established && pool.len() < keepalive
+        {
             flow.idle_timeout_us = POOL_IDLE_US;
             flow.last_rx_us = now_us;
             pool.push(u);
@@ -896,6 +923,44 @@ impl Worker {
             FlowApp::Static { .. } => {}
         }
         self.flows.remove(slot);
+    }
+
+    /// Takes new groups and routes. Indices of existing groups and servers
+    /// stay (open connections keep theirs); retired servers get no new
+    /// requests and lose their idle pooled connections now.
+    fn apply_reload(&mut self, reload: Reload, now_us: u64) {
+        for (i, spec) in reload.groups.into_iter().enumerate() {
+            match self.groups.get_mut(i) {
+                Some(g) => {
+                    g.spec.connect_timeout_us = spec.connect_timeout_us;
+                    g.spec.read_timeout_us = spec.read_timeout_us;
+                    g.spec.keepalive = spec.keepalive;
+                    g.spec.local_ports = spec.local_ports;
+                    g.spec.balancer.update(spec.balancer);
+                    let n = g.spec.balancer.servers.len();
+                    g.pools
+                        .resize_with(n, || Vec::with_capacity(spec.keepalive));
+                }
+                None => self.groups.push(Group::new(spec)),
+            }
+        }
+        for (listener, app) in self.listeners.iter_mut().zip(reload.listeners) {
+            listener.app = app;
+        }
+        for g in 0..self.groups.len() {
+            for s in 0..self.groups[g].pools.len() {
+                if self.groups[g].spec.balancer.servers[s].retired {
+                    for u in std::mem::take(&mut self.groups[g].pools[s]) {
+                        self.flows.get_mut(u).socket().close();
+                        self.finish(u, now_us);
+                    }
+                }
+            }
+        }
+        log::info!(
+            "worker: config reloaded ({} upstream groups)",
+            self.groups.len()
+        );
     }
 
     /// Closes what can be closed without cutting an exchange short.

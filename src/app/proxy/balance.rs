@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::config::{Balance, UpstreamGroup};
+use crate::config::Balance;
 
 /// Consecutive connect failures that mark a server down.
 pub const FAILS_TO_MARK_DOWN: u32 = 2;
@@ -23,11 +23,28 @@ pub struct ServerState {
     down_until_us: u64,
     pub requests: u64,
     pub failures: u64,
+    /// Removed from the config by a reload: no new requests; its index stays
+    /// valid for the connections still open to it.
+    pub retired: bool,
 }
 
 impl ServerState {
+    pub fn new(address: SocketAddrV4, weight: u32) -> Self {
+        ServerState {
+            address,
+            weight,
+            active: 0,
+            current: 0,
+            fails: 0,
+            down_until_us: 0,
+            requests: 0,
+            failures: 0,
+            retired: false,
+        }
+    }
+
     pub fn is_up(&self, now_us: u64) -> bool {
-        now_us >= self.down_until_us
+        !self.retired && now_us >= self.down_until_us
     }
 }
 
@@ -37,23 +54,23 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    pub fn new(group: &UpstreamGroup) -> Self {
-        Balancer {
-            balance: group.balance,
-            servers: group
-                .servers
-                .iter()
-                .map(|s| ServerState {
-                    address: s.address,
-                    weight: s.weight,
-                    active: 0,
-                    current: 0,
-                    fails: 0,
-                    down_until_us: 0,
-                    requests: 0,
-                    failures: 0,
-                })
-                .collect(),
+    pub fn new(balance: Balance, servers: Vec<ServerState>) -> Self {
+        Balancer { balance, servers }
+    }
+
+    /// Takes a reload's view of the servers (same indices, maybe more of
+    /// them, some retired) and keeps the running state of the known ones.
+    pub fn update(&mut self, new: Balancer) {
+        self.balance = new.balance;
+        for (i, s) in new.servers.into_iter().enumerate() {
+            match self.servers.get_mut(i) {
+                Some(old) => {
+                    debug_assert_eq!(old.address, s.address, "reloads keep server indices");
+                    old.weight = s.weight;
+                    old.retired = s.retired;
+                }
+                None => self.servers.push(s),
+            }
         }
     }
 
@@ -153,26 +170,19 @@ fn mix(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Server;
 
     fn group(balance: Balance, weights: &[u32]) -> Balancer {
-        Balancer::new(&UpstreamGroup {
-            name: "g".into(),
-            port: "p".into(),
-            servers: weights
-                .iter()
-                .enumerate()
-                .map(|(i, &w)| Server {
-                    address: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i as u8 + 1), 80),
-                    weight: w,
-                })
-                .collect(),
-            balance,
-            connect_timeout_ms: 1,
-            read_timeout_ms: 1,
-            keepalive: 0,
-            local_ports: [1, 2],
-        })
+        let servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                ServerState::new(
+                    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i as u8 + 1), 80),
+                    w,
+                )
+            })
+            .collect();
+        Balancer::new(balance, servers)
     }
 
     const C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);

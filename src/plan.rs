@@ -1,0 +1,217 @@
+//! From the config to what a worker runs: listeners and upstream groups with
+//! stable indices. Indices must survive a reload (open connections refer to
+//! their group and server by index), so the control thread keeps a
+//! [`Layout`]: groups and servers only ever get appended; those a new config
+//! drops are retired, not removed.
+
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+use crate::app::proxy::balance::{Balancer, ServerState};
+use crate::app::proxy::session::Routes;
+use crate::app::responder::Responder;
+use crate::config::{Config, ListenerMode, UpstreamGroup};
+use crate::net::worker::{GroupSpec, ListenerApp, ListenerSpec};
+
+/// Every group and server ever configured, in index order.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    groups: Vec<(UpstreamGroup, Vec<SocketAddrV4>)>,
+}
+
+impl Layout {
+    /// The layout with `cfg`'s groups and servers merged in.
+    pub fn merge(&self, cfg: &Config) -> Layout {
+        let mut next = self.clone();
+        for g in &cfg.upstreams {
+            let servers = g.servers.iter().map(|s| s.address);
+            match next.groups.iter_mut().find(|(old, _)| old.name == g.name) {
+                Some((old, known)) => {
+                    *old = g.clone();
+                    for a in servers {
+                        if !known.contains(&a) {
+                            known.push(a);
+                        }
+                    }
+                }
+                None => next.groups.push((g.clone(), servers.collect())),
+            }
+        }
+        next
+    }
+
+    fn group_index(&self, name: &str) -> usize {
+        self.groups
+            .iter()
+            .position(|(g, _)| g.name == name)
+            .expect("validated at load and merged")
+    }
+}
+
+/// Upstream groups in layout order; what `cfg` no longer names is retired.
+pub fn groups(cfg: &Config, layout: &Layout) -> Vec<GroupSpec> {
+    let port_index = |name: &str| cfg.ports.iter().position(|p| p.name == name);
+    layout
+        .groups
+        .iter()
+        .map(|(last, addresses)| {
+            let live = cfg.upstreams.iter().find(|u| u.name == last.name);
+            let servers = addresses
+                .iter()
+                .map(|&a| {
+                    let current = live.and_then(|u| u.servers.iter().find(|s| s.address == a));
+                    let mut s = ServerState::new(a, current.map_or(1, |s| s.weight));
+                    s.retired = current.is_none();
+                    s
+                })
+                .collect();
+            let g = live.unwrap_or(last);
+            GroupSpec {
+                // A retired group keeps the port it had (ports never change on reload).
+                port_index: port_index(&g.port).unwrap_or(0),
+                balancer: Balancer::new(g.balance, servers),
+                connect_timeout_us: g.connect_timeout_ms * 1000,
+                read_timeout_us: g.read_timeout_ms * 1000,
+                keepalive: g.keepalive as usize,
+                local_ports: (g.local_ports[0], g.local_ports[1]),
+            }
+        })
+        .collect()
+}
+
+/// What each listener does, with group names resolved to layout indices.
+pub fn listener_apps(cfg: &Config, layout: &Layout) -> Vec<ListenerApp> {
+    cfg.listeners
+        .iter()
+        .map(|l| match l.mode {
+            ListenerMode::Static => ListenerApp::Static(Arc::new(Responder::new(
+                l.static_response.as_ref().expect("validated at load"),
+            ))),
+            ListenerMode::Tcp => ListenerApp::Tcp {
+                group: layout.group_index(l.upstream.as_deref().expect("validated at load")),
+            },
+            ListenerMode::Http => ListenerApp::Http(Arc::new(Routes {
+                routes: l
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                            r.path_prefix.clone(),
+                            layout.group_index(&r.upstream),
+                        )
+                    })
+                    .collect(),
+                default: l.upstream.as_deref().map(|g| layout.group_index(g)),
+            })),
+        })
+        .collect()
+}
+
+pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
+    cfg.listeners
+        .iter()
+        .zip(listener_apps(cfg, layout))
+        .map(|(l, app)| ListenerSpec {
+            port_index: cfg
+                .ports
+                .iter()
+                .position(|p| p.name == l.port)
+                .expect("validated at load"),
+            tcp_port: l.tcp_port,
+            app,
+            idle_timeout_us: l.idle_timeout_ms * 1000,
+        })
+        .collect()
+}
+
+/// Why a new config cannot be applied without a restart (`None`: it can).
+pub fn needs_restart(running: &Config, new: &Config) -> Option<String> {
+    let ports = |c: &Config| {
+        c.ports
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.device().to_owned(),
+                    p.address.clone(),
+                    p.gateway,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let listeners = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| (l.port.clone(), l.tcp_port, l.mode))
+            .collect::<Vec<_>>()
+    };
+    if ports(running) != ports(new) {
+        return Some("[[port]] sections changed".into());
+    }
+    if listeners(running) != listeners(new) {
+        return Some("the set of listeners (port, tcp_port, mode) changed".into());
+    }
+    if format!("{:?}", running.runtime) != format!("{:?}", new.runtime) {
+        return Some("[runtime] changed".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[port]]
+name = "up"
+vdev = "net_ring0"
+address = "10.0.0.2/24"
+
+[[listener]]
+port = "up"
+tcp_port = 80
+mode = "http"
+upstream = "a"
+
+[[upstream]]
+name = "a"
+port = "up"
+servers = [{ address = "10.0.0.5:80" }, { address = "10.0.0.6:80" }]
+"#;
+
+    #[test]
+    fn reload_keeps_indices_retires_and_appends() {
+        let c1 = Config::parse(BASE).unwrap();
+        let l1 = Layout::default().merge(&c1);
+        let c2 = Config::parse(
+            &BASE.replace("{ address = \"10.0.0.5:80\" }, ", "").replace(
+                "10.0.0.6:80\" }]",
+                "10.0.0.6:80\" }, { address = \"10.0.0.7:80\", weight = 3 }]",
+            ),
+        )
+        .unwrap();
+        assert_eq!(needs_restart(&c1, &c2), None);
+        let l2 = l1.merge(&c2);
+        let g = &groups(&c2, &l2)[0];
+        let view: Vec<_> = g
+            .balancer
+            .servers
+            .iter()
+            .map(|s| (s.address.to_string(), s.weight, s.retired))
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("10.0.0.5:80".into(), 1, true),
+                ("10.0.0.6:80".into(), 1, false),
+                ("10.0.0.7:80".into(), 3, false)
+            ]
+        );
+        assert!(needs_restart(
+            &c1,
+            &Config::parse(&BASE.replace("10.0.0.2/24", "10.0.0.3/24")).unwrap()
+        )
+        .is_some());
+    }
+}
