@@ -237,4 +237,17 @@ mod tests {
             "back after the down period"
         );
     }
+
+    #[test]
+    fn reload_retires_and_adds_servers_keeping_indices() {
+        let mut b = group(Balance::RoundRobin, &[1, 1]);
+        b.servers[0].active = 3;
+        let mut next = group(Balance::RoundRobin, &[1, 1, 1]);
+        next.servers[1].retired = true;
+        b.update(next);
+        assert_eq!(b.servers.len(), 3);
+        assert_eq!(b.servers[0].active, 3, "running state kept");
+        assert!((0..20).all(|_| b.pick(C, 0, 0) != Some(1)), "retired server picked");
+        assert!((0..20).any(|_| b.pick(C, 0, 0) == Some(2)), "new server never picked");
+    }
 }
