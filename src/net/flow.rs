@@ -27,7 +27,7 @@ impl Hash for FlowKey {
 /// splitmix64's finaliser: every input bit moves every output bit, so keys
 /// that differ only in the client port spread over the whole table.
 #[inline]
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;

@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::config::Balance;
+use crate::net::flow::mix;
 
 /// Consecutive connect failures that mark a server down.
 pub const FAILS_TO_MARK_DOWN: u32 = 2;
@@ -159,13 +160,6 @@ impl Balancer {
     }
 }
 
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
 
 #[cfg(test)]
 mod tests {
