@@ -81,8 +81,8 @@ impl Default for Runtime {
             mbufs: 16383,
             mbuf_cache: 256,
             max_flows: 16384,
-            socket_rx_buffer: 4096,
-            socket_tx_buffer: 4096,
+            socket_rx_buffer: 16384,
+            socket_tx_buffer: 16384,
             tx_drain_us: 100,
             eal_args: Vec::new(),
         }

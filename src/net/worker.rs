@@ -3,6 +3,7 @@
 //! transmit, and poll only the flows whose timers are due (DPDK l3fwd's loop
 //! shape, with smoltcp per flow).
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,6 +44,10 @@ const ARP_REFRESH_US: u64 = 20_000_000;
 /// Idle pooled upstream connections are closed after this long (below
 /// nginx's default keepalive_timeout of 75 s, so we close first).
 const POOL_IDLE_US: u64 = 30_000_000;
+/// smoltcp forgets a neighbour after 60 s; tell it again after this long.
+const GLEAN_EVERY_US: u64 = 30_000_000;
+/// On-link neighbours remembered for gleaning (smoltcp's cache holds 256).
+const GLEANED_NEIGHBOURS: usize = 256;
 /// Attempts to find a free local port for an upstream connection.
 const LOCAL_PORT_TRIES: u32 = 64;
 /// How often a draining worker closes connections that became idle.
@@ -139,6 +144,19 @@ struct PortState {
     gateway: Option<Ipv4Addr>,
     prefix_len: u8,
     rx_checksum_offload: bool,
+    /// When each on-link neighbour's MAC was last given to smoltcp (µs).
+    gleaned: HashMap<Ipv4Addr, u64>,
+}
+
+impl PortState {
+    fn on_link(&self, ip: Ipv4Addr) -> bool {
+        let mask = if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix_len)
+        };
+        u32::from(ip) & mask == u32::from(self.ip) & mask
+    }
 }
 
 struct Group {
@@ -197,6 +215,8 @@ enum Frame {
         key: FlowKey,
         syn: bool,
         ack: bool,
+        /// Where it came from (to glean the neighbour's MAC from a SYN).
+        src_mac: EthernetAddress,
     },
     Arp,
     /// ICMP, broadcasts: smoltcp answers with no socket involved.
@@ -217,6 +237,8 @@ pub struct Worker {
     /// stateless answers (ARP reply, echo reply, RST).
     no_sockets: SocketSet<'static>,
     scratch: Box<[u8]>,
+    /// For frames the worker makes itself (ARP).
+    pool: Arc<Mempool>,
     counters: Counters,
     shared: Arc<SharedCounters>,
     /// The monotonic clock: the CPU's invariant TSC (as DPDK's timers use),
@@ -269,6 +291,7 @@ impl Worker {
                     gateway: p.gateway,
                     prefix_len: p.address.1,
                     rx_checksum_offload: p.rx_checksum_offload,
+                    gleaned: HashMap::with_capacity(GLEANED_NEIGHBOURS),
                 }
             })
             .collect();
@@ -297,7 +320,15 @@ impl Worker {
                 idle_timeout_us: 0,
             }
         });
-        let groups = spec.groups.into_iter().map(Group::new).collect();
+        let mut groups: Vec<Group> = spec.groups.into_iter().map(Group::new).collect();
+        // Start each group's local ports somewhere random, so that a restarted
+        // zproxy does not reuse the tuples of the previous run first.
+        for (i, g) in groups.iter_mut().enumerate() {
+            let (lo, hi) = g.spec.local_ports;
+            let span = u64::from(hi - lo) + 1;
+            g.next_local_port =
+                lo + (crate::net::flow::mix(spec.random_seed ^ i as u64) % span) as u16;
+        }
         Worker {
             ports,
             listeners: spec.listeners,
@@ -308,6 +339,7 @@ impl Worker {
             flows,
             no_sockets: SocketSet::new(Vec::new()),
             scratch: vec![0u8; rx_len.max(tx_len)].into_boxed_slice(),
+            pool: spec.pool.clone(),
             counters: Counters::new(),
             shared,
             tsc_origin: rdtsc(),
@@ -367,10 +399,23 @@ impl Worker {
                 }
             }
         }
+        self.reset_all(self.now_us());
         for port in &mut self.ports {
             port.tx.drain(SHUTDOWN_DRAIN);
         }
         self.publish();
+    }
+
+    /// At exit: a RST for every open connection, as the kernel sends when a
+    /// process dies, so no peer keeps a connection we forgot (an upstream's
+    /// idle keep-alive connection would otherwise meet our next SYN).
+    fn reset_all(&mut self, now_us: u64) {
+        for slot in 0..self.flows.capacity() as u32 {
+            if self.flows.key(slot).is_some() {
+                self.flows.get_mut(slot).socket().abort();
+                self.finish(slot, now_us);
+            }
+        }
     }
 
     fn now_us(&self) -> u64 {
@@ -411,7 +456,17 @@ impl Worker {
             classify(m.data(), p.ip)
         };
         match frame {
-            Frame::Tcp { key, syn, ack } => self.on_tcp(port, m, key, syn && !ack, now_us),
+            Frame::Tcp {
+                key,
+                syn,
+                ack,
+                src_mac,
+            } => {
+                if syn && !ack {
+                    self.glean_neighbour(port, key.remote_ip, src_mac, now_us);
+                }
+                self.on_tcp(port, m, key, syn && !ack, now_us)
+            }
             Frame::Arp => {
                 self.answer_stateless(port, m, now_us);
                 self.wake_connecting(now_us);
@@ -1015,21 +1070,67 @@ impl Worker {
         }
     }
 
-    /// Asks for the MAC of every upstream server's next hop, so that
-    /// connects never wait on ARP (and the entries never expire).
+    /// smoltcp learns neighbours only from ARP, so a SYN from a client it
+    /// has not heard an ARP from would get its SYN-ACK a second late (after
+    /// an ARP round and a retransmit). Hand it the MAC the SYN came from, as
+    /// an ARP reply would, once per neighbour and `GLEAN_EVERY_US`.
+    fn glean_neighbour(&mut self, port: usize, ip: Ipv4Addr, mac: EthernetAddress, now_us: u64) {
+        let p = &mut self.ports[port];
+        if !p.on_link(ip) || !mac.is_unicast() {
+            return; // off-link clients come through the gateway, resolved by ARP
+        }
+        if p.gleaned
+            .get(&ip)
+            .is_some_and(|&at| now_us < at + GLEAN_EVERY_US)
+        {
+            return;
+        }
+        if p.gleaned.len() >= GLEANED_NEIGHBOURS {
+            p.gleaned.clear();
+        }
+        p.gleaned.insert(ip, now_us);
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: mac,
+            source_protocol_addr: ip,
+            target_hardware_addr: p.mac,
+            target_protocol_addr: p.ip,
+        };
+        let eth = EthernetRepr {
+            src_addr: mac,
+            dst_addr: p.mac,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let Some(mut m) = self.pool.alloc() else {
+            return;
+        };
+        let Some(buf) = m.append(eth.buffer_len() + arp.buffer_len()) else {
+            return;
+        };
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        eth.emit(&mut frame);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        self.answer_stateless(port, m, now_us);
+    }
+
+    /// Asks for the MAC of every gateway and upstream server's next hop, so
+    /// that connects and replies never wait on ARP (and entries never expire).
     fn resolve_upstream_next_hops(&mut self) {
+        for p in &mut self.ports {
+            if let Some(gw) = p.gateway {
+                send_arp_request(p, gw);
+            }
+        }
         for g in 0..self.groups.len() {
             let port = self.groups[g].spec.port_index;
             for s in 0..self.groups[g].spec.balancer.servers.len() {
                 let server = *self.groups[g].spec.balancer.servers[s].address.ip();
                 let p = &mut self.ports[port];
-                let mask = if p.prefix_len == 0 {
-                    0
+                let Some(next_hop) = (if p.on_link(server) {
+                    Some(server)
                 } else {
-                    u32::MAX << (32 - p.prefix_len)
-                };
-                let on_link = u32::from(server) & mask == u32::from(p.ip) & mask;
-                let Some(next_hop) = (if on_link { Some(server) } else { p.gateway }) else {
+                    p.gateway
+                }) else {
                     continue;
                 };
                 send_arp_request(p, next_hop);
@@ -1135,6 +1236,7 @@ fn classify(data: &[u8], our_ip: Ipv4Addr) -> Frame {
         },
         syn: tcp.syn(),
         ack: tcp.ack(),
+        src_mac: eth.src_addr(),
     }
 }
 
@@ -1167,7 +1269,7 @@ mod tests {
     #[test]
     fn classifies_syn_to_us() {
         match classify(&tcp_frame([10, 0, 0, 2], 0x02, 0), US) {
-            Frame::Tcp { key, syn, ack } => {
+            Frame::Tcp { key, syn, ack, .. } => {
                 assert!(syn && !ack);
                 assert_eq!(key.remote_port, 40000);
                 assert_eq!(key.local_port, 80);

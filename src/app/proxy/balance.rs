@@ -160,7 +160,6 @@ impl Balancer {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,7 +240,13 @@ mod tests {
         b.update(next);
         assert_eq!(b.servers.len(), 3);
         assert_eq!(b.servers[0].active, 3, "running state kept");
-        assert!((0..20).all(|_| b.pick(C, 0, 0) != Some(1)), "retired server picked");
-        assert!((0..20).any(|_| b.pick(C, 0, 0) == Some(2)), "new server never picked");
+        assert!(
+            (0..20).all(|_| b.pick(C, 0, 0) != Some(1)),
+            "retired server picked"
+        );
+        assert!(
+            (0..20).any(|_| b.pick(C, 0, 0) == Some(2)),
+            "new server never picked"
+        );
     }
 }
