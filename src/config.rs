@@ -193,6 +193,51 @@ pub struct UpstreamGroup {
     /// Local TCP ports for upstream connections, inclusive.
     #[serde(default = "local_ports")]
     pub local_ports: [u16; 2],
+    /// Active health checks (none when absent: connect failures still mark
+    /// a server down for a while).
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(default)]
+    pub kind: HealthKind,
+    /// For `kind = "http"`: what to GET and the status that means healthy.
+    #[serde(default = "slash")]
+    pub path: String,
+    #[serde(default = "ok_status")]
+    pub expect_status: u16,
+    #[serde(default = "health_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Failed probes in a row that take a server out.
+    #[serde(default = "two")]
+    pub fall: u32,
+    /// Good probes in a row that bring it back.
+    #[serde(default = "two")]
+    pub rise: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    /// The connect must succeed.
+    #[default]
+    Tcp,
+    /// A GET of `path` must answer `expect_status`.
+    Http,
+}
+
+fn health_interval_ms() -> u64 {
+    2_000
+}
+fn health_timeout_ms() -> u64 {
+    1_000
+}
+fn two() -> u32 {
+    2
 }
 
 fn connect_timeout_ms() -> u64 {
@@ -529,6 +574,27 @@ impl Config {
                     u.name,
                     u.port
                 )));
+            }
+            if let Some(h) = &u.health_check {
+                if h.interval_ms < 100
+                    || h.timeout_ms == 0
+                    || h.timeout_ms > h.interval_ms
+                    || h.fall == 0
+                    || h.rise == 0
+                {
+                    return Err(ConfigError(format!(
+                        "{}upstream '{}': health_check needs interval_ms >= 100, 0 < timeout_ms <= interval_ms, fall and rise >= 1",
+                        at("health_check"),
+                        u.name
+                    )));
+                }
+                if !h.path.starts_with('/') {
+                    return Err(ConfigError(format!(
+                        "{}upstream '{}': health_check path must start with '/'",
+                        at(&h.path),
+                        u.name
+                    )));
+                }
             }
             if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 {
                 return Err(ConfigError(format!(

@@ -8,6 +8,7 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 
 use crate::app::proxy::balance::{Balancer, ServerState};
+use crate::app::proxy::health::HealthCheck;
 use crate::app::proxy::session::Routes;
 use crate::app::responder::Responder;
 use crate::config::{Config, ListenerMode, UpstreamGroup};
@@ -74,6 +75,10 @@ pub fn groups(cfg: &Config, layout: &Layout) -> Vec<GroupSpec> {
                 read_timeout_us: g.read_timeout_ms * 1000,
                 keepalive: g.keepalive as usize,
                 local_ports: (g.local_ports[0], g.local_ports[1]),
+                // A retired group is not probed.
+                health: live
+                    .and_then(|u| u.health_check.as_ref())
+                    .map(HealthCheck::new),
             }
         })
         .collect()

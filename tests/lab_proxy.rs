@@ -1137,3 +1137,299 @@ print("closed", flush=True)
         "{final_line}"
     );
 }
+
+// ---- the appliance: health checks, reload, drain, metrics ------------------------------
+
+/// Two extra nginx servers on 10.72.0.11 and .12 answering their own name.
+fn two_backends(lab: &Lab) -> Vec<Nginx> {
+    BACKENDS[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            lab.exec_ok(
+                "upstream",
+                ["ip", "addr", "add", &format!("{ip}/24"), "dev", UPSTREAM_IF],
+            );
+            Nginx::start(
+                lab,
+                &format!("b{i}"),
+                ip,
+                80,
+                &format!(
+                    "location / {{ default_type text/plain; return 200 \"server {ip}\\n\"; }}"
+                ),
+            )
+        })
+        .collect()
+}
+
+fn wait_log(z: &ZProxy, what: &str, secs: u64) {
+    assert!(
+        wait_until(Duration::from_secs(secs), || z.log().contains(what)),
+        "no {what:?} in the log within {secs} s:\n{}",
+        z.log()
+    );
+}
+
+#[test]
+fn active_health_checks_take_servers_out_and_back() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let b = two_backends(&lab);
+    let check = "keepalive = 0\n[upstream.health_check]\nkind = \"http\"\npath = \"/\"\ninterval_ms = 300\ntimeout_ms = 250\nfall = 2\nrise = 2\n";
+    let body = listener(80, "http", "web")
+        + &upstream("web", &[("10.72.0.11:80", 1), ("10.72.0.12:80", 1)], check);
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+
+    b[1].stop(&lab);
+    wait_log(
+        &z,
+        "upstream 10.72.0.12:80: health check failed 2 times: out of rotation",
+        5,
+    );
+    let before = backend_requests(&b);
+    let r = bench(
+        &lab,
+        80,
+        &[
+            "--concurrency",
+            "20",
+            "--requests",
+            "1000",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    assert_eq!(
+        u(&r["failures_total"]),
+        0,
+        "requests failed although the dead server was out: {r}"
+    );
+    assert_eq!(
+        delta(&backend_requests(&b), &before)[0],
+        1000,
+        "everything goes to the healthy server"
+    );
+
+    b[1].launch(&lab);
+    wait_log(
+        &z,
+        "upstream 10.72.0.12:80: health check passed 2 times: back in rotation",
+        5,
+    );
+    let before = backend_requests(&b);
+    let r = bench(
+        &lab,
+        80,
+        &[
+            "--concurrency",
+            "20",
+            "--requests",
+            "1000",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    assert_eq!(u(&r["failures_total"]), 0, "{r}");
+    let d = delta(&backend_requests(&b), &before);
+    assert!(
+        d[1] >= 400,
+        "the recovered server is back in rotation: {d:?}"
+    );
+    stop_clean(z);
+}
+
+#[test]
+fn sighup_adds_and_removes_upstreams_under_load() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let b = two_backends(&lab);
+    let cfg_with = |servers: &[(&str, u32)]| {
+        config(
+            16384,
+            &(listener(80, "http", "web") + &upstream("web", servers, "")),
+        )
+    };
+    let z = ZProxy::start(&lab, "zproxy", &cfg_with(&[("10.72.0.11:80", 1)]));
+    wait_proxy(&lab, &z, 80);
+    let cfg_path = lab.run_dir().join("zproxy.toml");
+    let hup = |text: &str| {
+        std::fs::write(&cfg_path, text).unwrap();
+        let _ = std::process::Command::new("kill")
+            .args(["-HUP", &z.pid().to_string()])
+            .status();
+    };
+
+    let load = spawn_bench(
+        &lab,
+        80,
+        "hup",
+        &[
+            "--concurrency",
+            "50",
+            "--duration",
+            "8s",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    hup("this is not toml [");
+    wait_log(&z, "keeping the running config", 3);
+    hup(&cfg_with(&[("10.72.0.11:80", 1), ("10.72.0.12:80", 1)]));
+    wait_log(&z, "config reloaded", 3);
+    std::thread::sleep(Duration::from_secs(2));
+    hup(&cfg_with(&[("10.72.0.12:80", 1)]));
+    assert!(wait_until(Duration::from_secs(3), || z
+        .log()
+        .matches("config reloaded")
+        .count()
+        == 2));
+    std::thread::sleep(Duration::from_millis(500));
+    let b0_after_removal = b[0].requests();
+    let r = wait_bench(load);
+    assert_eq!(
+        u(&r["failures_total"]),
+        0,
+        "reloads must not fail requests: {r}"
+    );
+    assert!(
+        b[1].requests() > 1000,
+        "the added server got traffic: {}",
+        b[1].requests()
+    );
+    assert_eq!(
+        b[0].requests(),
+        b0_after_removal,
+        "the removed server still got requests"
+    );
+    stop_clean(z);
+}
+
+#[test]
+fn sigterm_drains_without_losing_started_requests() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let body = listener(80, "http", "web") + &upstream("web", &[("10.72.0.1:80", 1)], "");
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let keep_alive = spawn_bench(
+        &lab,
+        80,
+        "ka",
+        &[
+            "--concurrency",
+            "50",
+            "--duration",
+            "5s",
+            "--keep-alive",
+            "on",
+        ],
+    );
+    let closing = spawn_bench(
+        &lab,
+        80,
+        "close",
+        &[
+            "--concurrency",
+            "50",
+            "--duration",
+            "5s",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, log) = z.stop("TERM");
+    assert!(ok, "zproxy failed to drain:\n{log}");
+    assert!(
+        log.contains("SIGTERM: refusing new connections")
+            && log.contains("drained: no connection left"),
+        "{log}"
+    );
+    assert!(log.contains(" 0 leaked"), "{log}");
+    for r in [wait_bench(keep_alive), wait_bench(closing)] {
+        assert!(u(&r["successes"]) > 100, "{r}");
+        // After the drain began, new connections are refused; nothing that
+        // had started may be cut short.
+        for kind in [
+            "reset",
+            "truncated",
+            "timeout",
+            "malformed",
+            "non_2xx",
+            "io_error",
+        ] {
+            assert_eq!(u(&r["failures"][kind]), 0, "{kind} during the drain: {r}");
+        }
+    }
+}
+
+#[test]
+fn metrics_match_what_was_sent() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let body = listener(80, "http", "web") + &upstream("web", &[("10.72.0.1:80", 1)], "");
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let stats = || -> Value {
+        let out = lab.exec_ok("proxy", [env!("CARGO_BIN_EXE_zproxy"), "stats"]);
+        serde_json::from_str::<Value>(&out).expect("stats is JSON")["workers"][0].clone()
+    };
+    std::thread::sleep(Duration::from_millis(300)); // counters are published every 100 ms
+    let before = stats();
+    let r = bench(
+        &lab,
+        80,
+        &[
+            "--concurrency",
+            "20",
+            "--requests",
+            "2000",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    assert_eq!(u(&r["successes"]), 2000, "{r}");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = stats();
+    let d = |k: &str| u(&after[k]) - u(&before[k]);
+    assert_eq!(
+        d("requests"),
+        2000,
+        "requests counter: before {before}, after {after}"
+    );
+    assert_eq!(
+        d("flows_accepted"),
+        2000,
+        "one accepted flow per connection"
+    );
+    assert_eq!(d("proxy_errors"), 0);
+    assert_eq!(u(&after["flows_refused"]), 0);
+    let prom = lab.exec_ok(
+        "proxy",
+        [env!("CARGO_BIN_EXE_zproxy"), "stats", "--prometheus"],
+    );
+    let line = format!(
+        "zproxy_requests_total{{worker=\"0\"}} {}",
+        u(&after["requests"])
+    );
+    assert!(
+        prom.contains(&line),
+        "{line} missing from /metrics:\n{prom}"
+    );
+    stop_clean(z);
+}

@@ -26,6 +26,7 @@ use super::device::{self, FrameDevice, TxQueue, BURST};
 use super::flow::{FlowKey, FlowTable, TimeWait};
 use super::timers::Timers;
 use crate::app::proxy::balance::Balancer;
+use crate::app::proxy::health::{self, HealthCheck, ServerHealth};
 use crate::app::proxy::session::{Mode, Routes, Session, Step};
 use crate::app::responder::{Responder, ResponderState};
 use crate::dpdk::{rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, PortQueue};
@@ -48,6 +49,8 @@ const POOL_IDLE_US: u64 = 30_000_000;
 const GLEAN_EVERY_US: u64 = 30_000_000;
 /// On-link neighbours remembered for gleaning (smoltcp's cache holds 256).
 const GLEANED_NEIGHBOURS: usize = 256;
+/// How often the worker looks for health probes that are due.
+const HEALTH_TICK_US: u64 = 10_000;
 /// Attempts to find a free local port for an upstream connection.
 const LOCAL_PORT_TRIES: u32 = 64;
 /// How often a draining worker closes connections that became idle.
@@ -91,6 +94,7 @@ pub struct GroupSpec {
     /// Idle connections kept per server for reuse.
     pub keepalive: usize,
     pub local_ports: (u16, u16),
+    pub health: Option<HealthCheck>,
 }
 
 /// What the control thread tells a worker (relaxed flags, read once per loop).
@@ -164,6 +168,8 @@ struct Group {
     next_local_port: u16,
     /// Idle upstream flows per server, most recently used last.
     pools: Vec<Vec<u32>>,
+    /// Active health check state per server.
+    health: Vec<ServerHealth>,
 }
 
 impl Group {
@@ -171,6 +177,7 @@ impl Group {
         Group {
             next_local_port: spec.local_ports.0,
             pools: vec![Vec::with_capacity(spec.keepalive); spec.balancer.servers.len()],
+            health: vec![ServerHealth::default(); spec.balancer.servers.len()],
             spec,
         }
     }
@@ -186,6 +193,15 @@ enum FlowApp {
         group: usize,
         server: usize,
         connecting: bool,
+    },
+    /// An active health check of one server.
+    Probe {
+        group: usize,
+        server: usize,
+        /// The HTTP request went out.
+        sent: bool,
+        /// The result was recorded.
+        decided: bool,
     },
 }
 
@@ -353,6 +369,7 @@ impl Worker {
         let mut rx = MbufBurst::<BURST>::default();
         let mut last_publish_us = 0;
         let mut next_arp_us = 0;
+        let mut next_health_us = 0;
         let mut next_drain_sweep_us = 0;
         let mut last_tsc = rdtsc();
         while !control.stop.load(Ordering::Relaxed) {
@@ -377,6 +394,10 @@ impl Worker {
             }
             work += self.run_timers(now_us);
             self.time_wait.expire(now_us);
+            if now_us >= next_health_us && !self.draining {
+                next_health_us = now_us + HEALTH_TICK_US;
+                self.launch_probes(now_us);
+            }
             if now_us >= next_arp_us {
                 next_arp_us = now_us + ARP_REFRESH_US;
                 self.resolve_upstream_next_hops();
@@ -586,6 +607,7 @@ impl Worker {
             }
             FlowApp::Client(_) => self.drive_session(root, now_us),
             FlowApp::Upstream { .. } => self.check_pooled(root, now_us),
+            FlowApp::Probe { .. } => self.advance_probe(root, now_us),
         }
         let peer = self.flows.get_mut(root).peer;
         self.finish(root, now_us);
@@ -705,15 +727,30 @@ impl Worker {
             sock.abort();
             self.finish(u, now_us);
         }
-        let g = &self.groups[group];
-        let port_index = g.spec.port_index;
-        let local_ip = self.ports[port_index].ip;
-        let server_addr = g.spec.balancer.servers[server].address;
-        let Some(local_port) =
-            self.free_local_port(group, *server_addr.ip(), server_addr.port(), local_ip)
-        else {
+        let connect_timeout_us = self.groups[group].spec.connect_timeout_us;
+        let Some(u) = self.connect(group, server, connect_timeout_us, now_us) else {
             return false;
         };
+        self.link(c, u, group, server);
+        true
+    }
+
+    /// Opens a connection to a server of `group` from a free local port;
+    /// the new upstream flow, or `None` when no port or slot is free.
+    fn connect(
+        &mut self,
+        group: usize,
+        server: usize,
+        timeout_us: u64,
+        now_us: u64,
+    ) -> Option<u32> {
+        let g = &self.groups[group];
+        let port_index = g.spec.port_index;
+        let read_timeout_us = g.spec.read_timeout_us;
+        let local_ip = self.ports[port_index].ip;
+        let server_addr = g.spec.balancer.servers[server].address;
+        let local_port =
+            self.free_local_port(group, *server_addr.ip(), server_addr.port(), local_ip)?;
         let key = FlowKey {
             remote_ip: *server_addr.ip(),
             remote_port: server_addr.port(),
@@ -722,9 +759,8 @@ impl Worker {
         };
         let Some(u) = self.flows.insert(key) else {
             self.counters.add(Counter::FlowsRefused, 1);
-            return false;
+            return None;
         };
-        let connect_timeout_us = self.groups[group].spec.connect_timeout_us;
         let p = &mut self.ports[port_index];
         let flow = self.flows.get_mut(u);
         flow.port = port_index;
@@ -735,13 +771,10 @@ impl Worker {
         };
         flow.peer = None;
         flow.last_rx_us = now_us;
-        flow.idle_timeout_us = self.groups[group]
-            .spec
-            .read_timeout_us
-            .max(connect_timeout_us);
+        flow.idle_timeout_us = read_timeout_us.max(timeout_us);
         let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
         sock.set_nagle_enabled(false);
-        sock.set_timeout(Some(Duration::from_micros(connect_timeout_us)));
+        sock.set_timeout(Some(Duration::from_micros(timeout_us)));
         if let Err(e) = sock.connect(
             p.iface.context(),
             (*server_addr.ip(), server_addr.port()),
@@ -749,7 +782,7 @@ impl Worker {
         ) {
             log::warn!("connect to {server_addr} from port {local_port}: {e}");
             self.flows.remove(u);
-            return false;
+            return None;
         }
         self.counters.add(Counter::UpstreamConnects, 1);
         if self.connecting.len() == self.connecting.capacity() {
@@ -766,8 +799,7 @@ impl Worker {
             });
         }
         self.connecting.push(u);
-        self.link(c, u, group, server);
-        true
+        Some(u)
     }
 
     fn link(&mut self, c: u32, u: u32, group: usize, server: usize) {
@@ -978,9 +1010,97 @@ impl Worker {
                     return;
                 }
             }
-            FlowApp::Static { .. } => {}
+            FlowApp::Probe {
+                group,
+                server,
+                decided: false,
+                ..
+            } => self.probe_result(group, server, false),
+            FlowApp::Static(_) | FlowApp::Probe { .. } => {}
         }
         self.flows.remove(slot);
+    }
+
+    /// Starts the health probes that are due.
+    fn launch_probes(&mut self, now_us: u64) {
+        for g in 0..self.groups.len() {
+            let Some(check) = self.groups[g].spec.health.clone() else {
+                continue;
+            };
+            for s in 0..self.groups[g].health.len() {
+                let h = &self.groups[g].health[s];
+                if h.probing
+                    || now_us < h.next_probe_us
+                    || self.groups[g].spec.balancer.servers[s].retired
+                {
+                    continue;
+                }
+                self.groups[g].health[s].next_probe_us = now_us + check.interval_us;
+                if let Some(slot) = self.connect(g, s, check.timeout_us, now_us) {
+                    let flow = self.flows.get_mut(slot);
+                    flow.app = FlowApp::Probe {
+                        group: g,
+                        server: s,
+                        sent: false,
+                        decided: false,
+                    };
+                    flow.idle_timeout_us = check.timeout_us;
+                    self.groups[g].health[s].probing = true;
+                    self.finish(slot, now_us);
+                }
+            }
+        }
+    }
+
+    fn advance_probe(&mut self, slot: u32, _now_us: u64) {
+        let flow = self.flows.get_mut(slot);
+        let FlowApp::Probe {
+            group,
+            server,
+            sent,
+            decided: decided @ false,
+        } = &mut flow.app
+        else {
+            return;
+        };
+        let (g, s) = (*group, *server);
+        let Some(check) = &self.groups[g].spec.health else {
+            return;
+        };
+        let host = self.groups[g].spec.balancer.servers[s]
+            .address
+            .ip()
+            .to_string();
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        if let Some(ok) = health::probe(check, sock, &host, sent, &mut self.scratch) {
+            *decided = true;
+            sock.abort(); // a probe needs no goodbye, and leaves no TIME-WAIT
+            self.probe_result(g, s, ok);
+        }
+    }
+
+    fn probe_result(&mut self, g: usize, s: usize, ok: bool) {
+        let group = &mut self.groups[g];
+        let Some(check) = &group.spec.health else {
+            return;
+        };
+        let server = &mut group.spec.balancer.servers[s];
+        if let Some(healthy) = group.health[s].record(ok, server.healthy, check) {
+            server.healthy = healthy;
+            if healthy {
+                log::info!(
+                    "upstream {}: health check passed {} times: back in rotation",
+                    server.address,
+                    check.rise
+                );
+            } else {
+                log::warn!(
+                    "upstream {}: health check failed {} times: out of rotation",
+                    server.address,
+                    check.fall
+                );
+            }
+        }
     }
 
     /// Takes new groups and routes. Indices of existing groups and servers
@@ -1042,7 +1162,7 @@ impl Worker {
                     let flow = self.flows.get_mut(slot);
                     flow.sockets.get_mut::<tcp::Socket>(flow.handle).close();
                 }
-                FlowApp::Upstream { .. } => {}
+                FlowApp::Upstream { .. } | FlowApp::Probe { .. } => {}
             }
             self.finish(slot, now_us);
         }

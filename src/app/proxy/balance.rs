@@ -27,6 +27,8 @@ pub struct ServerState {
     /// Removed from the config by a reload: no new requests; its index stays
     /// valid for the connections still open to it.
     pub retired: bool,
+    /// What the active health check last concluded (true without checks).
+    pub healthy: bool,
 }
 
 impl ServerState {
@@ -41,11 +43,12 @@ impl ServerState {
             requests: 0,
             failures: 0,
             retired: false,
+            healthy: true,
         }
     }
 
     pub fn is_up(&self, now_us: u64) -> bool {
-        !self.retired && now_us >= self.down_until_us
+        !self.retired && self.healthy && now_us >= self.down_until_us
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! - [`http`]: HTTP/1.1 framing and request validation.
 //! - [`balance`]: picking a server of an upstream group.
+//! - [`health`]: active health checks.
 //! - [`session`]: one client connection's state machine over two sockets.
 
 pub mod balance;
+pub mod health;
 pub mod http;
 pub mod session;
