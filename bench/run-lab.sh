@@ -90,7 +90,7 @@ peer_run() {
   local label=$1 port=$2 master pids
   sleep 0.5
   master=$(cat "$3")
-  pids="$master $(pgrep -P "$master" | tr '\n' ' ')"
+  pids="$master $( (pgrep -P "$master" || true) | tr "\n" " ")"
   measure "$label" 10.71.0.2 "$port" $pids
   kill "$master"; sleep 0.5
 }
