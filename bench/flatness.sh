@@ -58,7 +58,7 @@ PY
 }
 # Wait for the first 5-s summary so the log carries tsc_hz.
 for _ in $(seq 70); do grep -q tsc_hz "$RUN/zproxy.log" && break; sleep 0.1; done
-echo "| run | idle connections open | conn/s | success | worker CPU µs per proxied connection |"
+echo "| run | flows open before the run | conn/s | success | worker CPU µs per proxied connection |"
 echo "| --- | ---: | ---: | ---: | ---: |"
 run baseline
 # Idle connections to the HTTP listener: each holds a client flow in ZProxy
