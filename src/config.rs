@@ -19,6 +19,24 @@ pub struct Config {
     pub upstreams: Vec<UpstreamGroup>,
     #[serde(default)]
     pub management: Management,
+    #[serde(default)]
+    pub logging: Logging,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    /// error, warn, info, debug or trace; RUST_LOG overrides it. Nothing is
+    /// logged per packet at any level.
+    pub level: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            level: "info".into(),
+        }
+    }
 }
 
 /// The management endpoint: a kernel socket on the control thread, never on
@@ -151,6 +169,10 @@ pub struct Listener {
     /// For `http` mode: routes by Host and path prefix, first match wins.
     #[serde(rename = "route", default)]
     pub routes: Vec<Route>,
+    /// Client networks allowed to connect ("A.B.C.D/len"); any when empty.
+    /// Others get a RST and are counted (`refused_acl`).
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 fn idle_timeout_ms() -> u64 {
@@ -477,6 +499,13 @@ impl Config {
                     )));
                 }
             }
+            if let Some(bad) = l.allow.iter().find(|a| parse_cidr(a).is_none()) {
+                return Err(ConfigError(format!(
+                    "{}listener on tcp_port {}: allow entry \"{bad}\" is not A.B.C.D/prefix (e.g. \"10.0.0.0/8\")",
+                    at(bad),
+                    l.tcp_port
+                )));
+            }
             if let Some(r) = l.routes.iter().find(|r| !r.path_prefix.starts_with('/')) {
                 return Err(ConfigError(format!(
                     "{}route path_prefix = \"{}\" must start with '/'",
@@ -496,6 +525,13 @@ impl Config {
                     l.port, l.tcp_port
                 )));
             }
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.logging.level.as_str()) {
+            return Err(ConfigError(format!(
+                "{}logging.level = \"{}\": use error, warn, info, debug or trace",
+                at("level"),
+                self.logging.level
+            )));
         }
         if !self.management.address.is_empty()
             && self
@@ -762,6 +798,8 @@ body = "hi\n"
             (&proxy.replace("10.71.0.9:80\" }]", "10.71.0.9:80\" }]\nlocal_ports = [70, 90]"), "local_ports [70, 90] overlap a listener on port 'client'"),
             (&proxy.replace("10.71.0.9:80\" }]", "10.71.0.9:80\" }]\nlocal_ports = [9000, 100]"), "must be an ascending range"),
             (&(proxy.clone() + "[management]\naddress = \"localhost\"\n"), "management.address = \"localhost\" is not IP:port"),
+            (&proxy.replace("upstream = \"web\"\n", "upstream = \"web\"\nallow = [\"10.0.0.0\"]\n"), "allow entry \"10.0.0.0\" is not A.B.C.D/prefix"),
+            (&(proxy.clone() + "[logging]\nlevel = \"loud\"\n"), "logging.level = \"loud\": use error, warn, info, debug or trace"),
             (&(proxy.clone() + "[[listener]]\nport = \"client\"\ntcp_port = 80\nmode = \"tcp\"\nupstream = \"web\"\n"), "two listeners on port 'client' tcp_port 80"),
             (&proxy.replace("servers = [{ address = \"10.71.0.9:80\" }]", "servers = [{ address = \"10.71.0.9\" }]"), "line 20: invalid IPv4 socket address syntax"),
         ];

@@ -62,8 +62,15 @@ fn fetch(address: &str, path: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    // The config's logging.level, unless RUST_LOG says otherwise.
+    let level = match &cli.command {
+        Command::Run { config } => Config::load(config)
+            .map(|c| c.logging.level)
+            .unwrap_or_else(|_| "info".into()),
+        _ => "info".into(),
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
         Command::Check { config } => Config::load(&config)
             .map(|cfg| {

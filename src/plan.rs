@@ -126,6 +126,11 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             tcp_port: l.tcp_port,
             app,
             idle_timeout_us: l.idle_timeout_ms * 1000,
+            allow: l
+                .allow
+                .iter()
+                .map(|a| crate::config::parse_cidr(a).expect("validated at load"))
+                .collect(),
         })
         .collect()
 }

@@ -65,6 +65,14 @@ pub fn preflight(cfg: &Config) -> Result<(), RunError> {
         }
     }
     for p in &cfg.ports {
+        if let Some(pci) = &p.pci {
+            if !Path::new("/sys/bus/pci/devices").join(pci).exists() {
+                return Err(RunError(format!(
+                    "port '{}': PCI device {pci} does not exist; list NICs with `dpdk-devbind.py --status`",
+                    p.name
+                )));
+            }
+        }
         if let Some(vdev) = &p.vdev {
             if let Some(iface) = vdev.split(',').find_map(|kv| kv.strip_prefix("iface=")) {
                 if !std::path::Path::new("/sys/class/net").join(iface).exists() {

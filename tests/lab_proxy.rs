@@ -1443,3 +1443,45 @@ fn metrics_match_what_was_sent() {
     );
     stop_clean(z);
 }
+
+#[test]
+fn listeners_let_in_only_allowed_client_networks() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let open = listener(80, "http", "web");
+    let closed = listener(81, "http", "web") + "allow = [\"10.99.0.0/16\", \"192.0.2.0/24\"]\n";
+    let body = open + &closed + &upstream("web", &[("10.72.0.1:80", 1)], "");
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let before = lab.upstream_access_log_lines();
+    let (code, _) = curl(&lab, &["--max-time", "2", &url(81, "/")]);
+    assert_eq!(
+        code, 0,
+        "a client outside the allowed networks got an HTTP answer"
+    );
+    // A RST is refused at once (curl: exit 7, "Couldn't connect" after ~0 ms).
+    let started = Instant::now();
+    let out = lab.exec("client", ["curl", "-sS", "--max-time", "2", &url(81, "/")]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "expected a refused connect: {out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "a refusal must be immediate (a RST), not a timeout"
+    );
+    assert_eq!(
+        lab.upstream_access_log_lines(),
+        before,
+        "nothing may reach the upstream"
+    );
+    let log = stop_clean(z);
+    assert!(
+        last_counter(&log, "refused_acl").is_some_and(|n| n >= 2),
+        "refusals not counted:\n{log}"
+    );
+}

@@ -22,7 +22,9 @@ macro_rules! counters {
 
 counters! {
     RxFrames => "rx_frames",
+    RxBytes => "rx_bytes",
     TxFrames => "tx_frames",
+    TxBytes => "tx_bytes",
     TxDropped => "tx_dropped",
     DropNotForUs => "drop_not_for_us",
     DropMalformed => "drop_malformed",
@@ -30,6 +32,7 @@ counters! {
     DropTimeWait => "drop_time_wait",
     FlowsAccepted => "flows_accepted",
     FlowsRefused => "flows_refused",
+    RefusedAcl => "refused_acl",
     FlowsClosed => "flows_closed",
     FlowsTimedOut => "flows_timed_out",
     FlowsActive => "flows_active",

@@ -28,6 +28,8 @@ pub struct TxQueue {
     /// Frames dropped because the pool was empty or the driver kept refusing.
     pub dropped: u64,
     pub sent: u64,
+    /// Bytes of the frames built for this queue (sent or still pending).
+    pub sent_bytes: u64,
     /// Scratch for smoltcp to write into when no mbuf could be had.
     scratch: Box<[u8]>,
 }
@@ -42,6 +44,7 @@ impl TxQueue {
             drain_cycles,
             dropped: 0,
             sent: 0,
+            sent_bytes: 0,
             scratch: vec![0; 9216 + 14].into_boxed_slice(),
         }
     }
@@ -147,6 +150,7 @@ impl phy::TxToken for TxToken<'_> {
             Some(mut m) => match m.append(len) {
                 Some(buf) => {
                     let r = f(buf);
+                    tx.sent_bytes += len as u64;
                     tx.push(m);
                     r
                 }

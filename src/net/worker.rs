@@ -83,6 +83,24 @@ pub struct ListenerSpec {
     pub tcp_port: u16,
     pub app: ListenerApp,
     pub idle_timeout_us: u64,
+    /// Client networks allowed in (address, prefix length); any when empty.
+    pub allow: Vec<(Ipv4Addr, u8)>,
+}
+
+impl ListenerSpec {
+    fn allows(&self, client: Ipv4Addr) -> bool {
+        self.allow.is_empty()
+            || self
+                .allow
+                .iter()
+                .any(|&(net, len)| in_network(client, net, len))
+    }
+}
+
+/// True when `ip` is inside `net/len`.
+fn in_network(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(ip) & mask == u32::from(net) & mask
 }
 
 /// An upstream group as this worker uses it.
@@ -154,12 +172,7 @@ struct PortState {
 
 impl PortState {
     fn on_link(&self, ip: Ipv4Addr) -> bool {
-        let mask = if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix_len)
-        };
-        u32::from(ip) & mask == u32::from(self.ip) & mask
+        in_network(ip, self.ip, self.prefix_len)
     }
 }
 
@@ -389,6 +402,7 @@ impl Worker {
                 work += n;
                 self.counters.add(Counter::RxFrames, n as u64);
                 for m in rx.drain() {
+                    self.counters.add(Counter::RxBytes, m.data().len() as u64);
                     self.on_frame(p, m, now_us);
                 }
             }
@@ -457,6 +471,10 @@ impl Worker {
             self.ports.iter().map(|p| p.tx.dropped).sum(),
         );
         self.counters.set(
+            Counter::TxBytes,
+            self.ports.iter().map(|p| p.tx.sent_bytes).sum(),
+        );
+        self.counters.set(
             Counter::UpstreamPooled,
             self.groups
                 .iter()
@@ -516,6 +534,10 @@ impl Worker {
             .listeners
             .iter()
             .position(|l| l.port_index == port && l.tcp_port == key.local_port);
+        if listener.is_some_and(|l| !self.listeners[l].allows(key.remote_ip)) {
+            self.counters.add(Counter::RefusedAcl, 1);
+            return self.answer_stateless(port, m, now_us); // RST: not an allowed client network
+        }
         let Some(listener) = listener.filter(|_| !self.draining) else {
             return self.answer_stateless(port, m, now_us); // RST: closed port, or shutting down
         };

@@ -1,0 +1,110 @@
+//! The command line as an operator meets it: `check` output, config errors,
+//! `--version`, and `run` refusing politely before touching any device.
+
+use std::process::Command;
+
+mod common;
+
+fn zproxy(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_zproxy"))
+        .args(args)
+        .output()
+        .expect("run zproxy");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_prints_the_resolved_plan() {
+    let (ok, out, err) = zproxy(&["check", "-c", &repo("configs/lab.toml")]);
+    assert!(ok, "{err}");
+    for want in [
+        "configs/lab.toml: OK",
+        "EAL arguments: zproxy -l 0,1 --main-lcore 0",
+        "--in-memory --no-pci --vdev net_af_packet0,iface=cli1,qpairs=1",
+        "port 'upstream': net_af_packet1,iface=ups1,qpairs=1 address 10.72.0.2/24",
+        "listener: port 'client' tcp 80 mode Http",
+        "listener: port 'client' tcp 81 mode Tcp",
+        "listener: port 'client' tcp 8080 mode Static",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn a_bad_config_names_file_line_and_fix() {
+    let dir = common::TempDir::new("cli");
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(repo("configs/lab.toml"))
+        .unwrap()
+        .replace("tcp_port = 81", "tcp_port = 81\ntimeout = 5");
+    std::fs::write(&bad, text).unwrap();
+    for cmd in ["check", "run"] {
+        let (ok, _, err) = zproxy(&[cmd, "-c", bad.to_str().unwrap()]);
+        assert!(!ok);
+        assert!(
+            err.contains("bad.toml: line ")
+                && err.contains("unknown field `timeout`, expected one of"),
+            "{cmd}: {err}"
+        );
+    }
+    let (ok, _, err) = zproxy(&["check", "-c", "/nonexistent/zproxy.toml"]);
+    assert!(
+        !ok && err.contains("/nonexistent/zproxy.toml: cannot read config file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let (ok, out, _) = zproxy(&["--version"]);
+    assert!(ok && out.starts_with("zproxy "), "{out}");
+    let (ok, out, _) = zproxy(&["--help"]);
+    assert!(
+        ok && out.contains("run") && out.contains("check") && out.contains("stats"),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_refuses_without_root_before_touching_devices() {
+    if !common::is_root() {
+        // Already unprivileged: run directly.
+        let (ok, _, err) = zproxy(&["run", "-c", &repo("configs/lab.toml")]);
+        assert!(!ok && err.contains("must run as root"), "{err}");
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_zproxy"),
+            "run",
+            "-c",
+        ])
+        .arg(repo("configs/lab.toml"))
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("must run as root"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stats_explains_an_unreachable_endpoint() {
+    let (ok, _, err) = zproxy(&["stats", "--address", "127.0.0.1:1"]);
+    assert!(
+        !ok && err.contains("cannot reach the management endpoint at 127.0.0.1:1"),
+        "{err}"
+    );
+}
