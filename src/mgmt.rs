@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use crate::net::counters::{Counter, SharedCounters};
+use crate::net::worker::UpstreamStat;
 
 /// Values the control thread samples for each scrape, besides worker counters.
 pub struct Gauges {
@@ -15,6 +16,7 @@ pub struct Gauges {
     pub mbufs_total: u32,
     pub draining: bool,
     pub uptime_s: u64,
+    pub upstreams: Vec<UpstreamStat>,
 }
 
 pub struct Endpoint {
@@ -114,6 +116,35 @@ pub fn prometheus(workers: &[&SharedCounters], g: &Gauges) -> String {
         "# TYPE zproxy_uptime_seconds gauge\nzproxy_uptime_seconds {}\n",
         g.uptime_s
     );
+    let series: [(&str, &str, fn(&UpstreamStat) -> String); 6] = [
+        ("zproxy_upstream_requests_total", "counter", |u| {
+            u.requests.to_string()
+        }),
+        ("zproxy_upstream_connect_failures_total", "counter", |u| {
+            u.connect_failures.to_string()
+        }),
+        ("zproxy_upstream_active", "gauge", |u| u.active.to_string()),
+        ("zproxy_upstream_healthy", "gauge", |u| {
+            u8::from(u.healthy && !u.retired).to_string()
+        }),
+        ("zproxy_upstream_response_seconds_sum", "counter", |u| {
+            format!("{:.6}", u.response_us_sum as f64 / 1e6)
+        }),
+        ("zproxy_upstream_response_seconds_count", "counter", |u| {
+            u.responses.to_string()
+        }),
+    ];
+    for (name, kind, value) in series {
+        out += &format!("# TYPE {name} {kind}\n");
+        for u in &g.upstreams {
+            out += &format!(
+                "{name}{{group=\"{}\",server=\"{}\"}} {}\n",
+                u.group,
+                u.server,
+                value(u)
+            );
+        }
+    }
     out
 }
 
@@ -129,13 +160,31 @@ pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
             format!("{{{}}}", fields.join(","))
         })
         .collect();
+    let upstreams: Vec<String> = g
+        .upstreams
+        .iter()
+        .map(|u| {
+            format!(
+                "{{\"group\":\"{}\",\"server\":\"{}\",\"requests\":{},\"connect_failures\":{},\"active\":{},\"healthy\":{},\"retired\":{},\"avg_response_ms\":{:.3}}}",
+                u.group,
+                u.server,
+                u.requests,
+                u.connect_failures,
+                u.active,
+                u.healthy,
+                u.retired,
+                u.response_us_sum as f64 / 1000.0 / u.responses.max(1) as f64
+            )
+        })
+        .collect();
     format!(
-        "{{\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}]}}\n",
+        "{{\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}],\"upstreams\":[{}]}}\n",
         g.uptime_s,
         g.draining,
         g.mbufs_in_use,
         g.mbufs_total,
-        per_worker.join(",")
+        per_worker.join(","),
+        upstreams.join(",")
     )
 }
 
@@ -153,8 +202,22 @@ mod tests {
             mbufs_total: 100,
             draining: false,
             uptime_s: 3,
+            upstreams: vec![UpstreamStat {
+                group: "web".into(),
+                server: "10.0.0.1:80".parse().unwrap(),
+                requests: 5,
+                connect_failures: 1,
+                active: 2,
+                healthy: true,
+                retired: false,
+                response_us_sum: 1500,
+                responses: 3,
+            }],
         };
         for (path, want) in [
+            ("/stats", "\"server\":\"10.0.0.1:80\",\"requests\":5,\"connect_failures\":1,\"active\":2,\"healthy\":true,\"retired\":false,\"avg_response_ms\":0.500"),
+            ("/metrics", "zproxy_upstream_requests_total{group=\"web\",server=\"10.0.0.1:80\"} 5\n"),
+            ("/metrics", "zproxy_upstream_response_seconds_sum{group=\"web\",server=\"10.0.0.1:80\"} 0.001500\n"),
             ("/metrics", "zproxy_requests_total{worker=\"0\"} 0\n"),
             ("/stats", "\"mbufs_in_use\":7"),
             ("/nope", "404 Not Found"),

@@ -68,6 +68,7 @@ pub fn groups(cfg: &Config, layout: &Layout) -> Vec<GroupSpec> {
                 .collect();
             let g = live.unwrap_or(last);
             GroupSpec {
+                name: last.name.clone(),
                 // A retired group keeps the port it had (ports never change on reload).
                 port_index: port_index(&g.port).unwrap_or(0),
                 balancer: Balancer::new(g.balance, servers),

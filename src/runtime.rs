@@ -3,14 +3,14 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::dpdk::{lcore, Eal, Mempool, Port, PortConfig, QueueId};
 use crate::mgmt;
 use crate::net::counters::{Counter, SharedCounters};
-use crate::net::worker::{Control, PortSpec, Reload, Worker, WorkerSpec};
+use crate::net::worker::{Control, PortSpec, Reload, UpstreamStat, Worker, WorkerSpec};
 use crate::plan::{self, Layout};
 
 /// Bytes of data room per mbuf: a full 1500-byte-MTU frame plus headroom.
@@ -158,7 +158,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let shared = Arc::new(SharedCounters::default());
     let control = Arc::new(Control::default());
     let mut layout = Layout::default().merge(&cfg);
-    let spec = worker_spec(&cfg, &layout, &ports, pool.clone())?;
+    let upstream_stats = Arc::new(Mutex::new(Vec::new()));
+    let spec = worker_spec(&cfg, &layout, &ports, pool.clone(), upstream_stats.clone())?;
     let mut cfg = cfg;
     let worker = {
         let (control, shared) = (control.clone(), shared.clone());
@@ -223,6 +224,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 mbufs_total: pool.size(),
                 draining: drain_deadline.is_some(),
                 uptime_s: started.elapsed().as_secs(),
+                upstreams: upstream_stats.lock().map(|s| s.clone()).unwrap_or_default(),
             };
             ep.poll(&[&shared], &gauges);
         }
@@ -327,6 +329,7 @@ fn worker_spec(
     layout: &Layout,
     ports: &[Port],
     pool: Arc<Mempool>,
+    upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
 ) -> Result<WorkerSpec, RunError> {
     let rt = &cfg.runtime;
     let port_specs = cfg
@@ -353,6 +356,7 @@ fn worker_spec(
         socket_tx_buffer: rt.socket_tx_buffer as usize,
         tx_drain_us: u64::from(rt.tx_drain_us),
         pool,
+        upstream_stats,
         random_seed: random_seed(),
     })
 }

@@ -1441,6 +1441,17 @@ fn metrics_match_what_was_sent() {
         prom.contains(&line),
         "{line} missing from /metrics:\n{prom}"
     );
+    let all = serde_json::from_str::<Value>(
+        &lab.exec_ok("proxy", [env!("CARGO_BIN_EXE_zproxy"), "stats"]),
+    )
+    .unwrap();
+    let up = &all["upstreams"][0];
+    assert_eq!(up["server"], "10.72.0.1:80", "{all}");
+    assert!(u(&up["requests"]) >= 2000, "per-upstream requests: {up}");
+    assert!(
+        up["avg_response_ms"].as_f64().unwrap() > 0.0,
+        "response time measured: {up}"
+    );
     stop_clean(z);
 }
 

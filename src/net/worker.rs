@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::ArrayQueue;
 
@@ -105,6 +105,7 @@ fn in_network(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
 
 /// An upstream group as this worker uses it.
 pub struct GroupSpec {
+    pub name: String,
     pub port_index: usize,
     pub balancer: Balancer,
     pub connect_timeout_us: u64,
@@ -113,6 +114,20 @@ pub struct GroupSpec {
     pub keepalive: usize,
     pub local_ports: (u16, u16),
     pub health: Option<HealthCheck>,
+}
+
+/// One upstream server's figures, as published for the management endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamStat {
+    pub group: String,
+    pub server: std::net::SocketAddrV4,
+    pub requests: u64,
+    pub connect_failures: u64,
+    pub active: u32,
+    pub healthy: bool,
+    pub retired: bool,
+    pub response_us_sum: u64,
+    pub responses: u64,
 }
 
 /// What the control thread tells a worker (relaxed flags, read once per loop).
@@ -151,6 +166,8 @@ pub struct WorkerSpec {
     pub socket_tx_buffer: usize,
     pub tx_drain_us: u64,
     pub pool: Arc<Mempool>,
+    /// Where the worker publishes per-server figures.
+    pub upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
     /// Seed for smoltcp's ISNs and ports (must differ per run).
     pub random_seed: u64,
 }
@@ -270,6 +287,8 @@ pub struct Worker {
     pool: Arc<Mempool>,
     counters: Counters,
     shared: Arc<SharedCounters>,
+    /// Per-server figures for the management endpoint, refreshed with the counters.
+    upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
     /// The monotonic clock: the CPU's invariant TSC (as DPDK's timers use),
     /// read once per loop iteration instead of a clock_gettime call.
     tsc_origin: u64,
@@ -371,6 +390,7 @@ impl Worker {
             pool: spec.pool.clone(),
             counters: Counters::new(),
             shared,
+            upstream_stats: spec.upstream_stats,
             tsc_origin: rdtsc(),
             tsc_per_us: (tsc_hz() / 1_000_000).max(1),
             draining: false,
@@ -483,6 +503,25 @@ impl Worker {
                 .sum(),
         );
         self.shared.publish(&self.counters);
+        // Never wait on the control thread: skip this round if it is reading.
+        if let Ok(mut stats) = self.upstream_stats.try_lock() {
+            stats.clear();
+            for g in &self.groups {
+                for s in &g.spec.balancer.servers {
+                    stats.push(UpstreamStat {
+                        group: g.spec.name.clone(),
+                        server: s.address,
+                        requests: s.requests,
+                        connect_failures: s.failures,
+                        active: s.active,
+                        healthy: s.healthy,
+                        retired: s.retired,
+                        response_us_sum: s.response_us_sum,
+                        responses: s.responses,
+                    });
+                }
+            }
+        }
     }
 
     fn on_frame(&mut self, port: usize, m: Mbuf, now_us: u64) {
@@ -713,6 +752,13 @@ impl Worker {
             Counter::Requests,
             u64::from(session.requests - requests_before),
         );
+        if let (Some(us), Some(uf)) = (session.take_response_time(), uf) {
+            if let FlowApp::Upstream { group, server, .. } = uf.app {
+                let s = &mut self.groups[group].spec.balancer.servers[server];
+                s.response_us_sum += us;
+                s.responses += 1;
+            }
+        }
         step
     }
 

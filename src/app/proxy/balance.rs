@@ -24,6 +24,9 @@ pub struct ServerState {
     down_until_us: u64,
     pub requests: u64,
     pub failures: u64,
+    /// Response times (request sent to response head), summed, and how many.
+    pub response_us_sum: u64,
+    pub responses: u64,
     /// Removed from the config by a reload: no new requests; its index stays
     /// valid for the connections still open to it.
     pub retired: bool,
@@ -42,6 +45,8 @@ impl ServerState {
             down_until_us: 0,
             requests: 0,
             failures: 0,
+            response_us_sum: 0,
+            responses: 0,
             retired: false,
             healthy: true,
         }

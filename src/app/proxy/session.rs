@@ -103,6 +103,11 @@ pub struct Session {
     read_timeout_us: u64,
     pub requests: u32,
     pub errors: u32,
+    /// When the current request head went to the upstream (µs), 0 if not.
+    sent_at_us: u64,
+    /// Time from request sent to response head received, for the worker to
+    /// attribute to the upstream server (taken with `take_response_time`).
+    response_us: Option<u64>,
 }
 
 impl Session {
@@ -130,7 +135,14 @@ impl Session {
             read_timeout_us,
             requests: 0,
             errors: 0,
+            sent_at_us: 0,
+            response_us: None,
         }
+    }
+
+    /// The upstream's response time for the last response head, once.
+    pub fn take_response_time(&mut self) -> Option<u64> {
+        self.response_us.take()
     }
 
     /// The session's own deadline (read timeout), if it is waiting on one.
@@ -242,6 +254,7 @@ impl Session {
                         }
                     }
                     self.deadline_us = now_us + self.read_timeout_us;
+                    self.sent_at_us = now_us;
                     self.state = State::RequestBody;
                 }
                 State::RequestBody => {
@@ -317,6 +330,10 @@ impl Session {
                     );
                     skip(up, head_len);
                     self.x.responded = true;
+                    if self.sent_at_us != 0 {
+                        self.response_us = Some(now_us - self.sent_at_us);
+                        self.sent_at_us = 0;
+                    }
                     self.deadline_us = now_us + self.read_timeout_us;
                     if interim {
                         continue; // 100 Continue and friends: the real response follows
