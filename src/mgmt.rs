@@ -86,6 +86,9 @@ fn is_gauge(c: Counter) -> bool {
     )
 }
 
+/// (metric name, Prometheus type, value of one server).
+type UpstreamSeries = (&'static str, &'static str, fn(&UpstreamStat) -> String);
+
 pub fn prometheus(workers: &[&SharedCounters], g: &Gauges) -> String {
     let mut out = String::new();
     for &c in Counter::ALL {
@@ -116,7 +119,7 @@ pub fn prometheus(workers: &[&SharedCounters], g: &Gauges) -> String {
         "# TYPE zproxy_uptime_seconds gauge\nzproxy_uptime_seconds {}\n",
         g.uptime_s
     );
-    let series: [(&str, &str, fn(&UpstreamStat) -> String); 6] = [
+    let series: [UpstreamSeries; 6] = [
         ("zproxy_upstream_requests_total", "counter", |u| {
             u.requests.to_string()
         }),
