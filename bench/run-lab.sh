@@ -8,20 +8,21 @@
 # responders; prints a report (bench/results/report.md).
 #
 #   bench/run-lab.sh [--duration 10s] [--concurrency 500] [--device af_xdp|af_packet]
-#                    [--only zproxy,haproxy,nginx,direct,static] [--out DIR]
+#                    [--only zproxy,haproxy,nginx,direct,static] [--config FILE] [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static
+DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --device) DEVICE=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --config) CONFIG=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -98,7 +99,7 @@ peer_run() {
 fill() { sed -e "s|@RUN@|$RUN|g" -e "s|@CORE@|$PROXY_CORE|g" -e "s|@MASK@|$MASK|g" "$1" > "$2"; }
 
 sed -e "s|net_af_packet0,iface=cli1,qpairs=1|$VDEV_C|" -e "s|net_af_packet1,iface=ups1,qpairs=1|$VDEV_U|" \
-  configs/lab.toml > "$RUN/zproxy.toml"
+  "$CONFIG" > "$RUN/zproxy.toml"
 step "ZProxy on net_$DEVICE, lcore $PROXY_CORE: $CONCURRENCY concurrent, keep-alive off, $DURATION"
 if wants zproxy; then zproxy_run zproxy 80; fi
 if wants static; then zproxy_run zproxy-static 8080; fi
