@@ -169,6 +169,12 @@ pub struct Listener {
     /// For `http` mode: routes by Host and path prefix, first match wins.
     #[serde(rename = "route", default)]
     pub routes: Vec<Route>,
+    /// For `http` mode: a request head must arrive within this (slowloris).
+    #[serde(default = "header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Open connections one client address may hold (0: no limit); more get a RST.
+    #[serde(default)]
+    pub max_connections_per_source: u32,
     /// Client networks allowed to connect ("A.B.C.D/len"); any when empty.
     /// Others get a RST and are counted (`refused_acl`).
     #[serde(default)]
@@ -177,6 +183,9 @@ pub struct Listener {
 
 fn idle_timeout_ms() -> u64 {
     60_000
+}
+fn header_timeout_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -127,6 +127,8 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             tcp_port: l.tcp_port,
             app,
             idle_timeout_us: l.idle_timeout_ms * 1000,
+            header_timeout_us: l.header_timeout_ms * 1000,
+            max_per_source: l.max_connections_per_source,
             allow: l
                 .allow
                 .iter()

@@ -1496,3 +1496,75 @@ fn listeners_let_in_only_allowed_client_networks() {
         "refusals not counted:\n{log}"
     );
 }
+
+#[test]
+fn slowloris_and_per_source_limits() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let body = listener(80, "http", "web")
+        + "header_timeout_ms = 500\nmax_connections_per_source = 20\n"
+        + &upstream("web", &[("10.72.0.1:80", 1)], "");
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+
+    // A head trickled one header every 200 ms gets a 408 after 500 ms.
+    let started = Instant::now();
+    let script = format!(
+        "exec 3<>/dev/tcp/{PROXY_CLIENT_IP}/80; printf 'GET / HTTP/1.1\\r\\nHost: a\\r\\n' >&3; \
+         for i in $(seq 20); do sleep 0.2; printf 'X-Slow: %s\\r\\n' $i >&3 2>/dev/null || break; done & \
+         timeout 5 cat <&3"
+    );
+    let out = lab.exec("client", ["bash", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout"),
+        "slowloris got: {text:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the 408 came after {:?}",
+        started.elapsed()
+    );
+
+    // 20 idle connections from one address: the 21st is refused, at once.
+    let hold = |n: u32| {
+        lab.command("client", "python3")
+            .arg(repo_root().join("bench/hold-idle.py"))
+            .args([PROXY_CLIENT_IP, "80", &n.to_string(), "8"])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("hold-idle.py")
+    };
+    let mut holder = hold(20);
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "open 20 errors 0");
+    let out = lab.exec("client", ["curl", "-sS", "--max-time", "2", &url(80, "/")]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the 21st connection was not refused: {out:?}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        wait_until(Duration::from_secs(5), || curl(
+            &lab,
+            &["--max-time", "2", &url(80, "/")]
+        )
+        .0 == 200),
+        "connections are accepted again once the others closed"
+    );
+    let log = stop_clean(z);
+    assert!(
+        last_counter(&log, "refused_per_source").is_some_and(|n| n >= 1),
+        "{log}"
+    );
+}

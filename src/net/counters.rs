@@ -33,6 +33,7 @@ counters! {
     FlowsAccepted => "flows_accepted",
     FlowsRefused => "flows_refused",
     RefusedAcl => "refused_acl",
+    RefusedPerSource => "refused_per_source",
     FlowsClosed => "flows_closed",
     FlowsTimedOut => "flows_timed_out",
     FlowsActive => "flows_active",

@@ -85,6 +85,9 @@ pub struct ListenerSpec {
     pub idle_timeout_us: u64,
     /// Client networks allowed in (address, prefix length); any when empty.
     pub allow: Vec<(Ipv4Addr, u8)>,
+    pub header_timeout_us: u64,
+    /// Open connections per client address (0: no limit).
+    pub max_per_source: u32,
 }
 
 impl ListenerSpec {
@@ -277,6 +280,9 @@ pub struct Worker {
     flows: FlowTable<Flow>,
     timers: Timers,
     time_wait: TimeWait,
+    /// Open accepted connections per client address, for listeners with a
+    /// per-source limit.
+    per_source: HashMap<Ipv4Addr, u32>,
     /// Upstream flows whose SYN may be waiting for ARP.
     connecting: Vec<u32>,
     /// A socket set with no sockets: frames without a flow get smoltcp's
@@ -384,6 +390,7 @@ impl Worker {
             timers: Timers::new(spec.max_flows),
             time_wait: TimeWait::new(spec.max_flows * 8, TIME_WAIT_US),
             connecting: Vec::with_capacity(spec.max_flows),
+            per_source: HashMap::with_capacity(spec.max_flows),
             flows,
             no_sockets: SocketSet::new(Vec::new()),
             scratch: vec![0u8; rx_len.max(tx_len)].into_boxed_slice(),
@@ -577,6 +584,18 @@ impl Worker {
             self.counters.add(Counter::RefusedAcl, 1);
             return self.answer_stateless(port, m, now_us); // RST: not an allowed client network
         }
+        if let Some(l) = listener {
+            let max = self.listeners[l].max_per_source;
+            if max > 0
+                && self
+                    .per_source
+                    .get(&key.remote_ip)
+                    .is_some_and(|&n| n >= max)
+            {
+                self.counters.add(Counter::RefusedPerSource, 1);
+                return self.answer_stateless(port, m, now_us); // RST: this address holds enough
+            }
+        }
         let Some(listener) = listener.filter(|_| !self.draining) else {
             return self.answer_stateless(port, m, now_us); // RST: closed port, or shutting down
         };
@@ -587,6 +606,9 @@ impl Worker {
             return self.answer_stateless(port, m, now_us);
         };
         self.counters.add(Counter::FlowsAccepted, 1);
+        if self.listeners[listener].max_per_source > 0 {
+            *self.per_source.entry(key.remote_ip).or_insert(0) += 1;
+        }
         let l = &self.listeners[listener];
         let app = match &l.app {
             ListenerApp::Static(_) => FlowApp::Static(ResponderState::default()),
@@ -595,8 +617,15 @@ impl Worker {
                 key.remote_ip,
                 *group,
                 self.groups[*group].spec.read_timeout_us,
+                0,
             )),
-            ListenerApp::Http(_) => FlowApp::Client(Session::new(Mode::Http, key.remote_ip, 0, 0)),
+            ListenerApp::Http(_) => FlowApp::Client(Session::new(
+                Mode::Http,
+                key.remote_ip,
+                0,
+                0,
+                l.header_timeout_us,
+            )),
         };
         let flow = self.flows.get_mut(slot);
         flow.port = port;
@@ -1023,6 +1052,16 @@ impl Worker {
     /// Frees a closed flow's slot and tells its peer.
     fn release(&mut self, slot: u32, state: tcp::State, now_us: u64) {
         let key = self.flows.key(slot).expect("live slot has a key");
+        let flow = self.flows.get_mut(slot);
+        let accepted = matches!(flow.app, FlowApp::Client(_) | FlowApp::Static(_));
+        if accepted && self.listeners[flow.listener].max_per_source > 0 {
+            if let Some(n) = self.per_source.get_mut(&key.remote_ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(&key.remote_ip);
+                }
+            }
+        }
         if state == tcp::State::TimeWait {
             self.time_wait.insert(key, now_us);
         }

@@ -105,13 +105,21 @@ pub struct Session {
     pub errors: u32,
     /// When the current request head went to the upstream (µs), 0 if not.
     sent_at_us: u64,
+    /// Longest a request head may take to arrive (µs; 0: no limit).
+    header_timeout_us: u64,
     /// Time from request sent to response head received, for the worker to
     /// attribute to the upstream server (taken with `take_response_time`).
     response_us: Option<u64>,
 }
 
 impl Session {
-    pub fn new(mode: Mode, client_ip: Ipv4Addr, group: usize, read_timeout_us: u64) -> Session {
+    pub fn new(
+        mode: Mode,
+        client_ip: Ipv4Addr,
+        group: usize,
+        read_timeout_us: u64,
+        header_timeout_us: u64,
+    ) -> Session {
         Session {
             mode,
             state: if mode == Mode::Tcp {
@@ -137,6 +145,7 @@ impl Session {
             errors: 0,
             sent_at_us: 0,
             response_us: None,
+            header_timeout_us,
         }
     }
 
@@ -196,10 +205,17 @@ impl Session {
                         Ok(httparse::Status::Partial) if n >= c.recv_capacity() => {
                             return self.refuse(c, Refusal::HeadTooLarge.status());
                         }
-                        Ok(httparse::Status::Partial) => return Step::Idle,
+                        Ok(httparse::Status::Partial) => {
+                            // Slowloris: the whole head must arrive within the header timeout.
+                            if self.deadline_us == 0 && self.header_timeout_us != 0 {
+                                self.deadline_us = now_us + self.header_timeout_us;
+                            }
+                            return Step::Idle;
+                        }
                         Err(httparse::Error::TooManyHeaders) => return self.refuse(c, 431),
                         Err(_) => return self.refuse(c, 400),
                     };
+                    self.deadline_us = 0;
                     let info = match http::request_info(&req, &scratch[..n], head_len) {
                         Ok(info) => info,
                         Err(r) => return self.refuse(c, r.status()),
@@ -464,6 +480,10 @@ impl Session {
     /// The read timeout fired: 504 if nothing was answered yet, else give up.
     pub fn timed_out(&mut self, c: &mut Socket, u: Option<&mut Socket>) -> Step {
         self.deadline_us = 0;
+        if self.state == State::ReadHead {
+            self.respond_error(c, 408); // the head did not arrive in time
+            return Step::Idle;
+        }
         if !self.x.responded && matches!(self.state, State::RequestBody | State::ResponseHead) {
             self.respond_error(c, 504);
             if let Some(u) = u {
@@ -743,6 +763,7 @@ fn error_page(status: u16) -> &'static [u8] {
         431 => b"HTTP/1.1 431 Request Header Fields Too Large\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 23\r\nConnection: close\r\n\r\nrequest head too large\n",
         501 => b"HTTP/1.1 501 Not Implemented\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 28\r\nConnection: close\r\n\r\ntransfer coding unsupported\n",
         503 => b"HTTP/1.1 503 Service Unavailable\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\nno healthy upstream\n",
+        408 => b"HTTP/1.1 408 Request Timeout\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\nrequest head timeout",
         504 => b"HTTP/1.1 504 Gateway Timeout\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\nupstream timeout\n",
         _ => b"HTTP/1.1 502 Bad Gateway\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 15\r\nConnection: close\r\n\r\nupstream error\n",
     }
@@ -754,7 +775,7 @@ mod tests {
 
     #[test]
     fn error_pages_have_correct_lengths() {
-        for status in [400, 404, 431, 501, 502, 503, 504] {
+        for status in [400, 404, 408, 431, 501, 502, 503, 504] {
             let page = error_page(status);
             let text = std::str::from_utf8(page).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
