@@ -1515,7 +1515,7 @@ fn slowloris_and_per_source_limits() {
     let script = format!(
         "exec 3<>/dev/tcp/{PROXY_CLIENT_IP}/80; printf 'GET / HTTP/1.1\\r\\nHost: a\\r\\n' >&3; \
          for i in $(seq 20); do sleep 0.2; printf 'X-Slow: %s\\r\\n' $i >&3 2>/dev/null || break; done & \
-         timeout 5 cat <&3"
+         trickle=$!; timeout 5 cat <&3; kill $trickle 2>/dev/null"
     );
     let out = lab.exec("client", ["bash", "-c", &script]);
     let text = String::from_utf8_lossy(&out.stdout);
