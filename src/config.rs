@@ -65,8 +65,16 @@ impl Default for Management {
 pub struct Runtime {
     /// The lcore that runs the control thread (never polls a queue).
     pub main_lcore: u32,
-    /// Worker lcores, one per polled queue set.
+    /// Worker lcores: worker i polls queue i of every port.
     pub worker_lcores: Vec<u32>,
+    /// CPUs the worker lcores run on (same order); each lcore on the CPU of
+    /// its own number when absent. Lets more lcores than CPUs share cores
+    /// (tests on small machines; not for production).
+    pub worker_cpus: Option<Vec<u32>>,
+    /// An idle worker sleeps this long after 1,000 empty polls (0: always
+    /// busy-poll). Saves a core on an idle appliance; adds up to this much
+    /// latency to the first frame after a quiet spell.
+    pub idle_sleep_us: u32,
     /// hugetlbfs mount DPDK takes memory from.
     pub hugepage_dir: Option<PathBuf>,
     /// Run without hugepages (tests only: slower, not for production).
@@ -93,6 +101,8 @@ impl Default for Runtime {
         Self {
             main_lcore: 0,
             worker_lcores: vec![1],
+            worker_cpus: None,
+            idle_sleep_us: 0,
             hugepage_dir: None,
             no_huge: false,
             memory_mb: 512,
@@ -120,8 +130,9 @@ pub struct PortSection {
     pub address: String,
     /// Next hop for destinations off the link.
     pub gateway: Option<Ipv4Addr>,
-    #[serde(default = "one")]
-    pub queues: u16,
+    /// Rx/tx queue pairs: one per worker (the default); if given, it must
+    /// equal the number of workers.
+    pub queues: Option<u16>,
     #[serde(default = "descriptors")]
     pub rx_descriptors: u16,
     #[serde(default = "descriptors")]
@@ -130,9 +141,6 @@ pub struct PortSection {
     pub mtu: Option<u16>,
 }
 
-fn one() -> u16 {
-    1
-}
 fn descriptors() -> u16 {
     1024
 }
@@ -384,10 +392,24 @@ impl Config {
                 at("worker_lcores")
             )));
         }
-        if rt.worker_lcores.len() > 1 {
+        let mut sorted = rt.worker_lcores.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != rt.worker_lcores.len() {
             return Err(ConfigError(format!(
-                "{}runtime.worker_lcores: this version runs one worker; give exactly one core",
+                "{}runtime.worker_lcores lists a core twice",
                 at("worker_lcores")
+            )));
+        }
+        if rt
+            .worker_cpus
+            .as_ref()
+            .is_some_and(|c| c.len() != rt.worker_lcores.len())
+        {
+            return Err(ConfigError(format!(
+                "{}runtime.worker_cpus must name one CPU per worker lcore ({} of them)",
+                at("worker_cpus"),
+                rt.worker_lcores.len()
             )));
         }
         if rt.worker_lcores.contains(&rt.main_lcore) {
@@ -419,6 +441,7 @@ impl Config {
             .iter()
             .map(|p| u32::from(p.rx_descriptors) + u32::from(p.tx_descriptors))
             .sum::<u32>()
+            * rt.worker_lcores.len() as u32
             * 2;
         if rt.mbufs < min_mbufs {
             return Err(ConfigError(format!(
@@ -447,10 +470,15 @@ impl Config {
                     p.address
                 )));
             }
-            if p.queues != 1 {
+            if p.queues
+                .is_some_and(|q| usize::from(q) != rt.worker_lcores.len())
+            {
                 return Err(ConfigError(format!(
-                    "{where_}port '{}': queues = {}: this version polls one queue per port",
-                    p.name, p.queues
+                    "{where_}port '{}': queues = {}: each of the {} workers polls one queue of every port, so queues must be {}",
+                    p.name,
+                    p.queues.unwrap_or(0),
+                    rt.worker_lcores.len(),
+                    rt.worker_lcores.len()
                 )));
             }
             if self.ports[..i].iter().any(|q| q.name == p.name) {
@@ -654,16 +682,22 @@ impl Config {
     /// EAL arguments for this config; `file_prefix` keeps instances apart.
     pub fn eal_args(&self, file_prefix: &str) -> Vec<String> {
         let rt = &self.runtime;
-        let mut lcores = vec![rt.main_lcore];
-        lcores.extend(&rt.worker_lcores);
+        // lcore@cpu for every lcore: lcore ids need not be CPU numbers.
+        let cpus = rt
+            .worker_cpus
+            .clone()
+            .unwrap_or_else(|| rt.worker_lcores.clone());
+        let mut lcores = vec![format!("{}@{}", rt.main_lcore, rt.main_lcore)];
+        lcores.extend(
+            rt.worker_lcores
+                .iter()
+                .zip(&cpus)
+                .map(|(l, c)| format!("{l}@{c}")),
+        );
         let mut args = vec![
             "zproxy".to_owned(),
-            "-l".into(),
-            lcores
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
+            "--lcores".into(),
+            lcores.join(","),
             "--main-lcore".into(),
             rt.main_lcore.to_string(),
             "--file-prefix".into(),
@@ -744,7 +778,7 @@ body = "hi\n"
         assert!(args
             .windows(2)
             .any(|w| w == ["--vdev", "net_af_xdp0,iface=cli1"]));
-        assert!(args.windows(2).any(|w| w == ["-l", "0,1"]));
+        assert!(args.windows(2).any(|w| w == ["--lcores", "0@0,1@1"]));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::config::Config;
 use crate::dpdk::{lcore, Eal, Mempool, Port, PortConfig, QueueId};
 use crate::mgmt;
 use crate::net::counters::{Counter, SharedCounters};
-use crate::net::worker::{Control, PortSpec, Reload, UpstreamStat, Worker, WorkerSpec};
+use crate::net::worker::{
+    handoff_inboxes, Control, Inboxes, PortSpec, Reload, UpstreamStat, Worker, WorkerSpec,
+};
 use crate::plan::{self, Layout};
 
 /// Bytes of data room per mbuf: a full 1500-byte-MTU frame plus headroom.
@@ -20,13 +22,47 @@ const CONTROL_TICK: Duration = Duration::from_millis(20);
 /// Interval of the one-line summary in the log.
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
-/// Sets the stop flag when dropped, also while unwinding from a panic.
-struct StopOnExit<'a>(&'a AtomicBool);
+/// Counts a worker out when it returns; a worker unwinding from a panic
+/// also stops the others.
+struct WorkerExit<'a>(&'a Control);
 
-impl Drop for StopOnExit<'_> {
+impl Drop for WorkerExit<'_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        if std::thread::panicking() {
+            self.0.stop.store(true, Ordering::Relaxed);
+        }
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// A counter summed over the workers.
+fn total(workers: &[Arc<SharedCounters>], c: Counter) -> u64 {
+    workers.iter().map(|w| w.get(c)).sum()
+}
+
+/// Per-server figures summed over the workers (all share one layout).
+fn merged_upstream_stats(workers: &[Arc<Mutex<Vec<UpstreamStat>>>]) -> Vec<UpstreamStat> {
+    let mut merged: Vec<UpstreamStat> = Vec::new();
+    for w in workers {
+        let Ok(stats) = w.lock() else { continue };
+        for s in stats.iter() {
+            match merged
+                .iter_mut()
+                .find(|m| m.group == s.group && m.server == s.server)
+            {
+                Some(m) => {
+                    m.requests += s.requests;
+                    m.connect_failures += s.connect_failures;
+                    m.active += s.active;
+                    m.response_us_sum += s.response_us_sum;
+                    m.responses += s.responses;
+                    m.healthy &= s.healthy;
+                }
+                None => merged.push(s.clone()),
+            }
+        }
+    }
+    merged
 }
 
 /// A start-up or run-time failure, with what to do about it.
@@ -155,25 +191,36 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     );
 
     let ports = bring_up_ports(&eal, &cfg, &pool)?;
-    let shared = Arc::new(SharedCounters::default());
-    let control = Arc::new(Control::default());
+    let workers = rt.worker_lcores.len();
+    let control = Arc::new(Control::new(workers));
+    let inboxes = handoff_inboxes(workers);
     let mut layout = Layout::default().merge(&cfg);
-    let upstream_stats = Arc::new(Mutex::new(Vec::new()));
-    let spec = worker_spec(&cfg, &layout, &ports, pool.clone(), upstream_stats.clone())?;
-    let mut cfg = cfg;
-    let worker = {
-        let (control, shared) = (control.clone(), shared.clone());
-        lcore::launch(worker_lcore, move || {
-            // A worker that returns (drained) or dies (panics) stops the
-            // appliance; after a panic it exits non-zero so that its
-            // supervisor restarts it.
-            let _stop_on_exit = StopOnExit(&control.stop);
+    let shared: Vec<Arc<SharedCounters>> = (0..workers).map(|_| Arc::default()).collect();
+    let upstream_stats: Vec<Arc<Mutex<Vec<UpstreamStat>>>> =
+        (0..workers).map(|_| Arc::default()).collect();
+    let mut launched = Vec::with_capacity(workers);
+    for (index, &lcore_id) in rt.worker_lcores.iter().enumerate() {
+        let spec = worker_spec(
+            &cfg,
+            &layout,
+            &ports,
+            pool.clone(),
+            upstream_stats[index].clone(),
+            index,
+            inboxes.clone(),
+        )?;
+        let (control, shared) = (control.clone(), shared[index].clone());
+        launched.push(lcore::launch(lcore_id, move || {
+            // A worker that dies (panics) stops the appliance, which exits
+            // non-zero so that its supervisor restarts it.
+            let _exit = WorkerExit(&control);
             let mut w = Worker::new(spec, shared);
-            log::info!("worker on lcore {} polling", lcore::current());
+            log::info!("worker {index} on lcore {} polling", lcore::current());
             w.run(&control);
             0
-        })?
-    };
+        })?);
+    }
+    let mut cfg = cfg;
     if let Some(ep) = &endpoint {
         log::info!(
             "management endpoint on http://{}/metrics and /stats",
@@ -185,7 +232,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let mut last_summary = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
     let drain_timeout = Duration::from_millis(cfg.management.drain_timeout_ms);
-    while !control.stop.load(Ordering::Relaxed) {
+    while !control.stop.load(Ordering::Relaxed)
+        && control.finished.load(Ordering::Relaxed) < workers
+    {
         std::thread::sleep(CONTROL_TICK);
         if interrupt.load(Ordering::Relaxed) {
             log::info!("SIGINT: stopping now");
@@ -201,20 +250,26 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         }
         if hangup.swap(false, Ordering::Relaxed) {
             if let Some((next_cfg, next_layout)) = reload(&cfg, &layout, config_path) {
-                let update = Reload {
-                    groups: plan::groups(&next_cfg, &next_layout),
-                    listeners: plan::listener_apps(&next_cfg, &next_layout),
-                };
-                if control.reload.force_push(update).is_some() {
-                    log::debug!("an earlier reload was not picked up yet: replaced");
+                for queue in &control.reload {
+                    let update = Reload {
+                        groups: plan::groups(&next_cfg, &next_layout),
+                        listeners: plan::listener_apps(&next_cfg, &next_layout),
+                    };
+                    if queue.force_push(update).is_some() {
+                        log::debug!("an earlier reload was not picked up yet: replaced");
+                    }
                 }
                 (cfg, layout) = (next_cfg, next_layout);
             }
         }
+        if drain_deadline.is_some() && total(&shared, Counter::FlowsActive) == 0 {
+            log::info!("drained: no connection left");
+            control.stop.store(true, Ordering::Relaxed);
+        }
         if drain_deadline.is_some_and(|d| Instant::now() >= d) {
             log::warn!(
                 "drain timeout: stopping with {} connections open",
-                shared.get(Counter::FlowsActive)
+                total(&shared, Counter::FlowsActive)
             );
             control.stop.store(true, Ordering::Relaxed);
         }
@@ -224,17 +279,25 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 mbufs_total: pool.size(),
                 draining: drain_deadline.is_some(),
                 uptime_s: started.elapsed().as_secs(),
-                upstreams: upstream_stats.lock().map(|s| s.clone()).unwrap_or_default(),
+                upstreams: merged_upstream_stats(&upstream_stats),
             };
-            ep.poll(&[&shared], &gauges);
+            let per_worker: Vec<&SharedCounters> = shared.iter().map(|s| &**s).collect();
+            ep.poll(&per_worker, &gauges);
         }
         if last_summary.elapsed() >= SUMMARY_EVERY {
             last_summary = Instant::now();
             log::info!("{}", summary(&shared, started.elapsed()));
         }
     }
-    log::info!("stopping: waiting for the worker");
-    let code = worker.wait();
+    control.stop.store(true, Ordering::Relaxed);
+    log::info!("stopping: waiting for the workers");
+    let failed: Vec<u32> = launched
+        .into_iter()
+        .filter_map(|w| {
+            let lcore_id = w.lcore();
+            (w.wait() != 0).then_some(lcore_id)
+        })
+        .collect();
     log::info!("final counters: {}", summary(&shared, started.elapsed()));
     for p in &ports {
         if let Ok(s) = p.stats() {
@@ -257,9 +320,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     );
     drop(pool);
     drop(eal);
-    if code != 0 {
+    if !failed.is_empty() {
         return Err(RunError(format!(
-            "the worker on lcore {worker_lcore} failed (code {code})"
+            "the worker(s) on lcore(s) {failed:?} failed"
         )));
     }
     if leaked != 0 {
@@ -303,8 +366,8 @@ fn bring_up_ports(eal: &Eal, cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, 
                 eal,
                 p.device(),
                 &PortConfig {
-                    rx_queues: p.queues,
-                    tx_queues: p.queues,
+                    rx_queues: cfg.runtime.worker_lcores.len() as u16,
+                    tx_queues: cfg.runtime.worker_lcores.len() as u16,
                     rx_descriptors: p.rx_descriptors,
                     tx_descriptors: p.tx_descriptors,
                     mtu: p.mtu,
@@ -330,6 +393,8 @@ fn worker_spec(
     ports: &[Port],
     pool: Arc<Mempool>,
     upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
+    index: usize,
+    inboxes: Inboxes,
 ) -> Result<WorkerSpec, RunError> {
     let rt = &cfg.runtime;
     let port_specs = cfg
@@ -337,7 +402,7 @@ fn worker_spec(
         .iter()
         .zip(ports)
         .map(|(pc, port)| PortSpec {
-            queue: port.queue(QueueId(0)),
+            queue: port.queue(QueueId(index as u16)),
             mac: port.mac(),
             address: pc.cidr(),
             gateway: pc.gateway,
@@ -357,23 +422,32 @@ fn worker_spec(
         tx_drain_us: u64::from(rt.tx_drain_us),
         pool,
         upstream_stats,
+        worker_index: index,
+        inboxes,
+        idle_sleep_us: u64::from(cfg.runtime.idle_sleep_us),
         random_seed: random_seed(),
     })
 }
 
-fn summary(c: &SharedCounters, up: Duration) -> String {
-    let busy = c.get(Counter::BusyCycles) as f64 / c.get(Counter::TotalCycles).max(1) as f64;
+fn summary(workers: &[Arc<SharedCounters>], up: Duration) -> String {
+    let t = |c| total(workers, c);
+    let busy = t(Counter::BusyCycles) as f64 / t(Counter::TotalCycles).max(1) as f64;
+    let all: Vec<String> = Counter::ALL
+        .iter()
+        .map(|&c| format!("{}={}", c.name(), t(c)))
+        .collect();
     format!(
-        "up {}s: rx {} tx {} frames, flows accepted {} active {} refused {}, requests {}, busy {:.1}%, tsc_hz={} {}",
+        "up {}s: rx {} tx {} frames, flows accepted {} active {} refused {}, requests {}, busy {:.1}% ({} workers), tsc_hz={} {}",
         up.as_secs(),
-        c.get(Counter::RxFrames),
-        c.get(Counter::TxFrames),
-        c.get(Counter::FlowsAccepted),
-        c.get(Counter::FlowsActive),
-        c.get(Counter::FlowsRefused),
-        c.get(Counter::Requests),
+        t(Counter::RxFrames),
+        t(Counter::TxFrames),
+        t(Counter::FlowsAccepted),
+        t(Counter::FlowsActive),
+        t(Counter::FlowsRefused),
+        t(Counter::Requests),
         busy * 100.0,
+        workers.len(),
         crate::dpdk::tsc_hz(),
-        c.snapshot().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        all.join(" ")
     )
 }

@@ -27,7 +27,7 @@ fn check_prints_the_resolved_plan() {
     assert!(ok, "{err}");
     for want in [
         "configs/lab.toml: OK",
-        "EAL arguments: zproxy -l 0,1 --main-lcore 0",
+        "EAL arguments: zproxy --lcores 0@0,1@1 --main-lcore 0",
         "--in-memory --no-pci --vdev net_af_packet0,iface=cli1,qpairs=1",
         "port 'upstream': net_af_packet1,iface=ups1,qpairs=1 address 10.72.0.2/24",
         "listener: port 'client' tcp 80 mode Http",

@@ -46,6 +46,9 @@ counters! {
     UpstreamPooled => "upstream_pooled",
     NoUpstream => "no_upstream",
     ProxyErrors => "proxy_errors",
+    HandoffsOut => "handoffs_out",
+    HandoffsIn => "handoffs_in",
+    HandoffDrops => "handoff_drops",
     BusyCycles => "busy_cycles",
     TotalCycles => "total_cycles",
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::ArrayQueue;
@@ -53,6 +53,10 @@ const GLEANED_NEIGHBOURS: usize = 256;
 const HEALTH_TICK_US: u64 = 10_000;
 /// Attempts to find a free local port for an upstream connection.
 const LOCAL_PORT_TRIES: u32 = 64;
+/// Empty polls before an idle worker starts sleeping (`idle_sleep_us`).
+const IDLE_POLLS_BEFORE_SLEEP: u32 = 1_000;
+/// Handed-off frames taken per loop iteration.
+const HANDOFFS_PER_ITERATION: usize = 2 * BURST;
 /// How often a draining worker closes connections that became idle.
 const DRAIN_SWEEP_US: u64 = 100_000;
 /// Longest the worker waits at exit for the NIC to take and complete its last frames.
@@ -133,24 +137,49 @@ pub struct UpstreamStat {
     pub responses: u64,
 }
 
-/// What the control thread tells a worker (relaxed flags, read once per loop).
+/// What the control thread tells the workers (relaxed flags, read once per loop).
 pub struct Control {
     /// Stop now.
     pub stop: AtomicBool,
     /// Refuse new connections, let the open ones finish, stop when none is left.
     pub draining: AtomicBool,
-    /// A reloaded config's groups and listeners (SIGHUP), picked up between bursts.
-    pub reload: ArrayQueue<Reload>,
+    /// Per worker: a reloaded config's groups and listeners (SIGHUP), picked up between bursts.
+    pub reload: Vec<ArrayQueue<Reload>>,
+    /// Workers that have returned.
+    pub finished: AtomicUsize,
 }
 
-impl Default for Control {
-    fn default() -> Self {
+impl Control {
+    pub fn new(workers: usize) -> Self {
         Control {
             stop: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            reload: ArrayQueue::new(1),
+            reload: (0..workers).map(|_| ArrayQueue::new(1)).collect(),
+            finished: AtomicUsize::new(0),
         }
     }
+}
+
+/// A frame that arrived on a worker that does not own its flow, on its way
+/// to the owner (or a copy of an ARP frame every worker must see).
+pub struct Handoff {
+    pub port: usize,
+    pub mbuf: Mbuf,
+    pub arp_copy: bool,
+}
+
+/// One lock-free inbox per worker.
+pub type Inboxes = Arc<Vec<ArrayQueue<Handoff>>>;
+
+/// Frames one worker's inbox holds; more are dropped and counted.
+const INBOX_CAPACITY: usize = 4096;
+
+pub fn handoff_inboxes(workers: usize) -> Inboxes {
+    Arc::new(
+        (0..workers)
+            .map(|_| ArrayQueue::new(INBOX_CAPACITY))
+            .collect(),
+    )
 }
 
 /// The reloadable part of the config, in the indices the worker already uses
@@ -171,6 +200,12 @@ pub struct WorkerSpec {
     pub pool: Arc<Mempool>,
     /// Where the worker publishes per-server figures.
     pub upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
+    /// This worker's number: it polls queue `worker_index` of every port and
+    /// owns the upstream local ports p with p % workers == worker_index.
+    pub worker_index: usize,
+    /// Every worker's inbox (their count is the number of workers).
+    pub inboxes: Inboxes,
+    pub idle_sleep_us: u64,
     /// Seed for smoltcp's ISNs and ports (must differ per run).
     pub random_seed: u64,
 }
@@ -295,6 +330,9 @@ pub struct Worker {
     shared: Arc<SharedCounters>,
     /// Per-server figures for the management endpoint, refreshed with the counters.
     upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
+    index: usize,
+    inboxes: Inboxes,
+    idle_sleep_us: u64,
     /// The monotonic clock: the CPU's invariant TSC (as DPDK's timers use),
     /// read once per loop iteration instead of a clock_gettime call.
     tsc_origin: u64,
@@ -398,6 +436,9 @@ impl Worker {
             counters: Counters::new(),
             shared,
             upstream_stats: spec.upstream_stats,
+            index: spec.worker_index,
+            inboxes: spec.inboxes,
+            idle_sleep_us: spec.idle_sleep_us,
             tsc_origin: rdtsc(),
             tsc_per_us: (tsc_hz() / 1_000_000).max(1),
             draining: false,
@@ -411,17 +452,17 @@ impl Worker {
         let mut next_arp_us = 0;
         let mut next_health_us = 0;
         let mut next_drain_sweep_us = 0;
+        let mut idle_polls = 0u32;
         let mut last_tsc = rdtsc();
         while !control.stop.load(Ordering::Relaxed) {
             let now_us = self.now_us();
             if control.draining.load(Ordering::Relaxed) && now_us >= next_drain_sweep_us {
                 self.draining = true;
                 next_drain_sweep_us = now_us + DRAIN_SWEEP_US;
+                // The control thread stops every worker once none has a
+                // connection left; until then this one keeps polling (its
+                // queues may carry frames of other workers' flows).
                 self.drain_sweep(now_us);
-                if self.flows.active() == 0 {
-                    log::info!("drained: no connection left");
-                    break;
-                }
             }
             let mut work = 0;
             for p in 0..self.ports.len() {
@@ -430,9 +471,10 @@ impl Worker {
                 self.counters.add(Counter::RxFrames, n as u64);
                 for m in rx.drain() {
                     self.counters.add(Counter::RxBytes, m.data().len() as u64);
-                    self.on_frame(p, m, now_us);
+                    self.on_frame(p, m, false, now_us);
                 }
             }
+            work += self.take_handoffs(now_us);
             work += self.run_timers(now_us);
             self.time_wait.expire(now_us);
             if now_us >= next_health_us && !self.draining {
@@ -447,6 +489,14 @@ impl Worker {
             for port in &mut self.ports {
                 port.tx.flush_if_due(tsc, work == 0);
             }
+            if work == 0 {
+                idle_polls += 1;
+                if self.idle_sleep_us > 0 && idle_polls >= IDLE_POLLS_BEFORE_SLEEP {
+                    std::thread::sleep(std::time::Duration::from_micros(self.idle_sleep_us));
+                }
+            } else {
+                idle_polls = 0;
+            }
             let cycles = tsc.wrapping_sub(last_tsc);
             last_tsc = tsc;
             self.counters.add(Counter::TotalCycles, cycles);
@@ -456,7 +506,7 @@ impl Worker {
             if now_us - last_publish_us >= PUBLISH_US {
                 last_publish_us = now_us;
                 self.publish();
-                if let Some(reload) = control.reload.pop() {
+                if let Some(reload) = control.reload[self.index].pop() {
                     self.apply_reload(reload, now_us);
                 }
             }
@@ -531,7 +581,9 @@ impl Worker {
         }
     }
 
-    fn on_frame(&mut self, port: usize, m: Mbuf, now_us: u64) {
+    /// A frame from this worker's own rx queue (`handed` false) or from
+    /// another worker's (`handed` true: it is ours or no one's; never pass it on).
+    fn on_frame(&mut self, port: usize, m: Mbuf, handed: bool, now_us: u64) {
         let p = &self.ports[port];
         let frame = if m.is_chained() {
             Frame::Drop(Counter::DropMalformed)
@@ -550,9 +602,12 @@ impl Worker {
                 if syn && !ack {
                     self.glean_neighbour(port, key.remote_ip, src_mac, now_us);
                 }
-                self.on_tcp(port, m, key, syn && !ack, now_us)
+                self.on_tcp(port, m, key, syn && !ack, handed, now_us)
             }
             Frame::Arp => {
+                if !handed {
+                    self.copy_to_other_workers(port, &m);
+                }
                 self.answer_stateless(port, m, now_us);
                 self.wake_connecting(now_us);
             }
@@ -561,11 +616,27 @@ impl Worker {
         }
     }
 
-    fn on_tcp(&mut self, port: usize, m: Mbuf, key: FlowKey, pure_syn: bool, now_us: u64) {
+    fn on_tcp(
+        &mut self,
+        port: usize,
+        m: Mbuf,
+        key: FlowKey,
+        pure_syn: bool,
+        handed: bool,
+        now_us: u64,
+    ) {
         if let Some(slot) = self.flows.lookup(&key) {
             self.ingress(slot, m, now_us);
             self.after_activity(slot, now_us);
             return;
+        }
+        if !handed {
+            if let Some(owner) = self
+                .upstream_owner(port, key.local_port)
+                .filter(|&o| o != self.index)
+            {
+                return self.hand_off(owner, port, m, false);
+            }
         }
         if !pure_syn {
             if self.time_wait.contains(&key) {
@@ -656,6 +727,60 @@ impl Worker {
         };
         p.iface
             .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
+    }
+
+    /// Which worker owns connections from local port `local_port` on `port`:
+    /// upstream connections are opened from ports that name their worker
+    /// (port % workers), so any worker can tell where a reply belongs even
+    /// when the NIC's RSS (or veth's flow hash) put it on the wrong queue.
+    fn upstream_owner(&self, port: usize, local_port: u16) -> Option<usize> {
+        let workers = self.inboxes.len();
+        let ours = self.groups.iter().any(|g| {
+            g.spec.port_index == port
+                && (g.spec.local_ports.0..=g.spec.local_ports.1).contains(&local_port)
+        });
+        (workers > 1 && ours).then_some(usize::from(local_port) % workers)
+    }
+
+    fn hand_off(&mut self, owner: usize, port: usize, mbuf: Mbuf, arp_copy: bool) {
+        match self.inboxes[owner].push(Handoff {
+            port,
+            mbuf,
+            arp_copy,
+        }) {
+            Ok(()) => self.counters.add(Counter::HandoffsOut, 1),
+            // Full: the frame is dropped (freed with the rejected Handoff); TCP resends.
+            Err(_) => self.counters.add(Counter::HandoffDrops, 1),
+        }
+    }
+
+    /// Every worker keeps its own neighbour cache: give each a copy of ARP.
+    fn copy_to_other_workers(&mut self, port: usize, m: &Mbuf) {
+        let me = self.index;
+        for owner in (0..self.inboxes.len()).filter(|&w| w != me) {
+            let Some(mut copy) = self.pool.alloc() else {
+                return;
+            };
+            let Some(buf) = copy.append(m.data().len()) else {
+                return;
+            };
+            buf.copy_from_slice(m.data());
+            self.hand_off(owner, port, copy, true);
+        }
+    }
+
+    /// Frames other workers passed to this one.
+    fn take_handoffs(&mut self, now_us: u64) -> usize {
+        let mut taken = 0;
+        while taken < HANDOFFS_PER_ITERATION {
+            let Some(h) = self.inboxes[self.index].pop() else {
+                break;
+            };
+            taken += 1;
+            self.counters.add(Counter::HandoffsIn, 1);
+            self.on_frame(h.port, h.mbuf, true, now_us);
+        }
+        taken
     }
 
     /// Lets smoltcp answer a frame that belongs to no flow.
@@ -976,9 +1101,13 @@ impl Worker {
     ) -> Option<u16> {
         let g = &mut self.groups[group];
         let (lo, hi) = g.spec.local_ports;
-        for _ in 0..LOCAL_PORT_TRIES {
+        let (workers, index) = (self.inboxes.len(), self.index);
+        for _ in 0..LOCAL_PORT_TRIES * workers as u32 {
             let port = g.next_local_port;
             g.next_local_port = if port >= hi { lo } else { port + 1 };
+            if usize::from(port) % workers != index {
+                continue; // another worker's port (see `upstream_owner`)
+            }
             let key = FlowKey {
                 remote_ip: server_ip,
                 remote_port: server_port,
