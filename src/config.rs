@@ -782,6 +782,32 @@ body = "hi\n"
     }
 
     #[test]
+    fn several_workers_map_lcores_and_queues() {
+        let two = GOOD
+            .replace(
+                "worker_lcores = [1]",
+                "worker_lcores = [1, 2]\nworker_cpus = [1, 0]",
+            )
+            .replace("[runtime]", "[runtime]\nmbufs = 32767");
+        let c = Config::parse(&two).unwrap();
+        let args = c.eal_args("p");
+        assert!(
+            args.windows(2).any(|w| w == ["--lcores", "0@0,1@1,2@0"]),
+            "{args:?}"
+        );
+        let bad: &[(&str, &str)] = &[
+            (&two.replace("worker_cpus = [1, 0]", "worker_cpus = [1]"), "worker_cpus must name one CPU per worker lcore (2 of them)"),
+            (&two.replace("worker_lcores = [1, 2]", "worker_lcores = [1, 1]"), "worker_lcores lists a core twice"),
+            (&two.replace("gateway = ", "queues = 1\ngateway = "), "queues = 1: each of the 2 workers polls one queue of every port, so queues must be 2"),
+            (&two.replace("mbufs = 32767", "mbufs = 8000"), "use at least 8192"),
+        ];
+        for (text, want) in bad {
+            let got = err(text);
+            assert!(got.contains(want), "want {want:?} in {got:?}");
+        }
+    }
+
+    #[test]
     fn shipped_configs_are_valid() {
         for (name, text) in [
             ("configs/lab.toml", include_str!("../configs/lab.toml")),

@@ -1568,3 +1568,88 @@ fn slowloris_and_per_source_limits() {
         "{log}"
     );
 }
+
+#[test]
+fn two_workers_on_two_queues_hand_over_what_lands_on_the_wrong_core() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up_with_queues(2);
+    // Two workers on a 2-core machine: lcore 2 shares CPU 0 with the control
+    // thread and the clients, and sleeps when idle so they all get their turn.
+    let body = listener(80, "http", "web") + &upstream("web", &[("10.72.0.1:80", 1)], "");
+    let cfg = config(16384, &body)
+        .replace(
+            "worker_lcores = [1]",
+            "worker_lcores = [1, 2]\nworker_cpus = [1, 0]\nidle_sleep_us = 50",
+        )
+        .replace("mbufs = 16383", "mbufs = 32767")
+        .replace("qpairs=1", "qpairs=2");
+    let z = ZProxy::start(&lab, "zproxy", &cfg);
+    assert!(
+        z.log().contains("worker 1 on lcore 2 polling"),
+        "{}",
+        z.log()
+    );
+    wait_proxy(&lab, &z, 80);
+    let closing = bench(
+        &lab,
+        80,
+        &[
+            "--concurrency",
+            "500",
+            "--duration",
+            "5s",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    assert_eq!(
+        u(&closing["failures_total"]),
+        0,
+        "keep-alive off: {closing}"
+    );
+    let keep_alive = bench(
+        &lab,
+        80,
+        &[
+            "--concurrency",
+            "100",
+            "--duration",
+            "4s",
+            "--keep-alive",
+            "on",
+        ],
+    );
+    assert_eq!(
+        u(&keep_alive["failures_total"]),
+        0,
+        "keep-alive on: {keep_alive}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let stats: Value =
+        serde_json::from_str(&lab.exec_ok("proxy", [env!("CARGO_BIN_EXE_zproxy"), "stats"]))
+            .unwrap();
+    let workers = stats["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    for (i, w) in workers.iter().enumerate() {
+        assert!(
+            u(&w["flows_accepted"]) > 1000,
+            "worker {i} took no share of the clients: {w}"
+        );
+        assert!(
+            u(&w["handoffs_in"]) > 0,
+            "veth's flow hash must send some upstream replies to the other worker: {w}"
+        );
+        assert_eq!(
+            u(&w["handoff_drops"]),
+            0,
+            "worker {i} dropped handed-over frames: {w}"
+        );
+    }
+    let sent: u64 = workers.iter().map(|w| u(&w["handoffs_out"])).sum();
+    let taken: u64 = workers.iter().map(|w| u(&w["handoffs_in"])).sum();
+    assert_eq!(sent, taken, "every handed-over frame arrived");
+    stop_clean(z);
+}
