@@ -23,6 +23,10 @@ pub struct ResponderState {
     discard: u64,
     /// A response with `Connection: close` went out; nothing more is read.
     closing: bool,
+    /// At least one request was answered on this connection.
+    served: bool,
+    /// The appliance is shutting down: no more keep-alive.
+    draining: bool,
 }
 
 /// What one run of the responder did (for counters).
@@ -106,7 +110,8 @@ impl Responder {
                 self.fail(st, sock, &self.bad_request, &mut served);
                 break;
             };
-            let response: &[u8] = if framing.keep_alive {
+            let keep_alive = framing.keep_alive && !st.draining;
+            let response: &[u8] = if keep_alive {
                 &self.keep_alive
             } else {
                 &self.close
@@ -119,7 +124,8 @@ impl Responder {
             st.discard = framing.body_len;
             let _ = sock.send_slice(response);
             served.requests += 1;
-            if !framing.keep_alive {
+            st.served = true;
+            if !keep_alive {
                 st.closing = true;
                 sock.close();
             }
@@ -133,8 +139,11 @@ impl Responder {
     }
 
     /// Graceful shutdown: close a connection that waits for its next request.
+    /// A connection that has not sent its first request yet gets it
+    /// answered (with `Connection: close`): it may be on the wire.
     pub fn drain(&self, st: &mut ResponderState, sock: &mut tcp::Socket) {
-        if !st.closing && sock.recv_queue() == 0 {
+        st.draining = true;
+        if !st.closing && sock.recv_queue() == 0 && st.served {
             st.closing = true;
             sock.close();
         }

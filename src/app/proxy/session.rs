@@ -107,6 +107,8 @@ pub struct Session {
     sent_at_us: u64,
     /// Longest a request head may take to arrive (µs; 0: no limit).
     header_timeout_us: u64,
+    /// The appliance is shutting down: no more keep-alive.
+    draining: bool,
     /// Time from request sent to response head received, for the worker to
     /// attribute to the upstream server (taken with `take_response_time`).
     response_us: Option<u64>,
@@ -146,6 +148,7 @@ impl Session {
             sent_at_us: 0,
             response_us: None,
             header_timeout_us,
+            draining: false,
         }
     }
 
@@ -233,7 +236,7 @@ impl Session {
                     self.tried = 0;
                     self.x = Exchange {
                         http11: info.http11,
-                        client_keep_alive: info.keep_alive,
+                        client_keep_alive: info.keep_alive && !self.draining,
                         is_head: info.is_head,
                         req_body: info.body,
                         resp_body: Body::None,
@@ -440,9 +443,14 @@ impl Session {
 
     /// Graceful shutdown: an idle keep-alive client is closed now; a request
     /// in flight gets its response with `Connection: close`.
+    ///
+    /// A connection that has not sent its first request yet is not idle: its
+    /// request may be on the wire. It gets that request answered (with
+    /// `Connection: close`), like every exchange already started.
     pub fn drain(&mut self, c: &mut Socket) {
+        self.draining = true;
         match self.state {
-            State::ReadHead if c.recv_queue() == 0 => {
+            State::ReadHead if c.recv_queue() == 0 && self.requests > 0 => {
                 c.close();
                 self.state = State::Done;
             }
