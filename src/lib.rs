@@ -15,3 +15,4 @@ pub mod mgmt;
 pub mod net;
 pub mod plan;
 pub mod runtime;
+pub mod topology;

@@ -72,27 +72,35 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
-        Command::Check { config } => Config::load(&config)
-            .map(|cfg| {
-                println!("{}: OK", config.display());
-                println!("EAL arguments: {}", cfg.eal_args("zproxy-<pid>").join(" "));
-                for p in &cfg.ports {
-                    println!(
-                        "port '{}': {} address {} gateway {:?}",
-                        p.name,
-                        p.device(),
-                        p.address,
-                        p.gateway
-                    );
-                }
-                for l in &cfg.listeners {
-                    println!(
-                        "listener: port '{}' tcp {} mode {:?}",
-                        l.port, l.tcp_port, l.mode
-                    );
-                }
-            })
-            .map_err(|e| e.to_string()),
+        Command::Check { config } => {
+            Config::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| {
+                    println!("{}: OK", config.display());
+                    println!("EAL arguments: {}", cfg.eal_args("zproxy-<pid>").join(" "));
+                    let (lines, warnings) =
+                        zproxy::plan::binding(&cfg, std::path::Path::new("/sys"))
+                            .map_err(|e| format!("{}: worker binding: {e}", config.display()))?;
+                    lines.iter().for_each(|l| println!("{l}"));
+                    warnings.iter().for_each(|w| println!("warning: {w}"));
+                    for p in &cfg.ports {
+                        println!(
+                            "port '{}': {} address {} gateway {:?}",
+                            p.name,
+                            p.device(),
+                            p.address,
+                            p.gateway
+                        );
+                    }
+                    for l in &cfg.listeners {
+                        println!(
+                            "listener: port '{}' tcp {} mode {:?}",
+                            l.port, l.tcp_port, l.mode
+                        );
+                    }
+                    Ok(())
+                })
+        }
         Command::Stats {
             address,
             prometheus,

@@ -151,6 +151,14 @@ fn random_seed() -> u64 {
 /// Runs the appliance until SIGINT or SIGTERM.
 pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     preflight(&cfg)?;
+    let (plan_lines, warnings) = plan::binding(&cfg, Path::new("/sys"))
+        .map_err(|e| RunError(format!("worker binding: {e}")))?;
+    for line in plan_lines {
+        log::info!("{line}");
+    }
+    for w in warnings {
+        log::warn!("binding: {w}");
+    }
     // SIGINT stops at once; SIGTERM drains first; SIGHUP re-reads the config.
     let interrupt = Arc::new(AtomicBool::new(false));
     let terminate = Arc::new(AtomicBool::new(false));

@@ -33,6 +33,7 @@ fn check_prints_the_resolved_plan() {
         "listener: port 'client' tcp 80 mode Http",
         "listener: port 'client' tcp 81 mode Tcp",
         "listener: port 'client' tcp 8080 mode Static",
+        "worker 0: lcore 1 on CPU 1 (node 0) polls queue 0 of client (node unknown), upstream (node unknown)",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
@@ -58,6 +59,24 @@ fn a_bad_config_names_file_line_and_fix() {
     let (ok, _, err) = zproxy(&["check", "-c", "/nonexistent/zproxy.toml"]);
     assert!(
         !ok && err.contains("/nonexistent/zproxy.toml: cannot read config file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_refuses_a_binding_on_a_cpu_that_does_not_exist() {
+    let dir = common::TempDir::new("cli-cpu");
+    let bad = dir.path().join("cpu.toml");
+    let text = std::fs::read_to_string(repo("configs/lab.toml"))
+        .unwrap()
+        .replace(
+            "worker_lcores = [1]",
+            "worker_lcores = [1]\nworker_cpus = [4095]",
+        );
+    std::fs::write(&bad, text).unwrap();
+    let (ok, _, err) = zproxy(&["check", "-c", bad.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("worker binding: worker CPU 4095 does not exist"),
         "{err}"
     );
 }

@@ -10,5 +10,6 @@
 pub mod counters;
 pub mod device;
 pub mod flow;
+pub mod rss;
 pub mod timers;
 pub mod worker;
