@@ -171,6 +171,60 @@ pub fn needs_restart(running: &Config, new: &Config) -> Option<String> {
     None
 }
 
+/// The worker binding this config asks for, checked against the machine's
+/// topology under `sysfs` (normally `/sys`): (plan lines, warnings), or why
+/// the plan cannot work.
+pub fn binding(
+    cfg: &Config,
+    sysfs: &std::path::Path,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    use crate::topology::{check_binding, pci_node, Topology};
+    let topo = Topology::read(sysfs);
+    let rt = &cfg.runtime;
+    let cpus = rt
+        .worker_cpus
+        .clone()
+        .unwrap_or_else(|| rt.worker_lcores.clone());
+    let port_nodes: Vec<(String, Option<u32>)> = cfg
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.pci.as_deref().and_then(|a| pci_node(sysfs, a)),
+            )
+        })
+        .collect();
+    let warnings = check_binding(&topo, rt.main_lcore, &cpus, &port_nodes)?;
+    let node = |cpu| {
+        topo.node_of_cpu(cpu)
+            .map_or("?".to_owned(), |n| n.to_string())
+    };
+    let mut lines = vec![format!(
+        "control thread: lcore {} on CPU {} (node {})",
+        rt.main_lcore,
+        rt.main_lcore,
+        node(rt.main_lcore)
+    )];
+    for (i, (lcore, cpu)) in rt.worker_lcores.iter().zip(&cpus).enumerate() {
+        let ports: Vec<String> = port_nodes
+            .iter()
+            .map(|(name, n)| {
+                format!(
+                    "{name} (node {})",
+                    n.map_or("unknown".to_owned(), |n| n.to_string())
+                )
+            })
+            .collect();
+        lines.push(format!(
+            "worker {i}: lcore {lcore} on CPU {cpu} (node {}) polls queue {i} of {}",
+            node(*cpu),
+            ports.join(", ")
+        ));
+    }
+    Ok((lines, warnings))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,58 +281,4 @@ servers = [{ address = "10.0.0.5:80" }, { address = "10.0.0.6:80" }]
         )
         .is_some());
     }
-}
-
-/// The worker binding this config asks for, checked against the machine's
-/// topology under `sysfs` (normally `/sys`): (plan lines, warnings), or why
-/// the plan cannot work.
-pub fn binding(
-    cfg: &Config,
-    sysfs: &std::path::Path,
-) -> Result<(Vec<String>, Vec<String>), String> {
-    use crate::topology::{check_binding, pci_node, Topology};
-    let topo = Topology::read(sysfs);
-    let rt = &cfg.runtime;
-    let cpus = rt
-        .worker_cpus
-        .clone()
-        .unwrap_or_else(|| rt.worker_lcores.clone());
-    let port_nodes: Vec<(String, Option<u32>)> = cfg
-        .ports
-        .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                p.pci.as_deref().and_then(|a| pci_node(sysfs, a)),
-            )
-        })
-        .collect();
-    let warnings = check_binding(&topo, rt.main_lcore, &cpus, &port_nodes)?;
-    let node = |cpu| {
-        topo.node_of_cpu(cpu)
-            .map_or("?".to_owned(), |n| n.to_string())
-    };
-    let mut lines = vec![format!(
-        "control thread: lcore {} on CPU {} (node {})",
-        rt.main_lcore,
-        rt.main_lcore,
-        node(rt.main_lcore)
-    )];
-    for (i, (lcore, cpu)) in rt.worker_lcores.iter().zip(&cpus).enumerate() {
-        let ports: Vec<String> = port_nodes
-            .iter()
-            .map(|(name, n)| {
-                format!(
-                    "{name} (node {})",
-                    n.map_or("unknown".to_owned(), |n| n.to_string())
-                )
-            })
-            .collect();
-        lines.push(format!(
-            "worker {i}: lcore {lcore} on CPU {cpu} (node {}) polls queue {i} of {}",
-            node(*cpu),
-            ports.join(", ")
-        ));
-    }
-    Ok((lines, warnings))
 }
