@@ -606,7 +606,6 @@ impl Config {
                 )));
             }
             let (addr, len) = port.cidr();
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
             for s in &u.servers {
                 if s.weight == 0 || s.weight > 1000 {
                     return Err(ConfigError(format!(
@@ -616,7 +615,7 @@ impl Config {
                         s.address
                     )));
                 }
-                let on_link = u32::from(*s.address.ip()) & mask == u32::from(addr) & mask;
+                let on_link = in_network(*s.address.ip(), addr, len);
                 if !on_link && port.gateway.is_none() {
                     return Err(ConfigError(format!(
                         "{}upstream '{}': server {} is not on port '{}' ({}) and that port has no gateway",
@@ -733,6 +732,12 @@ impl Config {
         args.extend(rt.eal_args.iter().cloned());
         args
     }
+}
+
+/// True when `ip` is inside `net/len`.
+pub fn in_network(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(ip) & mask == u32::from(net) & mask
 }
 
 /// "10.0.0.2/24" -> (10.0.0.2, 24).

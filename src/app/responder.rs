@@ -6,6 +6,7 @@
 
 use smoltcp::socket::tcp;
 
+use super::{dequeue, send_room};
 use crate::config::StaticResponse;
 
 /// The prebuilt responses of one listener.
@@ -78,7 +79,8 @@ impl Responder {
                 return served;
             }
             if st.discard > 0 {
-                st.discard -= skip(sock, st.discard) as u64;
+                st.discard -=
+                    dequeue(sock, usize::try_from(st.discard).unwrap_or(usize::MAX)) as u64;
                 if st.discard > 0 {
                     break;
                 }
@@ -116,11 +118,11 @@ impl Responder {
             } else {
                 &self.close
             };
-            if sock.send_capacity() - sock.send_queue() < response.len() {
+            if send_room(sock) < response.len() {
                 // Wait for the peer to ACK; the head stays queued until then.
                 break;
             }
-            skip(sock, head_len as u64);
+            dequeue(sock, head_len);
             st.discard = framing.body_len;
             let _ = sock.send_slice(response);
             served.requests += 1;
@@ -156,29 +158,13 @@ impl Responder {
         response: &[u8],
         served: &mut Served,
     ) {
-        if sock.send_capacity() - sock.send_queue() >= response.len() {
+        if send_room(sock) >= response.len() {
             let _ = sock.send_slice(response);
         }
         served.bad_requests += 1;
         st.closing = true;
         sock.close();
     }
-}
-
-/// Dequeues up to `n` received bytes (the ring may wrap: loop); how many went.
-fn skip(sock: &mut tcp::Socket, n: u64) -> usize {
-    let mut done = 0usize;
-    while (done as u64) < n {
-        let want = (n - done as u64).min(usize::MAX as u64) as usize;
-        match sock.recv(|b| {
-            let k = b.len().min(want);
-            (k, k)
-        }) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => done += k,
-        }
-    }
-    done
 }
 
 struct Framing {

@@ -67,12 +67,6 @@ impl Mempool {
         unsafe { zproxy_ffi::rte_mempool_in_use_count(self.raw.as_ptr()) }
     }
 
-    /// Mbufs currently in the pool, caches included.
-    pub fn available(&self) -> u32 {
-        // SAFETY: raw is a live pool.
-        unsafe { zproxy_ffi::rte_mempool_avail_count(self.raw.as_ptr()) }
-    }
-
     /// One mbuf, or `None` when the pool is empty.
     #[inline]
     pub fn alloc(&self) -> Option<Mbuf> {

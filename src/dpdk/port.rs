@@ -64,7 +64,6 @@ pub struct Port {
     /// Receive checksum offloads the device verifies for us (IPv4, TCP).
     rx_checksum_offload: bool,
     rx_queues: u16,
-    tx_queues: u16,
     driver: String,
 }
 
@@ -170,7 +169,6 @@ impl Port {
             mac: mac.addr_bytes,
             rx_checksum_offload,
             rx_queues: cfg.rx_queues,
-            tx_queues: cfg.tx_queues,
             driver,
         })
     }
@@ -200,14 +198,6 @@ impl Port {
 
     pub fn mac(&self) -> [u8; 6] {
         self.mac
-    }
-
-    pub fn rx_queues(&self) -> u16 {
-        self.rx_queues
-    }
-
-    pub fn tx_queues(&self) -> u16 {
-        self.tx_queues
     }
 
     /// True when the device verifies IPv4 and TCP checksums on receive and

@@ -95,10 +95,6 @@ impl TxQueue {
         self.dropped += self.pending.len() as u64;
         self.pending.drain().for_each(drop);
     }
-
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
 }
 
 /// What smoltcp sees for one call: at most one received frame, plus TX.

@@ -29,6 +29,7 @@ use crate::app::proxy::balance::Balancer;
 use crate::app::proxy::health::{self, HealthCheck, ServerHealth};
 use crate::app::proxy::session::{Mode, Routes, Session, Step};
 use crate::app::responder::{Responder, ResponderState};
+use crate::config::in_network;
 use crate::dpdk::{rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, PortQueue};
 
 /// smoltcp's TIME-WAIT length, kept here as compact state instead.
@@ -102,12 +103,6 @@ impl ListenerSpec {
                 .iter()
                 .any(|&(net, len)| in_network(client, net, len))
     }
-}
-
-/// True when `ip` is inside `net/len`.
-fn in_network(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(ip) & mask == u32::from(net) & mask
 }
 
 /// An upstream group as this worker uses it.

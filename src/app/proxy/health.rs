@@ -82,7 +82,7 @@ pub fn probe(
             "\r\nUser-Agent: zproxy-health\r\nConnection: close\r\n\r\n",
         ];
         let len: usize = req.iter().map(|p| p.len()).sum();
-        if sock.send_capacity() - sock.send_queue() < len {
+        if crate::app::send_room(sock) < len {
             return Some(false); // cannot even send a request: count it as failed
         }
         for part in req {

@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use smoltcp::socket::tcp::{Socket, State as TcpState};
 
 use super::http::{self, Body, Refusal, MAX_HEADERS};
+use crate::app::{dequeue, send_room};
 
 /// Which protocol a listener proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,7 +337,7 @@ impl Session {
                     if len > c.send_capacity() {
                         return self.fail_upstream(c, 502); // can never fit: the head is too large
                     }
-                    if c.send_capacity() - c.send_queue() < len {
+                    if send_room(c) < len {
                         return Step::Idle;
                     }
                     write_response_head(
@@ -347,7 +348,7 @@ impl Session {
                             let _ = c.send_slice(b);
                         },
                     );
-                    skip(up, head_len);
+                    dequeue(up, head_len);
                     self.x.responded = true;
                     if self.sent_at_us != 0 {
                         self.response_us = Some(now_us - self.sent_at_us);
@@ -526,7 +527,7 @@ impl Session {
     /// A complete error response, then close.
     fn respond_error(&mut self, c: &mut Socket, status: u16) {
         let page = error_page(status);
-        if c.send_capacity() - c.send_queue() >= page.len() {
+        if send_room(c) >= page.len() {
             let _ = c.send_slice(page);
         }
         c.close();
@@ -563,13 +564,13 @@ impl Session {
         if len > up.send_capacity() {
             return Err(HeadTooLarge);
         }
-        if up.send_capacity() - up.send_queue() < len {
+        if send_room(up) < len {
             return Ok(false);
         }
         write_request_head(&req, client_ip, http11, &mut |b| {
             let _ = up.send_slice(b);
         });
-        skip(c, head_len);
+        dequeue(c, head_len);
         Ok(true)
     }
 }
@@ -666,7 +667,7 @@ fn relay_body(
 ) -> Result<(usize, bool), http::BadChunk> {
     let mut moved = 0;
     loop {
-        let room = to.send_capacity() - to.send_queue();
+        let room = send_room(to);
         match body {
             Body::None => return Ok((moved, true)),
             Body::Length(0) => return Ok((moved, true)),
@@ -734,7 +735,7 @@ fn at_eof(s: &Socket) -> bool {
 fn relay_stream(from: &mut Socket, to: &mut Socket) -> usize {
     let mut moved = 0;
     loop {
-        let room = to.send_capacity() - to.send_queue();
+        let room = send_room(to);
         if room == 0 {
             return moved;
         }
@@ -748,19 +749,6 @@ fn relay_stream(from: &mut Socket, to: &mut Socket) -> usize {
             return moved;
         }
         moved += n;
-    }
-}
-
-/// Dequeues `n` received bytes (the ring may wrap).
-fn skip(sock: &mut Socket, mut n: usize) {
-    while n > 0 {
-        match sock.recv(|b| {
-            let k = b.len().min(n);
-            (k, k)
-        }) {
-            Ok(0) | Err(_) => return,
-            Ok(k) => n -= k,
-        }
     }
 }
 
