@@ -379,6 +379,7 @@ fn bring_up_ports(eal: &Eal, cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, 
                     rx_descriptors: p.rx_descriptors,
                     tx_descriptors: p.tx_descriptors,
                     mtu: p.mtu,
+                    rss_key: crate::net::rss::RSS_KEY,
                 },
                 pool,
             )
@@ -390,6 +391,12 @@ fn bring_up_ports(eal: &Eal, cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, 
                 p.name, p.device(), port.driver(), port.id(), m[0], m[1], m[2], m[3], m[4], m[5], p.address,
                 link.unwrap_or_else(|e| e.to_string()), port.rx_checksum_offload()
             );
+            let workers = cfg.runtime.worker_lcores.len();
+            if workers > 1 && port.rss_programmed() {
+                log::info!("port '{}': RSS programmed ({} table entries): every flow arrives on its owner's queue", p.name, port.reta_size());
+            } else if workers > 1 {
+                log::info!("port '{}': the device does not take our RSS key and table: frames that arrive on another worker's queue are handed to their owner", p.name);
+            }
             Ok(port)
         })
         .collect()
@@ -416,6 +423,11 @@ fn worker_spec(
             gateway: pc.gateway,
             ip_mtu: usize::from(pc.mtu.unwrap_or(zproxy_ffi::RTE_ETHER_MTU as u16)),
             rx_checksum_offload: port.rx_checksum_offload(),
+            // Without a programmed table, ownership follows a 128-entry one.
+            reta_size: match port.reta_size() {
+                0 => 128,
+                n => u32::from(n),
+            },
         })
         .collect();
     let listeners = plan::listeners(cfg, layout);

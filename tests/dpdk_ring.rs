@@ -87,6 +87,7 @@ fn dpdk_layer_on_net_ring() {
         rx_descriptors: 256,
         tx_descriptors: 256,
         mtu: None,
+        rss_key: zproxy::net::rss::RSS_KEY,
     };
     let err = Port::start(&eal, "net_nosuch0", &cfg, &pool)
         .err()

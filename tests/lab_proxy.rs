@@ -1627,6 +1627,34 @@ fn two_workers_on_two_queues_hand_over_what_lands_on_the_wrong_core() {
         0,
         "keep-alive on: {keep_alive}"
     );
+    // Lost replies make the client's kernel time out and retransmit, and a
+    // retransmission picks a new flow hash (net.core.txrehash), so veth
+    // delivers the rest of the connection to the other queue: the owner must
+    // still get every frame.
+    lab.exec_ok(
+        "client",
+        [
+            "nft",
+            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
+             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
+        ],
+    );
+    let lossy = bench(
+        &lab,
+        80,
+        &[
+            "--concurrency",
+            "100",
+            "--duration",
+            "4s",
+            "--keep-alive",
+            "off",
+            "--timeout",
+            "20s",
+        ],
+    );
+    lab.exec_ok("client", ["nft", "delete table inet loss"]);
+    assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
     std::thread::sleep(Duration::from_millis(300));
     let stats: Value =
         serde_json::from_str(&lab.exec_ok("proxy", [env!("CARGO_BIN_EXE_zproxy"), "stats"]))

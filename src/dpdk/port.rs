@@ -33,6 +33,8 @@ pub struct PortConfig {
     pub tx_descriptors: u16,
     /// IP MTU; `None` keeps the device's default.
     pub mtu: Option<u16>,
+    /// The Toeplitz key RSS hashes with, when there are several rx queues.
+    pub rss_key: [u8; 40],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,11 @@ pub struct Port {
     rx_checksum_offload: bool,
     rx_queues: u16,
     driver: String,
+    /// Entries of the RSS redirection table, filled round robin over the rx
+    /// queues; 0 when the device does not let us program it.
+    reta_size: u16,
+    /// The device hashes with our key (it took the key and the table).
+    rss_programmed: bool,
 }
 
 /// DPDK 22.11's net_af_xdp fills each rx queue's fill ring with this many
@@ -99,12 +106,17 @@ impl Port {
             .into_owned();
 
         let mut conf = ffi::rte_eth_conf::default();
-        if cfg.rx_queues > 1 {
-            let rss =
-                (ffi::RTE_ETH_RSS_IP | ffi::RTE_ETH_RSS_TCP) as u64 & info.flow_type_rss_offloads;
-            if rss != 0 {
-                conf.rxmode.mq_mode = ffi::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
-                conf.rx_adv_conf.rss_conf.rss_hf = rss;
+        let mut rss_key = cfg.rss_key;
+        let rss = (ffi::RTE_ETH_RSS_IP | ffi::RTE_ETH_RSS_TCP) as u64 & info.flow_type_rss_offloads;
+        let use_rss = cfg.rx_queues > 1 && rss != 0;
+        let key_taken = use_rss && usize::from(info.hash_key_size) == rss_key.len();
+        if use_rss {
+            conf.rxmode.mq_mode = ffi::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss;
+            if key_taken {
+                // The device copies the key during configure; rss_key outlives the call.
+                conf.rx_adv_conf.rss_conf.rss_key = rss_key.as_mut_ptr();
+                conf.rx_adv_conf.rss_conf.rss_key_len = rss_key.len() as u8;
             }
         }
         let want_csum =
@@ -153,6 +165,8 @@ impl Port {
         check(unsafe { ffi::rte_eth_dev_start(id.0) }, || {
             ctx("rte_eth_dev_start")
         })?;
+        let reta_programmed =
+            use_rss && key_taken && program_reta(id, info.reta_size, cfg.rx_queues).is_ok();
         // Promiscuous mode is best effort (some vdevs do not support it).
         // SAFETY: id is a started port.
         let _ = unsafe { ffi::rte_eth_promiscuous_enable(id.0) };
@@ -170,7 +184,20 @@ impl Port {
             rx_checksum_offload,
             rx_queues: cfg.rx_queues,
             driver,
+            reta_size: if reta_programmed { info.reta_size } else { 0 },
+            rss_programmed: reta_programmed,
         })
+    }
+
+    /// Whether the device spreads TCP flows over its rx queues with our key
+    /// and a round-robin redirection table of `reta_size()` entries, so that
+    /// every frame lands on the queue `net::rss::Steering` computes.
+    pub fn rss_programmed(&self) -> bool {
+        self.rss_programmed
+    }
+
+    pub fn reta_size(&self) -> u16 {
+        self.reta_size
     }
 
     /// The PMD's name, e.g. `net_af_packet`.
@@ -350,4 +377,34 @@ fn find(device: &str) -> Result<PortId> {
         ));
     }
     Ok(PortId(id))
+}
+
+/// Fills the RSS redirection table round robin: entry i sends to queue i % queues.
+fn program_reta(id: PortId, reta_size: u16, queues: u16) -> Result<()> {
+    let group = ffi::RTE_ETH_RETA_GROUP_SIZE as usize;
+    if reta_size == 0 || usize::from(reta_size) % group != 0 {
+        return Err(DpdkError::other(
+            format!("programming RSS for {id}"),
+            format!("redirection table of {reta_size} entries"),
+        ));
+    }
+    let mut table: Vec<ffi::rte_eth_rss_reta_entry64> = (0..usize::from(reta_size) / group)
+        .map(|g| {
+            let mut entry = ffi::rte_eth_rss_reta_entry64 {
+                mask: u64::MAX,
+                ..Default::default()
+            };
+            for (i, queue) in entry.reta.iter_mut().enumerate() {
+                *queue = ((g * group + i) % usize::from(queues)) as u16;
+            }
+            entry
+        })
+        .collect();
+    // SAFETY: id is a started port; table holds reta_size / 64 entries, as
+    // rte_eth_dev_rss_reta_update reads for a table of reta_size.
+    let ret = unsafe { ffi::rte_eth_dev_rss_reta_update(id.0, table.as_mut_ptr(), reta_size) };
+    check(ret, || {
+        format!("programming the RSS redirection table of {id}")
+    })
+    .map(|_| ())
 }

@@ -44,40 +44,91 @@ pub fn tcp4_hash(
     src_port: u16,
     dst_port: u16,
 ) -> u32 {
+    toeplitz(key, &tcp4_input(src, dst, src_port, dst_port))
+}
+
+fn tcp4_input(src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16) -> [u8; 12] {
     let mut input = [0u8; 12];
     input[0..4].copy_from_slice(&src.octets());
     input[4..8].copy_from_slice(&dst.octets());
     input[8..10].copy_from_slice(&src_port.to_be_bytes());
     input[10..12].copy_from_slice(&dst_port.to_be_bytes());
-    toeplitz(key, &input)
+    input
 }
 
 /// The queue a NIC with a redirection table of `reta_size` entries filled
-/// round robin over `queues` (DPDK's default) puts a hash on.
+/// round robin over `queues` (what `Port` programs) puts a hash on.
 pub fn queue_of(hash: u32, reta_size: u32, queues: u16) -> u16 {
     ((hash % reta_size) % u32::from(queues)) as u16
 }
 
-/// The first local port in `ports` (tried from `start`, wrapping) whose
-/// replies from `server` RSS steers to `queue`.
-pub fn steered_port(
-    server: (Ipv4Addr, u16),
-    local_ip: Ipv4Addr,
-    ports: (u16, u16),
-    start: u16,
-    queue: u16,
-    queues: u16,
+/// Which receive queue a TCP/IPv4 frame belongs on, as a NIC programmed with
+/// `RSS_KEY` and a round-robin redirection table puts it. Every worker owns
+/// the flows of its queue, so this is also the rule for which worker owns a
+/// flow, whatever queue the device really delivered a frame to.
+pub struct Steering {
+    /// The hash is linear over GF(2): the XOR of each input byte's own
+    /// contribution, looked up here by position and value.
+    table: Box<[[u32; 256]; 12]>,
     reta_size: u32,
-) -> Option<u16> {
-    let (lo, hi) = ports;
-    let span = u32::from(hi - lo) + 1;
-    (0..span)
-        .map(|i| lo + ((u32::from(start.clamp(lo, hi) - lo) + i) % span) as u16)
-        .find(|&port| {
+    queues: u16,
+}
+
+impl Steering {
+    pub fn new(key: &[u8; 40], reta_size: u32, queues: u16) -> Steering {
+        let mut table = Box::new([[0u32; 256]; 12]);
+        for (position, row) in table.iter_mut().enumerate() {
+            for (value, entry) in row.iter_mut().enumerate() {
+                let mut input = [0u8; 12];
+                input[position] = value as u8;
+                *entry = toeplitz(key, &input);
+            }
+        }
+        Steering {
+            table,
+            reta_size: reta_size.max(1),
+            queues: queues.max(1),
+        }
+    }
+
+    pub fn queues(&self) -> u16 {
+        self.queues
+    }
+
+    /// Toeplitz hash of a TCP/IPv4 frame from `src` to `dst`.
+    pub fn hash(&self, src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16) -> u32 {
+        tcp4_input(src, dst, src_port, dst_port)
+            .iter()
+            .zip(self.table.iter())
+            .fold(0, |hash, (&byte, row)| hash ^ row[usize::from(byte)])
+    }
+
+    /// The queue a frame from `src` to `dst` belongs on.
+    pub fn queue(&self, src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16) -> u16 {
+        queue_of(
+            self.hash(src, dst, src_port, dst_port),
+            self.reta_size,
+            self.queues,
+        )
+    }
+
+    /// The first local port in `ports` (tried from `start`, wrapping) whose
+    /// replies from `server` belong on `queue`.
+    pub fn steered_port(
+        &self,
+        server: (Ipv4Addr, u16),
+        local_ip: Ipv4Addr,
+        ports: (u16, u16),
+        start: u16,
+        queue: u16,
+    ) -> Option<u16> {
+        let (lo, hi) = ports;
+        let span = u32::from(hi - lo) + 1;
+        (0..span)
+            .map(|i| lo + ((u32::from(start.clamp(lo, hi) - lo) + i) % span) as u16)
             // Replies come from the server to us: the server is the source.
-            let hash = tcp4_hash(&RSS_KEY, server.0, local_ip, server.1, port);
-            queue_of(hash, reta_size, queues) == queue
-        })
+            .find(|&port| self.queue(server.0, local_ip, server.1, port) == queue)
+    }
 }
 
 #[cfg(test)]
@@ -141,21 +192,54 @@ mod tests {
     }
 
     #[test]
+    fn the_table_hash_is_the_bitwise_hash() {
+        let steering = Steering::new(&RSS_KEY, 128, 4);
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for _ in 0..10_000 {
+            x = crate::net::flow::mix(x);
+            let [a, b, c, d, e, f, g, h] = x.to_be_bytes();
+            let (src, dst) = (Ipv4Addr::new(a, b, c, d), Ipv4Addr::new(e, f, g, h));
+            let (sport, dport) = (x as u16, (x >> 16) as u16);
+            assert_eq!(
+                steering.hash(src, dst, sport, dport),
+                tcp4_hash(&RSS_KEY, src, dst, sport, dport)
+            );
+        }
+    }
+
+    #[test]
     fn steered_ports_land_on_the_intended_queue() {
         let server = (Ipv4Addr::new(10, 72, 0, 1), 80);
         let me = Ipv4Addr::new(10, 72, 0, 2);
-        for queues in [2u16, 4, 8] {
+        for (queues, reta_size) in [(2u16, 128u32), (3, 512), (4, 128), (8, 64)] {
+            let steering = Steering::new(&RSS_KEY, reta_size, queues);
             for queue in 0..queues {
                 let mut start = 20_000;
                 for _ in 0..200 {
-                    let port =
-                        steered_port(server, me, (20_000, 60_999), start, queue, queues, 128)
-                            .expect("a port");
+                    let port = steering
+                        .steered_port(server, me, (20_000, 60_999), start, queue)
+                        .expect("a port");
+                    assert!((20_000..=60_999).contains(&port));
                     let hash = tcp4_hash(&RSS_KEY, server.0, me, server.1, port);
-                    assert_eq!(queue_of(hash, 128, queues), queue);
+                    assert_eq!(queue_of(hash, reta_size, queues), queue);
                     start = port + 1;
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_port_range_too_small_for_a_queue_has_no_port() {
+        let steering = Steering::new(&RSS_KEY, 128, 8);
+        let server = (Ipv4Addr::new(10, 72, 0, 1), 80);
+        let me = Ipv4Addr::new(10, 72, 0, 2);
+        let found = (0..8)
+            .filter(|&q| {
+                steering
+                    .steered_port(server, me, (40_000, 40_001), 40_000, q)
+                    .is_some()
+            })
+            .count();
+        assert!(found <= 2);
     }
 }

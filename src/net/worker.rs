@@ -24,6 +24,7 @@ use smoltcp::wire::{
 use super::counters::{Counter, Counters, SharedCounters};
 use super::device::{self, FrameDevice, TxQueue, BURST};
 use super::flow::{FlowKey, FlowTable, TimeWait};
+use super::rss::{Steering, RSS_KEY};
 use super::timers::Timers;
 use crate::app::proxy::balance::Balancer;
 use crate::app::proxy::health::{self, HealthCheck, ServerHealth};
@@ -73,6 +74,8 @@ pub struct PortSpec {
     pub gateway: Option<Ipv4Addr>,
     pub ip_mtu: usize,
     pub rx_checksum_offload: bool,
+    /// Entries in the port's RSS redirection table (see `rss::Steering`).
+    pub reta_size: u32,
 }
 
 /// What a listener does with accepted connections.
@@ -196,7 +199,7 @@ pub struct WorkerSpec {
     /// Where the worker publishes per-server figures.
     pub upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
     /// This worker's number: it polls queue `worker_index` of every port and
-    /// owns the upstream local ports p with p % workers == worker_index.
+    /// owns the flows RSS puts on that queue (see `rss::Steering`).
     pub worker_index: usize,
     /// Every worker's inbox (their count is the number of workers).
     pub inboxes: Inboxes,
@@ -216,6 +219,8 @@ struct PortState {
     gateway: Option<Ipv4Addr>,
     prefix_len: u8,
     rx_checksum_offload: bool,
+    /// Which worker owns a flow on this port.
+    steering: Steering,
     /// When each on-link neighbour's MAC was last given to smoltcp (µs).
     gleaned: HashMap<Ipv4Addr, u64>,
 }
@@ -378,6 +383,7 @@ impl Worker {
                     gateway: p.gateway,
                     prefix_len: p.address.1,
                     rx_checksum_offload: p.rx_checksum_offload,
+                    steering: Steering::new(&RSS_KEY, p.reta_size, spec.inboxes.len() as u16),
                     gleaned: HashMap::with_capacity(GLEANED_NEIGHBOURS),
                 }
             })
@@ -625,11 +631,9 @@ impl Worker {
             self.after_activity(slot, now_us);
             return;
         }
-        if !handed {
-            if let Some(owner) = self
-                .upstream_owner(port, key.local_port)
-                .filter(|&o| o != self.index)
-            {
+        if !handed && self.inboxes.len() > 1 {
+            let owner = self.owner(port, &key);
+            if owner != self.index {
                 return self.hand_off(owner, port, m, false);
             }
         }
@@ -724,17 +728,17 @@ impl Worker {
             .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
     }
 
-    /// Which worker owns connections from local port `local_port` on `port`:
-    /// upstream connections are opened from ports that name their worker
-    /// (port % workers), so any worker can tell where a reply belongs even
-    /// when the NIC's RSS (or veth's flow hash) put it on the wrong queue.
-    fn upstream_owner(&self, port: usize, local_port: u16) -> Option<usize> {
-        let workers = self.inboxes.len();
-        let ours = self.groups.iter().any(|g| {
-            g.spec.port_index == port
-                && (g.spec.local_ports.0..=g.spec.local_ports.1).contains(&local_port)
-        });
-        (workers > 1 && ours).then_some(usize::from(local_port) % workers)
+    /// The worker that owns `key`'s flow: the one polling the queue RSS
+    /// puts it on. Upstream local ports are chosen so that replies come back
+    /// to the worker that connected (`free_local_port`); where the device
+    /// spreads frames otherwise (veth), they are handed over.
+    fn owner(&self, port: usize, key: &FlowKey) -> usize {
+        usize::from(self.ports[port].steering.queue(
+            key.remote_ip,
+            key.local_ip,
+            key.remote_port,
+            key.local_port,
+        ))
     }
 
     fn hand_off(&mut self, owner: usize, port: usize, mbuf: Mbuf, arp_copy: bool) {
@@ -1096,13 +1100,17 @@ impl Worker {
     ) -> Option<u16> {
         let g = &mut self.groups[group];
         let (lo, hi) = g.spec.local_ports;
-        let (workers, index) = (self.inboxes.len(), self.index);
-        for _ in 0..LOCAL_PORT_TRIES * workers as u32 {
-            let port = g.next_local_port;
+        let steering = &self.ports[g.spec.port_index].steering;
+        for _ in 0..LOCAL_PORT_TRIES {
+            // A port whose replies RSS puts on this worker's queue.
+            let port = steering.steered_port(
+                (server_ip, server_port),
+                local_ip,
+                (lo, hi),
+                g.next_local_port,
+                self.index as u16,
+            )?;
             g.next_local_port = if port >= hi { lo } else { port + 1 };
-            if usize::from(port) % workers != index {
-                continue; // another worker's port (see `upstream_owner`)
-            }
             let key = FlowKey {
                 remote_ip: server_ip,
                 remote_port: server_port,
