@@ -60,11 +60,22 @@ impl Default for Management {
     }
 }
 
+/// How the worker cores are chosen when not listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cores {
+    Auto,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
     /// The lcore that runs the control thread (never polls a queue).
     pub main_lcore: u32,
+    /// `"auto"`: one worker on every CPU of the NIC's NUMA node except the
+    /// control CPU (only the isolated ones, if any are), decided at start-up
+    /// from sysfs. Instead of `worker_lcores` / `worker_cpus`.
+    pub cores: Option<Cores>,
     /// Worker lcores: worker i polls queue i of every port.
     pub worker_lcores: Vec<u32>,
     /// CPUs the worker lcores run on (same order); each lcore on the CPU of
@@ -100,6 +111,7 @@ impl Default for Runtime {
     fn default() -> Self {
         Self {
             main_lcore: 0,
+            cores: None,
             worker_lcores: vec![1],
             worker_cpus: None,
             idle_sleep_us: 0,
@@ -366,15 +378,50 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        Self::parse_on(text, Path::new("/sys"))
+    }
+
+    /// As `parse`, with the machine's topology (for `cores = "auto"`) read
+    /// under `sysfs` (normally `/sys`).
+    pub fn parse_on(text: &str, sysfs: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| format!("line {}: ", text[..s.start].matches('\n').count() + 1))
                 .unwrap_or_default();
             ConfigError(format!("{line}{}", e.message()))
         })?;
+        if cfg.runtime.cores == Some(Cores::Auto) {
+            cfg.choose_worker_cores(text, sysfs)?;
+        }
         cfg.validate(text)?;
         Ok(cfg)
+    }
+
+    /// `cores = "auto"`: fills in worker_lcores (lcore i on CPU i) from the topology.
+    fn choose_worker_cores(&mut self, text: &str, sysfs: &Path) -> Result<(), ConfigError> {
+        use crate::topology::{auto_worker_cpus, pci_node, Topology};
+        let raw: toml::Table = text.parse().map_err(|e| ConfigError(format!("{e}")))?;
+        let runtime = raw.get("runtime").and_then(|r| r.as_table());
+        for key in ["worker_lcores", "worker_cpus"] {
+            if runtime.is_some_and(|r| r.contains_key(key)) {
+                return Err(ConfigError(format!(
+                    "runtime: cores = \"auto\" chooses the workers itself: remove {key}, or remove cores to list them"
+                )));
+            }
+        }
+        let topo = Topology::read(sysfs);
+        let port_nodes: Vec<Option<u32>> = self
+            .ports
+            .iter()
+            .map(|p| p.pci.as_deref().and_then(|a| pci_node(sysfs, a)))
+            .collect();
+        let queues = self.ports.iter().filter_map(|p| p.queues).min();
+        let cpus = auto_worker_cpus(&topo, self.runtime.main_lcore, &port_nodes, queues)
+            .map_err(|e| ConfigError(format!("runtime: {e}")))?;
+        self.runtime.worker_lcores = cpus;
+        self.runtime.worker_cpus = None;
+        Ok(())
     }
 
     /// Cross-checks that serde cannot express.
@@ -810,6 +857,52 @@ body = "hi\n"
             let got = err(text);
             assert!(got.contains(want), "want {want:?} in {got:?}");
         }
+    }
+
+    #[test]
+    fn cores_auto_takes_the_topology() {
+        let root = std::env::temp_dir().join(format!("zproxy-cfg-auto-{}", std::process::id()));
+        for (node, cpus) in [(0, "0-3"), (1, "4-7")] {
+            let d = root.join(format!("devices/system/node/node{node}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("cpulist"), cpus).unwrap();
+        }
+        let d = root.join("bus/pci/devices/0000:81:00.0");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("numa_node"), "1\n").unwrap();
+        let auto = GOOD
+            .replace("worker_lcores = [1]", "cores = \"auto\"\nmbufs = 65535")
+            .replace(
+                "vdev = \"net_af_xdp0,iface=cli1\"",
+                "pci = \"0000:81:00.0\"",
+            );
+        let c = Config::parse_on(&auto, &root).unwrap();
+        assert_eq!(c.runtime.worker_lcores, [4, 5, 6, 7]);
+        assert!(c
+            .eal_args("p")
+            .windows(2)
+            .any(|w| w == ["--lcores", "0@0,4@4,5@5,6@6,7@7"]));
+        let two = auto.replace("gateway = ", "queues = 2\ngateway = ");
+        assert_eq!(
+            Config::parse_on(&two, &root).unwrap().runtime.worker_lcores,
+            [4, 5]
+        );
+        let bad: &[(&str, &str)] = &[
+            (
+                &auto.replace("cores = \"auto\"", "cores = \"auto\"\nworker_lcores = [1]"),
+                "remove worker_lcores",
+            ),
+            (&auto.replace("\"auto\"", "\"all\""), "expected `auto`"),
+            (
+                &auto.replace("gateway = ", "queues = 8\ngateway = "),
+                "the ports have 8 queues",
+            ),
+        ];
+        for (text, want) in bad {
+            let got = Config::parse_on(text, &root).unwrap_err().0;
+            assert!(got.contains(want), "want {want:?} in {got:?}");
+        }
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

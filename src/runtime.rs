@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, Runtime};
 use crate::dpdk::{lcore, Eal, Mempool, Port, PortConfig, QueueId};
 use crate::mgmt;
 use crate::net::counters::{Counter, SharedCounters};
@@ -181,24 +181,11 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let prefix = format!("zproxy-{}", std::process::id());
     let eal = Eal::init(&cfg.eal_args(&prefix))?;
     let rt = &cfg.runtime;
-    let worker_lcore = rt.worker_lcores[0];
-    // SAFETY: plain getter; EAL is up.
-    let socket = unsafe { zproxy_ffi::rte_lcore_to_socket_id(worker_lcore) } as i32;
-    let pool = Arc::new(Mempool::new(
-        &eal,
-        "zp_mbufs_0",
-        rt.mbufs,
-        rt.mbuf_cache,
-        MBUF_DATA_ROOM,
-        socket,
-    )?);
-    log::info!(
-        "mbuf pool '{}': {} mbufs on NUMA node {socket}",
-        pool.name(),
-        pool.size()
-    );
-
-    let ports = bring_up_ports(&eal, &cfg, &pool)?;
+    let NodePools {
+        pools,
+        of_worker: worker_pools,
+    } = node_pools(&eal, rt)?;
+    let ports = bring_up_ports(&eal, &cfg, &worker_pools)?;
     let workers = rt.worker_lcores.len();
     let control = Arc::new(Control::new(workers));
     let inboxes = handoff_inboxes(workers);
@@ -212,7 +199,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             &cfg,
             &layout,
             &ports,
-            pool.clone(),
+            worker_pools[index].clone(),
             upstream_stats[index].clone(),
             index,
             inboxes.clone(),
@@ -283,8 +270,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         }
         if let Some(ep) = &endpoint {
             let gauges = mgmt::Gauges {
-                mbufs_in_use: pool.in_use(),
-                mbufs_total: pool.size(),
+                mbufs_in_use: pools.iter().map(|p| p.in_use()).sum(),
+                mbufs_total: pools.iter().map(|p| p.size()).sum(),
                 draining: drain_deadline.is_some(),
                 uptime_s: started.elapsed().as_secs(),
                 upstreams: merged_upstream_stats(&upstream_stats),
@@ -319,14 +306,15 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     // `Port::mbufs_kept_after_close`).
     let kept_by_drivers: u32 = ports.iter().map(Port::mbufs_kept_after_close).sum();
     drop(ports);
-    let in_use = pool.in_use();
+    drop(worker_pools);
+    let in_use: u32 = pools.iter().map(|p| p.in_use()).sum();
     let leaked = in_use.saturating_sub(kept_by_drivers);
+    let names: Vec<&str> = pools.iter().map(|p| p.name()).collect();
     log::info!(
-        "mbuf pool '{}': {in_use} of {} mbufs in use at exit, {kept_by_drivers} kept by drivers after close, {leaked} leaked",
-        pool.name(),
-        pool.size()
+        "mbuf pools {names:?}: {in_use} of {} mbufs in use at exit, {kept_by_drivers} kept by drivers after close, {leaked} leaked",
+        pools.iter().map(|p| p.size()).sum::<u32>()
     );
-    drop(pool);
+    drop(pools);
     drop(eal);
     if !failed.is_empty() {
         return Err(RunError(format!(
@@ -366,7 +354,54 @@ fn reload(running: &Config, layout: &Layout, path: &Path) -> Option<(Config, Lay
     Some((next, layout))
 }
 
-fn bring_up_ports(eal: &Eal, cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, RunError> {
+/// One mbuf pool per NUMA node that runs workers, in that node's memory,
+/// so that a worker's frames never cross the interconnect.
+struct NodePools {
+    pools: Vec<Arc<Mempool>>,
+    /// Worker i's pool (the one on its node).
+    of_worker: Vec<Arc<Mempool>>,
+}
+
+fn node_pools(eal: &Eal, rt: &Runtime) -> Result<NodePools, RunError> {
+    let mut nodes: Vec<i32> = Vec::new();
+    let mut pools: Vec<Arc<Mempool>> = Vec::new();
+    let mut of_worker = Vec::with_capacity(rt.worker_lcores.len());
+    for &lcore in &rt.worker_lcores {
+        // SAFETY: plain getter; EAL is up and knows this lcore.
+        let node = unsafe { zproxy_ffi::rte_lcore_to_socket_id(lcore) } as i32;
+        let i = match nodes.iter().position(|&n| n == node) {
+            Some(i) => i,
+            None => {
+                let pool = Mempool::new(
+                    eal,
+                    &format!("zp_mbufs_{node}"),
+                    rt.mbufs,
+                    rt.mbuf_cache,
+                    MBUF_DATA_ROOM,
+                    node,
+                )?;
+                log::info!(
+                    "mbuf pool '{}': {} mbufs on NUMA node {node}",
+                    pool.name(),
+                    pool.size()
+                );
+                nodes.push(node);
+                pools.push(Arc::new(pool));
+                pools.len() - 1
+            }
+        };
+        of_worker.push(pools[i].clone());
+    }
+    Ok(NodePools { pools, of_worker })
+}
+
+/// Starts every port; rx queue i takes its buffers from worker i's pool.
+fn bring_up_ports(
+    eal: &Eal,
+    cfg: &Config,
+    worker_pools: &[Arc<Mempool>],
+) -> Result<Vec<Port>, RunError> {
+    let queue_pools: Vec<&Mempool> = worker_pools.iter().map(|p| &**p).collect();
     cfg.ports
         .iter()
         .map(|p| {
@@ -381,7 +416,7 @@ fn bring_up_ports(eal: &Eal, cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, 
                     mtu: p.mtu,
                     rss_key: crate::net::rss::RSS_KEY,
                 },
-                pool,
+                &queue_pools,
             )
             .map_err(|e| RunError(format!("port '{}': {e}", p.name)))?;
             let m = port.mac();
@@ -452,12 +487,20 @@ fn worker_spec(
 fn summary(workers: &[Arc<SharedCounters>], up: Duration) -> String {
     let t = |c| total(workers, c);
     let busy = t(Counter::BusyCycles) as f64 / t(Counter::TotalCycles).max(1) as f64;
+    // Each core's share of cycles spent in loop iterations that found work.
+    let per_core: Vec<String> = workers
+        .iter()
+        .map(|w| {
+            let b = w.get(Counter::BusyCycles) as f64 / w.get(Counter::TotalCycles).max(1) as f64;
+            format!("{:.1}%", b * 100.0)
+        })
+        .collect();
     let all: Vec<String> = Counter::ALL
         .iter()
         .map(|&c| format!("{}={}", c.name(), t(c)))
         .collect();
     format!(
-        "up {}s: rx {} tx {} frames, flows accepted {} active {} refused {}, requests {}, busy {:.1}% ({} workers), tsc_hz={} {}",
+        "up {}s: rx {} tx {} frames, flows accepted {} active {} refused {}, requests {}, busy {:.1}% (per worker: {}), tsc_hz={} {}",
         up.as_secs(),
         t(Counter::RxFrames),
         t(Counter::TxFrames),
@@ -466,7 +509,7 @@ fn summary(workers: &[Arc<SharedCounters>], up: Duration) -> String {
         t(Counter::FlowsRefused),
         t(Counter::Requests),
         busy * 100.0,
-        workers.len(),
+        per_core.join(" "),
         crate::dpdk::tsc_hz(),
         all.join(" ")
     )

@@ -137,6 +137,55 @@ pub fn check_binding(
     Ok(warnings)
 }
 
+/// The worker CPUs for `cores = "auto"`: every CPU on the node of the
+/// first port whose node is known (any node when none is), except the
+/// control CPU; only the isolated ones when some of them are isolated. With
+/// `queues` (a port's fixed queue count) exactly that many workers, or an
+/// error when the node has fewer CPUs to give.
+pub fn auto_worker_cpus(
+    topo: &Topology,
+    main_cpu: u32,
+    port_nodes: &[Option<u32>],
+    queues: Option<u16>,
+) -> Result<Vec<u32>, String> {
+    let node = port_nodes.iter().flatten().next().copied();
+    let on_node: Vec<u32> = topo
+        .nodes
+        .iter()
+        .filter(|n| node.is_none_or(|id| n.id == id))
+        .flat_map(|n| n.cpus.iter().copied())
+        .filter(|&c| c != main_cpu)
+        .collect();
+    let isolated: Vec<u32> = on_node
+        .iter()
+        .copied()
+        .filter(|c| topo.isolated.contains(c))
+        .collect();
+    let mut cpus = if isolated.is_empty() {
+        on_node
+    } else {
+        isolated
+    };
+    let where_ = node.map_or("this machine".to_owned(), |n| format!("node {n}"));
+    if cpus.is_empty() {
+        return Err(format!(
+            "cores = \"auto\": {where_} has no CPU for workers besides the control CPU {main_cpu}; list worker_lcores instead"
+        ));
+    }
+    if let Some(q) = queues {
+        let q = usize::from(q);
+        if q > cpus.len() {
+            return Err(format!(
+                "cores = \"auto\": the ports have {q} queues, one per worker, but {where_} has only {} CPUs for workers ({cpus:?}); set queues = {} or list worker_lcores and worker_cpus",
+                cpus.len(),
+                cpus.len()
+            ));
+        }
+        cpus.truncate(q);
+    }
+    Ok(cpus)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +279,98 @@ mod tests {
         assert!(check_binding(&t, 0, &[9], &ports)
             .unwrap_err()
             .contains("worker CPU 9 does not exist"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn auto_takes_the_nic_node_without_the_control_cpu() {
+        for n in [1usize, 2, 4, 8] {
+            let lists: Vec<String> = (0..n).map(|i| format!("{}-{}", i * 4, i * 4 + 3)).collect();
+            let refs: Vec<&str> = lists.iter().map(String::as_str).collect();
+            let root = fake_sysfs(&format!("auto{n}"), &refs, "", &[]);
+            let t = Topology::read(&root);
+            let last = n as u32 - 1;
+            if n > 1 {
+                // The NIC on the last node: its four CPUs.
+                let cpus = auto_worker_cpus(&t, 0, &[Some(last)], None).unwrap();
+                assert_eq!(cpus, (last * 4..last * 4 + 4).collect::<Vec<_>>());
+                assert!(check_binding(&t, 0, &cpus, &[("nic".into(), Some(last))])
+                    .unwrap()
+                    .is_empty());
+            }
+            // The NIC on node 0 with the control thread: the other three.
+            assert_eq!(
+                auto_worker_cpus(&t, 0, &[Some(0)], None).unwrap(),
+                [1, 2, 3]
+            );
+            // Virtual devices have no node: every CPU but the control one.
+            let all = auto_worker_cpus(&t, 0, &[None], None).unwrap();
+            assert_eq!(all.len(), 4 * n - 1);
+            assert!(!all.contains(&0));
+            std::fs::remove_dir_all(root).unwrap();
+        }
+    }
+
+    #[test]
+    fn auto_prefers_isolated_cpus_and_follows_the_first_known_port() {
+        let root = fake_sysfs("autoiso", &["0-3", "4-7"], "5-6", &[]);
+        let t = Topology::read(&root);
+        assert_eq!(
+            auto_worker_cpus(&t, 0, &[None, Some(1)], None).unwrap(),
+            [5, 6]
+        );
+        // Ports on two nodes: the workers go to the first one's node, and the
+        // binding check says what that costs the other port.
+        let cpus = auto_worker_cpus(&t, 0, &[Some(1), Some(0)], None).unwrap();
+        let w = check_binding(
+            &t,
+            0,
+            &cpus,
+            &[("a".into(), Some(1)), ("b".into(), Some(0))],
+        )
+        .unwrap();
+        assert!(
+            w.iter().any(|m| m.contains("polls port 'b' on node 0")),
+            "{w:?}"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn auto_with_more_queues_than_cores_is_refused() {
+        let root = fake_sysfs("autoq", &["0-1", "2-3"], "", &[]);
+        let t = Topology::read(&root);
+        assert_eq!(auto_worker_cpus(&t, 0, &[Some(1)], Some(1)).unwrap(), [2]);
+        let err = auto_worker_cpus(&t, 0, &[Some(1)], Some(4)).unwrap_err();
+        assert!(
+            err.contains("4 queues") && err.contains("only 2 CPUs"),
+            "{err}"
+        );
+        let err = auto_worker_cpus(&t, 0, &[Some(0)], Some(2)).unwrap_err();
+        assert!(err.contains("only 1 CPUs"), "{err}");
+        // A one-CPU machine leaves nothing besides the control CPU.
+        let one = fake_sysfs("auto1cpu", &["0"], "", &[]);
+        let err = auto_worker_cpus(&Topology::read(&one), 0, &[None], None).unwrap_err();
+        assert!(err.contains("no CPU for workers"), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
+        std::fs::remove_dir_all(one).unwrap();
+    }
+
+    #[test]
+    fn more_workers_than_cpus_and_cpus_on_the_wrong_node_are_warned_about() {
+        let root = fake_sysfs("over", &["0-1", "2-3"], "", &[]);
+        let t = Topology::read(&root);
+        let ports = [("nic".to_owned(), Some(1))];
+        // Four workers on node 1's two CPUs.
+        let w = check_binding(&t, 0, &[2, 3, 2, 3], &ports).unwrap();
+        assert_eq!(
+            w.iter().filter(|m| m.contains("runs 2 workers")).count(),
+            2,
+            "{w:?}"
+        );
+        // Workers listed on node 0 for a NIC on node 1.
+        let w = check_binding(&t, 0, &[1], &ports).unwrap();
+        assert!(w.iter().any(|m| m.contains("pick CPUs on node 1")), "{w:?}");
         std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -82,6 +82,35 @@ fn check_refuses_a_binding_on_a_cpu_that_does_not_exist() {
 }
 
 #[test]
+fn check_with_cores_auto_binds_every_cpu_but_the_control_one() {
+    let dir = common::TempDir::new("cli-auto");
+    let path = dir.path().join("auto.toml");
+    let text = std::fs::read_to_string(repo("configs/lab.toml"))
+        .unwrap()
+        .replace("worker_lcores = [1]", "cores = \"auto\"");
+    std::fs::write(&path, text).unwrap();
+    let (ok, out, err) = zproxy(&["check", "-c", path.to_str().unwrap()]);
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let cpus = zproxy::topology::parse_cpulist(&online);
+    let expected = cpus.iter().filter(|&&c| c != 0).count();
+    if expected == 0 {
+        assert!(!ok && err.contains("no CPU for workers"), "{err}");
+        return;
+    }
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("polls queue").count(), expected, "{out}");
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("worker") && l.contains("on CPU 0 ")),
+        "no worker on the control CPU: {out}"
+    );
+    assert!(
+        out.contains(&format!("worker 0: lcore {0} on CPU {0}", cpus[1])),
+        "{out}"
+    );
+}
+
+#[test]
 fn version_and_help() {
     let (ok, out, _) = zproxy(&["--version"]);
     assert!(ok && out.starts_with("zproxy "), "{out}");

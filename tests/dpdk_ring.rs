@@ -89,7 +89,7 @@ fn dpdk_layer_on_net_ring() {
         mtu: None,
         rss_key: zproxy::net::rss::RSS_KEY,
     };
-    let err = Port::start(&eal, "net_nosuch0", &cfg, &pool)
+    let err = Port::start(&eal, "net_nosuch0", &cfg, &[&pool])
         .err()
         .expect("unknown device must fail");
     assert!(err.to_string().contains("no such DPDK port"), "{err}");
@@ -100,15 +100,19 @@ fn dpdk_layer_on_net_ring() {
             rx_queues: 64,
             ..cfg.clone()
         },
-        &pool,
+        &[&pool],
     )
     .err()
     .expect("too many queues must fail");
     assert!(err.to_string().contains("at most"), "{err}");
+    let err = Port::start(&eal, "net_ring0", &cfg, &[&pool, &pool])
+        .err()
+        .expect("a pool per rx queue");
+    assert!(err.to_string().contains("need one pool each"), "{err}");
 
     // Frames sent on the ring port arrive back, byte for byte.
     {
-        let port = Port::start(&eal, "net_ring0", &cfg, &pool).expect("start net_ring0");
+        let port = Port::start(&eal, "net_ring0", &cfg, &[&pool]).expect("start net_ring0");
         assert!(port.link().expect("link").up);
         let q = port.queue(QueueId(0));
         let mut tx = MbufBurst::<32>::default();

@@ -81,8 +81,9 @@ const AF_XDP_FILL_RING: u32 = 2048;
 impl Port {
     /// Finds a probed device by name (a vdev name such as `net_af_xdp0`, or a
     /// PCI address such as `0000:03:00.0`), configures it and starts it.
-    /// Every rx queue takes its buffers from `pool`.
-    pub fn start(_eal: &Eal, device: &str, cfg: &PortConfig, pool: &Mempool) -> Result<Port> {
+    /// Rx queue i takes its buffers from `pools[i]` (the pool on the node of
+    /// the core that polls it).
+    pub fn start(_eal: &Eal, device: &str, cfg: &PortConfig, pools: &[&Mempool]) -> Result<Port> {
         let id = find(device)?;
         let ctx = |what: &str| format!("{what} for {device} ({id})");
 
@@ -146,10 +147,20 @@ impl Port {
         } else {
             socket
         } as u32;
-        for q in 0..cfg.rx_queues {
+        if pools.len() != usize::from(cfg.rx_queues) {
+            return Err(DpdkError::other(
+                ctx("setting up rx queues"),
+                format!(
+                    "{} rx queues need one pool each, got {}",
+                    cfg.rx_queues,
+                    pools.len()
+                ),
+            ));
+        }
+        for (q, pool) in (0..cfg.rx_queues).zip(pools) {
             // SAFETY: id is configured with rx_queues queues; a NULL rxconf takes
-            // the driver's defaults; pool outlives the port (it is borrowed by
-            // the caller for the port's whole life).
+            // the driver's defaults; pool outlives the port (the caller keeps
+            // it for the port's whole life).
             let ret = unsafe {
                 ffi::rte_eth_rx_queue_setup(id.0, q, nb_rx, socket, std::ptr::null(), pool.as_ptr())
             };
