@@ -1587,11 +1587,7 @@ fn two_workers_on_two_queues_hand_over_what_lands_on_the_wrong_core() {
         .replace("mbufs = 16383", "mbufs = 32767")
         .replace("qpairs=1", "qpairs=2");
     let z = ZProxy::start(&lab, "zproxy", &cfg);
-    assert!(
-        z.log().contains("worker 1 on lcore 2 polling"),
-        "{}",
-        z.log()
-    );
+    wait_log(&z, "worker 1 on lcore 2 polling", 10);
     wait_proxy(&lab, &z, 80);
     let closing = bench(
         &lab,
@@ -1655,10 +1651,28 @@ fn two_workers_on_two_queues_hand_over_what_lands_on_the_wrong_core() {
     );
     lab.exec_ok("client", ["nft", "delete table inet loss"]);
     assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
-    std::thread::sleep(Duration::from_millis(300));
-    let stats: Value =
+    // Workers publish their counters on their own schedule, and ARP copies
+    // keep being handed over, so read until both sides of the handoff agree.
+    let stats_now = || -> Value {
         serde_json::from_str(&lab.exec_ok("proxy", [env!("CARGO_BIN_EXE_zproxy"), "stats"]))
-            .unwrap();
+            .unwrap()
+    };
+    let handoffs = |stats: &Value, key: &str| -> u64 {
+        stats["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| u(&w[key]))
+            .sum()
+    };
+    let mut stats = stats_now();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handoffs(&stats, "handoffs_out") != handoffs(&stats, "handoffs_in")
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        stats = stats_now();
+    }
     let workers = stats["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
     for (i, w) in workers.iter().enumerate() {
@@ -1676,8 +1690,10 @@ fn two_workers_on_two_queues_hand_over_what_lands_on_the_wrong_core() {
             "worker {i} dropped handed-over frames: {w}"
         );
     }
-    let sent: u64 = workers.iter().map(|w| u(&w["handoffs_out"])).sum();
-    let taken: u64 = workers.iter().map(|w| u(&w["handoffs_in"])).sum();
-    assert_eq!(sent, taken, "every handed-over frame arrived");
+    assert_eq!(
+        handoffs(&stats, "handoffs_out"),
+        handoffs(&stats, "handoffs_in"),
+        "every handed-over frame arrived: {stats}"
+    );
     stop_clean(z);
 }

@@ -61,3 +61,10 @@ pub fn current() -> u32 {
     // SAFETY: reads a thread-local.
     unsafe { zproxy_ffi::rte_lcore_id() }
 }
+
+/// The NUMA node of the calling lcore (`None` off-lcore or when unknown).
+pub fn current_node() -> Option<u32> {
+    // SAFETY: reads a thread-local.
+    let node = unsafe { zproxy_ffi::rte_socket_id() };
+    (node != zproxy_ffi::SOCKET_ID_ANY as u32).then_some(node)
+}

@@ -21,6 +21,7 @@ use smoltcp::wire::{
     EthernetRepr, HardwareAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket,
 };
 
+use super::arena::Arena;
 use super::counters::{Counter, Counters, SharedCounters};
 use super::device::{self, FrameDevice, TxQueue, BURST};
 use super::flow::{FlowKey, FlowTable, TimeWait};
@@ -389,10 +390,13 @@ impl Worker {
             })
             .collect();
         let (rx_len, tx_len) = (spec.socket_rx_buffer, spec.socket_tx_buffer);
-        // One allocation for every socket buffer: the kernel maps its pages
-        // only when a flow first uses them, so RSS follows real use.
-        let arena: &'static mut [u8] =
-            Box::leak(vec![0u8; spec.max_flows * (rx_len + tx_len)].into_boxed_slice());
+        // One mapping for every socket buffer, on this worker's node.
+        let arena = Arena::on_node(
+            spec.max_flows * (rx_len + tx_len),
+            crate::dpdk::lcore::current_node(),
+        )
+        .expect("mapping the socket buffer arena (out of address space?)")
+        .leak();
         let mut chunks = arena.chunks_exact_mut(rx_len + tx_len);
         let flows = FlowTable::new(spec.max_flows, || {
             let (rx, tx) = chunks
