@@ -98,6 +98,9 @@ pub struct Runtime {
     pub mbuf_cache: u32,
     /// Most TCP flows one worker holds at once; further SYNs are refused with a RST.
     pub max_flows: u32,
+    /// Half-open connections (SYN received, handshake not finished) a worker
+    /// holds; beyond that, SYNs get SYN cookies and no state (0: always cookies).
+    pub syn_backlog: u32,
     /// Bytes of receive / send buffer per TCP socket.
     pub socket_rx_buffer: u32,
     pub socket_tx_buffer: u32,
@@ -120,6 +123,7 @@ impl Default for Runtime {
             memory_mb: 512,
             mbufs: 16383,
             mbuf_cache: 256,
+            syn_backlog: 1024,
             max_flows: 16384,
             socket_rx_buffer: 16384,
             socket_tx_buffer: 16384,
@@ -358,6 +362,9 @@ fn text_plain() -> String {
     "text/plain".into()
 }
 
+/// Longest duration any `*_ms` key takes (30 days).
+pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// A config problem, with the file, the line where known, and what to do.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -483,14 +490,15 @@ impl Config {
                 )));
             }
         }
+        // In u64: descriptors of many ports times many workers overflow u32.
         let min_mbufs = self
             .ports
             .iter()
-            .map(|p| u32::from(p.rx_descriptors) + u32::from(p.tx_descriptors))
-            .sum::<u32>()
-            * rt.worker_lcores.len() as u32
+            .map(|p| u64::from(p.rx_descriptors) + u64::from(p.tx_descriptors))
+            .sum::<u64>()
+            * rt.worker_lcores.len() as u64
             * 2;
-        if rt.mbufs < min_mbufs {
+        if u64::from(rt.mbufs) < min_mbufs {
             return Err(ConfigError(format!(
                 "{}runtime.mbufs = {}: too small for the ports' descriptor rings; use at least {min_mbufs}",
                 at("mbufs"),
@@ -722,7 +730,37 @@ impl Config {
                 )));
             }
         }
-        Ok(())
+        self.validate_durations(&at)
+    }
+
+    /// Durations become microseconds (ms * 1000) and deadlines (now +
+    /// duration) on the data path: bounded here so neither can overflow.
+    fn validate_durations(&self, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let mut durations = vec![(
+            "management.drain_timeout_ms".to_owned(),
+            self.management.drain_timeout_ms,
+        )];
+        for l in &self.listeners {
+            let on = format!("listener on tcp_port {}: ", l.tcp_port);
+            durations.push((format!("{on}idle_timeout_ms"), l.idle_timeout_ms));
+            durations.push((format!("{on}header_timeout_ms"), l.header_timeout_ms));
+        }
+        for u in &self.upstreams {
+            let on = format!("upstream '{}': ", u.name);
+            durations.push((format!("{on}connect_timeout_ms"), u.connect_timeout_ms));
+            durations.push((format!("{on}read_timeout_ms"), u.read_timeout_ms));
+            if let Some(h) = &u.health_check {
+                durations.push((format!("{on}health_check interval_ms"), h.interval_ms));
+                durations.push((format!("{on}health_check timeout_ms"), h.timeout_ms));
+            }
+        }
+        match durations.iter().find(|(_, ms)| *ms > MAX_DURATION_MS) {
+            Some((key, ms)) => Err(ConfigError(format!(
+                "{}{key} = {ms}: at most {MAX_DURATION_MS} ms (30 days)",
+                at(&ms.to_string())
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// EAL arguments for this config; `file_prefix` keeps instances apart.
@@ -905,6 +943,26 @@ body = "hi\n"
         std::fs::remove_dir_all(root).unwrap();
     }
 
+    /// Found writing fuzz/ (config; the input is larger than the fuzzer's
+    /// 4 KiB): enough ports times workers overflowed the u32 mbufs floor (a
+    /// panic in debug builds, a wrapped floor that let too few mbufs through
+    /// in release ones).
+    #[test]
+    fn mbufs_floor_does_not_overflow() {
+        let lcores: Vec<String> = (1..=16385).map(|i| i.to_string()).collect();
+        let text = GOOD
+            .replace(
+                "worker_lcores = [1]",
+                &format!("worker_lcores = [{}]", lcores.join(", ")),
+            )
+            .replace(
+                "address = \"10.71.0.2/24\"",
+                "address = \"10.71.0.2/24\"\nrx_descriptors = 65535\ntx_descriptors = 65535",
+            );
+        let got = err(&text);
+        assert!(got.contains("use at least 4295163900"), "{got}");
+    }
+
     #[test]
     fn shipped_configs_are_valid() {
         for (name, text) in [
@@ -969,6 +1027,10 @@ body = "hi\n"
             (&(proxy.clone() + "[logging]\nlevel = \"loud\"\n"), "logging.level = \"loud\": use error, warn, info, debug or trace"),
             (&(proxy.clone() + "[[listener]]\nport = \"client\"\ntcp_port = 80\nmode = \"tcp\"\nupstream = \"web\"\n"), "two listeners on port 'client' tcp_port 80"),
             (&proxy.replace("servers = [{ address = \"10.71.0.9:80\" }]", "servers = [{ address = \"10.71.0.9\" }]"), "line 20: invalid IPv4 socket address syntax"),
+            // Found by fuzz/ (config): accepted, then `ms * 1000` overflowed in plan.
+            (&proxy.replace("upstream = \"web\"\n", "upstream = \"web\"\nidle_timeout_ms = 9223372036854775807\n"), "line 16: listener on tcp_port 80: idle_timeout_ms = 9223372036854775807: at most 2592000000 ms (30 days)"),
+            (&proxy.replace("10.71.0.9:80\" }]", "10.71.0.9:80\" }]\nread_timeout_ms = 18446744073709552"), "upstream 'web': read_timeout_ms = 18446744073709552: at most"),
+            (&(proxy.clone() + "[management]\ndrain_timeout_ms = 2592000001\n"), "management.drain_timeout_ms = 2592000001: at most"),
         ];
         for (text, want) in cases.iter().chain(proxy_cases) {
             let got = err(text);

@@ -480,6 +480,7 @@ fn worker_spec(
         worker_index: index,
         inboxes,
         idle_sleep_us: u64::from(cfg.runtime.idle_sleep_us),
+        syn_backlog: cfg.runtime.syn_backlog as usize,
         random_seed: random_seed(),
     })
 }

@@ -1697,3 +1697,133 @@ fn two_workers_on_two_queues_hand_over_what_lands_on_the_wrong_core() {
     );
     stop_clean(z);
 }
+
+#[test]
+fn syn_cookies_carry_real_clients_through_a_spoofed_syn_flood() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let body = listener(80, "http", "web")
+        + &listener(81, "tcp", "web")
+        + &upstream("web", &[("10.72.0.1:80", 1)], "");
+    // Every connection through a cookie: the handshake replay and the
+    // sequence shift must carry whole exchanges, small and large.
+    let always = config(16384, &body).replace("max_flows = ", "syn_backlog = 0\nmax_flows = ");
+    let z = ZProxy::start(&lab, "zproxy", &always);
+    wait_proxy(&lab, &z, 80);
+    let (code, page) = curl(&lab, &[&url(80, "/bytes/1000000")]);
+    assert_eq!((code, page.len()), (200, 1_000_000));
+    let cookies_only = bench(
+        &lab,
+        80,
+        &[
+            "--concurrency",
+            "200",
+            "--duration",
+            "3s",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    assert_eq!(u(&cookies_only["failures_total"]), 0, "{cookies_only}");
+    let log = stop_clean(z);
+    let accepted = last_counter(&log, "flows_accepted").unwrap();
+    assert!(accepted > 1000, "{log}");
+    assert_eq!(
+        last_counter(&log, "syn_cookies_accepted"),
+        Some(accepted),
+        "{log}"
+    );
+
+    // A flood from spoofed sources: past 256 half-open connections SYNs get
+    // cookies and leave no state, so real clients keep getting through.
+    let flooded = config(16384, &body).replace("max_flows = ", "syn_backlog = 256\nmax_flows = ");
+    let z = ZProxy::start(&lab, "zproxy", &flooded);
+    wait_proxy(&lab, &z, 80);
+    // SYNs with bad checksums: smoltcp drops them, and the slots they took
+    // must come back closed (a slot left listening cannot serve again).
+    let synflood = repo_root().join("bench/synflood.py");
+    let synflood = synflood.to_str().unwrap();
+    lab.exec_ok(
+        "client",
+        [
+            "python3",
+            synflood,
+            PROXY_CLIENT_IP,
+            "--count",
+            "20000",
+            "--bad-checksum",
+        ],
+    );
+    let accepted = || -> u64 {
+        let stats: Value =
+            serde_json::from_str(&lab.exec_ok("proxy", [env!("CARGO_BIN_EXE_zproxy"), "stats"]))
+                .unwrap();
+        u(&stats["workers"][0]["flows_accepted"])
+    };
+    assert_eq!(
+        curl(&lab, &[&url(81, "/")]).0,
+        200,
+        "a new connection on another port"
+    );
+    // Once the last of them has been taken in and let go.
+    let mut before = accepted();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = accepted();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let flood = lab
+        .command("client", "python3")
+        .args([synflood, PROXY_CLIENT_IP])
+        .args(["--rate", "20000", "--duration", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("synflood.py");
+    std::thread::sleep(Duration::from_secs(1));
+    // Real clients come to the L4 listener: every connection takes a slot
+    // for a new socket on another port, and one for a new upstream connection.
+    let real = bench(
+        &lab,
+        81,
+        &[
+            "--concurrency",
+            "100",
+            "--duration",
+            "4s",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    let out = flood.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let sent: u64 = said
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(out.status.success() && sent > 10_000, "synflood: {said}");
+    assert_eq!(
+        u(&real["failures_total"]),
+        0,
+        "real clients during the flood: {real}"
+    );
+    let log = stop_clean(z);
+    let cookies = last_counter(&log, "syn_cookies_sent").unwrap();
+    assert!(
+        cookies + 256 >= sent,
+        "sent {sent}, cookies {cookies}: {log}"
+    );
+    // State was held for the backlog and the real clients, not for the flood.
+    let held = last_counter(&log, "flows_accepted").unwrap() - before;
+    let served = u(&real["completed"]);
+    assert!(
+        held <= served + 256 + 300,
+        "{held} flows for {served} real connections: {log}"
+    );
+}

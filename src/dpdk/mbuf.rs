@@ -43,6 +43,20 @@ impl Mbuf {
         }
     }
 
+    /// Bytes in the first segment, for rewriting in place.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`; we own the mbuf exclusively (&mut self), so
+        // no other reference to its bytes exists.
+        unsafe {
+            let p = zproxy_ffi::rte_pktmbuf_mtod(self.raw.as_ptr()) as *mut u8;
+            std::slice::from_raw_parts_mut(
+                p,
+                zproxy_ffi::rte_pktmbuf_data_len(self.raw.as_ptr()) as usize,
+            )
+        }
+    }
+
     /// True when the frame spans several segments (we only handle one).
     #[inline]
     pub fn is_chained(&self) -> bool {

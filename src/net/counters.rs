@@ -46,6 +46,8 @@ counters! {
     UpstreamPooled => "upstream_pooled",
     NoUpstream => "no_upstream",
     ProxyErrors => "proxy_errors",
+    SynCookiesSent => "syn_cookies_sent",
+    SynCookiesAccepted => "syn_cookies_accepted",
     HandoffsOut => "handoffs_out",
     HandoffsIn => "handoffs_in",
     HandoffDrops => "handoff_drops",

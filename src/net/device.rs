@@ -80,6 +80,12 @@ impl TxQueue {
         }
     }
 
+    /// Takes back the frames not yet handed to the driver (a queue that is
+    /// never flushed serves to capture what smoltcp sends).
+    pub fn take_pending(&mut self) -> impl Iterator<Item = Mbuf> + '_ {
+        self.pending.drain()
+    }
+
     /// Sends what is pending and lets the driver release completed frames,
     /// for up to `wait`, so no mbuf stays in flight at shutdown.
     pub fn drain(&mut self, wait: std::time::Duration) {
@@ -102,6 +108,9 @@ pub struct FrameDevice<'a> {
     pub rx: Option<Mbuf>,
     pub tx: &'a mut TxQueue,
     pub caps: &'a DeviceCapabilities,
+    /// Added to the sequence number of every TCP segment sent (a connection
+    /// opened from a SYN cookie, see `syncookie`); 0 for all others.
+    pub seq_delta: u32,
 }
 
 impl phy::Device for FrameDevice<'_> {
@@ -116,11 +125,20 @@ impl phy::Device for FrameDevice<'_> {
 
     fn receive(&mut self, _now: Instant) -> Option<(RxToken, TxToken<'_>)> {
         let m = self.rx.take()?;
-        Some((RxToken(m), TxToken(self.tx)))
+        Some((
+            RxToken(m),
+            TxToken {
+                tx: self.tx,
+                seq_delta: self.seq_delta,
+            },
+        ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken(self.tx))
+        Some(TxToken {
+            tx: self.tx,
+            seq_delta: self.seq_delta,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -137,15 +155,21 @@ impl phy::RxToken for RxToken {
     }
 }
 
-pub struct TxToken<'a>(&'a mut TxQueue);
+pub struct TxToken<'a> {
+    tx: &'a mut TxQueue,
+    seq_delta: u32,
+}
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let tx = self.0;
+        let tx = self.tx;
         match tx.pool.alloc() {
             Some(mut m) => match m.append(len) {
                 Some(buf) => {
                     let r = f(buf);
+                    if self.seq_delta != 0 {
+                        crate::net::syncookie::shift_seq(buf, self.seq_delta);
+                    }
                     tx.sent_bytes += len as u64;
                     tx.push(m);
                     r

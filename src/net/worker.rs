@@ -26,6 +26,7 @@ use super::counters::{Counter, Counters, SharedCounters};
 use super::device::{self, FrameDevice, TxQueue, BURST};
 use super::flow::{FlowKey, FlowTable, TimeWait};
 use super::rss::{Steering, RSS_KEY};
+use super::syncookie::{self, CookieJar};
 use super::timers::Timers;
 use crate::app::proxy::balance::Balancer;
 use crate::app::proxy::health::{self, HealthCheck, ServerHealth};
@@ -205,6 +206,9 @@ pub struct WorkerSpec {
     /// Every worker's inbox (their count is the number of workers).
     pub inboxes: Inboxes,
     pub idle_sleep_us: u64,
+    /// Half-open client connections (SYN received, no ACK yet) beyond which
+    /// SYNs are answered with SYN cookies instead of state; 0: always cookies.
+    pub syn_backlog: usize,
     /// Seed for smoltcp's ISNs and ports (must differ per run).
     pub random_seed: u64,
 }
@@ -212,6 +216,8 @@ pub struct WorkerSpec {
 struct PortState {
     rx: PortQueue,
     tx: TxQueue,
+    /// Never flushed: where a cookie connection's SYN-ACK is caught (`capture_syn_ack`).
+    capture: TxQueue,
     iface: Interface,
     caps: DeviceCapabilities,
     ip: Ipv4Addr,
@@ -286,6 +292,11 @@ struct Flow {
     /// Last time the flow received a frame (for the idle timeout).
     last_rx_us: u64,
     idle_timeout_us: u64,
+    /// Our ISN as the client knows it minus smoltcp's (opened from a SYN
+    /// cookie; see `syncookie`), else 0.
+    seq_delta: u32,
+    /// Accepted from a SYN and not yet past SYN-RECEIVED (counted in `half_open`).
+    half_open: bool,
 }
 
 impl Flow {
@@ -334,6 +345,14 @@ pub struct Worker {
     index: usize,
     inboxes: Inboxes,
     idle_sleep_us: u64,
+    /// SYN flood defence: cookies once `half_open` reaches `syn_backlog`.
+    cookies: CookieJar,
+    half_open: usize,
+    syn_backlog: usize,
+    /// Until when an ACK for no flow may carry a cookie we sent.
+    cookies_valid_until_us: u64,
+    /// The receive window a cookie SYN-ACK offers (no window scaling).
+    cookie_window: u16,
     /// The monotonic clock: the CPU's invariant TSC (as DPDK's timers use),
     /// read once per loop iteration instead of a clock_gettime call.
     tsc_origin: u64,
@@ -361,6 +380,7 @@ impl Worker {
                     rx: None,
                     tx: &mut tx,
                     caps: &caps,
+                    seq_delta: 0,
                 };
                 let mut iface = Interface::new(config, &mut dev, instant(CLOCK_ORIGIN_US));
                 iface.update_ip_addrs(|addrs| {
@@ -377,6 +397,7 @@ impl Worker {
                 PortState {
                     rx: p.queue,
                     tx,
+                    capture: TxQueue::new(p.queue, spec.pool.clone(), drain_cycles),
                     iface,
                     caps,
                     ip: p.address.0,
@@ -415,6 +436,8 @@ impl Worker {
                 peer: None,
                 last_rx_us: 0,
                 idle_timeout_us: 0,
+                seq_delta: 0,
+                half_open: false,
             }
         });
         let mut groups: Vec<Group> = spec.groups.into_iter().map(Group::new).collect();
@@ -444,6 +467,11 @@ impl Worker {
             index: spec.worker_index,
             inboxes: spec.inboxes,
             idle_sleep_us: spec.idle_sleep_us,
+            cookies: CookieJar::new(spec.random_seed ^ 0x5359_4e43_4f4f_4b49),
+            half_open: 0,
+            syn_backlog: spec.syn_backlog,
+            cookies_valid_until_us: 0,
+            cookie_window: spec.socket_rx_buffer.min(usize::from(u16::MAX)) as u16,
             tsc_origin: rdtsc(),
             tsc_per_us: (tsc_hz() / 1_000_000).max(1),
             draining: false,
@@ -604,7 +632,8 @@ impl Worker {
                 ack,
                 src_mac,
             } => {
-                if syn && !ack {
+                // Under a SYN flood (cookies) sources are not trusted yet.
+                if syn && !ack && self.half_open < self.syn_backlog {
                     self.glean_neighbour(port, key.remote_ip, src_mac, now_us);
                 }
                 self.on_tcp(port, m, key, syn && !ack, handed, now_us)
@@ -645,7 +674,7 @@ impl Worker {
             if self.time_wait.contains(&key) {
                 // A late segment of a closed connection: not worth a RST.
                 self.counters.add(Counter::DropTimeWait, 1);
-            } else {
+            } else if let Some(m) = self.open_from_cookie(port, m, key, now_us) {
                 self.answer_stateless(port, m, now_us); // RST
             }
             return;
@@ -673,11 +702,27 @@ impl Worker {
         let Some(listener) = listener.filter(|_| !self.draining) else {
             return self.answer_stateless(port, m, now_us); // RST: closed port, or shutting down
         };
+        if self.half_open >= self.syn_backlog {
+            return self.send_cookie(port, m, key, now_us);
+        }
+        let Some(slot) = self.accept(port, key, listener, now_us) else {
+            return self.answer_stateless(port, m, now_us); // RST: every slot is in use
+        };
+        let flow = self.flows.get_mut(slot);
+        flow.half_open = true;
+        self.half_open += 1;
+        self.ingress(slot, m, now_us);
+        self.after_activity(slot, now_us);
+    }
+
+    /// A flow for a new connection to `listener`, its socket listening for
+    /// the SYN; `None` (counted) when every slot is in use.
+    fn accept(&mut self, port: usize, key: FlowKey, listener: usize, now_us: u64) -> Option<u32> {
         self.time_wait.remove(&key);
         let Some(slot) = self.flows.insert(key) else {
-            // Every slot is in use: refuse with a RST rather than hold state.
+            // Refuse with a RST rather than hold state.
             self.counters.add(Counter::FlowsRefused, 1);
-            return self.answer_stateless(port, m, now_us);
+            return None;
         };
         self.counters.add(Counter::FlowsAccepted, 1);
         if self.listeners[listener].max_per_source > 0 {
@@ -708,25 +753,163 @@ impl Worker {
         flow.peer = None;
         flow.last_rx_us = now_us;
         flow.idle_timeout_us = l.idle_timeout_us;
+        flow.seq_delta = 0;
+        flow.half_open = false;
         let sock = flow.socket();
         sock.listen(key.local_port)
             .expect("a released slot's socket is closed");
         sock.set_nagle_enabled(false);
         // Resending unacknowledged data for longer than this is pointless.
         sock.set_timeout(Some(Duration::from_micros(l.idle_timeout_us)));
-        self.ingress(slot, m, now_us);
+        Some(slot)
+    }
+
+    /// Under a SYN flood: answers a SYN with a SYN-ACK whose sequence number
+    /// is a cookie, and keeps nothing.
+    fn send_cookie(&mut self, port: usize, m: Mbuf, key: FlowKey, now_us: u64) {
+        let Some(syn) = syncookie::parse(m.data()) else {
+            return self.counters.add(Counter::DropMalformed, 1);
+        };
+        drop(m);
+        let p = &mut self.ports[port];
+        let our_mss = (p.caps.max_transmission_unit - 14 - 40) as u16;
+        let client_mss = syn.mss.unwrap_or(536).min(our_mss);
+        let reply = syncookie::Build {
+            src_mac: p.mac,
+            dst_mac: syn.src_mac,
+            src: (key.local_ip, key.local_port),
+            dst: (key.remote_ip, key.remote_port),
+            syn: true,
+            seq: self.cookies.make(&key, syn.seq, client_mss, now_us),
+            ack: Some(syn.seq.wrapping_add(1)),
+            window: self.cookie_window,
+            mss: Some(our_mss),
+        };
+        let mut dev = FrameDevice {
+            rx: None,
+            tx: &mut p.tx,
+            caps: &p.caps,
+            seq_delta: 0,
+        };
+        let token = smoltcp::phy::Device::transmit(&mut dev, instant(now_us)).expect("tx token");
+        token.consume(reply.frame_len(), |buf| reply.emit(buf));
+        self.cookies_valid_until_us = now_us + CookieJar::lifetime_us();
+        self.counters.add(Counter::SynCookiesSent, 1);
+    }
+
+    /// An ACK for no flow: when it carries a cookie this worker sent, opens
+    /// the connection it completes (replaying the handshake into a fresh
+    /// socket); otherwise gives the frame back, to be answered with a RST.
+    fn open_from_cookie(
+        &mut self,
+        port: usize,
+        m: Mbuf,
+        key: FlowKey,
+        now_us: u64,
+    ) -> Option<Mbuf> {
+        if now_us >= self.cookies_valid_until_us {
+            return Some(m);
+        }
+        let Some(seg) = syncookie::parse(m.data()).filter(|s| s.ack_flag && !s.syn && !s.rst)
+        else {
+            return Some(m);
+        };
+        let client_isn = seg.seq.wrapping_sub(1);
+        let cookie = seg.ack.wrapping_sub(1);
+        let Some(mss) = self.cookies.check(&key, client_isn, cookie, now_us) else {
+            return Some(m);
+        };
+        let Some(listener) = self.listeners.iter().position(|l| {
+            l.port_index == port && l.tcp_port == key.local_port && l.allows(key.remote_ip)
+        }) else {
+            return Some(m);
+        };
+        if self.draining {
+            return Some(m);
+        }
+        let Some(slot) = self.accept(port, key, listener, now_us) else {
+            return Some(m);
+        };
+        // The client proved its address: smoltcp may send to it straight away.
+        self.glean_neighbour(port, key.remote_ip, seg.src_mac, now_us);
+        let p = &self.ports[port];
+        let syn = syncookie::Build {
+            src_mac: seg.src_mac,
+            dst_mac: p.mac,
+            src: (key.remote_ip, key.remote_port),
+            dst: (key.local_ip, key.local_port),
+            syn: true,
+            seq: client_isn,
+            ack: None,
+            window: seg.window,
+            mss: Some(mss),
+        };
+        let established = self.ingress_built(slot, &syn, now_us).is_some()
+            && self.capture_syn_ack(slot, now_us).is_some_and(|isn| {
+                let ack = syncookie::Build {
+                    syn: false,
+                    seq: seg.seq,
+                    ack: Some(isn.wrapping_add(1)),
+                    mss: None,
+                    ..syn
+                };
+                self.ingress_built(slot, &ack, now_us).is_some() && {
+                    let flow = self.flows.get_mut(slot);
+                    flow.seq_delta = cookie.wrapping_sub(isn);
+                    flow.socket().state() == tcp::State::Established
+                }
+            });
+        if !established {
+            self.release(slot, tcp::State::Closed, now_us);
+            return Some(m);
+        }
+        self.counters.add(Counter::SynCookiesAccepted, 1);
+        self.ingress(slot, m, now_us); // the client's ACK, perhaps with its request
         self.after_activity(slot, now_us);
+        None
+    }
+
+    /// Feeds a segment built here to `slot`'s socket.
+    fn ingress_built(&mut self, slot: u32, segment: &syncookie::Build, now_us: u64) -> Option<()> {
+        let mut m = self.pool.alloc()?;
+        segment.emit(m.append(segment.frame_len())?);
+        self.ingress(slot, m, now_us);
+        Some(())
+    }
+
+    /// Lets `slot`'s socket send its SYN-ACK into the capture queue and
+    /// returns the ISN it chose; nothing reaches the wire.
+    fn capture_syn_ack(&mut self, slot: u32, now_us: u64) -> Option<u32> {
+        let flow = self.flows.get_mut(slot);
+        let p = &mut self.ports[flow.port];
+        let mut dev = FrameDevice {
+            rx: None,
+            tx: &mut p.capture,
+            caps: &p.caps,
+            seq_delta: 0,
+        };
+        p.iface
+            .poll_egress(instant(now_us), &mut dev, &mut flow.sockets);
+        p.capture
+            .take_pending()
+            .filter_map(|m| syncookie::parse(m.data()))
+            .find(|s| s.syn && s.ack_flag)
+            .map(|s| s.seq)
     }
 
     /// Hands a frame to the flow's own socket set.
-    fn ingress(&mut self, slot: u32, m: Mbuf, now_us: u64) {
+    fn ingress(&mut self, slot: u32, mut m: Mbuf, now_us: u64) {
         let flow = self.flows.get_mut(slot);
         flow.last_rx_us = now_us;
+        if flow.seq_delta != 0 {
+            syncookie::shift_ack(m.data_mut(), flow.seq_delta);
+        }
         let p = &mut self.ports[flow.port];
         let mut dev = FrameDevice {
             rx: Some(m),
             tx: &mut p.tx,
             caps: &p.caps,
+            seq_delta: flow.seq_delta,
         };
         p.iface
             .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
@@ -793,6 +976,7 @@ impl Worker {
             rx: Some(m),
             tx: &mut p.tx,
             caps: &p.caps,
+            seq_delta: 0,
         };
         p.iface
             .poll_ingress_single(instant(now_us), &mut dev, &mut self.no_sockets);
@@ -997,6 +1181,8 @@ impl Worker {
         flow.peer = None;
         flow.last_rx_us = now_us;
         flow.idle_timeout_us = read_timeout_us.max(timeout_us);
+        flow.seq_delta = 0;
+        flow.half_open = false;
         let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
         sock.set_nagle_enabled(false);
         sock.set_timeout(Some(Duration::from_micros(timeout_us)));
@@ -1139,6 +1325,7 @@ impl Worker {
             rx: None,
             tx: &mut p.tx,
             caps: &p.caps,
+            seq_delta: flow.seq_delta,
         };
         for _ in 0..EGRESS_ROUNDS {
             if p.iface
@@ -1150,6 +1337,10 @@ impl Worker {
         }
         let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
         let state = sock.state();
+        if flow.half_open && !matches!(state, tcp::State::Listen | tcp::State::SynReceived) {
+            flow.half_open = false;
+            self.half_open -= 1;
+        }
         if let FlowApp::Upstream {
             group,
             server,
@@ -1189,6 +1380,16 @@ impl Worker {
     fn release(&mut self, slot: u32, state: tcp::State, now_us: u64) {
         let key = self.flows.key(slot).expect("live slot has a key");
         let flow = self.flows.get_mut(slot);
+        if flow.half_open {
+            flow.half_open = false;
+            self.half_open -= 1;
+        }
+        // A socket still listening (its SYN was refused, e.g. a bad checksum)
+        // or mid-handshake must be closed before its slot serves again.
+        let sock = flow.socket();
+        if sock.is_open() {
+            sock.abort();
+        }
         let accepted = matches!(flow.app, FlowApp::Client(_) | FlowApp::Static(_));
         if accepted && self.listeners[flow.listener].max_per_source > 0 {
             if let Some(n) = self.per_source.get_mut(&key.remote_ip) {
@@ -1532,6 +1733,7 @@ fn send_arp_request(p: &mut PortState, target: Ipv4Addr) {
         rx: None,
         tx: &mut p.tx,
         caps: &p.caps,
+        seq_delta: 0,
     };
     let token =
         smoltcp::phy::Device::transmit(&mut dev, Instant::from_micros(0)).expect("tx token");
