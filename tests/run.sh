@@ -12,3 +12,6 @@ bash hugepages/setup.sh --pages 512
 cargo build --workspace --all-targets --locked --release
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --release --no-fail-fast
+# Fuzzing (fuzz/README.md): cargo-fuzz, then each target for 60 s from its
+# seed corpus; any crash fails the run, with its input printed (base64).
+bash fuzz/run.sh

@@ -1390,6 +1390,10 @@ impl Worker {
         if sock.is_open() {
             sock.abort();
         }
+        // Back into its set afresh: the set also forgets a neighbour the last
+        // connection was waiting for (which would hold the next one's SYN-ACK).
+        let sock = flow.sockets.remove(flow.handle);
+        flow.handle = flow.sockets.add(sock);
         let accepted = matches!(flow.app, FlowApp::Client(_) | FlowApp::Static(_));
         if accepted && self.listeners[flow.listener].max_per_source > 0 {
             if let Some(n) = self.per_source.get_mut(&key.remote_ip) {
@@ -1712,6 +1716,30 @@ impl Worker {
             done += 1;
         }
         done
+    }
+
+    /// Fuzzing hook (`fuzz/`; not used by the data path): `frame`, if any,
+    /// is copied into an mbuf of the worker's pool and handled as if it had
+    /// arrived on this worker's rx queue of `port` at `now_us`; then the
+    /// timers due by `now_us` run, TIME-WAIT expires and every port's
+    /// pending frames go to the driver, as one loop iteration would do.
+    /// `now_us` must not go backwards. Returns how many flows are open.
+    #[doc(hidden)]
+    pub fn inject_frame(&mut self, port: usize, frame: Option<&[u8]>, now_us: u64) -> usize {
+        if let Some(bytes) = frame {
+            if let Some(mut m) = self.pool.alloc() {
+                if let Some(buf) = m.append(bytes.len()) {
+                    buf.copy_from_slice(bytes);
+                    self.on_frame(port, m, false, now_us);
+                }
+            }
+        }
+        self.run_timers(now_us);
+        self.time_wait.expire(now_us);
+        for p in &mut self.ports {
+            p.tx.flush();
+        }
+        self.flows.active()
     }
 }
 

@@ -62,6 +62,24 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Optional whitespace around a field value or list element (RFC 9110
+/// 5.6.3): SP and HTAB only. `str::trim` also strips Unicode spaces (U+0085,
+/// U+00A0, ...), which no upstream does: heads are forwarded as they are, so
+/// `chunked\u{85}` would be chunked here and an unknown coding there.
+fn trim_ows(v: &str) -> &str {
+    v.trim_matches([' ', '\t'])
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 8.6): `u64::from_str` also takes a
+/// leading `+`, which other parsers read otherwise (a smuggling vector).
+fn content_length(value: &str) -> Option<u64> {
+    let digits = trim_ows(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// Checks a parsed request and derives its framing. `raw` is the head bytes.
 pub fn request_info(
     req: &httparse::Request,
@@ -85,13 +103,13 @@ pub fn request_info(
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| Refusal::BadRequest)?;
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value.trim().parse().map_err(|_| Refusal::BadRequest)?;
+            let n = content_length(value).ok_or(Refusal::BadRequest)?;
             if length.is_some_and(|m| m != n) {
                 return Err(Refusal::BadRequest);
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !value.trim().eq_ignore_ascii_case("chunked") {
+            if chunked || !trim_ows(value).eq_ignore_ascii_case("chunked") {
                 return Err(if value.to_ascii_lowercase().contains("chunked") {
                     Refusal::BadRequest
                 } else {
@@ -100,7 +118,7 @@ pub fn request_info(
             }
             chunked = true;
         } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
+            for token in value.split(',').map(trim_ows) {
                 if token.eq_ignore_ascii_case("close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
@@ -155,20 +173,22 @@ pub fn response_info(
     let mut reusable = resp.version == Some(1);
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    let mut coded = false;
     for h in resp.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| BadResponse)?;
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value.trim().parse().map_err(|_| BadResponse)?;
+            let n = content_length(value).ok_or(BadResponse)?;
             if length.is_some_and(|m| m != n) {
                 return Err(BadResponse);
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            coded = true;
             chunked = value
                 .to_ascii_lowercase()
                 .split(',')
                 .next_back()
-                .map(str::trim)
+                .map(trim_ows)
                 == Some("chunked");
             if !chunked {
                 reusable = false; // close-delimited after an unknown coding
@@ -176,12 +196,12 @@ pub fn response_info(
         } else if h.name.eq_ignore_ascii_case("connection") {
             if value
                 .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("close"))
+                .any(|t| trim_ows(t).eq_ignore_ascii_case("close"))
             {
                 reusable = false;
             } else if value
                 .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"))
+                .any(|t| trim_ows(t).eq_ignore_ascii_case("keep-alive"))
                 && resp.version == Some(0)
             {
                 reusable = true;
@@ -193,6 +213,11 @@ pub fn response_info(
         Body::None
     } else if chunked {
         Body::Chunked(ChunkedScanner::default())
+    } else if coded {
+        // A coding other than chunked last: the body ends at close, whatever
+        // Content-Length says (RFC 9112 6.3).
+        reusable = false;
+        Body::UntilClose
     } else if let Some(n) = length {
         if n == 0 {
             Body::None
@@ -323,6 +348,13 @@ mod tests {
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            // Found by fuzz/ (http_request): what only this parser read as a
+            // length or as chunked.
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\xc2\xa0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \xc2\x855\r\n\r\n",
+            b"PUT /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\xc2\x85\r\n\r\n",
+            b"PUT /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \xc2\xa0chunked\r\n\r\n",
         ];
         for raw in bad {
             assert_eq!(
@@ -335,6 +367,13 @@ mod tests {
         assert_eq!(
             req(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
             Err(Refusal::NotImplemented)
+        );
+        // SP and HTAB around a value are optional whitespace, not part of it.
+        assert_eq!(
+            req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\t7 \r\n\r\n")
+                .unwrap()
+                .body,
+            Body::Length(7)
         );
         // Equal duplicate lengths are allowed (RFC 9112 6.3).
         assert_eq!(
@@ -365,6 +404,12 @@ mod tests {
             Body::None
         );
         let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!((r.body, r.reusable), (Body::UntilClose, false));
+        // An unknown coding last: read to close, Content-Length or not.
+        let r = resp(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n",
+            false,
+        );
         assert_eq!((r.body, r.reusable), (Body::UntilClose, false));
         assert!(
             !resp(
