@@ -5,15 +5,29 @@
 # connection benchmark (zproxy-bench: 500 concurrent, keep-alive off, path /)
 # through ZProxy, then through HAProxy and nginx as proxies on the same core
 # (bench/peers/), the no-proxy path (kernel forwarding), and the static
-# responders; prints a report (bench/results/report.md).
+# responders; prints a report (bench/results/report.md, with SVG charts of
+# every run in bench/results/plots/).
 #
 #   bench/run-lab.sh [--duration 10s] [--concurrency 500] [--device af_xdp|af_packet]
 #                    [--only zproxy,haproxy,nginx,direct,static] [--config FILE] [--out DIR]
+#                    [--throughput] [--scaling] [--sweep] [--all] [--no-main] [--no-build] [--repeat N]
+#                    [--tp-concurrency 4] [--tp-duration 10s] [--tp-buffer 262144]
+#                    [--sweep-levels 100,1000,10000]
+#
+# Optional sections (each adds a few minutes):
+#   --throughput  1 MiB and 100 MiB responses (keep-alive, --tp-concurrency
+#                 streams) through ZProxy, HAProxy, nginx and direct, in Gbit/s
+#   --scaling     ZProxy with 1 and 2 workers (the second on a 2-queue lab)
+#   --sweep       100 / 1,000 / 10,000 concurrent connections, CPU per connection
+#   --all         all three; --no-main skips the default connection benchmark,
+#                 --no-build the dependencies and the build (binaries already built)
+#   --repeat N    every run N times, in N rounds; the report shows medians
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
+REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -22,15 +36,32 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift 2 ;;
     --config) CONFIG=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --throughput) THROUGHPUT=1; shift ;;
+    --scaling) SCALING=1; shift ;;
+    --sweep) SWEEP=1; shift ;;
+    --all) THROUGHPUT=1 SCALING=1 SWEEP=1; shift ;;
+    --no-main) MAIN=0; shift ;;
+    --no-build) BUILD=0; shift ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    --tp-concurrency) TP_CONC=$2; shift 2 ;;
+    --tp-duration) TP_DURATION=$2; shift 2 ;;
+    --tp-buffer) TP_BUFFER=$2; shift 2 ;;
+    --sweep-levels) SWEEP_LEVELS=$2; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-case "$DEVICE" in
-  af_xdp) VDEV_C="net_af_xdp0,iface=cli1,start_queue=0,queue_count=1"; VDEV_U="net_af_xdp1,iface=ups1,start_queue=0,queue_count=1" ;;
-  af_packet) VDEV_C="net_af_packet0,iface=cli1,qpairs=1"; VDEV_U="net_af_packet1,iface=ups1,qpairs=1" ;;
-  *) echo "run-lab: --device must be af_xdp or af_packet" >&2; exit 2 ;;
-esac
+TP_DURATION=${TP_DURATION:-$DURATION}
+vdevs() { # DEVICE QUEUES -> "client-vdev upstream-vdev"
+  case "$1" in
+    af_xdp) echo "net_af_xdp0,iface=cli1,start_queue=0,queue_count=$2 net_af_xdp1,iface=ups1,start_queue=0,queue_count=$2" ;;
+    af_packet) echo "net_af_packet0,iface=cli1,qpairs=$2 net_af_packet1,iface=ups1,qpairs=$2" ;;
+    *) return 1 ;;
+  esac
+}
+vdevs "$DEVICE" 1 >/dev/null || { echo "run-lab: --device must be af_xdp or af_packet" >&2; exit 2; }
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "run-lab: --repeat takes a positive number" >&2; exit 2; }
+[[ $SWEEP_LEVELS =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "run-lab: --sweep-levels takes numbers separated by commas" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "run-lab: must run as root (namespaces, hugepages, DPDK)" >&2; exit 2; }
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -42,12 +73,26 @@ cleanup() { bash bench/lab.sh down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 
-step "dependencies"; bash tests/deps.sh
-step "build (release)"; cargo build --release --locked -p zproxy -p zproxy-bench 2>&1 | tail -1
+if [ $BUILD = 1 ]; then
+  step "dependencies"; bash tests/deps.sh
+  step "build (release)"; cargo build --release --locked -p zproxy -p zproxy-bench 2>&1 | tail -1
+fi
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 step "hugepages"; bash hugepages/setup.sh --pages 512
-mkdir -p "$OUT"; rm -f "$OUT"/*.json "$OUT"/*.meta "$OUT"/*.md
-BENCH="$ROOT/target/release/zproxy-bench"
-step "lab"; bash bench/lab.sh up | tail -n +1 >/dev/null
+mkdir -p "$OUT/plots"
+rm -f "$OUT"/*.json "$OUT"/*.meta "$OUT"/*.md "$OUT"/*.counters "$OUT"/*.ports "$OUT"/*.log "$OUT"/tsc_hz "$OUT"/plots/*.svg
+BENCH="$TARGET/release/zproxy-bench"
+ZPROXY="$TARGET/release/zproxy"
+
+# lab_up QUEUES: the lab, with the client (zproxy-bench) and the upstream nginx
+# on core 0 so the server under test has core 1 to itself.
+lab_up() {
+  LAB_QUEUES=$1 bash bench/lab.sh up >/dev/null
+  local master p
+  master=$(cat "$RUN/nginx.pid")
+  for p in $master $(pgrep -P "$master"); do taskset -pc 0 "$p" >/dev/null; done
+}
+step "lab"; lab_up 1
 
 # utime+stime (clock ticks) of the given processes.
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
@@ -55,80 +100,231 @@ cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' 
 rss_kb() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
 # "idle total" jiffies of core 0 (the client's and upstream's core).
 core0() { awk '/^cpu0 / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+# ZProxy's counters (management endpoint), or null for the kernel peers.
+zstats() { if [ -n "${ZPID:-}" ]; then bash bench/lab.sh exec proxy "$ZPROXY" stats; else echo null; fi; }
 
-# measure LABEL HOST PORT PID... : one benchmark run; writes LABEL.json, LABEL.md, LABEL.meta
+# measure LABEL HOST PORT PID... : one zproxy-bench run with BENCH_ARGS, pinned
+# to core 0; writes LABEL.json, LABEL.md, LABEL.meta and plots/LABEL-*.svg.
+# The server's CPU (its processes' ticks, or ZProxy's busy cycles from its
+# counters) is taken around the whole benchmark run, warm-up included, and
+# report.py divides it by the requests that ended in that time.
 measure() {
   local label=$1 host=$2 port=$3; shift 3
-  local t0 t1 c0 c1
-  t0=$(cpu_ticks "$@"); c0=$(core0)
-  bash bench/lab.sh exec client "$BENCH" --host "$host" --port "$port" --path / \
-    --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1s --keep-alive off \
-    --label "$label" --json "$OUT/$label.json" --report "$OUT/$label.md" >/dev/null
-  t1=$(cpu_ticks "$@"); c1=$(core0)
-  printf '{"cpu_ticks": %s, "rss_kb": %s, "core0": [%s, %s], "hugepages_used": %s}\n' \
-    $((t1 - t0)) "$(rss_kb "$@")" "$(echo "$c0" | tr ' ' ',')" "$(echo "$c1" | tr ' ' ',')" "${HUGE_USED:-0}" > "$OUT/$label.meta"
-  printf '   %-14s %s conn/s\n' "$label" "$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['results']['connections_per_sec']))" "$OUT/$label.json")"
+  local t0 t1 c0 c1 w0 w1 z0 z1
+  z0=$(zstats); t0=$(cpu_ticks "$@"); c0=$(core0); w0=$(date +%s.%N)
+  bash bench/lab.sh exec client taskset -c 0 "$BENCH" --host "$host" --port "$port" "${BENCH_ARGS[@]}" \
+    --label "$label" --json "$OUT/$label.json" --report "$OUT/$label.md" --plots "$OUT/plots/$label" >/dev/null
+  w1=$(date +%s.%N); t1=$(cpu_ticks "$@"); c1=$(core0)
+  # Workers publish their counters every 100 ms.
+  [ -z "${ZPID:-}" ] || sleep 0.25
+  z1=$(zstats)
+  printf '{"cpu_ticks": %s, "wall_s": %s, "rss_kb": %s, "core0": [%s, %s], "hugepages_used": %s, "load1": %s, "zproxy": [%s, %s]}\n' \
+    $((t1 - t0)) "$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", b - a }')" "$(rss_kb "$@")" "$(echo "$c0" | tr ' ' ',')" "$(echo "$c1" | tr ' ' ',')" \
+    "${HUGE_USED:-0}" "$(cut -d' ' -f1 /proc/loadavg)" "$z0" "$z1" > "$OUT/$label.meta"
+  python3 - "$OUT/$label.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+r = d["results"]
+extra = f"{r['gbit_per_sec']:.2f} Gbit/s" if d["config"]["keep_alive"] else f"{r['connections_per_sec']:,.0f} conn/s"
+print(f"   {d['label']:<24} {r['requests_per_sec']:>9,.0f} req/s  {extra:>14}  {r['failures_total']} failed")
+PY
 }
 
-# zproxy_run LABEL PORT: ZProxy on lcore 1, one benchmark on PORT, stop, keep its final counters.
+# zproxy_run LABEL CONFIG PORT: a fresh ZProxy with CONFIG, one benchmark on PORT, stop.
 zproxy_run() {
-  local label=$1 port=$2 zpid
-  bash bench/lab.sh exec proxy "$ROOT/target/release/zproxy" run -c "$RUN/zproxy.toml" > "$RUN/$label.log" 2>&1 &
-  zpid=$!
-  for _ in $(seq 100); do grep -q polling "$RUN/$label.log" && break; sleep 0.1; done
-  grep -q polling "$RUN/$label.log" || { cat "$RUN/$label.log"; echo "run-lab: ZProxy did not start" >&2; exit 1; }
+  local label=$1 config=$2 port=$3
+  bash bench/lab.sh exec proxy "$ZPROXY" run -c "$config" > "$RUN/$label.log" 2>&1 &
+  ZPID=$!
+  local workers
+  workers=$(python3 -c "import re,sys; m = re.search(r'(?m)^worker_lcores\s*=\s*\[(.*)\]', open(sys.argv[1]).read()); print(len(m.group(1).split(',')))" "$config")
+  for _ in $(seq 100); do [ "$(grep -c " polling" "$RUN/$label.log")" -ge "$workers" ] && break; sleep 0.1; done
+  [ "$(grep -c " polling" "$RUN/$label.log")" -ge "$workers" ] || { cat "$RUN/$label.log"; echo "run-lab: ZProxy did not start" >&2; exit 1; }
   bash bench/lab.sh exec client curl -s --retry 5 --retry-connrefused --max-time 2 -o /dev/null "http://10.71.0.2:$port/"
   HUGE_USED=$(awk '/HugePages_Total/ {t=$2} /HugePages_Free/ {f=$2} END {print t - f}' /proc/meminfo)
-  measure "$label" 10.71.0.2 "$port" "$zpid"
-  kill -INT "$zpid"; wait "$zpid" || { tail -20 "$RUN/$label.log"; echo "run-lab: ZProxy exited with an error" >&2; exit 1; }
+  measure "$label" 10.71.0.2 "$port" "$ZPID"
+  kill -INT "$ZPID"; wait "$ZPID" || { tail -20 "$RUN/$label.log"; echo "run-lab: ZProxy exited with an error" >&2; exit 1; }
+  ZPID=""
+  cp "$RUN/$label.log" "$OUT/$label.log"
   grep "final counters" "$RUN/$label.log" | grep -o 'tsc_hz=.*' > "$OUT/$label.counters"
-  grep "in use at exit" "$RUN/$label.log" | sed 's/.*\] /   /'
+  grep -o 'tsc_hz=[0-9]*' "$OUT/$label.counters" | cut -d= -f2 > "$OUT/tsc_hz"
+  grep -E "\] port .*: rx [0-9]+ frames" "$RUN/$label.log" | sed 's/.*\] //' > "$OUT/$label.ports" || true
+  sed 's/^/     /' "$OUT/$label.ports"
+  grep "in use at exit" "$RUN/$label.log" | sed 's/.*\] /     /'
   HUGE_USED=0
-}
-
-# peer_run LABEL PORT PIDFILE: measure a kernel-stack peer already started.
-peer_run() {
-  local label=$1 port=$2 master pids
-  sleep 0.5
-  master=$(cat "$3")
-  pids="$master $( (pgrep -P "$master" || true) | tr "\n" " ")"
-  measure "$label" 10.71.0.2 "$port" $pids
-  kill "$master"; sleep 0.5
 }
 
 fill() { sed -e "s|@RUN@|$RUN|g" -e "s|@CORE@|$PROXY_CORE|g" -e "s|@MASK@|$MASK|g" "$1" > "$2"; }
 
-sed -e "s|net_af_packet0,iface=cli1,qpairs=1|$VDEV_C|" -e "s|net_af_packet1,iface=ups1,qpairs=1|$VDEV_U|" \
-  "$CONFIG" > "$RUN/zproxy.toml"
-step "ZProxy on net_$DEVICE, lcore $PROXY_CORE: $CONCURRENCY concurrent, keep-alive off, $DURATION"
-if wants zproxy; then zproxy_run zproxy 80; fi
-if wants static; then zproxy_run zproxy-static 8080; fi
+# peer_run LABEL haproxy|nginx-proxy|nginx-static PORT: a fresh kernel-stack
+# peer on core 1, one benchmark, stop.
+peer_run() {
+  local label=$1 peer=$2 port=$3 master pids conf
+  case "$peer" in
+    haproxy) conf="$RUN/haproxy.cfg"; fill bench/peers/haproxy.cfg "$conf"
+             bash bench/lab.sh exec proxy haproxy -f "$conf" ;;
+    *) conf="$RUN/$peer.conf"; fill "bench/peers/$peer.conf" "$conf"
+       bash bench/lab.sh exec proxy nginx -c "$conf" ;;
+  esac
+  sleep 0.5
+  master=$(cat "$RUN/$peer.pid")
+  pids="$master $( (pgrep -P "$master" || true) | tr "\n" " ")"
+  # shellcheck disable=SC2086
+  measure "$label" 10.71.0.2 "$port" $pids
+  kill "$master"
+  for _ in $(seq 50); do kill -0 "$master" 2>/dev/null || break; sleep 0.1; done
+}
 
-# The kernel peers get the addresses ZProxy had, on the same veth ends.
-step "kernel-stack peers on core $PROXY_CORE"
-bash bench/lab.sh exec proxy ip addr add 10.71.0.2/24 dev cli1
-bash bench/lab.sh exec proxy ip addr add 10.72.0.2/24 dev ups1
-if wants haproxy; then
-  fill bench/peers/haproxy.cfg "$RUN/haproxy.cfg"
-  bash bench/lab.sh exec proxy haproxy -f "$RUN/haproxy.cfg"
-  peer_run haproxy 80 "$RUN/haproxy.pid"
-fi
-if wants nginx; then
-  fill bench/peers/nginx-proxy.conf "$RUN/nginx-proxy.conf"
-  bash bench/lab.sh exec proxy nginx -c "$RUN/nginx-proxy.conf"
-  peer_run nginx 80 "$RUN/nginx-proxy.pid"
-fi
-if wants static; then
-  fill bench/peers/nginx-static.conf "$RUN/nginx-static.conf"
-  bash bench/lab.sh exec proxy nginx -c "$RUN/nginx-static.conf"
-  peer_run nginx-static 8080 "$RUN/nginx-static.pid"
-fi
-if wants direct; then
-  # No proxy: the proxy namespace's kernel only forwards packets.
+# direct_run LABEL: no proxy, the proxy namespace's kernel only forwards packets.
+direct_run() {
   bash bench/lab.sh exec proxy sysctl -qw net.ipv4.ip_forward=1
-  HUGE_USED=0 measure direct 10.72.0.1 80
-fi
+  HUGE_USED=0 measure "$1" 10.72.0.1 80
+  bash bench/lab.sh exec proxy sysctl -qw net.ipv4.ip_forward=0
+}
+
+# zproxy_config FILE DEVICE QUEUES [TOML-LINES...]: CONFIG on DEVICE with
+# QUEUES queues; each "key = value" sets a [runtime] key, each
+# "upstream:key = value" a key of every [[upstream]] group.
+zproxy_config() {
+  local file=$1 device=$2 queues=$3 vc vu; shift 3
+  read -r vc vu < <(vdevs "$device" "$queues")
+  sed -e "s|net_af_packet0,iface=cli1,qpairs=1|$vc|" -e "s|net_af_packet1,iface=ups1,qpairs=1|$vu|" "$CONFIG" > "$file"
+  python3 - "$file" "$@" <<'PY'
+import re, sys
+path, extra = sys.argv[1], sys.argv[2:]
+# Split into tables: [header, body] pairs ("" for what precedes the first).
+parts = re.split(r"(?m)^(\[\[?[^\]]+\]\]?)[ \t]*\n", open(path).read())
+tables = [["", parts[0]]] + [[parts[i], parts[i + 1]] for i in range(1, len(parts), 2)]
+for item in extra:
+    section, line = ("[[upstream]]", item.split(":", 1)[1]) if item.startswith("upstream:") else ("[runtime]", item)
+    key = line.split("=")[0].strip()
+    found = False
+    for t in tables:
+        if t[0] != section:
+            continue
+        found = True
+        t[1], n = re.subn(rf"(?m)^{re.escape(key)}\s*=.*$", line, t[1], count=1)
+        if n == 0:
+            t[1] = line + "\n" + t[1]
+    if not found:
+        sys.exit(f"run-lab: no {section} table in {path} for {item!r}")
+open(path, "w").write("".join(h + ("\n" if h else "") + b for h, b in tables))
+PY
+}
+
+# make_configs: the 1-queue ZProxy configs (again after each lab up: the lab's
+# runtime directory goes with it).
+make_configs() {
+  zproxy_config "$RUN/zproxy.toml" "$DEVICE" 1
+  # Throughput: bigger socket buffers (the default 16 KiB bound one
+  # connection's window); the kernel peers autotune theirs.
+  zproxy_config "$RUN/zproxy-tp.toml" "$DEVICE" 1 "socket_rx_buffer = $TP_BUFFER" "socket_tx_buffer = $TP_BUFFER"
+  # Sweep: room for 10,000 client flows plus their upstream flows, and an
+  # upstream connect timeout that outlasts one lost SYN (1 s retransmit): with
+  # the default 1 s, SYN-ACKs lost in the first 10,000-connection burst mark
+  # the only upstream down for 5 s (answered with 503s).
+  zproxy_config "$RUN/zproxy-sweep.toml" "$DEVICE" 1 "max_flows = 32768" "mbufs = 32767" "upstream:connect_timeout_ms = 3000"
+  # Scaling runs on net_af_packet whatever --device says: net_af_xdp takes
+  # one queue per "combined" channel, and veth has none (only rx/tx ones).
+  zproxy_config "$RUN/zproxy-1w.toml" af_packet 1 "idle_sleep_us = 50" "mbufs = 32767"
+}
+SIZES="1m:1048576 100m:104857600"
+tp_args() { BENCH_ARGS=(--path "/bytes/$1" --expect-size "$1" --concurrency "$TP_CONC" --keep-alive on
+                        --duration "$TP_DURATION" --warmup 2s --timeout 120s); }
+main_args() { BENCH_ARGS=(--path / --concurrency "$CONCURRENCY" --keep-alive off --duration "$DURATION" --warmup 1s); }
+sweep_args() { BENCH_ARGS=(--path / --concurrency "$1" --keep-alive off --duration "$DURATION" --warmup 3s); }
+close_args() { BENCH_ARGS=(--path / --concurrency 500 --keep-alive off --duration "$DURATION" --warmup 1s); }
+ka_args() { BENCH_ARGS=(--path / --concurrency 100 --keep-alive on --duration "$DURATION" --warmup 1s); }
+
+# ZProxy runs: the proxy namespace's veth ends carry no kernel addresses.
+zproxy_phase() {
+  if [ $MAIN = 1 ]; then
+    step "ZProxy on net_$DEVICE, lcore $PROXY_CORE: $CONCURRENCY concurrent, keep-alive off, $DURATION$ROUND"
+    main_args
+    if wants zproxy; then zproxy_run "zproxy$SFX" "$RUN/zproxy.toml" 80; fi
+    if wants static; then zproxy_run "zproxy-static$SFX" "$RUN/zproxy.toml" 8080; fi
+  fi
+  if [ $THROUGHPUT = 1 ] && wants zproxy; then
+    step "throughput through ZProxy: 1 MiB and 100 MiB, keep-alive, $TP_CONC streams, $TP_DURATION$ROUND"
+    for s in $SIZES; do
+      tp_args "${s#*:}"
+      zproxy_run "tp-${s%%:*}-zproxy$SFX" "$RUN/zproxy-tp.toml" 80
+    done
+  fi
+  if [ $SWEEP = 1 ] && wants zproxy; then
+    step "sweep through ZProxy: ${SWEEP_LEVELS//,/ / } concurrent, keep-alive off, $DURATION$ROUND"
+    for c in ${SWEEP_LEVELS//,/ }; do
+      sweep_args "$c"
+      zproxy_run "sweep-$c-zproxy$SFX" "$RUN/zproxy-sweep.toml" 80
+    done
+  fi
+  if [ $SCALING = 1 ]; then
+    step "scaling: ZProxy with 1 worker (lcore 1, net_af_packet, 1-queue lab)$ROUND"
+    close_args; zproxy_run "scale-1w-close$SFX" "$RUN/zproxy-1w.toml" 80
+    ka_args; zproxy_run "scale-1w-ka$SFX" "$RUN/zproxy-1w.toml" 80
+  fi
+}
+
+# Kernel-stack peers: they get the addresses ZProxy had, on the same veth ends.
+kernel_phase() {
+  { [ $MAIN = 1 ] || [ $THROUGHPUT = 1 ] || [ $SWEEP = 1 ]; } || return 0
+  { wants haproxy || wants nginx || wants direct || wants static; } || return 0
+  step "kernel-stack peers on core $PROXY_CORE$ROUND"
+  bash bench/lab.sh exec proxy ip addr add 10.71.0.2/24 dev cli1
+  bash bench/lab.sh exec proxy ip addr add 10.72.0.2/24 dev ups1
+  if [ $MAIN = 1 ]; then
+    main_args
+    if wants haproxy; then peer_run "haproxy$SFX" haproxy 80; fi
+    if wants nginx; then peer_run "nginx$SFX" nginx-proxy 80; fi
+    if wants static; then peer_run "nginx-static$SFX" nginx-static 8080; fi
+    if wants direct; then direct_run "direct$SFX"; fi
+  fi
+  if [ $THROUGHPUT = 1 ]; then
+    for s in $SIZES; do
+      tp_args "${s#*:}"
+      if wants haproxy; then peer_run "tp-${s%%:*}-haproxy$SFX" haproxy 80; fi
+      if wants nginx; then peer_run "tp-${s%%:*}-nginx$SFX" nginx-proxy 80; fi
+      if wants direct; then direct_run "tp-${s%%:*}-direct$SFX"; fi
+    done
+  fi
+  if [ $SWEEP = 1 ]; then
+    for c in ${SWEEP_LEVELS//,/ }; do
+      sweep_args "$c"
+      if wants haproxy; then peer_run "sweep-$c-haproxy$SFX" haproxy 80; fi
+      if wants nginx; then peer_run "sweep-$c-nginx$SFX" nginx-proxy 80; fi
+    done
+  fi
+  bash bench/lab.sh exec proxy ip addr del 10.71.0.2/24 dev cli1
+  bash bench/lab.sh exec proxy ip addr del 10.72.0.2/24 dev ups1
+}
+
+# Two workers: a lab whose veth pairs have two queues.
+two_worker_phase() {
+  [ $SCALING = 1 ] || return 0
+  step "scaling: ZProxy with 2 workers (lcores 1 and 2 on CPUs 1 and 0, net_af_packet, 2-queue lab)$ROUND"
+  bash bench/lab.sh down >/dev/null
+  lab_up 2
+  # Worker 1 shares CPU 0 with the clients, the upstream and the control
+  # thread, so it sleeps when idle (as in tests/lab_proxy.rs).
+  zproxy_config "$RUN/zproxy-2w.toml" af_packet 2 "worker_lcores = [1, 2]" "worker_cpus = [1, 0]" "idle_sleep_us = 50" "mbufs = 32767"
+  close_args; zproxy_run "scale-2w-close$SFX" "$RUN/zproxy-2w.toml" 80
+  ka_args; zproxy_run "scale-2w-ka$SFX" "$RUN/zproxy-2w.toml" 80
+  bash bench/lab.sh down >/dev/null
+  lab_up 1
+  make_configs
+}
+
+# With --repeat N every run is made N times, in N rounds of the whole
+# sequence (so load from elsewhere on the machine spreads over all servers);
+# LABEL-rK holds round K, and the report shows each row's median round.
+make_configs
+for round in $(seq "$REPEAT"); do
+  SFX="" ROUND=""
+  if [ "$REPEAT" -gt 1 ]; then SFX="-r$round" ROUND=" (round $round of $REPEAT)"; fi
+  zproxy_phase
+  kernel_phase
+  two_worker_phase
+done
 
 step "report"
-python3 bench/report.py "$OUT" "$DEVICE" "$CONCURRENCY" "$DURATION" "$(getconf CLK_TCK)"
-echo; echo "report: $OUT/report.md (per-run details: $OUT/*.md, $OUT/*.json)"
+python3 bench/report.py "$OUT" "$DEVICE" "$CONCURRENCY" "$DURATION" "$(getconf CLK_TCK)" "$TP_CONC" "$TP_DURATION" "$TP_BUFFER" "$REPEAT"
+echo; echo "report: $OUT/report.md (per-run details: $OUT/*.md, $OUT/*.json, charts: $OUT/plots/)"

@@ -71,6 +71,8 @@ fn hugepage_files() -> Vec<String> {
 }
 
 fn datapath(vdev_client: &str, vdev_upstream: &str) {
+    // Alone in the lab (no other zproxy on lcore 1 or in /dev/hugepages).
+    let _lock = common::proxy::lab_lock();
     let lab = Lab::up();
     let huge_before = hugepage_files();
     let zproxy = ZProxy::start(&lab, "zproxy", &config(vdev_client, vdev_upstream));

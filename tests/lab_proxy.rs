@@ -5,226 +5,21 @@
 //! real SIGINT and requires a clean exit with no mbuf leaked.
 //!
 //! Traffic only goes to the lab's namespace addresses (10.71.0.0/24 and
-//! 10.72.0.0/24). The tests take an exclusive lock (see `LabLock`) so that two
-//! of them never run zproxy at the same time, even when nextest runs them in
+//! 10.72.0.0/24). The tests take an exclusive lock (`lab_lock`, shared with
+//! the other lab test files through tests/common/proxy.rs) so that two of
+//! them never run zproxy at the same time, even when nextest runs them in
 //! parallel processes.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::proxy::*;
 use common::*;
 use serde_json::Value;
-
-// ---- serialisation --------------------------------------------------------------------
-
-/// An exclusive `flock` on a file in /run: held for a test's lifetime so that
-/// two zproxy instances (each busy-polling lcore 1) never run at once.
-struct LabLock(#[allow(dead_code)] std::fs::File);
-
-fn lab_lock() -> LabLock {
-    let _ = std::fs::create_dir_all(LAB_RUN_ROOT);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(Path::new(LAB_RUN_ROOT).join(".lab_proxy.lock"))
-        .expect("open lock file");
-    // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-    LabLock(f)
-}
-
-// ---- configuration --------------------------------------------------------------------
-
-const VDEV_CLIENT: &str = "net_af_packet0,iface=cli1,qpairs=1";
-const VDEV_UPSTREAM: &str = "net_af_packet1,iface=ups1,qpairs=1";
-
-/// A whole zproxy config: runtime and both ports, then `body` (listeners, upstreams).
-fn config(socket_buffer: u32, body: &str) -> String {
-    format!(
-        r#"
-[runtime]
-worker_lcores = [1]
-mbufs = 16383
-max_flows = 16384
-socket_rx_buffer = {socket_buffer}
-socket_tx_buffer = {socket_buffer}
-
-[[port]]
-name = "client"
-vdev = "{VDEV_CLIENT}"
-address = "{PROXY_CLIENT_IP}/24"
-gateway = "{CLIENT_IP}"
-
-[[port]]
-name = "upstream"
-vdev = "{VDEV_UPSTREAM}"
-address = "{PROXY_UPSTREAM_IP}/24"
-{body}
-"#
-    )
-}
-
-/// A `[[listener]]` on the client port; `mode` is "http" or "tcp".
-fn listener(tcp_port: u16, mode: &str, group: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-port = "client"
-tcp_port = {tcp_port}
-mode = "{mode}"
-upstream = "{group}"
-"#
-    )
-}
-
-/// An `[[upstream]]` group on the upstream port; `extra` adds keys (balance, timeouts).
-fn upstream(name: &str, servers: &[(&str, u32)], extra: &str) -> String {
-    let servers: Vec<String> = servers
-        .iter()
-        .map(|(a, w)| format!("{{ address = \"{a}\", weight = {w} }}"))
-        .collect();
-    format!(
-        r#"
-[[upstream]]
-name = "{name}"
-port = "upstream"
-servers = [{}]
-{extra}
-"#,
-        servers.join(", ")
-    )
-}
-
-// ---- helpers --------------------------------------------------------------------------
-
-fn url(port: u16, path: &str) -> String {
-    format!("http://{PROXY_CLIENT_IP}:{port}{path}")
-}
-
-/// `curl` in the client namespace: (http status or 0, body).
-fn curl(lab: &Lab, args: &[&str]) -> (u32, String) {
-    let mut cmd = vec![
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-    ];
-    cmd.extend(args);
-    let out = lab.exec("client", &cmd);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-/// Waits until a GET through the proxy gets a 200 (the device warms up).
-fn wait_proxy(lab: &Lab, z: &ZProxy, port: u16) {
-    let u = url(port, "/");
-    assert!(
-        wait_until(Duration::from_secs(15), || curl(
-            lab,
-            &["--max-time", "2", &u]
-        )
-        .0 == 200),
-        "no 200 from {u}; zproxy log:\n{}",
-        z.log()
-    );
-}
-
-fn bench_cmd(lab: &Lab, port: u16, json: &Path, args: &[&str]) -> Vec<String> {
-    let bin = workspace_bin("zproxy-bench");
-    let mut cmd: Vec<String> = vec![
-        "timeout".into(),
-        "120".into(),
-        bin.to_str().unwrap().into(),
-        "--host".into(),
-        PROXY_CLIENT_IP.into(),
-        "--port".into(),
-        port.to_string(),
-        "--json".into(),
-        json.to_str().unwrap().into(),
-    ];
-    cmd.extend(args.iter().map(|s| s.to_string()));
-    let _ = lab;
-    cmd
-}
-
-fn read_results(json: &Path) -> Value {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(json).expect("bench json"))
-        .expect("bench json parses");
-    v["results"].clone()
-}
-
-/// Runs zproxy-bench in the client namespace (bounded by `timeout 120`).
-fn bench(lab: &Lab, port: u16, args: &[&str]) -> Value {
-    let json = lab.run_dir().join(format!("bench-{port}.json"));
-    let _ = std::fs::remove_file(&json);
-    lab.exec_ok("client", bench_cmd(lab, port, &json, args));
-    read_results(&json)
-}
-
-/// Starts zproxy-bench in the client namespace; `wait_bench` collects it.
-fn spawn_bench(lab: &Lab, port: u16, tag: &str, args: &[&str]) -> (Child, PathBuf) {
-    let json = lab.run_dir().join(format!("bench-{tag}.json"));
-    let _ = std::fs::remove_file(&json);
-    let child = lab
-        .command("client", "env")
-        .args(bench_cmd(lab, port, &json, args))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn zproxy-bench");
-    (child, json)
-}
-
-fn wait_bench((mut child, json): (Child, PathBuf)) -> Value {
-    let status = child.wait().expect("wait zproxy-bench");
-    assert!(status.success(), "zproxy-bench failed: {status}");
-    read_results(&json)
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-/// Stops zproxy with SIGINT; asserts a clean exit and no leaked mbuf.
-fn stop_clean(z: ZProxy) -> String {
-    let (ok, log) = z.stop("INT");
-    assert!(ok, "zproxy exited with an error:\n{log}");
-    assert!(
-        log.contains(" 0 leaked"),
-        "leak check missing or failed:\n{log}"
-    );
-    log
-}
-
-/// `name=N` from a zproxy summary line.
-fn counter(line: &str, name: &str) -> Option<u64> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-}
-
-/// The value of `name` in the last summary line of the log that has it.
-fn last_counter(log: &str, name: &str) -> Option<u64> {
-    log.lines().rev().find_map(|l| counter(l, name))
-}
-
-fn line_count(p: &Path) -> usize {
-    std::fs::read_to_string(p)
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-}
 
 fn sha256_file(p: &Path) -> String {
     let out = std::process::Command::new("sha256sum")
@@ -237,22 +32,6 @@ fn sha256_file(p: &Path) -> String {
         .next()
         .unwrap()
         .to_owned()
-}
-
-/// True when something accepts TCP connections on `ip:port` in the role's namespace.
-fn accepts(lab: &Lab, role: &str, ip: &str, port: u16) -> bool {
-    lab.exec(
-        role,
-        [
-            "timeout",
-            "2",
-            "bash",
-            "-c",
-            &format!("exec 3<>/dev/tcp/{ip}/{port}"),
-        ],
-    )
-    .status
-    .success()
 }
 
 /// An extra nginx in the upstream namespace, with its own prefix dir and logs.
@@ -367,47 +146,6 @@ http {{
     fn requests(&self) -> usize {
         line_count(&self.access_log())
     }
-}
-
-/// Sends `data` raw to the proxy from the client namespace and returns
-/// everything it answers until it closes (or 5 s of silence / a reset, marked).
-fn raw_exchange(lab: &Lab, port: u16, data: &[u8]) -> String {
-    const SCRIPT: &str = r#"
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
-s.sendall(sys.stdin.buffer.read())
-out = b''
-try:
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        out += b
-except socket.timeout:
-    out += b'<<timeout>>'
-except ConnectionResetError:
-    out += b'<<reset>>'
-sys.stdout.buffer.write(out)
-"#;
-    let mut child = lab
-        .command("client", "timeout")
-        .args([
-            "20",
-            "python3",
-            "-c",
-            SCRIPT,
-            PROXY_CLIENT_IP,
-            &port.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "raw client: {}", describe(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 // ---- 1. the judged benchmark's shape, through HTTP mode ---------------------------------
@@ -1170,15 +908,6 @@ fn probe_lines(n: &Nginx) -> usize {
 fn probes_since(n: &Nginx, before: &usize) -> usize {
     probe_lines(n) - before
 }
-
-fn wait_log(z: &ZProxy, what: &str, secs: u64) {
-    assert!(
-        wait_until(Duration::from_secs(secs), || z.log().contains(what)),
-        "no {what:?} in the log within {secs} s:\n{}",
-        z.log()
-    );
-}
-
 #[test]
 fn active_health_checks_take_servers_out_and_back() {
     if !require_root() {

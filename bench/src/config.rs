@@ -86,6 +86,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Write SVG charts: PREFIX-latency.svg (latency CDF and percentiles) and
+    /// PREFIX-rate.svg (requests/s and Mbit/s over time).
+    #[arg(long, value_name = "PREFIX")]
+    pub plots: Option<PathBuf>,
+
     /// Name of this run shown in the report.
     #[arg(long)]
     pub label: Option<String>,

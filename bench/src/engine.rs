@@ -41,6 +41,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Time since the window start when `now` lies inside the measured window.
+    fn window_offset(&self, now: Instant) -> Option<Duration> {
+        if now < self.window_start || self.end.is_some_and(|end| now >= end) {
+            return None;
+        }
+        Some(now - self.window_start)
+    }
+
     fn take_ticket(&self) -> bool {
         match &self.tickets {
             None => true,
@@ -267,15 +275,12 @@ impl<'a> Worker<'a> {
 
     /// Makes as much progress as possible on slot `idx`.
     fn drive(&mut self, idx: usize) {
-        let step = {
-            let conn = &mut self.conns[idx];
-            step(
-                conn,
-                &mut self.scratch,
-                &self.plan.request,
-                self.plan.nodelay,
-            )
-        };
+        let step = step(
+            &mut self.conns[idx],
+            &mut self.scratch,
+            self.plan,
+            &mut self.stats,
+        );
         if !matches!(step, Step::Pending) {
             self.finish(idx, step);
         }
@@ -289,6 +294,9 @@ impl<'a> Worker<'a> {
         let expect = self.plan.expect_size;
         // Requests ending after the end of the run are outside the measured window.
         let past_end = self.plan.end.is_some_and(|end| now >= end);
+        if matches!(step, Step::Complete | Step::Fail(_)) {
+            self.stats.ended_all += 1;
+        }
         let conn = &mut self.conns[idx];
         if past_end {
             conn.measured = false;
@@ -351,8 +359,10 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Advances one connection until it would block, completes or fails.
-fn step(conn: &mut Conn, scratch: &mut [u8], request: &[u8], nodelay: bool) -> Step {
+/// Advances one connection until it would block, completes or fails; counts
+/// the bytes it receives inside the measured window into `stats`.
+fn step(conn: &mut Conn, scratch: &mut [u8], plan: &Plan, stats: &mut ThreadStats) -> Step {
+    let (request, nodelay) = (&plan.request[..], plan.nodelay);
     let Some(stream) = conn.stream.as_mut() else {
         return Step::Fail(FailureKind::Io);
     };
@@ -407,6 +417,7 @@ fn step(conn: &mut Conn, scratch: &mut [u8], request: &[u8], nodelay: bool) -> S
                 }
                 Ok(n) => {
                     conn.received += n as u64;
+                    stats.received(n as u64, plan.window_offset(Instant::now()));
                     match conn.parser.feed(&scratch[..n]) {
                         Ok(true) => return Step::Complete,
                         Ok(false) => {}

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod plot;
 pub mod report;
 pub mod stats;
 
@@ -106,6 +107,7 @@ pub fn run(args: &Args) -> Result<Run, String> {
         target,
         started_at,
         results: Results::from_stats(&total, elapsed.max(Duration::from_micros(1))),
+        latency_hist: total.hist,
     })
 }
 

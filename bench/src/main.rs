@@ -28,6 +28,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Some(prefix) = &args.plots {
+        if let Err(e) = zproxy_bench::plot::write_plots(&run, prefix) {
+            eprintln!("zproxy-bench: plots: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if args.fail_on_error && run.has_failures() {
         ExitCode::from(1)
     } else {

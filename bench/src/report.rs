@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::config::{fmt_duration, Args};
@@ -16,6 +17,8 @@ pub struct Run {
     /// Unix time (seconds) the run started.
     pub started_at: u64,
     pub results: Results,
+    /// Latency of the successful measured requests in microseconds (for the plots).
+    pub latency_hist: Histogram<u64>,
 }
 
 #[derive(Serialize)]
@@ -154,6 +157,13 @@ impl Run {
                 "{} ({:.2} MiB/s)",
                 r.bytes_received,
                 r.bytes_received as f64 / r.elapsed_secs / (1024.0 * 1024.0)
+            ),
+        );
+        row(
+            "Received in the window (any request)",
+            format!(
+                "{} B ({:.3} Gbit/s)",
+                r.window_bytes_received, r.gbit_per_sec
             ),
         );
         row("Bytes sent", r.bytes_sent.to_string());

@@ -6,6 +6,15 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// Resolution of the timeline (successes and bytes received over time).
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Percentiles kept in the JSON results (`latency_percentiles`).
+pub const PERCENTILES: [f64; 20] = [
+    0.0, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 75.0, 80.0, 90.0, 95.0, 99.0, 99.5,
+    99.9, 99.95, 99.99, 100.0,
+];
+
 /// Kinds of failed requests. A failed request is never counted as a success.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureKind {
@@ -102,6 +111,17 @@ pub struct ThreadStats {
     pub last_completion: Duration,
     /// Connections opened (measured or not).
     pub connections: u64,
+    /// Requests that ended (success or failure) at any time, warm-up included.
+    pub ended_all: u64,
+    /// Bytes received inside the measured window by any request (one started in
+    /// the warm-up too).
+    pub window_bytes: u64,
+    /// Bytes received at any time, warm-up included.
+    pub received_all: u64,
+    /// Successes per [`TICK`] of the measured window.
+    pub tick_successes: Vec<u64>,
+    /// Bytes received per [`TICK`] of the measured window.
+    pub tick_bytes: Vec<u64>,
 }
 
 impl Default for ThreadStats {
@@ -127,6 +147,11 @@ impl ThreadStats {
             status: vec![0; 1000],
             last_completion: Duration::ZERO,
             connections: 0,
+            ended_all: 0,
+            window_bytes: 0,
+            received_all: 0,
+            tick_successes: Vec::with_capacity(128),
+            tick_bytes: Vec::with_capacity(128),
         }
     }
 
@@ -143,7 +168,18 @@ impl ThreadStats {
             self.per_second.resize(sec + 1, 0);
         }
         self.per_second[sec] += 1;
+        *bucket(&mut self.tick_successes, at) += 1;
         self.last_completion = self.last_completion.max(at);
+    }
+
+    /// Records `n` bytes received; `at` is the time since the window start when
+    /// they arrived inside the measured window.
+    pub fn received(&mut self, n: u64, at: Option<Duration>) {
+        self.received_all += n;
+        if let Some(at) = at {
+            self.window_bytes += n;
+            *bucket(&mut self.tick_bytes, at) += n;
+        }
     }
 
     /// Records a failed request that ended `at` after the window start.
@@ -184,12 +220,44 @@ impl ThreadStats {
         }
         self.last_completion = self.last_completion.max(other.last_completion);
         self.connections += other.connections;
+        self.ended_all += other.ended_all;
+        self.window_bytes += other.window_bytes;
+        self.received_all += other.received_all;
+        add_series(&mut self.tick_successes, &other.tick_successes);
+        add_series(&mut self.tick_bytes, &other.tick_bytes);
     }
 
     /// Total failures.
     pub fn failed(&self) -> u64 {
         self.failures.iter().sum()
     }
+}
+
+/// The counter of the [`TICK`] containing `at`, growing `series` as needed.
+fn bucket(series: &mut Vec<u64>, at: Duration) -> &mut u64 {
+    let i = (at.as_nanos() / TICK.as_nanos()) as usize;
+    if series.len() <= i {
+        series.resize(i + 1, 0);
+    }
+    &mut series[i]
+}
+
+/// Adds `other` into `into` element by element.
+fn add_series(into: &mut Vec<u64>, other: &[u64]) {
+    if into.len() < other.len() {
+        into.resize(other.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(other) {
+        *a += b;
+    }
+}
+
+/// Successes and bytes received over the measured window, per `interval_ms`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timeline {
+    pub interval_ms: u64,
+    pub successes: Vec<u64>,
+    pub bytes: Vec<u64>,
 }
 
 /// Latency figures in microseconds.
@@ -232,6 +300,21 @@ pub struct Results {
     pub status_codes: BTreeMap<u16, u64>,
     /// Successes completed in each second of the measured window.
     pub per_second: Vec<u64>,
+    /// Requests that ended during the whole run, warm-up included: divide the
+    /// server's CPU time over the whole run by this.
+    pub requests_all: u64,
+    /// Bytes received inside the measured window by any request, including
+    /// those started in the warm-up or still running at the end.
+    pub window_bytes_received: u64,
+    /// Bytes received during the whole run, warm-up included: divide the
+    /// server's CPU time over the whole run by this.
+    pub bytes_received_all: u64,
+    /// `window_bytes_received` in Gbit/s (10^9 bits) over the measured window.
+    pub gbit_per_sec: f64,
+    /// `[percentile, latency_us]` pairs at [`PERCENTILES`] (empty without successes).
+    pub latency_percentiles: Vec<(f64, u64)>,
+    /// Successes and bytes over time.
+    pub timeline: Timeline,
 }
 
 impl Results {
@@ -240,15 +323,22 @@ impl Results {
         let secs = elapsed.as_secs_f64();
         let completed = s.successes + s.failed();
         let per = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        // The histogram reports a bucket's highest equivalent value, which can
+        // lie just above the exact maximum: keep percentiles within min..max.
+        let q = |quantile: f64| {
+            s.hist
+                .value_at_quantile(quantile)
+                .clamp(s.latency_min_us.min(s.latency_max_us), s.latency_max_us)
+        };
         let latency = if s.successes > 0 {
             Latency {
                 avg_us: s.latency_sum_us as f64 / s.successes as f64,
                 min_us: s.latency_min_us,
                 max_us: s.latency_max_us,
-                p50_us: s.hist.value_at_quantile(0.50),
-                p90_us: s.hist.value_at_quantile(0.90),
-                p99_us: s.hist.value_at_quantile(0.99),
-                p999_us: s.hist.value_at_quantile(0.999),
+                p50_us: q(0.50),
+                p90_us: q(0.90),
+                p99_us: q(0.99),
+                p999_us: q(0.999),
             }
         } else {
             Latency::default()
@@ -259,6 +349,25 @@ impl Results {
         if per_second.len() < want {
             per_second.resize(want, 0);
         }
+        let ticks = (elapsed.as_nanos().div_ceil(TICK.as_nanos()) as usize).max(1);
+        let fit = |v: &[u64]| {
+            let mut v = v.to_vec();
+            v.resize(ticks, 0);
+            v
+        };
+        let latency_percentiles = if s.successes > 0 {
+            // The ends are exact; the histogram gives 3 significant digits.
+            PERCENTILES
+                .iter()
+                .map(|&p| match p {
+                    0.0 => (p, s.latency_min_us),
+                    100.0 => (p, s.latency_max_us),
+                    _ => (p, q(p / 100.0)),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Results {
             elapsed_secs: secs,
             completed,
@@ -287,6 +396,20 @@ impl Results {
                 .map(|(code, &n)| (code as u16, n))
                 .collect(),
             per_second,
+            requests_all: s.ended_all,
+            window_bytes_received: s.window_bytes,
+            bytes_received_all: s.received_all,
+            gbit_per_sec: if secs > 0.0 {
+                s.window_bytes as f64 * 8.0 / secs / 1e9
+            } else {
+                0.0
+            },
+            latency_percentiles,
+            timeline: Timeline {
+                interval_ms: TICK.as_millis() as u64,
+                successes: fit(&s.tick_successes),
+                bytes: fit(&s.tick_bytes),
+            },
         }
     }
 

@@ -1,7 +1,9 @@
 //! Support code for root-only integration tests that run ZProxy inside the netns lab
 //! created by `bench/lab.sh` (see that script for the topology).
 //!
-//! Use from a test file with `mod common;`. Only `std` is used.
+//! Use from a test file with `mod common;`. This file uses only `std`; the
+//! `proxy` module (the lab lock every lab test takes, config builders, curl,
+//! zproxy-bench and `zproxy stats` helpers) adds `serde_json` and `libc`.
 //!
 //! ```ignore
 //! mod common;
@@ -16,6 +18,8 @@
 //! }
 //! ```
 #![allow(dead_code)]
+
+pub mod proxy;
 
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
@@ -363,6 +367,13 @@ impl ZProxy {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait zproxy").is_none())
     }
 
     /// Sends `signal` and waits (up to 20 s) for exit; returns (success, log).
