@@ -136,7 +136,8 @@ zproxy_run() {
   bash bench/lab.sh exec proxy "$ZPROXY" run -c "$config" > "$RUN/$label.log" 2>&1 &
   ZPID=$!
   local workers
-  workers=$(python3 -c "import re,sys; m = re.search(r'(?m)^worker_lcores\s*=\s*\[(.*)\]', open(sys.argv[1]).read()); print(len(m.group(1).split(',')))" "$config")
+  # Wait for every worker listed in worker_lcores (one when not listed).
+  workers=$(python3 -c "import re,sys; m = re.search(r'(?m)^worker_lcores\s*=\s*\[(.*)\]', open(sys.argv[1]).read()); print(len(m.group(1).split(',')) if m else 1)" "$config")
   for _ in $(seq 100); do [ "$(grep -c " polling" "$RUN/$label.log")" -ge "$workers" ] && break; sleep 0.1; done
   [ "$(grep -c " polling" "$RUN/$label.log")" -ge "$workers" ] || { cat "$RUN/$label.log"; echo "run-lab: ZProxy did not start" >&2; exit 1; }
   bash bench/lab.sh exec client curl -s --retry 5 --retry-connrefused --max-time 2 -o /dev/null "http://10.71.0.2:$port/"
