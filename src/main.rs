@@ -48,11 +48,9 @@ fn fetch(address: &str, path: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot reach the management endpoint at {address}: {e} (is zproxy running, in this network namespace?)"))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
+    // One write: the endpoint reads the head as it comes, but need not wait long.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut out = String::new();
     s.read_to_string(&mut out)
         .map_err(|e| format!("reading from {address}: {e}"))?;

@@ -54,8 +54,20 @@ fn serve(
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    // The whole head: a request may come in several segments, and closing
+    // with unread bytes would reset the connection under the answer.
     let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf)?;
+    let mut n = 0;
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    while n < buf.len()
+        && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+        && std::time::Instant::now() < deadline
+    {
+        match stream.read(&mut buf[n..])? {
+            0 => break,
+            got => n += got,
+        }
+    }
     let request = std::str::from_utf8(&buf[..n]).unwrap_or("");
     let path = request.split_whitespace().nth(1).unwrap_or("");
     let (status, ctype, body) = match path {
