@@ -295,8 +295,10 @@ fn two() -> u32 {
     2
 }
 
+/// Longer than a SYN's first retransmission (1 s), so that one lost SYN or
+/// SYN-ACK does not count as a failed connect (two mark the server down).
 fn connect_timeout_ms() -> u64 {
-    1_000
+    3_000
 }
 fn read_timeout_ms() -> u64 {
     30_000
