@@ -91,10 +91,6 @@ impl Steering {
         }
     }
 
-    pub fn queues(&self) -> u16 {
-        self.queues
-    }
-
     /// Toeplitz hash of a TCP/IPv4 frame from `src` to `dst`.
     pub fn hash(&self, src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16) -> u32 {
         tcp4_input(src, dst, src_port, dst_port)

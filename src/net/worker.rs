@@ -785,14 +785,7 @@ impl Worker {
             window: self.cookie_window,
             mss: Some(our_mss),
         };
-        let mut dev = FrameDevice {
-            rx: None,
-            tx: &mut p.tx,
-            caps: &p.caps,
-            seq_delta: 0,
-        };
-        let token = smoltcp::phy::Device::transmit(&mut dev, instant(now_us)).expect("tx token");
-        token.consume(reply.frame_len(), |buf| reply.emit(buf));
+        send_frame(p, reply.frame_len(), |buf| reply.emit(buf));
         self.cookies_valid_until_us = now_us + CookieJar::lifetime_us();
         self.counters.add(Counter::SynCookiesSent, 1);
     }
@@ -1757,6 +1750,15 @@ fn send_arp_request(p: &mut PortState, target: Ipv4Addr) {
         dst_addr: EthernetAddress::BROADCAST,
         ethertype: EthernetProtocol::Arp,
     };
+    send_frame(p, eth.buffer_len() + arp.buffer_len(), |buf| {
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        eth.emit(&mut frame);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    });
+}
+
+/// Sends a `len`-byte frame that `emit` writes, outside any flow.
+fn send_frame(p: &mut PortState, len: usize, emit: impl FnOnce(&mut [u8])) {
     let mut dev = FrameDevice {
         rx: None,
         tx: &mut p.tx,
@@ -1765,11 +1767,7 @@ fn send_arp_request(p: &mut PortState, target: Ipv4Addr) {
     };
     let token =
         smoltcp::phy::Device::transmit(&mut dev, Instant::from_micros(0)).expect("tx token");
-    token.consume(eth.buffer_len() + arp.buffer_len(), |buf| {
-        let mut frame = EthernetFrame::new_unchecked(buf);
-        eth.emit(&mut frame);
-        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-    });
+    token.consume(len, emit);
 }
 
 fn instant(us: u64) -> Instant {
