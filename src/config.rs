@@ -475,9 +475,9 @@ impl Config {
                 rt.main_lcore
             )));
         }
-        if rt.max_flows == 0 || rt.max_flows > 4_000_000 {
+        if !(2..=4_000_000).contains(&rt.max_flows) {
             return Err(ConfigError(format!(
-                "{}runtime.max_flows must be 1..=4000000",
+                "{}runtime.max_flows must be 2..=4000000 (a proxied connection takes two: client and upstream)",
                 at("max_flows")
             )));
         }
@@ -998,6 +998,10 @@ body = "hi\n"
             (
                 &GOOD.replace("worker_lcores = [1]", "worker_lcores = [0]"),
                 "line 3: runtime.worker_lcores contains the main lcore 0",
+            ),
+            (
+                &GOOD.replace("[runtime]", "[runtime]\nmax_flows = 1"),
+                "runtime.max_flows must be 2..=4000000",
             ),
             (
                 &GOOD.replace("mode = \"static\"", "mode = \"udp\""),

@@ -124,6 +124,10 @@ impl<T> FlowTable<T> {
         self.index.len()
     }
 
+    pub fn free(&self) -> usize {
+        self.free.len()
+    }
+
     pub fn capacity(&self) -> usize {
         self.slots.len()
     }

@@ -332,6 +332,11 @@ pub struct Worker {
     per_source: HashMap<Ipv4Addr, u32>,
     /// Upstream flows whose SYN may be waiting for ARP.
     connecting: Vec<u32>,
+    /// Client flows of proxying listeners, and how many of them have an
+    /// upstream linked: each of the others is promised a free slot for its
+    /// upstream connection (see `spare_slots`).
+    proxied_clients: usize,
+    linked: usize,
     /// A socket set with no sockets: frames without a flow get smoltcp's
     /// stateless answers (ARP reply, echo reply, RST).
     no_sockets: SocketSet<'static>,
@@ -456,6 +461,8 @@ impl Worker {
             timers: Timers::new(spec.max_flows),
             time_wait: TimeWait::new(spec.max_flows * 8, TIME_WAIT_US),
             connecting: Vec::with_capacity(spec.max_flows),
+            proxied_clients: 0,
+            linked: 0,
             per_source: HashMap::with_capacity(spec.max_flows),
             flows,
             no_sockets: SocketSet::new(Vec::new()),
@@ -715,16 +722,32 @@ impl Worker {
         self.after_activity(slot, now_us);
     }
 
+    /// Free slots beyond those promised to proxied clients that have no
+    /// upstream yet; negative after an upstream went back to its pool or
+    /// began closing while slots were short.
+    fn spare_slots(&self) -> isize {
+        self.flows.free() as isize - (self.proxied_clients - self.linked) as isize
+    }
+
     /// A flow for a new connection to `listener`, its socket listening for
-    /// the SYN; `None` (counted) when every slot is in use.
+    /// the SYN; `None` (counted) when no slot is spare. A proxied client
+    /// needs two: its own and one for its upstream, so a table full of
+    /// clients still lets each of them reach an upstream.
     fn accept(&mut self, port: usize, key: FlowKey, listener: usize, now_us: u64) -> Option<u32> {
-        self.time_wait.remove(&key);
-        let Some(slot) = self.flows.insert(key) else {
+        let proxied = !matches!(self.listeners[listener].app, ListenerApp::Static(_));
+        let needed = if proxied { 2 } else { 1 };
+        while self.spare_slots() < needed && self.evict_pooled(now_us) {}
+        if self.spare_slots() < needed {
             // Refuse with a RST rather than hold state.
             self.counters.add(Counter::FlowsRefused, 1);
             return None;
-        };
+        }
+        self.time_wait.remove(&key);
+        let slot = self.flows.insert(key).expect("a spare slot is free");
         self.counters.add(Counter::FlowsAccepted, 1);
+        if proxied {
+            self.proxied_clients += 1;
+        }
         if self.listeners[listener].max_per_source > 0 {
             *self.per_source.entry(key.remote_ip).or_insert(0) += 1;
         }
@@ -1040,7 +1063,10 @@ impl Worker {
                         let FlowApp::Client(session) = &mut flow.app else {
                             unreachable!()
                         };
+                        let errors_before = session.errors;
                         session.no_upstream(sock);
+                        let errors = session.errors - errors_before;
+                        self.counters.add(Counter::ProxyErrors, u64::from(errors));
                         return;
                     }
                 }
@@ -1110,29 +1136,33 @@ impl Worker {
         else {
             return false;
         };
+        // Reuse an idle connection when one is still good.
+        let mut reused = None;
+        while let Some(u) = self.groups[group].pools[server].pop() {
+            let flow = self.flows.get_mut(u);
+            let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+            if sock.state() == tcp::State::Established && sock.recv_queue() == 0 && sock.may_send()
+            {
+                reused = Some(u);
+                self.counters.add(Counter::UpstreamReused, 1);
+                break;
+            }
+            sock.abort();
+            self.finish(u, now_us);
+        }
+        let connect_timeout_us = self.groups[group].spec.connect_timeout_us;
+        // No local port or slot is this worker's shortage, not the server's
+        // failure: the server stays untried (503, not 502).
+        let Some(u) = reused.or_else(|| self.connect(group, server, connect_timeout_us, now_us))
+        else {
+            return false;
+        };
         let FlowApp::Client(session) = &mut self.flows.get_mut(c).app else {
             unreachable!()
         };
         session.tried |= 1 << (server % 64);
         session.set_read_timeout_us(self.groups[group].spec.read_timeout_us);
         self.groups[group].spec.balancer.servers[server].requests += 1;
-        // Reuse an idle connection when one is still good.
-        while let Some(u) = self.groups[group].pools[server].pop() {
-            let flow = self.flows.get_mut(u);
-            let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
-            if sock.state() == tcp::State::Established && sock.recv_queue() == 0 && sock.may_send()
-            {
-                self.link(c, u, group, server);
-                self.counters.add(Counter::UpstreamReused, 1);
-                return true;
-            }
-            sock.abort();
-            self.finish(u, now_us);
-        }
-        let connect_timeout_us = self.groups[group].spec.connect_timeout_us;
-        let Some(u) = self.connect(group, server, connect_timeout_us, now_us) else {
-            return false;
-        };
         self.link(c, u, group, server);
         true
     }
@@ -1209,12 +1239,14 @@ impl Worker {
     fn link(&mut self, c: u32, u: u32, group: usize, server: usize) {
         self.flows.get_mut(c).peer = Some(u);
         self.flows.get_mut(u).peer = Some(c);
+        self.linked += 1;
         self.groups[group].spec.balancer.servers[server].active += 1;
     }
 
     /// Cuts the link between a client flow and its upstream; returns the upstream.
     fn unlink(&mut self, c: u32) -> Option<u32> {
         let u = self.flows.get_mut(c).peer.take()?;
+        self.linked -= 1;
         let flow = self.flows.get_mut(u);
         flow.peer = None;
         if let FlowApp::Upstream { group, server, .. } = flow.app {
@@ -1227,6 +1259,9 @@ impl Worker {
     /// The session is done with its upstream: pool it or close it.
     fn detach_upstream(&mut self, c: u32, reusable: bool, now_us: u64) {
         let Some(u) = self.unlink(c) else { return };
+        // Its client is promised a slot again: when none is spare, this
+        // connection gives its own back at once.
+        let short = self.spare_slots() < 0;
         let flow = self.flows.get_mut(u);
         let FlowApp::Upstream { group, server, .. } = flow.app else {
             unreachable!("peers of clients are upstreams")
@@ -1235,12 +1270,16 @@ impl Worker {
         let keepalive = self.groups[group].spec.keepalive;
         let retired = self.groups[group].spec.balancer.servers[server].retired;
         let pool = &mut self.groups[group].pools[server];
-        if reusable && !retired && sock.state() == tcp::State::Established && pool.len() < keepalive
+        if reusable
+            && !retired
+            && !short
+            && sock.state() == tcp::State::Established
+            && pool.len() < keepalive
         {
             flow.idle_timeout_us = POOL_IDLE_US;
             flow.last_rx_us = now_us;
             pool.push(u);
-        } else if sock.state() == tcp::State::Established {
+        } else if sock.state() == tcp::State::Established && !short {
             sock.close();
         } else {
             sock.abort();
@@ -1261,6 +1300,20 @@ impl Worker {
             }
             self.remove_from_pool(u);
         }
+    }
+
+    /// Closes one idle pooled upstream to free its slot; false when every pool is empty.
+    fn evict_pooled(&mut self, now_us: u64) -> bool {
+        let Some(u) = self
+            .groups
+            .iter_mut()
+            .find_map(|g| g.pools.iter_mut().find_map(|p| p.pop()))
+        else {
+            return false;
+        };
+        self.flows.get_mut(u).socket().abort();
+        self.finish(u, now_us);
+        true
     }
 
     fn remove_from_pool(&mut self, u: u32) {
@@ -1403,6 +1456,7 @@ impl Worker {
         self.counters.add(Counter::FlowsClosed, 1);
         match self.flows.get_mut(slot).app {
             FlowApp::Client(_) => {
+                self.proxied_clients -= 1;
                 if let Some(u) = self.unlink(slot) {
                     // The client is gone: its upstream exchange cannot finish
                     // (and an unfinished connect is not the server's failure).
@@ -1444,7 +1498,10 @@ impl Worker {
                     let graceful = state == tcp::State::TimeWait && session.mode == Mode::Tcp;
                     if !graceful {
                         // A failed connect is retried on another server (the request was not sent).
+                        let errors_before = session.errors;
                         let step = session.upstream_lost(sock, connecting);
+                        let errors = session.errors - errors_before;
+                        self.counters.add(Counter::ProxyErrors, u64::from(errors));
                         self.apply_step(c, step, now_us);
                     }
                     self.finish(c, now_us);
@@ -1477,6 +1534,9 @@ impl Worker {
                     continue;
                 }
                 self.groups[g].health[s].next_probe_us = now_us + check.interval_us;
+                if self.spare_slots() < 1 {
+                    continue; // clients' upstreams come first; probe next interval
+                }
                 if let Some(slot) = self.connect(g, s, check.timeout_us, now_us) {
                     let flow = self.flows.get_mut(slot);
                     flow.app = FlowApp::Probe {
