@@ -754,7 +754,9 @@ fn ten_thousand_idle_connections() {
     // and flows_active must fall back to 0 once the clients are gone.
     let body =
         listener(80, "http", "web") + &upstream("web", &[("10.72.0.1:80", 1)], "keepalive = 0");
-    let z = ZProxy::start(&lab, "zproxy", &config(4096, &body));
+    // Each proxied client is admitted with a slot kept for its upstream.
+    let cfg = config(4096, &body).replace("max_flows = 16384", "max_flows = 20480");
+    let z = ZProxy::start(&lab, "zproxy", &cfg);
     wait_proxy(&lab, &z, 80);
 
     // Each holder opens N connections, says "ready N", holds them until its
@@ -1223,6 +1225,119 @@ fn listeners_let_in_only_allowed_client_networks() {
     assert!(
         last_counter(&log, "refused_acl").is_some_and(|n| n >= 2),
         "refusals not counted:\n{log}"
+    );
+}
+
+#[test]
+fn never_an_open_proxy_whatever_the_request_names() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    // A bait server next to the configured upstream, which a request may
+    // name but ZProxy must never connect to: one line per connection.
+    const BAIT: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+while True:
+    c, peer = s.accept()
+    print("accepted", peer[0], flush=True)
+    c.close()
+"#;
+    let seen_path = lab.run_dir().join("bait.log");
+    let mut bait = lab
+        .command("upstream", "timeout")
+        .args(["120", "python3", "-c", BAIT, UPSTREAM_IP, "9099"])
+        .stdout(std::fs::File::create(&seen_path).expect("create bait.log"))
+        .spawn()
+        .expect("spawn the bait server");
+    assert!(
+        wait_until(Duration::from_secs(5), || accepts(
+            &lab,
+            "upstream",
+            UPSTREAM_IP,
+            9099
+        )),
+        "the bait server did not start"
+    );
+    let body = listener(80, "http", "web") + &upstream("web", &[("10.72.0.1:80", 1)], "");
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+
+    let bait_url = format!("http://{UPSTREAM_IP}:9099/");
+    let bait_host = format!("{UPSTREAM_IP}:9099");
+    let last_logged = || {
+        let log = std::fs::read_to_string(lab.run_dir().join("access.log")).unwrap_or_default();
+        log.lines().last().unwrap_or("").to_owned()
+    };
+    // Used as a forward proxy: the configured upstream answers, in origin form.
+    let (code, text) = curl(&lab, &["-x", &url(80, ""), &bait_url]);
+    assert_eq!((code, text.as_str()), (200, UPSTREAM_BODY), "curl -x");
+    assert!(
+        last_logged().contains("\"GET / HTTP/1.1\""),
+        "nginx got: {}",
+        last_logged()
+    );
+    // A Host naming the bait: routed to the configured upstream all the same.
+    let resp = raw_exchange(
+        &lab,
+        80,
+        format!("GET / HTTP/1.1\r\nHost: {bait_host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert!(resp.starts_with("HTTP/1.1 200 "), "Host: bait got {resp:?}");
+    // Absolute-form naming another host than Host: ambiguous, refused.
+    let resp = raw_exchange(
+        &lab,
+        80,
+        format!("GET {bait_url} HTTP/1.1\r\nHost: {UPSTREAM_IP}\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        resp.starts_with("HTTP/1.1 400 "),
+        "mismatched absolute-form got {resp:?}"
+    );
+    // CONNECT: never a tunnel.
+    let resp = raw_exchange(
+        &lab,
+        80,
+        format!("CONNECT {bait_host} HTTP/1.1\r\nHost: {bait_host}\r\n\r\n").as_bytes(),
+    );
+    assert!(resp.starts_with("HTTP/1.1 405 "), "CONNECT got {resp:?}");
+    let out = lab.exec(
+        "client",
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-p",
+            "-x",
+            &url(80, ""),
+            &bait_url,
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "curl through a CONNECT tunnel: {}",
+        describe(&out)
+    );
+
+    // The bait saw only the connections made to check it is listening.
+    let seen = std::fs::read_to_string(&seen_path).unwrap();
+    // SIGTERM: `timeout` passes it on to python.
+    let _ = std::process::Command::new("kill").arg(bait.id().to_string()).status();
+    let _ = bait.wait();
+    assert!(
+        seen.lines().all(|l| l == format!("accepted {UPSTREAM_IP}")) && !seen.is_empty(),
+        "only the listening checks may reach the bait:\n{seen}"
+    );
+    let log = stop_clean(z);
+    assert!(
+        last_counter(&log, "proxy_errors").is_some_and(|n| n >= 3),
+        "refusals counted as proxy errors:\n{log}"
     );
 }
 

@@ -150,6 +150,9 @@ impl Balancer {
     pub fn connect_failed(&mut self, i: usize, now_us: u64) {
         let s = &mut self.servers[i];
         s.failures += 1;
+        if now_us < s.down_until_us {
+            return; // connects started before it went down: already dealt with
+        }
         s.fails += 1;
         if s.fails >= FAILS_TO_MARK_DOWN {
             s.down_until_us = now_us + DOWN_FOR_US;
@@ -236,6 +239,26 @@ mod tests {
         assert!(
             (0..10).any(|_| b.pick(C, DOWN_FOR_US, 0) == Some(0)),
             "back after the down period"
+        );
+    }
+
+    #[test]
+    fn failures_while_down_do_not_extend_it() {
+        let mut b = group(Balance::RoundRobin, &[1, 1]);
+        b.connect_failed(0, 0);
+        b.connect_failed(0, 0);
+        // Connects started before it went down fail too: no new mark.
+        b.connect_failed(0, 10);
+        b.connect_failed(0, 20);
+        assert_eq!(b.servers[0].failures, 4);
+        assert!(
+            (0..10).any(|_| b.pick(C, DOWN_FOR_US, 0) == Some(0)),
+            "back when the first down period ends"
+        );
+        b.connect_failed(0, DOWN_FOR_US);
+        assert!(
+            (0..10).any(|_| b.pick(C, DOWN_FOR_US + 1, 0) == Some(0)),
+            "one failure after coming back does not mark it down"
         );
     }
 

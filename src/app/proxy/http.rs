@@ -9,6 +9,8 @@ pub enum Refusal {
     BadRequest,
     /// 431: the head does not fit the receive buffer, or too many headers.
     HeadTooLarge,
+    /// 405: CONNECT (ZProxy is never a tunnel).
+    MethodNotAllowed,
     /// 501: a transfer coding other than chunked.
     NotImplemented,
 }
@@ -18,6 +20,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest => 400,
             Refusal::HeadTooLarge => 431,
+            Refusal::MethodNotAllowed => 405,
             Refusal::NotImplemented => 501,
         }
     }
@@ -80,7 +83,60 @@ fn content_length(value: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// A request target (RFC 9112 3.2) split into the authority an
+/// absolute-form target names and the origin-form rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub authority: Option<&'a str>,
+    /// Path and query; empty or starting with `?` when an absolute-form
+    /// target has no path (the origin form then starts with `/`).
+    pub rest: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// What routes match on.
+    pub fn route_path(&self) -> &'a str {
+        if self.rest.starts_with('/') || self.rest == "*" {
+            self.rest
+        } else {
+            "/"
+        }
+    }
+}
+
+/// Splits a request target; `None` for a form the proxy does not take
+/// (authority-form, a relative path, a scheme other than http(s), userinfo).
+pub fn request_target(target: &str) -> Option<Target<'_>> {
+    if target.starts_with('/') || target == "*" {
+        return Some(Target {
+            authority: None,
+            rest: target,
+        });
+    }
+    let scheme_len = ["http://", "https://"]
+        .iter()
+        .find(|s| {
+            let t = target.as_bytes();
+            t.len() >= s.len() && t[..s.len()].eq_ignore_ascii_case(s.as_bytes())
+        })?
+        .len();
+    let after = &target[scheme_len..];
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let authority = &after[..end];
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(Target {
+        authority: Some(authority),
+        rest: &after[end..],
+    })
+}
+
 /// Checks a parsed request and derives its framing. `raw` is the head bytes.
+///
+/// The target must be origin-form (or `*`) or absolute-form naming the
+/// same authority as its Host header: the upstream gets origin-form and the
+/// configured servers only, whatever host a request names.
 pub fn request_info(
     req: &httparse::Request,
     raw: &[u8],
@@ -94,12 +150,17 @@ pub fn request_info(
     {
         return Err(Refusal::BadRequest);
     }
+    if req.method == Some("CONNECT") {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    let target = request_target(req.path.unwrap_or("")).ok_or(Refusal::BadRequest)?;
     let http11 = req.version == Some(1);
     let is_head = req.method == Some("HEAD");
     let mut keep_alive = http11;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut hosts = 0;
+    let mut host_matches = true;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| Refusal::BadRequest)?;
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -127,9 +188,14 @@ pub fn request_info(
             }
         } else if h.name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            host_matches = target
+                .authority
+                .is_none_or(|a| trim_ows(value).eq_ignore_ascii_case(a));
         }
     }
-    if (chunked && length.is_some()) || hosts > 1 || (http11 && hosts == 0) {
+    // An absolute-form target naming another host than Host is ambiguous:
+    // which one routes, which one the upstream believes?
+    if (chunked && length.is_some()) || hosts > 1 || (http11 && hosts == 0) || !host_matches {
         return Err(Refusal::BadRequest);
     }
     let body = match (chunked, length) {
@@ -333,6 +399,52 @@ mod tests {
         let r = req(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
         assert!(matches!(r.body, Body::Chunked(_)) && !r.keep_alive);
         assert!(!req(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
+    }
+
+    #[test]
+    fn request_targets() {
+        let t = |s| request_target(s).map(|t| (t.authority, t.rest, t.route_path()));
+        assert_eq!(t("/a?b"), Some((None, "/a?b", "/a?b")));
+        assert_eq!(t("*"), Some((None, "*", "*")));
+        assert_eq!(t("http://h:81/a"), Some((Some("h:81"), "/a", "/a")));
+        assert_eq!(t("HTTPS://h"), Some((Some("h"), "", "/")));
+        assert_eq!(t("http://h?q"), Some((Some("h"), "?q", "/")));
+        for bad in [
+            "h:443",
+            "a/b",
+            "",
+            "http://",
+            "http://u@h/",
+            "ftp://h/",
+            "htt\u{e9}p://x",
+        ] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn never_a_tunnel_nor_a_forward_proxy() {
+        assert_eq!(
+            req(b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"),
+            Err(Refusal::MethodNotAllowed)
+        );
+        assert_eq!(Refusal::MethodNotAllowed.status(), 405);
+        // Absolute-form: taken when it names the Host header's authority.
+        assert!(req(b"GET http://a/x HTTP/1.1\r\nHost: A\r\n\r\n").is_ok());
+        assert!(req(b"GET http://a/x HTTP/1.0\r\n\r\n").is_ok());
+        for bad in [
+            &b"GET http://evil/ HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET http://a:8080/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET a.b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(
+                req(bad),
+                Err(Refusal::BadRequest),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -224,13 +224,15 @@ impl Session {
                         Ok(info) => info,
                         Err(r) => return self.refuse(c, r.status()),
                     };
-                    let host = req
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("host"))
-                        .map(|h| h.value);
-                    let path = req.path.unwrap_or("/");
-                    let Some(group) = routes.and_then(|r| r.find(host, path)) else {
+                    let target = http::request_target(req.path.unwrap_or(""))
+                        .expect("request_info checked the target");
+                    let host = target.authority.map(str::as_bytes).or_else(|| {
+                        req.headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case("host"))
+                            .map(|h| h.value)
+                    });
+                    let Some(group) = routes.and_then(|r| r.find(host, target.route_path())) else {
                         return self.refuse(c, 404);
                     };
                     self.group = group;
@@ -578,9 +580,9 @@ impl Session {
 /// The rewritten request head is larger than the upstream socket's send buffer.
 struct HeadTooLarge;
 
-/// Request head for the upstream: same method and target, HTTP/1.1 (1.0
-/// clients stay 1.0 and close), hop-by-hop headers dropped, X-Forwarded-For
-/// and X-Forwarded-Proto set.
+/// Request head for the upstream: same method, the target in origin form,
+/// HTTP/1.1 (1.0 clients stay 1.0 and close), hop-by-hop headers dropped,
+/// X-Forwarded-For and X-Forwarded-Proto set.
 fn write_request_head(
     req: &httparse::Request,
     client_ip: &[u8],
@@ -589,7 +591,11 @@ fn write_request_head(
 ) {
     out(req.method.unwrap_or("GET").as_bytes());
     out(b" ");
-    out(req.path.unwrap_or("/").as_bytes());
+    let target = http::request_target(req.path.unwrap_or("/")).expect("a checked target");
+    if target.route_path() != target.rest {
+        out(b"/"); // "http://h" or "http://h?q": origin form starts with '/'
+    }
+    out(target.rest.as_bytes());
     out(if http11 {
         b" HTTP/1.1\r\n"
     } else {
@@ -755,6 +761,7 @@ fn relay_stream(from: &mut Socket, to: &mut Socket) -> usize {
 fn error_page(status: u16) -> &'static [u8] {
     match status {
         400 => b"HTTP/1.1 400 Bad Request\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n",
+        405 => b"HTTP/1.1 405 Method Not Allowed\r\nServer: zproxy\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\nContent-Type: text/plain\r\nContent-Length: 23\r\nConnection: close\r\n\r\nCONNECT is not allowed\n",
         404 => b"HTTP/1.1 404 Not Found\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nno route\n\n",
         431 => b"HTTP/1.1 431 Request Header Fields Too Large\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 23\r\nConnection: close\r\n\r\nrequest head too large\n",
         501 => b"HTTP/1.1 501 Not Implemented\r\nServer: zproxy\r\nContent-Type: text/plain\r\nContent-Length: 28\r\nConnection: close\r\n\r\ntransfer coding unsupported\n",
@@ -771,7 +778,7 @@ mod tests {
 
     #[test]
     fn error_pages_have_correct_lengths() {
-        for status in [400, 404, 408, 431, 501, 502, 503, 504] {
+        for status in [400, 404, 405, 408, 431, 501, 502, 503, 504] {
             let page = error_page(status);
             let text = std::str::from_utf8(page).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
@@ -783,6 +790,27 @@ mod tests {
                 .parse()
                 .unwrap();
             assert_eq!(len, body.len(), "status {status}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_goes_upstream_in_origin_form() {
+        for (target, origin) in [
+            ("http://x/a?b", "/a?b"),
+            ("http://x", "/"),
+            ("http://x?q", "/?q"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            req.parse(raw.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            write_request_head(&req, b"10.0.0.9", true, &mut |b| out.extend_from_slice(b));
+            let out = String::from_utf8(out).unwrap();
+            assert!(
+                out.starts_with(&format!("GET {origin} HTTP/1.1\r\nHost: x\r\n")),
+                "{out}"
+            );
         }
     }
 
