@@ -663,19 +663,23 @@ upstream = "web"
     let resp = raw_exchange(&lab, 80, b"GARBAGE\r\n\r\n");
     assert!(resp.starts_with("HTTP/1.1 400 "), "GARBAGE got: {resp:?}");
 
-    // Content-Length together with Transfer-Encoding: refused, never forwarded.
+    // Request smuggling vectors: refused with 400, never forwarded.
     let logged = lab.upstream_access_log_lines();
-    let resp = raw_exchange(
-        &lab,
-        80,
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    );
-    assert!(resp.starts_with("HTTP/1.1 400 "), "CL+TE got: {resp:?}");
+    for (what, head) in [
+        ("CL+TE", &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..]),
+        ("two lengths", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: x\r\nX: y\r\n folded\r\n\r\n"),
+        ("bare LF", b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n"),
+        ("two codings", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ] {
+        let resp = raw_exchange(&lab, 80, head);
+        assert!(resp.starts_with("HTTP/1.1 400 "), "{what} got: {resp:?}");
+    }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         lab.upstream_access_log_lines(),
         logged,
-        "the CL+TE request reached nginx"
+        "a smuggling vector reached nginx"
     );
 
     // A request head bigger than the 4096-byte receive buffer.
@@ -1221,6 +1225,24 @@ fn listeners_let_in_only_allowed_client_networks() {
         before,
         "nothing may reach the upstream"
     );
+
+    // The management endpoint: on loopback in the proxy's own namespace by
+    // default, nowhere on the data plane.
+    let listening = lab.exec_ok("proxy", ["ss", "-Hltn"]);
+    assert!(
+        listening.contains("127.0.0.1:9090"),
+        "management endpoint not on loopback:\n{listening}"
+    );
+    assert!(
+        !listening.contains("0.0.0.0:9090") && !listening.contains("*:9090"),
+        "management endpoint on every address:\n{listening}"
+    );
+    let (code, _) = curl(&lab, &["--max-time", "2", &url(9090, "/stats")]);
+    assert_eq!(
+        code, 0,
+        "the management endpoint answered on the client port"
+    );
+
     let log = stop_clean(z);
     assert!(
         last_counter(&log, "refused_acl").is_some_and(|n| n >= 2),
@@ -1328,7 +1350,9 @@ while True:
     // The bait saw only the connections made to check it is listening.
     let seen = std::fs::read_to_string(&seen_path).unwrap();
     // SIGTERM: `timeout` passes it on to python.
-    let _ = std::process::Command::new("kill").arg(bait.id().to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg(bait.id().to_string())
+        .status();
     let _ = bait.wait();
     assert!(
         seen.lines().all(|l| l == format!("accepted {UPSTREAM_IP}")) && !seen.is_empty(),

@@ -50,6 +50,32 @@ pub fn check_request(req: &httparse::Request, head: &[u8], info: &RequestInfo) {
         }
     }
     assert!(hosts <= 1, "accepted {hosts} Host headers");
+    // The target: origin-form, `*`, or absolute-form http(s) naming the
+    // Host header's authority; never CONNECT.
+    assert_ne!(req.method, Some("CONNECT"), "accepted CONNECT");
+    let target = req.path.unwrap_or("").to_ascii_lowercase();
+    if !(target.starts_with('/') || target == "*") {
+        let rest = target
+            .strip_prefix("http://")
+            .or_else(|| target.strip_prefix("https://"))
+            .unwrap_or_else(|| panic!("accepted the target {target:?}"));
+        let authority = rest.split(['/', '?', '#']).next().unwrap();
+        assert!(
+            !authority.is_empty() && !authority.contains('@'),
+            "accepted the authority {authority:?}"
+        );
+        let host = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("host"));
+        if let Some(h) = host {
+            assert!(
+                ows_trim(h.value).eq_ignore_ascii_case(authority.as_bytes()),
+                "absolute-form {authority:?} with Host {:?}",
+                String::from_utf8_lossy(h.value)
+            );
+        }
+    }
     if req.version == Some(1) {
         assert_eq!(hosts, 1, "accepted an HTTP/1.1 request without Host");
     }

@@ -41,7 +41,7 @@ pub fn http_request(data: &[u8]) {
     let info = match http::request_info(&req, raw, head_len) {
         Ok(info) => info,
         Err(r) => {
-            assert!(matches!(r.status(), 400 | 431 | 501));
+            assert!(matches!(r.status(), 400 | 405 | 431 | 501));
             return;
         }
     };
@@ -56,12 +56,14 @@ pub fn http_request(data: &[u8]) {
         ],
         default: None,
     };
-    let host = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| h.value);
-    let _ = routes.find(host, req.path.unwrap_or("/"));
+    let target = http::request_target(req.path.unwrap_or("")).expect("an accepted target splits");
+    let host = target.authority.map(str::as_bytes).or_else(|| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("host"))
+            .map(|h| h.value)
+    });
+    let _ = routes.find(host, target.route_path());
 
     if let Body::Chunked(scanner) = info.body {
         let rest = &raw[head_len..];

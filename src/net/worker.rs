@@ -726,7 +726,7 @@ impl Worker {
     /// upstream yet; negative after an upstream went back to its pool or
     /// began closing while slots were short.
     fn spare_slots(&self) -> isize {
-        self.flows.free() as isize - (self.proxied_clients - self.linked) as isize
+        self.flows.free() as isize - self.proxied_clients as isize + self.linked as isize
     }
 
     /// A flow for a new connection to `listener`, its socket listening for
@@ -1063,9 +1063,8 @@ impl Worker {
                         let FlowApp::Client(session) = &mut flow.app else {
                             unreachable!()
                         };
-                        let errors_before = session.errors;
                         session.no_upstream(sock);
-                        let errors = session.errors - errors_before;
+                        let errors = session.take_errors();
                         self.counters.add(Counter::ProxyErrors, u64::from(errors));
                         return;
                     }
@@ -1093,7 +1092,6 @@ impl Worker {
         let usock = uf
             .as_mut()
             .map(|f| f.sockets.get_mut::<tcp::Socket>(f.handle));
-        let errors_before = session.errors;
         let requests_before = session.requests;
         let step = if session.deadline_us().is_some_and(|d| now_us >= d) {
             session.timed_out(csock, usock)
@@ -1104,10 +1102,8 @@ impl Worker {
             };
             session.drive(csock, usock, routes, &mut self.scratch, now_us)
         };
-        self.counters.add(
-            Counter::ProxyErrors,
-            u64::from(session.errors - errors_before),
-        );
+        self.counters
+            .add(Counter::ProxyErrors, u64::from(session.take_errors()));
         self.counters.add(
             Counter::Requests,
             u64::from(session.requests - requests_before),
@@ -1498,9 +1494,8 @@ impl Worker {
                     let graceful = state == tcp::State::TimeWait && session.mode == Mode::Tcp;
                     if !graceful {
                         // A failed connect is retried on another server (the request was not sent).
-                        let errors_before = session.errors;
                         let step = session.upstream_lost(sock, connecting);
-                        let errors = session.errors - errors_before;
+                        let errors = session.take_errors();
                         self.counters.add(Counter::ProxyErrors, u64::from(errors));
                         self.apply_step(c, step, now_us);
                     }

@@ -103,7 +103,8 @@ pub struct Session {
     deadline_us: u64,
     read_timeout_us: u64,
     pub requests: u32,
-    pub errors: u32,
+    /// Errors answered or caused since the worker last took the count.
+    errors: u32,
     /// When the current request head went to the upstream (µs), 0 if not.
     sent_at_us: u64,
     /// Longest a request head may take to arrive (µs; 0: no limit).
@@ -178,6 +179,11 @@ impl Session {
             self.state,
             State::RequestBody | State::ResponseHead | State::ResponseBody | State::Relay
         )
+    }
+
+    /// The errors since the last call (for the worker's `proxy_errors`).
+    pub fn take_errors(&mut self) -> u32 {
+        std::mem::take(&mut self.errors)
     }
 
     /// Advances as far as the sockets allow.
