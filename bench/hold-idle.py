@@ -2,8 +2,8 @@
 
 Usage: hold-idle.py HOST PORT N TTL_SECONDS
 Prints "open N" once every connection is established (or the error count).
-Used by bench/flatness.sh and the lab tests; only ever run it inside the lab's
-client namespace.
+Used by bench/flatness.sh (the tests drive tests/peers/holder.py); only ever
+run it inside the lab's client namespace.
 """
 import socket
 import sys

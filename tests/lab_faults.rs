@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
@@ -537,12 +537,6 @@ fn start_aborter(
     (child, stdin, out)
 }
 
-fn read_line(out: &mut BufReader<ChildStdout>) -> String {
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read child stdout");
-    line.trim().to_owned()
-}
-
 #[test]
 fn client_aborts_mid_upload_and_mid_download_release_both_sides() {
     if !require_root() {
@@ -872,53 +866,61 @@ fn mbuf_pool_exhaustion_drops_then_recovers() {
     assert!(log.contains("of 64 mbufs in use at exit"), "{log}");
 }
 
-/// `tests/peers/holder.py`: N held keep-alive connections, driven line by line.
-struct Holder {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+/// Client sockets to the proxy in LAST-ACK (their FIN sent, its ACK not seen).
+fn clients_in_last_ack(lab: &Lab) -> usize {
+    lab.exec_ok("client", ["ss", "-Htn", "state", "last-ack"])
+        .lines()
+        .filter(|l| l.contains(PROXY_CLIENT_IP))
+        .count()
 }
 
-impl Holder {
-    fn open(lab: &Lab, port: u16, n: usize) -> (Holder, String) {
-        let mut child = lab
-            .command("client", "python3")
-            .arg(repo_root().join("tests/peers/holder.py"))
-            .args([PROXY_CLIENT_IP, &port.to_string(), &n.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn tests/peers/holder.py");
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let first = read_line(&mut stdout);
-        (
-            Holder {
-                child,
-                stdin,
-                stdout,
-            },
-            first,
-        )
+#[test]
+fn a_lost_last_ack_is_sent_again_from_time_wait() {
+    if !require_root() {
+        return;
     }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let mut z = ZProxy::start(&lab, "zproxy", &config(16384, &web_and_static()));
+    wait_proxy(&lab, &z, 80);
 
-    fn ask(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
-        read_line(&mut self.stdout)
-    }
+    // ZProxy closes first (the client asks for Connection: close), so it
+    // ACKs the client's FIN and keeps the 4-tuple in TIME-WAIT. The client
+    // namespace drops that ACK (and every empty ACK from :8080) for a while.
+    lab.exec_ok(
+        "client",
+        [
+            "nft",
+            "add table inet lastack; add chain inet lastack in { type filter hook input priority 0; }; \
+             add rule inet lastack in tcp sport 8080 tcp flags == ack ip length 40 counter drop",
+        ],
+    );
+    let s = fetch(&lab, &["-H", "Connection: close", &url(8080, "/")]);
+    assert_eq!((s.exit, s.status), (0, 200), "{s:?}");
+    assert!(
+        wait_until(Duration::from_secs(2), || clients_in_last_ack(&lab) == 1),
+        "the client does not wait for the lost ACK: {}\n{}",
+        lab.exec_ok("client", ["ss", "-tan"]),
+        lab.exec_ok("client", ["nft", "list", "table", "inet", "lastack"])
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    lab.exec_ok("client", ["nft", "delete table inet lastack"]);
 
-    fn close(mut self) {
-        assert_eq!(self.ask("close"), "closed");
-        assert!(self.child.wait().unwrap().success());
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    // The client sends its FIN again (RTO backoff: well within the 10 s
+    // TIME-WAIT); ZProxy ACKs it and the client closes.
+    let t = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || clients_in_last_ack(&lab) == 0),
+        "the client still waits in LAST-ACK: {}",
+        stats(&lab)
+    );
+    eprintln!(
+        "lost last ACK: client closed {:?} after the loss ended",
+        t.elapsed()
+    );
+    assert!(stat(&lab, "time_wait_acks") >= 1, "{}", stats(&lab));
+    still_serving(&lab, &mut z);
+    stop_clean(z);
 }
 
 const MAX_FLOWS: usize = 64;

@@ -12,9 +12,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::proxy::*;
@@ -763,55 +762,21 @@ fn ten_thousand_idle_connections() {
     let z = ZProxy::start(&lab, "zproxy", &cfg);
     wait_proxy(&lab, &z, 80);
 
-    // Each holder opens N connections, says "ready N", holds them until its
-    // stdin closes, then closes them all and says "closed".
-    const HOLDER: &str = r#"
-import socket, sys
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-socks = []
-for i in range(n):
-    socks.append(socket.create_connection((host, port), timeout=10))
-print("ready", len(socks), flush=True)
-sys.stdin.read()
-for s in socks:
-    s.close()
-print("closed", flush=True)
-"#;
+    // Two holders: one process's sockets are bounded by its fd limit.
     const PER: usize = 5000;
     let t = Instant::now();
-    let mut holders: Vec<Child> = (0..2)
+    let holders: Vec<Holder> = (0..2)
         .map(|_| {
-            lab.command("client", "timeout")
-                .args([
-                    "180",
-                    "bash",
-                    "-c",
-                    "ulimit -n 20000 && exec python3 -c \"$0\" \"$@\"",
-                    HOLDER,
-                    PROXY_CLIENT_IP,
-                    "80",
-                    &PER.to_string(),
-                ])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("spawn holder")
+            let (holder, opened) = Holder::open(&lab, 80, PER);
+            assert_eq!(
+                opened,
+                format!("open {PER} errors 0"),
+                "holder did not open its connections; zproxy log:\n{}",
+                z.log()
+            );
+            holder
         })
         .collect();
-    let mut outs: Vec<_> = holders
-        .iter_mut()
-        .map(|h| BufReader::new(h.stdout.take().unwrap()))
-        .collect();
-    for o in &mut outs {
-        let mut line = String::new();
-        o.read_line(&mut line).unwrap();
-        assert_eq!(
-            line.trim(),
-            format!("ready {PER}"),
-            "holder did not open its connections; zproxy log:\n{}",
-            z.log()
-        );
-    }
     eprintln!("idle: 10000 connections open after {:?}", t.elapsed());
 
     // All held at the proxy (the summary line comes every 5 s).
@@ -844,15 +809,7 @@ print("closed", flush=True)
 
     // Close them all: the flows go away (the proxy closes passively: no TIME-WAIT).
     let t = Instant::now();
-    for h in &mut holders {
-        drop(h.stdin.take());
-    }
-    for (h, o) in holders.iter_mut().zip(&mut outs) {
-        let mut line = String::new();
-        o.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "closed");
-        assert!(h.wait().unwrap().success());
-    }
+    holders.into_iter().for_each(Holder::close);
     let summaries_before = z.log().matches("flows_active=").count();
     assert!(
         wait_until(Duration::from_secs(20), || {
@@ -1398,30 +1355,15 @@ fn slowloris_and_per_source_limits() {
     );
 
     // 20 idle connections from one address: the 21st is refused, at once.
-    let hold = |n: u32| {
-        lab.command("client", "python3")
-            .arg(repo_root().join("bench/hold-idle.py"))
-            .args([PROXY_CLIENT_IP, "80", &n.to_string(), "8"])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("hold-idle.py")
-    };
-    let mut holder = hold(20);
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "open 20 errors 0");
+    let (holder, opened) = Holder::open(&lab, 80, 20);
+    assert_eq!(opened, "open 20 errors 0");
     let out = lab.exec("client", ["curl", "-sS", "--max-time", "2", &url(80, "/")]);
     assert_eq!(
         out.status.code(),
         Some(7),
         "the 21st connection was not refused: {out:?}"
     );
-    let _ = holder.kill();
-    let _ = holder.wait();
+    holder.close();
     assert!(
         wait_until(Duration::from_secs(5), || curl(
             &lab,

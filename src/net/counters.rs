@@ -30,6 +30,7 @@ counters! {
     DropMalformed => "drop_malformed",
     DropChecksum => "drop_bad_checksum",
     DropTimeWait => "drop_time_wait",
+    TimeWaitAcks => "time_wait_acks",
     FlowsAccepted => "flows_accepted",
     FlowsRefused => "flows_refused",
     RefusedAcl => "refused_acl",

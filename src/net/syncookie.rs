@@ -89,6 +89,8 @@ pub struct Segment {
     pub syn: bool,
     pub ack_flag: bool,
     pub rst: bool,
+    pub fin: bool,
+    pub payload_len: u32,
     /// The MSS option (SYNs).
     pub mss: Option<u16>,
 }
@@ -119,6 +121,8 @@ pub fn parse(frame: &[u8]) -> Option<Segment> {
         syn: tcp.syn(),
         ack_flag: tcp.ack(),
         rst: tcp.rst(),
+        fin: tcp.fin(),
+        payload_len: tcp.payload().len() as u32,
         mss,
     })
 }

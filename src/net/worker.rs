@@ -681,6 +681,7 @@ impl Worker {
             if self.time_wait.contains(&key) {
                 // A late segment of a closed connection: not worth a RST.
                 self.counters.add(Counter::DropTimeWait, 1);
+                self.ack_again_in_time_wait(port, m, key);
             } else if let Some(m) = self.open_from_cookie(port, m, key, now_us) {
                 self.answer_stateless(port, m, now_us); // RST
             }
@@ -811,6 +812,32 @@ impl Worker {
         send_frame(p, reply.frame_len(), |buf| reply.emit(buf));
         self.cookies_valid_until_us = now_us + CookieJar::lifetime_us();
         self.counters.add(Counter::SynCookiesSent, 1);
+    }
+
+    /// A FIN again in TIME-WAIT: our last ACK was lost, and the peer waits
+    /// in LAST-ACK until one arrives (RFC 9293 3.10.7.4). The segment has
+    /// all it takes: its ACK field is our next sequence number.
+    fn ack_again_in_time_wait(&mut self, port: usize, m: Mbuf, key: FlowKey) {
+        let Some(fin) =
+            syncookie::parse(m.data()).filter(|s| s.fin && s.ack_flag && !s.syn && !s.rst)
+        else {
+            return;
+        };
+        drop(m);
+        let p = &mut self.ports[port];
+        let ack = syncookie::Build {
+            src_mac: p.mac,
+            dst_mac: fin.src_mac,
+            src: (key.local_ip, key.local_port),
+            dst: (key.remote_ip, key.remote_port),
+            syn: false,
+            seq: fin.ack,
+            ack: Some(fin.seq.wrapping_add(fin.payload_len).wrapping_add(1)),
+            window: self.cookie_window,
+            mss: None,
+        };
+        send_frame(p, ack.frame_len(), |buf| ack.emit(buf));
+        self.counters.add(Counter::TimeWaitAcks, 1);
     }
 
     /// An ACK for no flow: when it carries a cookie this worker sent, opens

@@ -4,10 +4,10 @@
 //!
 //! Use with `mod common;` and `use common::proxy::*;`.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -356,4 +356,65 @@ pub fn rx_nombuf(log: &str) -> u64 {
         .filter(|l| l.contains("no-mbuf"))
         .filter_map(|l| l.rsplit("no-mbuf ").next()?.trim().parse::<u64>().ok())
         .sum()
+}
+
+// ---- held client connections ----------------------------------------------------------
+
+/// One line a child printed, trimmed.
+pub fn read_line(out: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read child stdout");
+    line.trim().to_owned()
+}
+
+/// `tests/peers/holder.py`: N held keep-alive connections, driven line by
+/// line (`open` answers its first line: "open K errors E").
+pub struct Holder {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Holder {
+    pub fn open(lab: &Lab, port: u16, n: usize) -> (Holder, String) {
+        // Room for thousands of sockets in one process.
+        let mut child = lab
+            .command("client", "bash")
+            .args(["-c", "ulimit -n 20000 && exec python3 \"$0\" \"$@\""])
+            .arg(repo_root().join("tests/peers/holder.py"))
+            .args([PROXY_CLIENT_IP, &port.to_string(), &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn tests/peers/holder.py");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let first = read_line(&mut stdout);
+        (
+            Holder {
+                child,
+                stdin,
+                stdout,
+            },
+            first,
+        )
+    }
+
+    pub fn ask(&mut self, command: &str) -> String {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        read_line(&mut self.stdout)
+    }
+
+    pub fn close(mut self) {
+        assert_eq!(self.ask("close"), "closed");
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
