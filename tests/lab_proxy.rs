@@ -1618,6 +1618,13 @@ fn syn_cookies_carry_real_clients_through_a_spoofed_syn_flood() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(out.status.success() && sent > 10_000, "synflood: {said}");
+    eprintln!(
+        "syn flood: {} ; real clients: {} conn/s, {} completed, {} failed",
+        said.trim(),
+        real["connections_per_sec"],
+        real["completed"],
+        real["failures_total"]
+    );
     assert_eq!(
         u(&real["failures_total"]),
         0,
