@@ -168,7 +168,7 @@ impl phy::TxToken for TxToken<'_> {
                 Some(buf) => {
                     let r = f(buf);
                     if self.seq_delta != 0 {
-                        crate::net::syncookie::shift_seq(buf, self.seq_delta);
+                        crate::net::segment::shift_seq(buf, self.seq_delta);
                     }
                     tx.sent_bytes += len as u64;
                     tx.push(m);

@@ -6,16 +6,9 @@
 //! smoltcp chooses its own ISN, so a connection opened from a cookie is
 //! replayed into a fresh socket (a SYN and an ACK built here), and its
 //! sequence numbers are shifted by the difference on the way in and out
-//! (`shift_ack`, `shift_seq`), as a SYN proxy does. Cookies carry no window
-//! scale, SACK or timestamps: connections opened under a flood run without them.
-
-use std::net::Ipv4Addr;
-
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet,
-    Ipv4Repr, TcpControl, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber,
-};
+//! (`segment::shift_ack`, `segment::shift_seq`), as a SYN proxy does.
+//! Cookies carry no window scale, SACK or timestamps: connections opened
+//! under a flood run without them.
 
 use super::flow::{mix, FlowKey};
 
@@ -26,9 +19,6 @@ const MSS_TABLE: [u16; 4] = [536, 1220, 1440, 1460];
 const TICK_SHIFT: u32 = 26;
 /// Bits of keyed hash in a cookie (the rest: 2 of clock, 2 of MSS).
 const MAC_MASK: u32 = 0x0fff_ffff;
-
-const ETH_LEN: usize = 14;
-const IP_LEN: usize = 20;
 
 /// Makes and checks cookies with a per-worker secret.
 pub struct CookieJar {
@@ -79,164 +69,10 @@ impl CookieJar {
     }
 }
 
-/// The fields of a received TCP/IPv4 segment a cookie exchange needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    pub src_mac: EthernetAddress,
-    pub seq: u32,
-    pub ack: u32,
-    pub window: u16,
-    pub syn: bool,
-    pub ack_flag: bool,
-    pub rst: bool,
-    pub fin: bool,
-    pub payload_len: u32,
-    /// The MSS option (SYNs).
-    pub mss: Option<u16>,
-}
-
-/// Reads a frame `classify` already found to be TCP/IPv4 for us.
-pub fn parse(frame: &[u8]) -> Option<Segment> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-    let mut mss = None;
-    let mut options = tcp.options();
-    while !options.is_empty() {
-        let Ok((rest, option)) = TcpOption::parse(options) else {
-            break;
-        };
-        match option {
-            TcpOption::EndOfList => break,
-            TcpOption::MaxSegmentSize(m) => mss = Some(m),
-            _ => {}
-        }
-        options = rest;
-    }
-    Some(Segment {
-        src_mac: eth.src_addr(),
-        seq: tcp.seq_number().0 as u32,
-        ack: tcp.ack_number().0 as u32,
-        window: tcp.window_len(),
-        syn: tcp.syn(),
-        ack_flag: tcp.ack(),
-        rst: tcp.rst(),
-        fin: tcp.fin(),
-        payload_len: tcp.payload().len() as u32,
-        mss,
-    })
-}
-
-/// A segment to build: who it goes between and its TCP header.
-pub struct Build {
-    pub src_mac: EthernetAddress,
-    pub dst_mac: EthernetAddress,
-    pub src: (Ipv4Addr, u16),
-    pub dst: (Ipv4Addr, u16),
-    pub syn: bool,
-    pub seq: u32,
-    pub ack: Option<u32>,
-    pub window: u16,
-    pub mss: Option<u16>,
-}
-
-impl Build {
-    fn tcp(&self) -> TcpRepr<'static> {
-        TcpRepr {
-            src_port: self.src.1,
-            dst_port: self.dst.1,
-            control: if self.syn {
-                TcpControl::Syn
-            } else {
-                TcpControl::None
-            },
-            seq_number: TcpSeqNumber(self.seq as i32),
-            ack_number: self.ack.map(|a| TcpSeqNumber(a as i32)),
-            window_len: self.window,
-            window_scale: None,
-            max_seg_size: self.mss,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        }
-    }
-
-    /// Bytes of the whole frame.
-    pub fn frame_len(&self) -> usize {
-        ETH_LEN + IP_LEN + self.tcp().header_len()
-    }
-
-    /// Writes the frame (checksums included) into `buf`, `frame_len()` bytes long.
-    pub fn emit(&self, buf: &mut [u8]) {
-        let tcp = self.tcp();
-        let caps = ChecksumCapabilities::default();
-        let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-        EthernetRepr {
-            src_addr: self.src_mac,
-            dst_addr: self.dst_mac,
-            ethertype: EthernetProtocol::Ipv4,
-        }
-        .emit(&mut eth);
-        let ip_repr = Ipv4Repr {
-            src_addr: self.src.0,
-            dst_addr: self.dst.0,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.header_len(),
-            hop_limit: 64,
-        };
-        let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
-        ip_repr.emit(&mut ip, &caps);
-        let mut packet = TcpPacket::new_unchecked(ip.payload_mut());
-        tcp.emit(&mut packet, &self.src.0.into(), &self.dst.0.into(), &caps);
-    }
-}
-
-/// Where the TCP header of an Ethernet/IPv4/TCP frame starts, if it is one.
-fn tcp_offset(frame: &[u8]) -> Option<usize> {
-    if frame.len() < ETH_LEN + IP_LEN || frame[12..14] != [0x08, 0x00] || frame[ETH_LEN + 9] != 6 {
-        return None;
-    }
-    let offset = ETH_LEN + usize::from(frame[ETH_LEN] & 0x0f) * 4;
-    (frame.len() >= offset + 20).then_some(offset)
-}
-
-/// Replaces the 32-bit field at `at` in a TCP header at `tcp` with
-/// `f(old)`, updating the checksum incrementally (RFC 1624).
-fn rewrite(frame: &mut [u8], tcp: usize, at: usize, f: impl Fn(u32) -> u32) {
-    let field = tcp + at;
-    let old = u32::from_be_bytes(frame[field..field + 4].try_into().expect("4 bytes"));
-    let new = f(old);
-    frame[field..field + 4].copy_from_slice(&new.to_be_bytes());
-    let check = u16::from_be_bytes([frame[tcp + 16], frame[tcp + 17]]);
-    let mut sum = u32::from(!check);
-    for (o, n) in [(old >> 16, new >> 16), (old & 0xffff, new & 0xffff)] {
-        sum += u32::from(!(o as u16)) + n;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    frame[tcp + 16..tcp + 18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-}
-
-/// Outbound: the socket's sequence number plus `delta` is what the client expects.
-pub fn shift_seq(frame: &mut [u8], delta: u32) {
-    if let Some(tcp) = tcp_offset(frame) {
-        rewrite(frame, tcp, 4, |seq| seq.wrapping_add(delta));
-    }
-}
-
-/// Inbound: the client's acknowledgment minus `delta` is what the socket sent.
-pub fn shift_ack(frame: &mut [u8], delta: u32) {
-    if let Some(tcp) = tcp_offset(frame) {
-        if frame[tcp + 13] & 0x10 != 0 {
-            rewrite(frame, tcp, 8, |ack| ack.wrapping_sub(delta));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     fn key() -> FlowKey {
@@ -282,65 +118,5 @@ mod tests {
             })
             .count();
         assert!(hits <= 1, "{hits}");
-    }
-
-    fn segment(syn: bool, seq: u32, ack: Option<u32>, mss: Option<u16>) -> Vec<u8> {
-        let b = Build {
-            src_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
-            dst_mac: EthernetAddress([2, 0, 0, 0, 0, 2]),
-            src: (Ipv4Addr::new(10, 71, 0, 1), 40000),
-            dst: (Ipv4Addr::new(10, 71, 0, 2), 80),
-            syn,
-            seq,
-            ack,
-            window: 29200,
-            mss,
-        };
-        let mut f = vec![0u8; b.frame_len()];
-        b.emit(&mut f);
-        f
-    }
-
-    fn checksum_ok(frame: &[u8]) -> bool {
-        let ip = Ipv4Packet::new_checked(&frame[ETH_LEN..]).unwrap();
-        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
-        ip.verify_checksum() && tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into())
-    }
-
-    #[test]
-    fn built_segments_parse_back() {
-        let f = segment(true, 77, None, Some(1460));
-        assert!(checksum_ok(&f));
-        let s = parse(&f).unwrap();
-        assert!(s.syn && !s.ack_flag && !s.rst);
-        assert_eq!((s.seq, s.window, s.mss), (77, 29200, Some(1460)));
-        let s = parse(&segment(false, 78, Some(5), None)).unwrap();
-        assert!(!s.syn && s.ack_flag);
-        assert_eq!((s.seq, s.ack, s.mss), (78, 5, None));
-        assert_eq!(parse(&f[..40]), None);
-    }
-
-    #[test]
-    fn shifting_keeps_the_checksum_right() {
-        for (seq, ack, delta) in [
-            (1u32, 2u32, 3u32),
-            (0xffff_fff0, 0x10, 0x20),
-            (0x1234_5678, 0x9abc_def0, 0xfedc_ba98),
-            (0, 0, 0x8000_0000),
-        ] {
-            let mut f = segment(false, seq, Some(ack), None);
-            shift_seq(&mut f, delta);
-            shift_ack(&mut f, delta);
-            assert!(checksum_ok(&f), "{seq:#x} {ack:#x} {delta:#x}");
-            let s = parse(&f).unwrap();
-            assert_eq!(s.seq, seq.wrapping_add(delta));
-            assert_eq!(s.ack, ack.wrapping_sub(delta));
-        }
-        // Frames that are not TCP/IPv4 are left alone.
-        let mut arp = vec![0u8; 60];
-        arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        let before = arp.clone();
-        shift_seq(&mut arp, 5);
-        assert_eq!(arp, before);
     }
 }

@@ -26,7 +26,8 @@ use super::counters::{Counter, Counters, SharedCounters};
 use super::device::{self, FrameDevice, TxQueue, BURST};
 use super::flow::{FlowKey, FlowTable, TimeWait};
 use super::rss::{Steering, RSS_KEY};
-use super::syncookie::{self, CookieJar};
+use super::segment;
+use super::syncookie::CookieJar;
 use super::timers::Timers;
 use crate::app::proxy::balance::Balancer;
 use crate::app::proxy::health::{self, HealthCheck, ServerHealth};
@@ -791,14 +792,14 @@ impl Worker {
     /// Under a SYN flood: answers a SYN with a SYN-ACK whose sequence number
     /// is a cookie, and keeps nothing.
     fn send_cookie(&mut self, port: usize, m: Mbuf, key: FlowKey, now_us: u64) {
-        let Some(syn) = syncookie::parse(m.data()) else {
+        let Some(syn) = segment::parse(m.data()) else {
             return self.counters.add(Counter::DropMalformed, 1);
         };
         drop(m);
         let p = &mut self.ports[port];
         let our_mss = (p.caps.max_transmission_unit - 14 - 40) as u16;
         let client_mss = syn.mss.unwrap_or(536).min(our_mss);
-        let reply = syncookie::Build {
+        let reply = segment::Build {
             src_mac: p.mac,
             dst_mac: syn.src_mac,
             src: (key.local_ip, key.local_port),
@@ -819,13 +820,13 @@ impl Worker {
     /// all it takes: its ACK field is our next sequence number.
     fn ack_again_in_time_wait(&mut self, port: usize, m: Mbuf, key: FlowKey) {
         let Some(fin) =
-            syncookie::parse(m.data()).filter(|s| s.fin && s.ack_flag && !s.syn && !s.rst)
+            segment::parse(m.data()).filter(|s| s.fin && s.ack_flag && !s.syn && !s.rst)
         else {
             return;
         };
         drop(m);
         let p = &mut self.ports[port];
-        let ack = syncookie::Build {
+        let ack = segment::Build {
             src_mac: p.mac,
             dst_mac: fin.src_mac,
             src: (key.local_ip, key.local_port),
@@ -853,8 +854,7 @@ impl Worker {
         if now_us >= self.cookies_valid_until_us {
             return Some(m);
         }
-        let Some(seg) = syncookie::parse(m.data()).filter(|s| s.ack_flag && !s.syn && !s.rst)
-        else {
+        let Some(seg) = segment::parse(m.data()).filter(|s| s.ack_flag && !s.syn && !s.rst) else {
             return Some(m);
         };
         let client_isn = seg.seq.wrapping_sub(1);
@@ -876,7 +876,7 @@ impl Worker {
         // The client proved its address: smoltcp may send to it straight away.
         self.glean_neighbour(port, key.remote_ip, seg.src_mac, now_us);
         let p = &self.ports[port];
-        let syn = syncookie::Build {
+        let syn = segment::Build {
             src_mac: seg.src_mac,
             dst_mac: p.mac,
             src: (key.remote_ip, key.remote_port),
@@ -889,7 +889,7 @@ impl Worker {
         };
         let established = self.ingress_built(slot, &syn, now_us).is_some()
             && self.capture_syn_ack(slot, now_us).is_some_and(|isn| {
-                let ack = syncookie::Build {
+                let ack = segment::Build {
                     syn: false,
                     seq: seg.seq,
                     ack: Some(isn.wrapping_add(1)),
@@ -913,7 +913,7 @@ impl Worker {
     }
 
     /// Feeds a segment built here to `slot`'s socket.
-    fn ingress_built(&mut self, slot: u32, segment: &syncookie::Build, now_us: u64) -> Option<()> {
+    fn ingress_built(&mut self, slot: u32, segment: &segment::Build, now_us: u64) -> Option<()> {
         let mut m = self.pool.alloc()?;
         segment.emit(m.append(segment.frame_len())?);
         self.ingress(slot, m, now_us);
@@ -935,7 +935,7 @@ impl Worker {
             .poll_egress(instant(now_us), &mut dev, &mut flow.sockets);
         p.capture
             .take_pending()
-            .filter_map(|m| syncookie::parse(m.data()))
+            .filter_map(|m| segment::parse(m.data()))
             .find(|s| s.syn && s.ack_flag)
             .map(|s| s.seq)
     }
@@ -945,7 +945,7 @@ impl Worker {
         let flow = self.flows.get_mut(slot);
         flow.last_rx_us = now_us;
         if flow.seq_delta != 0 {
-            syncookie::shift_ack(m.data_mut(), flow.seq_delta);
+            segment::shift_ack(m.data_mut(), flow.seq_delta);
         }
         let p = &mut self.ports[flow.port];
         let mut dev = FrameDevice {
