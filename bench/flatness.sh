@@ -65,7 +65,8 @@ run baseline
 # that waits for a request. Two holders: the per-process fd limit.
 half=$((IDLE / 2))
 for i in 1 2; do
-  bash bench/lab.sh exec client bash -c "ulimit -n 20000; exec python3 $ROOT/bench/hold-idle.py 10.71.0.2 80 $half 600" > "$RUN/hold$i.out" &
+  # tests/peers/holder.py holds them until its stdin ends: 600 s here.
+  bash bench/lab.sh exec client bash -c "ulimit -n 20000; sleep 600 | python3 $ROOT/tests/peers/holder.py 10.71.0.2 80 $half" > "$RUN/hold$i.out" &
 done
 for _ in $(seq 600); do [ "$(cat "$RUN"/hold*.out 2>/dev/null | grep -c '^open')" = 2 ] && break; sleep 0.2; done
 cat "$RUN"/hold*.out | sed 's/^/# holder: /' >&2

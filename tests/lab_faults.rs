@@ -16,92 +16,12 @@
 mod common;
 
 use std::io::{BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use common::proxy::*;
 use common::*;
 use serde_json::Value;
-
-// ---- misbehaving upstreams ----------------------------------------------------------------
-
-/// `tests/peers/upstream.py MODE` on 10.72.0.1:PORT in the upstream
-/// namespace; killed on drop. Its event log says what it saw.
-struct Peer {
-    child: Child,
-    events: PathBuf,
-    mode: &'static str,
-}
-
-impl Peer {
-    fn start(lab: &Lab, mode: &'static str, port: u16) -> Peer {
-        let events = lab.run_dir().join(format!("peer-{port}.events"));
-        let _ = std::fs::remove_file(&events);
-        let child = lab
-            .command("upstream", "python3")
-            .arg(repo_root().join("tests/peers/upstream.py"))
-            .args([mode, UPSTREAM_IP, &port.to_string()])
-            .arg(&events)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn tests/peers/upstream.py");
-        let p = Peer {
-            child,
-            events,
-            mode,
-        };
-        assert!(
-            wait_until(Duration::from_secs(10), || p.count("listening") == 1),
-            "peer {mode} on port {port} did not start: {:?}",
-            p.events()
-        );
-        p
-    }
-
-    fn events(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Events whose first word is `kind`.
-    fn count(&self, kind: &str) -> usize {
-        self.events()
-            .iter()
-            .filter(|l| l.split_whitespace().next() == Some(kind))
-            .count()
-    }
-
-    /// True when the peer logged a `kind` event for connection `id`.
-    fn saw(&self, kind: &str, id: usize) -> bool {
-        let id = id.to_string();
-        self.events().iter().any(|l| {
-            let mut w = l.split_whitespace();
-            w.next() == Some(kind) && w.next() == Some(id.as_str())
-        })
-    }
-
-    /// Waits until every connection the peer accepted has ended.
-    fn wait_all_closed(&self, secs: u64) {
-        assert!(
-            wait_until(Duration::from_secs(secs), || self.count("closed")
-                >= self.count("accept")),
-            "peer {}: zproxy did not let go of every upstream connection within {secs} s: {:?}",
-            self.mode,
-            self.events()
-        );
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ---- clients ----------------------------------------------------------------------------
 
@@ -177,8 +97,8 @@ fn status_codes(r: &Value) -> Vec<String> {
 /// nginx on :80 (listener 80, group "web") for the still-serving checks, with
 /// no upstream keep-alive pool: pooled connections are flows too, and
 /// flows_active must fall back to 0.
-fn web() -> String {
-    listener(80, "http", "web") + &upstream("web", &[("10.72.0.1:80", 1)], "keepalive = 0")
+fn web_unpooled() -> String {
+    web("keepalive = 0")
 }
 
 /// A listener on `port` to a one-server group `name` at 10.72.0.1:`server_port`.
@@ -202,7 +122,7 @@ fn refused_upstream_gets_502_then_503_once_marked_down() {
     let lab = Lab::up();
     // Nothing listens on 9001 or 9002. A long connect timeout: a refusal
     // must come from the RST, not from the timer.
-    let body = web()
+    let body = web_unpooled()
         + &faulty(85, "refused", 9001, "connect_timeout_ms = 8000")
         + &faulty(
             86,
@@ -302,7 +222,7 @@ fn upstream_reset_mid_response_cuts_the_client() {
     let lab = Lab::up();
     let mid = Peer::start(&lab, "reset-body", 9001);
     let before_head = Peer::start(&lab, "reset-head", 9002);
-    let body = web() + &faulty(85, "mid", 9001, "") + &faulty(86, "head", 9002, "");
+    let body = web_unpooled() + &faulty(85, "mid", 9001, "") + &faulty(86, "head", 9002, "");
     let mut z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
     wait_proxy(&lab, &z, 80);
 
@@ -367,7 +287,7 @@ fn stalled_upstream_gets_504_at_the_read_timeout() {
     let lab = Lab::up();
     let silent = Peer::start(&lab, "silent", 9001);
     let stalls = Peer::start(&lab, "stall-body", 9002);
-    let body = web()
+    let body = web_unpooled()
         + &faulty(85, "silent", 9001, "read_timeout_ms = 1000")
         + &faulty(86, "stalls", 9002, "read_timeout_ms = 1000");
     let mut z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
@@ -439,7 +359,7 @@ fn garbage_from_the_upstream_gets_502() {
         (88, Peer::start(&lab, "endless-head", 9004)),
     ];
     // A 10 s read timeout: a 502 here comes from parsing, not from a timer.
-    let body = web()
+    let body = web_unpooled()
         + &faulty(85, "g1", 9001, "read_timeout_ms = 10000")
         + &faulty(86, "g2", 9002, "read_timeout_ms = 10000")
         + &faulty(87, "g3", 9003, "read_timeout_ms = 10000")
@@ -546,7 +466,7 @@ fn client_aborts_mid_upload_and_mid_download_release_both_sides() {
     let lab = Lab::up();
     let sink = Peer::start(&lab, "sink", 9001);
     let stream = Peer::start(&lab, "stream", 9002);
-    let body = web() + &faulty(85, "sink", 9001, "") + &faulty(86, "stream", 9002, "");
+    let body = web_unpooled() + &faulty(85, "sink", 9001, "") + &faulty(86, "stream", 9002, "");
     let mut z = ZProxy::start(&lab, "zproxy", &config(65536, &body));
     wait_proxy(&lab, &z, 80);
     wait_flows_at_most(&lab, &z, 0, 5);
@@ -657,7 +577,7 @@ fn abort_handshake(lab: &Lab, z: &ZProxy, port: u16, held: u64) {
 
 /// :80 proxied to nginx (no upstream pool) and :8080 static.
 fn web_and_static() -> String {
-    web()
+    web_unpooled()
         + "\n[[listener]]\nport = \"client\"\ntcp_port = 8080\nmode = \"static\"\n\
            [listener.static]\nstatus = 200\nbody = \"hello from zproxy\\n\"\n"
 }
@@ -741,7 +661,7 @@ fn mbuf_pool_exhaustion_drops_then_recovers() {
     let lab = Lab::up();
     // 64 mbufs, no per-core cache, 8-entry rings (the smallest the config
     // allows for 64 mbufs): two half-full TX bursts empty the pool.
-    let cfg = config(65536, &web())
+    let cfg = config(65536, &web_unpooled())
         .replace("mbufs = 16383", "mbufs = 64\nmbuf_cache = 0")
         .replace(
             "address = \"10.71.0.2/24\"",

@@ -73,10 +73,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     big.extend(std::iter::repeat_n(b'a', 1400));
     let mut e = Encoder::new(PEER);
     e.send(HTTP, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-        .op(&Op::Connect { client: 2, listener: 0, complete: true })
+        .connect(2, 0, true)
         .send(NEXT_UP, &big)
         .send(NEXT_UP, b"\r\nX-More: b\r\n")
-        .op(&Op::Connect { client: 3, listener: 0, complete: true })
+        .connect(3, 0, true)
         .send(NEXT_UP + 1, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n");
     add("http_refusals", &mut e);
 
@@ -84,11 +84,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut e = Encoder::new(PEER);
     e.send(HTTP, b"GET /slow HTTP/1.1\r\nHost: a\r\n")
         .op(&Op::Wait { ms: 2500 })
-        .op(&Op::Connect {
-            client: 1,
-            listener: 0,
-            complete: true,
-        })
+        .connect(1, 0, true)
         .send(NEXT_UP, CURL_GET)
         .op(&Op::Wait { ms: 3500 })
         .op(&Op::AckAll { window: 64240 });
@@ -174,36 +170,12 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     // Listener checks: a client outside :8081's allow-list, then one over
     // its per-source limit; a closed port; a SYN to a live tuple.
     let mut e = Encoder::new(0);
-    e.op(&Op::Connect {
-        client: 4,
-        listener: 3,
-        complete: true,
-    })
-    .op(&Op::Connect {
-        client: 2,
-        listener: 3,
-        complete: true,
-    })
-    .op(&Op::Connect {
-        client: 2,
-        listener: 3,
-        complete: true,
-    })
-    .op(&Op::Connect {
-        client: 0,
-        listener: 4,
-        complete: false,
-    })
-    .op(&Op::Connect {
-        client: 0x80,
-        listener: 2,
-        complete: true,
-    })
-    .op(&Op::Connect {
-        client: 0x80,
-        listener: 2,
-        complete: false,
-    });
+    e.connect(4, 3, true)
+        .connect(2, 3, true)
+        .connect(2, 3, true)
+        .connect(0, 4, false)
+        .connect(0x80, 2, true)
+        .connect(0x80, 2, false);
     add("listener_acl_limits", &mut e);
 
     // A SYN flood: more half-open connections than the worker's syn_backlog
@@ -211,20 +183,12 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     // a cookie and is proxied (peers 5-10 are the flood, 11 that client).
     let mut e = Encoder::new(PEER);
     for i in 0..6u8 {
-        e.op(&Op::Connect {
-            client: 0x80 | i << 3 | 4,
-            listener: 2,
-            complete: false,
-        });
+        e.connect(0x80 | i << 3 | 4, 2, false);
     }
-    e.op(&Op::Connect {
-        client: 1,
-        listener: 0,
-        complete: true,
-    })
-    .send(11, CURL_GET)
-    .send(12, NGINX_OK)
-    .flags(11, FIN | ACK);
+    e.connect(1, 0, true)
+        .send(11, CURL_GET)
+        .send(12, NGINX_OK)
+        .flags(11, FIN | ACK);
     add("syn_flood_cookies", &mut e);
 
     // Frames of the lab's hosts that belong to no connection.

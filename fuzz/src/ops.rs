@@ -236,22 +236,26 @@ impl Encoder {
         self
     }
 
+    /// A client connection to `LISTENER_PORTS[listener % 5]`.
+    pub fn connect(&mut self, client: u8, listener: u8, complete: bool) -> &mut Self {
+        self.op(&Op::Connect {
+            client,
+            listener,
+            complete,
+        })
+    }
+
     /// Data with ACK|PSH on `flow`, in sequence.
     pub fn send(&mut self, flow: u8, payload: &[u8]) -> &mut Self {
-        self.op(&Op::Segment {
-            flow,
-            flags: ACK | PSH,
-            seq_off: 0,
-            ack_off: 0,
-            window: 64240,
-            options: Vec::new(),
-            payload: payload.to_vec(),
-            mangle: 0,
-        })
+        self.in_sequence(flow, ACK | PSH, payload)
     }
 
     /// A bare segment with `flags` on `flow`, in sequence.
     pub fn flags(&mut self, flow: u8, flags: u8) -> &mut Self {
+        self.in_sequence(flow, flags, &[])
+    }
+
+    fn in_sequence(&mut self, flow: u8, flags: u8, payload: &[u8]) -> &mut Self {
         self.op(&Op::Segment {
             flow,
             flags,
@@ -259,7 +263,7 @@ impl Encoder {
             ack_off: 0,
             window: 64240,
             options: Vec::new(),
-            payload: Vec::new(),
+            payload: payload.to_vec(),
             mangle: 0,
         })
     }

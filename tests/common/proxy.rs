@@ -87,6 +87,12 @@ upstream = "{group}"
     )
 }
 
+/// The usual front: an HTTP listener on :80 to group "web", the lab's nginx
+/// (10.72.0.1:80); `extra` adds keys to the group.
+pub fn web(extra: &str) -> String {
+    listener(80, "http", "web") + &upstream("web", &[("10.72.0.1:80", 1)], extra)
+}
+
 /// An `[[upstream]]` group on the upstream port; `extra` adds keys (balance, timeouts).
 pub fn upstream(name: &str, servers: &[(&str, u32)], extra: &str) -> String {
     let servers: Vec<String> = servers
@@ -356,6 +362,85 @@ pub fn rx_nombuf(log: &str) -> u64 {
         .filter(|l| l.contains("no-mbuf"))
         .filter_map(|l| l.rsplit("no-mbuf ").next()?.trim().parse::<u64>().ok())
         .sum()
+}
+
+// ---- misbehaving upstreams ---------------------------------------------------------
+
+/// `tests/peers/upstream.py MODE` on 10.72.0.1:PORT in the upstream
+/// namespace; killed on drop. Its event log says what it saw.
+pub struct Peer {
+    child: Child,
+    events: PathBuf,
+    pub mode: &'static str,
+}
+
+impl Peer {
+    pub fn start(lab: &Lab, mode: &'static str, port: u16) -> Peer {
+        let events = lab.run_dir().join(format!("peer-{port}.events"));
+        let _ = std::fs::remove_file(&events);
+        let child = lab
+            .command("upstream", "python3")
+            .arg(repo_root().join("tests/peers/upstream.py"))
+            .args([mode, UPSTREAM_IP, &port.to_string()])
+            .arg(&events)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn tests/peers/upstream.py");
+        let p = Peer {
+            child,
+            events,
+            mode,
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || p.count("listening") == 1),
+            "peer {mode} on port {port} did not start: {:?}",
+            p.events()
+        );
+        p
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Events whose first word is `kind`.
+    pub fn count(&self, kind: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|l| l.split_whitespace().next() == Some(kind))
+            .count()
+    }
+
+    /// True when the peer logged a `kind` event for connection `id`.
+    pub fn saw(&self, kind: &str, id: usize) -> bool {
+        let id = id.to_string();
+        self.events().iter().any(|l| {
+            let mut w = l.split_whitespace();
+            w.next() == Some(kind) && w.next() == Some(id.as_str())
+        })
+    }
+
+    /// Waits until every connection the peer accepted has ended.
+    pub fn wait_all_closed(&self, secs: u64) {
+        assert!(
+            wait_until(Duration::from_secs(secs), || self.count("closed")
+                >= self.count("accept")),
+            "peer {}: zproxy did not let go of every upstream connection within {secs} s: {:?}",
+            self.mode,
+            self.events()
+        );
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // ---- held client connections ----------------------------------------------------------

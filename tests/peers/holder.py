@@ -1,5 +1,6 @@
 """Holds N idle keep-alive connections to HOST:PORT and runs requests on them
-when told to (tests/lab_faults.rs; run it in the lab's client namespace only).
+when told to (the lab tests and bench/flatness.sh; run it in the lab's client
+namespace only).
 
 Usage: holder.py HOST PORT N
 
