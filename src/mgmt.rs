@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
+use crate::app::proxy::engine::UpstreamStat;
 use crate::net::counters::{Counter, SharedCounters};
-use crate::net::worker::UpstreamStat;
 
 /// Values the control thread samples for each scrape, besides worker counters.
 pub struct Gauges {

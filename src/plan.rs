@@ -8,11 +8,12 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 
 use crate::app::proxy::balance::{Balancer, ServerState};
+use crate::app::proxy::engine::GroupSpec;
 use crate::app::proxy::health::HealthCheck;
 use crate::app::proxy::session::Routes;
 use crate::app::responder::Responder;
+use crate::app::worker::{ListenerApp, ListenerSpec};
 use crate::config::{Config, ListenerMode, UpstreamGroup};
-use crate::net::worker::{GroupSpec, ListenerApp, ListenerSpec};
 
 /// Every group and server ever configured, in index order.
 #[derive(Debug, Clone, Default)]

@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::app::proxy::engine::UpstreamStat;
+use crate::app::worker::{Control, Reload, Worker, WorkerSpec};
 use crate::config::{Config, Runtime};
 use crate::dpdk::{lcore, Eal, Mempool, Port, PortConfig, QueueId};
 use crate::mgmt;
 use crate::net::counters::{Counter, SharedCounters};
-use crate::net::worker::{
-    handoff_inboxes, Control, Inboxes, PortSpec, Reload, UpstreamStat, Worker, WorkerSpec,
-};
+use crate::net::handoff::{handoff_inboxes, Inboxes};
+use crate::net::link::PortSpec;
 use crate::plan::{self, Layout};
 
 /// Bytes of data room per mbuf: a full 1500-byte-MTU frame plus headroom.

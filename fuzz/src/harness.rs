@@ -22,14 +22,15 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 
 use zproxy::app::proxy::balance::{Balancer, ServerState};
+use zproxy::app::proxy::engine::GroupSpec;
 use zproxy::app::proxy::session::Routes;
 use zproxy::app::responder::Responder;
+use zproxy::app::worker::{ListenerApp, ListenerSpec, Worker, WorkerSpec};
 use zproxy::config::{Balance, StaticResponse};
 use zproxy::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig, QueueId};
 use zproxy::net::counters::SharedCounters;
-use zproxy::net::worker::{
-    handoff_inboxes, GroupSpec, ListenerApp, ListenerSpec, PortSpec, Worker, WorkerSpec,
-};
+use zproxy::net::handoff::handoff_inboxes;
+use zproxy::net::link::PortSpec;
 
 use crate::ops::{self, Op, ACK, FIN, RST, SYN};
 use crate::wire::{self, mac_of, Mac, Segment, Sent};

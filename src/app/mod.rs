@@ -1,13 +1,16 @@
-//! Applications that run on accepted TCP flows.
+//! Applications that run on the flows of a core's stack, and the loop
+//! that runs them.
 //!
 //! - [`proxy`]: HTTP and TCP proxying to upstream servers.
 //! - [`responder`]: a fixed HTTP response (health endpoints, tests, the
 //!   datapath benchmark).
+//! - [`worker`]: one polling core: the stack, its events, the applications.
 
 use smoltcp::socket::tcp::Socket;
 
 pub mod proxy;
 pub mod responder;
+pub mod worker;
 
 /// Free bytes in the socket's send buffer.
 pub(crate) fn send_room(sock: &Socket) -> usize {

@@ -172,3 +172,16 @@ impl<const N: usize> Drop for MbufBurst<N> {
         }
     }
 }
+
+/// True when the NIC flagged the IP or L4 checksum of a received frame bad
+/// (or did not say it was good: "unknown" is not verified by smoltcp when
+/// offload is on, so only GOOD passes).
+pub fn rx_checksum_bad(ol_flags: u64) -> bool {
+    use zproxy_ffi::{
+        RTE_MBUF_F_RX_IP_CKSUM_GOOD as IP_GOOD, RTE_MBUF_F_RX_IP_CKSUM_MASK as IP_MASK,
+        RTE_MBUF_F_RX_L4_CKSUM_GOOD as L4_GOOD, RTE_MBUF_F_RX_L4_CKSUM_MASK as L4_MASK,
+    };
+    let ip = ol_flags & u64::from(IP_MASK);
+    let l4 = ol_flags & u64::from(L4_MASK);
+    ip != u64::from(IP_GOOD) || l4 != u64::from(L4_GOOD)
+}

@@ -14,7 +14,7 @@ mod port;
 
 pub use eal::Eal;
 pub use error::{DpdkError, Result};
-pub use mbuf::{Mbuf, MbufBurst};
+pub use mbuf::{rx_checksum_bad, Mbuf, MbufBurst};
 pub use mempool::Mempool;
 pub use port::{LinkStatus, Port, PortConfig, PortId, PortQueue, PortStats, QueueId};
 

@@ -31,6 +31,7 @@ counters! {
     DropChecksum => "drop_bad_checksum",
     DropTimeWait => "drop_time_wait",
     TimeWaitAcks => "time_wait_acks",
+    RstChallenged => "rst_challenged",
     FlowsAccepted => "flows_accepted",
     FlowsRefused => "flows_refused",
     RefusedAcl => "refused_acl",

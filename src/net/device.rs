@@ -111,6 +111,67 @@ pub struct FrameDevice<'a> {
     /// Added to the sequence number of every TCP segment sent (a connection
     /// opened from a SYN cookie, see `syncookie`); 0 for all others.
     pub seq_delta: u32,
+    /// Where the sequence numbers of a flow's segments are recorded.
+    pub sent: Option<&'a mut SentSeq>,
+}
+
+impl<'a> FrameDevice<'a> {
+    pub fn new(
+        rx: Option<Mbuf>,
+        tx: &'a mut TxQueue,
+        caps: &'a DeviceCapabilities,
+        seq_delta: u32,
+    ) -> Self {
+        FrameDevice {
+            rx,
+            tx,
+            caps,
+            seq_delta,
+            sent: None,
+        }
+    }
+}
+
+/// What a flow last told its peer: the next sequence number it will send
+/// and the next one it expects (RCV.NXT), read from the segments smoltcp
+/// builds (smoltcp does not expose them). A RST must carry exactly
+/// `rcv_nxt` to be taken (RFC 5961).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SentSeq {
+    pub snd_nxt: u32,
+    pub rcv_nxt: u32,
+    /// A segment with an ACK went out (so `rcv_nxt` is known).
+    pub acked: bool,
+}
+
+impl SentSeq {
+    /// Reads an Ethernet/IPv4/TCP frame smoltcp just built.
+    fn record(&mut self, frame: &[u8]) {
+        if frame.len() < 14 + 20 + 20 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 6 {
+            return;
+        }
+        let ihl = usize::from(frame[14] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+        let t = 14 + ihl;
+        if frame.len() < t + 20 || total < ihl + 20 {
+            return;
+        }
+        let word = |at: usize| {
+            u32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]])
+        };
+        let flags = frame[t + 13];
+        let doff = usize::from(frame[t + 12] >> 4) * 4;
+        let payload = total.saturating_sub(ihl + doff) as u32;
+        let syn_fin = u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0);
+        if flags & 0x04 != 0 {
+            return; // a RST moves nothing
+        }
+        self.snd_nxt = word(t + 4).wrapping_add(payload + syn_fin);
+        if flags & 0x10 != 0 {
+            self.rcv_nxt = word(t + 8);
+            self.acked = true;
+        }
+    }
 }
 
 impl phy::Device for FrameDevice<'_> {
@@ -130,6 +191,7 @@ impl phy::Device for FrameDevice<'_> {
             TxToken {
                 tx: self.tx,
                 seq_delta: self.seq_delta,
+                sent: self.sent.as_deref_mut(),
             },
         ))
     }
@@ -138,6 +200,7 @@ impl phy::Device for FrameDevice<'_> {
         Some(TxToken {
             tx: self.tx,
             seq_delta: self.seq_delta,
+            sent: self.sent.as_deref_mut(),
         })
     }
 
@@ -158,6 +221,7 @@ impl phy::RxToken for RxToken {
 pub struct TxToken<'a> {
     tx: &'a mut TxQueue,
     seq_delta: u32,
+    sent: Option<&'a mut SentSeq>,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -169,6 +233,9 @@ impl phy::TxToken for TxToken<'_> {
                     let r = f(buf);
                     if self.seq_delta != 0 {
                         crate::net::segment::shift_seq(buf, self.seq_delta);
+                    }
+                    if let Some(sent) = self.sent {
+                        sent.record(buf);
                     }
                     tx.sent_bytes += len as u64;
                     tx.push(m);

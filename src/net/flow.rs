@@ -96,6 +96,20 @@ impl<T> FlowTable<T> {
         }
     }
 
+    /// Forgets `slot`'s key (lookups miss it) but keeps the slot out of
+    /// reuse until [`reuse`](Self::reuse): its owner may still be told.
+    pub fn retire(&mut self, slot: u32) {
+        if let Some(key) = self.keys[slot as usize].take() {
+            self.index.remove(&key);
+        }
+    }
+
+    /// Puts a retired slot back on the free list.
+    pub fn reuse(&mut self, slot: u32) {
+        debug_assert!(self.keys[slot as usize].is_none(), "slot {slot} is live");
+        self.free.push(slot);
+    }
+
     #[inline]
     pub fn get_mut(&mut self, slot: u32) -> &mut T {
         &mut self.slots[slot as usize]

@@ -1,22 +1,28 @@
 //! The per-core network stack: smoltcp over DPDK mbufs, with one socket set
 //! per TCP flow found through a hash table, so per-packet cost does not grow
-//! with the number of open connections.
+//! with the number of open connections. It knows no application: nothing
+//! here imports `crate::app`.
 //!
 //! - [`arena`]: socket buffer memory on the worker's NUMA node.
+//! - [`counters`]: per-core counters, published to the control thread.
 //! - [`device`]: smoltcp `phy::Device` over mbufs, with batched TX.
 //! - [`flow`]: 4-tuple keys, the flow table and compact TIME-WAIT state.
-//! - [`rss`]: Toeplitz hashing and which worker owns a flow.
-//! - [`segment`]: TCP segments the worker reads and writes outside smoltcp.
+//! - [`handoff`]: lock-free rings that carry frames to the core owning them.
+//! - [`link`]: one port's interface, addresses, neighbours and own frames.
+//! - [`rss`]: Toeplitz hashing and which core owns a flow.
+//! - [`segment`]: TCP segments the stack reads and writes outside smoltcp.
+//! - [`stack`]: the stack itself: flows, demux, timers, events.
 //! - [`syncookie`]: stateless SYN-ACKs under a SYN flood.
 //! - [`timers`]: an indexed heap of per-flow deadlines (`poll_at`).
-//! - [`worker`]: the polling loop of one core.
 
 pub mod arena;
 pub mod counters;
 pub mod device;
 pub mod flow;
+pub mod handoff;
+pub mod link;
 pub mod rss;
 pub mod segment;
+pub mod stack;
 pub mod syncookie;
 pub mod timers;
-pub mod worker;

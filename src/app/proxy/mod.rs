@@ -2,10 +2,12 @@
 //!
 //! - [`http`]: HTTP/1.1 framing and request validation.
 //! - [`balance`]: picking a server of an upstream group.
+//! - [`engine`]: one core's proxy: sessions, groups, pools, connects, probes.
 //! - [`health`]: active health checks.
 //! - [`session`]: one client connection's state machine over two sockets.
 
 pub mod balance;
+pub mod engine;
 pub mod health;
 pub mod http;
 pub mod session;

@@ -1,0 +1,693 @@
+//! The proxy on one core: client sessions, the upstream groups they go to,
+//! idle connection pools, connects, health probes, reloads and per-server
+//! figures. It works on flows of the core's [`Stack`] and learns what
+//! happened to them only from the stack's events.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use super::balance::Balancer;
+use super::health::{self, HealthCheck, ServerHealth};
+use super::session::{Mode, Routes, Session, Step};
+use crate::net::counters::Counter;
+use crate::net::stack::{Closed, Connect, FlowId, Stack};
+
+/// Idle pooled upstream connections are closed after this long (below
+/// nginx's default keepalive_timeout of 75 s, so we close first).
+const POOL_IDLE_US: u64 = 30_000_000;
+/// Upstream attachments a session may go through in one call (retries).
+const ATTACH_ROUNDS: usize = 8;
+
+/// An upstream group as a core uses it.
+pub struct GroupSpec {
+    pub name: String,
+    pub port_index: usize,
+    pub balancer: Balancer,
+    pub connect_timeout_us: u64,
+    pub read_timeout_us: u64,
+    /// Idle connections kept per server for reuse.
+    pub keepalive: usize,
+    pub local_ports: (u16, u16),
+    pub health: Option<HealthCheck>,
+}
+
+/// One upstream server's figures, as published for the management endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamStat {
+    pub group: String,
+    pub server: SocketAddrV4,
+    pub requests: u64,
+    pub connect_failures: u64,
+    pub active: u32,
+    pub healthy: bool,
+    pub retired: bool,
+    pub response_us_sum: u64,
+    pub responses: u64,
+}
+
+struct Group {
+    spec: GroupSpec,
+    next_local_port: u16,
+    /// Idle upstream flows per server, most recently used last.
+    pools: Vec<Vec<FlowId>>,
+    /// Active health check state per server.
+    health: Vec<ServerHealth>,
+}
+
+impl Group {
+    fn new(spec: GroupSpec, seed: u64) -> Group {
+        let (lo, hi) = spec.local_ports;
+        let span = u64::from(hi - lo) + 1;
+        Group {
+            // Start somewhere random, so that a restarted zproxy does not
+            // reuse the tuples of the previous run first.
+            next_local_port: lo + (seed % span) as u16,
+            pools: vec![Vec::with_capacity(spec.keepalive); spec.balancer.servers.len()],
+            health: vec![ServerHealth::default(); spec.balancer.servers.len()],
+            spec,
+        }
+    }
+}
+
+/// What the proxy uses a flow for.
+enum Conn {
+    None,
+    /// An accepted connection proxied to upstreams.
+    Client {
+        session: Session,
+        listener: usize,
+        upstream: Option<FlowId>,
+    },
+    /// A connection to an upstream server, attached to a client or pooled.
+    Upstream {
+        group: usize,
+        server: usize,
+        client: Option<FlowId>,
+        /// Not yet established (a failure now is the server's).
+        connecting: bool,
+    },
+    /// An active health check of one server.
+    Probe {
+        group: usize,
+        server: usize,
+        /// The HTTP request went out.
+        sent: bool,
+        /// The result was recorded.
+        decided: bool,
+    },
+}
+
+pub struct Proxy {
+    groups: Vec<Group>,
+    conns: Vec<Conn>,
+    /// Per listener: its routes (HTTP listeners only), by listener index.
+    routes: Vec<Option<Arc<Routes>>>,
+    scratch: Box<[u8]>,
+    seed: u64,
+}
+
+impl Proxy {
+    pub fn new(
+        groups: Vec<GroupSpec>,
+        routes: Vec<Option<Arc<Routes>>>,
+        max_flows: usize,
+        scratch_len: usize,
+        seed: u64,
+    ) -> Proxy {
+        Proxy {
+            groups: groups
+                .into_iter()
+                .enumerate()
+                .map(|(i, g)| Group::new(g, mix(seed ^ i as u64)))
+                .collect(),
+            conns: (0..max_flows).map(|_| Conn::None).collect(),
+            routes,
+            scratch: vec![0u8; scratch_len].into_boxed_slice(),
+            seed,
+        }
+    }
+
+    /// A client of a proxying listener arrived (`group`: a TCP listener's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn accept(
+        &mut self,
+        stack: &mut Stack,
+        f: FlowId,
+        listener: usize,
+        mode: Mode,
+        group: usize,
+        header_timeout_us: u64,
+        now_us: u64,
+    ) {
+        let client_ip = stack.key(f).expect("accepted flow").remote_ip;
+        let read_timeout_us = match mode {
+            Mode::Tcp => self.groups[group].spec.read_timeout_us,
+            Mode::Http => 0,
+        };
+        let session = Session::new(mode, client_ip, group, read_timeout_us, header_timeout_us);
+        self.conns[f as usize] = Conn::Client {
+            session,
+            listener,
+            upstream: None,
+        };
+        self.drive(stack, f, now_us);
+    }
+
+    /// Frames arrived or a timer fired on `f`.
+    pub fn ready(&mut self, stack: &mut Stack, f: FlowId, now_us: u64) {
+        match self.conns[f as usize] {
+            Conn::Client { .. } => self.drive(stack, f, now_us),
+            Conn::Upstream {
+                client: Some(c), ..
+            } => self.drive(stack, c, now_us),
+            Conn::Upstream { client: None, .. } => self.check_pooled(stack, f),
+            Conn::Probe { .. } => self.advance_probe(stack, f),
+            Conn::None => {}
+        }
+    }
+
+    /// A connection to an upstream reached ESTABLISHED.
+    pub fn connected(&mut self, f: FlowId) {
+        if let Conn::Upstream {
+            group,
+            server,
+            connecting,
+            ..
+        } = &mut self.conns[f as usize]
+        {
+            if *connecting {
+                *connecting = false;
+                self.groups[*group].spec.balancer.connected(*server);
+            }
+        }
+    }
+
+    /// `f` is gone. Only a refused or timed-out connect counts against the
+    /// server: one that we abandoned (its client left) says nothing about it.
+    pub fn closed(&mut self, stack: &mut Stack, f: FlowId, why: Closed, now_us: u64) {
+        match std::mem::replace(&mut self.conns[f as usize], Conn::None) {
+            Conn::None => {}
+            Conn::Client { upstream, .. } => {
+                if let Some(u) = upstream {
+                    // The client is gone: its upstream exchange cannot finish.
+                    self.unlink_upstream(stack, u);
+                    let sock = stack.socket(u);
+                    if sock.may_send() || sock.may_recv() {
+                        sock.abort();
+                    }
+                }
+            }
+            Conn::Upstream {
+                group,
+                server,
+                client,
+                connecting,
+            } => {
+                if connecting && matches!(why, Closed::Refused | Closed::TimedOut) {
+                    stack.counters.add(Counter::UpstreamConnectFailures, 1);
+                    self.groups[group]
+                        .spec
+                        .balancer
+                        .connect_failed(server, now_us);
+                }
+                remove_from_pool(&mut self.groups[group].pools[server], f);
+                if let Some(c) = client {
+                    self.servers_active_dec(group, server);
+                    stack.reserve(c);
+                    let Conn::Client {
+                        session, upstream, ..
+                    } = &mut self.conns[c as usize]
+                    else {
+                        unreachable!("upstreams are linked to clients")
+                    };
+                    *upstream = None;
+                    let graceful = why == Closed::Ended && session.mode == Mode::Tcp;
+                    if !graceful {
+                        // A failed connect is retried on another server (the request was not sent).
+                        let step = session.upstream_lost(stack.socket(c), connecting);
+                        let errors = session.take_errors();
+                        stack.counters.add(Counter::ProxyErrors, u64::from(errors));
+                        self.apply_step(stack, c, step, now_us);
+                    }
+                    self.sync_deadline(stack, c);
+                }
+            }
+            Conn::Probe {
+                group,
+                server,
+                decided,
+                ..
+            } => {
+                if !decided {
+                    self.probe_result(group, server, false);
+                }
+            }
+        }
+    }
+
+    /// Runs a client's session until it needs nothing more, then sets its wake-up.
+    fn drive(&mut self, stack: &mut Stack, c: FlowId, now_us: u64) {
+        let step = self.session_step(stack, c, now_us);
+        self.apply_step(stack, c, step, now_us);
+        self.sync_deadline(stack, c);
+    }
+
+    /// The stack wakes a client when its session's deadline passes.
+    fn sync_deadline(&self, stack: &mut Stack, c: FlowId) {
+        if let Conn::Client { session, .. } = &self.conns[c as usize] {
+            stack.set_deadline(c, session.deadline_us());
+        }
+    }
+
+    /// Does what the session asked, and lets it go on, until it waits.
+    fn apply_step(&mut self, stack: &mut Stack, c: FlowId, mut step: Step, now_us: u64) {
+        for _ in 0..ATTACH_ROUNDS {
+            match step {
+                Step::Idle => return,
+                Step::NeedUpstream { group } => {
+                    if !self.attach_upstream(stack, c, group, now_us) {
+                        stack.counters.add(Counter::NoUpstream, 1);
+                        let Conn::Client { session, .. } = &mut self.conns[c as usize] else {
+                            unreachable!()
+                        };
+                        session.no_upstream(stack.socket(c));
+                        let errors = session.take_errors();
+                        stack.counters.add(Counter::ProxyErrors, u64::from(errors));
+                        return;
+                    }
+                }
+                Step::ReleaseUpstream { reusable } => {
+                    self.detach_upstream(stack, c, reusable, now_us)
+                }
+            }
+            step = self.session_step(stack, c, now_us);
+        }
+    }
+
+    /// One call into the session with both sockets.
+    fn session_step(&mut self, stack: &mut Stack, c: FlowId, now_us: u64) -> Step {
+        let Conn::Client {
+            session,
+            listener,
+            upstream,
+        } = &mut self.conns[c as usize]
+        else {
+            return Step::Idle; // closed meanwhile
+        };
+        let (csock, usock) = match *upstream {
+            Some(u) => {
+                let (cs, us) = stack.pair(c, u);
+                (cs, Some(us))
+            }
+            None => (stack.socket(c), None),
+        };
+        let requests_before = session.requests;
+        let step = if session.deadline_us().is_some_and(|d| now_us >= d) {
+            session.timed_out(csock, usock)
+        } else {
+            let routes = self.routes[*listener].as_deref();
+            session.drive(csock, usock, routes, &mut self.scratch, now_us)
+        };
+        stack
+            .counters
+            .add(Counter::ProxyErrors, u64::from(session.take_errors()));
+        stack.counters.add(
+            Counter::Requests,
+            u64::from(session.requests - requests_before),
+        );
+        if let (Some(us), Some(u)) = (session.take_response_time(), *upstream) {
+            if let Conn::Upstream { group, server, .. } = self.conns[u as usize] {
+                let s = &mut self.groups[group].spec.balancer.servers[server];
+                s.response_us_sum += us;
+                s.responses += 1;
+            }
+        }
+        step
+    }
+
+    /// Gives client `c` an upstream connection of `group`: an idle one from
+    /// the pool, or a new connect. False when none can be had.
+    fn attach_upstream(&mut self, stack: &mut Stack, c: FlowId, group: usize, now_us: u64) -> bool {
+        let Conn::Client { session, .. } = &self.conns[c as usize] else {
+            unreachable!()
+        };
+        let (client_ip, tried): (Ipv4Addr, u64) = (session.client_ip, session.tried);
+        let g = &mut self.groups[group];
+        let Some(server) = g.spec.balancer.pick(client_ip, now_us, tried) else {
+            return false;
+        };
+        // Reuse an idle connection when one is still good.
+        let mut reused = None;
+        while let Some(u) = g.pools[server].pop() {
+            if !stack.take_evictable(u) {
+                continue; // evicted for a slot meanwhile: no longer ours
+            }
+            let sock = stack.socket(u);
+            if sock.state() == smoltcp::socket::tcp::State::Established
+                && sock.recv_queue() == 0
+                && sock.may_send()
+            {
+                reused = Some(u);
+                stack.counters.add(Counter::UpstreamReused, 1);
+                let idle_us = g.spec.read_timeout_us.max(g.spec.connect_timeout_us);
+                stack.set_idle_timeout(u, idle_us, now_us);
+                break;
+            }
+            sock.abort();
+        }
+        let u = match reused {
+            Some(u) => u,
+            None => {
+                let addr = g.spec.balancer.servers[server].address;
+                let opened = stack.connect(
+                    Connect {
+                        port_index: g.spec.port_index,
+                        server: addr,
+                        local_ports: g.spec.local_ports,
+                        next_local_port: &mut g.next_local_port,
+                        connect_timeout_us: g.spec.connect_timeout_us,
+                        idle_timeout_us: g.spec.read_timeout_us.max(g.spec.connect_timeout_us),
+                    },
+                    now_us,
+                );
+                match opened {
+                    Ok(u) => {
+                        stack.counters.add(Counter::UpstreamConnects, 1);
+                        self.conns[u as usize] = Conn::Upstream {
+                            group,
+                            server,
+                            client: None,
+                            connecting: true,
+                        };
+                        u
+                    }
+                    // This core's shortage, not the server's failure: the
+                    // server stays untried (503, not 502).
+                    Err(e) => {
+                        log::debug!("connect to {addr}: {e}");
+                        return false;
+                    }
+                }
+            }
+        };
+        let read_timeout_us = self.groups[group].spec.read_timeout_us;
+        let Conn::Client {
+            session, upstream, ..
+        } = &mut self.conns[c as usize]
+        else {
+            unreachable!()
+        };
+        session.tried |= 1 << (server % 64);
+        session.set_read_timeout_us(read_timeout_us);
+        *upstream = Some(u);
+        let Conn::Upstream { client, .. } = &mut self.conns[u as usize] else {
+            unreachable!("pools and connects hold upstreams")
+        };
+        *client = Some(c);
+        let s = &mut self.groups[group].spec.balancer.servers[server];
+        s.requests += 1;
+        s.active += 1;
+        stack.unreserve(c);
+        stack.set_hold_unread(u, true);
+        true
+    }
+
+    /// Cuts upstream `u` from its client (the client's side is the caller's).
+    fn unlink_upstream(&mut self, stack: &mut Stack, u: FlowId) {
+        if let Conn::Upstream {
+            group,
+            server,
+            client,
+            ..
+        } = &mut self.conns[u as usize]
+        {
+            if client.take().is_some() {
+                let (g, s) = (*group, *server);
+                self.servers_active_dec(g, s);
+            }
+        }
+        stack.set_hold_unread(u, false);
+    }
+
+    fn servers_active_dec(&mut self, group: usize, server: usize) {
+        let s = &mut self.groups[group].spec.balancer.servers[server];
+        s.active = s.active.saturating_sub(1);
+    }
+
+    /// The session is done with its upstream: pool it or close it.
+    fn detach_upstream(&mut self, stack: &mut Stack, c: FlowId, reusable: bool, now_us: u64) {
+        let Conn::Client { upstream, .. } = &mut self.conns[c as usize] else {
+            return;
+        };
+        let Some(u) = upstream.take() else { return };
+        self.unlink_upstream(stack, u);
+        // Its client is promised a slot again: when none is spare, this
+        // connection gives its own back at once.
+        stack.reserve(c);
+        let short = stack.spare_slots() < 0;
+        let Conn::Upstream { group, server, .. } = self.conns[u as usize] else {
+            unreachable!("peers of clients are upstreams")
+        };
+        let g = &mut self.groups[group];
+        let retired = g.spec.balancer.servers[server].retired;
+        let pool = &mut g.pools[server];
+        let sock = stack.socket(u);
+        let established = sock.state() == smoltcp::socket::tcp::State::Established;
+        if reusable && !retired && !short && established && pool.len() < g.spec.keepalive {
+            pool.push(u);
+            stack.set_evictable(u);
+            stack.set_idle_timeout(u, POOL_IDLE_US, now_us);
+        } else if established && !short {
+            sock.close();
+        } else {
+            sock.abort();
+        }
+    }
+
+    /// An idle pooled upstream got a frame: anything but a quiet open
+    /// connection (FIN, RST, unexpected bytes) means it cannot be reused.
+    fn check_pooled(&mut self, stack: &mut Stack, u: FlowId) {
+        let sock = stack.socket(u);
+        if sock.state() != smoltcp::socket::tcp::State::Established || sock.recv_queue() > 0 {
+            if sock.may_send() {
+                sock.close();
+            } else {
+                sock.abort();
+            }
+            if let Conn::Upstream { group, server, .. } = self.conns[u as usize] {
+                if stack.take_evictable(u) {
+                    remove_from_pool(&mut self.groups[group].pools[server], u);
+                }
+            }
+        }
+    }
+
+    /// Starts the health probes that are due.
+    pub fn launch_probes(&mut self, stack: &mut Stack, now_us: u64) {
+        for gi in 0..self.groups.len() {
+            let g = &mut self.groups[gi];
+            let Some(check) = g.spec.health.clone() else {
+                continue;
+            };
+            for s in 0..g.health.len() {
+                let h = &g.health[s];
+                if h.probing || now_us < h.next_probe_us || g.spec.balancer.servers[s].retired {
+                    continue;
+                }
+                g.health[s].next_probe_us = now_us + check.interval_us;
+                if stack.spare_slots() < 1 {
+                    continue; // clients' upstreams come first; probe next interval
+                }
+                let opened = stack.connect(
+                    Connect {
+                        port_index: g.spec.port_index,
+                        server: g.spec.balancer.servers[s].address,
+                        local_ports: g.spec.local_ports,
+                        next_local_port: &mut g.next_local_port,
+                        connect_timeout_us: check.timeout_us,
+                        idle_timeout_us: check.timeout_us,
+                    },
+                    now_us,
+                );
+                if let Ok(f) = opened {
+                    self.conns[f as usize] = Conn::Probe {
+                        group: gi,
+                        server: s,
+                        sent: false,
+                        decided: false,
+                    };
+                    g.health[s].probing = true;
+                }
+            }
+        }
+    }
+
+    fn advance_probe(&mut self, stack: &mut Stack, f: FlowId) {
+        let Conn::Probe {
+            group,
+            server,
+            sent,
+            decided: decided @ false,
+        } = &mut self.conns[f as usize]
+        else {
+            return;
+        };
+        let (g, s) = (*group, *server);
+        let Some(check) = &self.groups[g].spec.health else {
+            return;
+        };
+        let host = self.groups[g].spec.balancer.servers[s]
+            .address
+            .ip()
+            .to_string();
+        let sock = stack.socket(f);
+        if let Some(ok) = health::probe(check, sock, &host, sent, &mut self.scratch) {
+            *decided = true;
+            sock.abort(); // a probe needs no goodbye, and leaves no TIME-WAIT
+            self.probe_result(g, s, ok);
+        }
+    }
+
+    fn probe_result(&mut self, g: usize, s: usize, ok: bool) {
+        let group = &mut self.groups[g];
+        let Some(check) = &group.spec.health else {
+            return;
+        };
+        let server = &mut group.spec.balancer.servers[s];
+        if let Some(healthy) = group.health[s].record(ok, server.healthy, check) {
+            server.healthy = healthy;
+            if healthy {
+                log::info!(
+                    "upstream {}: health check passed {} times: back in rotation",
+                    server.address,
+                    check.rise
+                );
+            } else {
+                log::warn!(
+                    "upstream {}: health check failed {} times: out of rotation",
+                    server.address,
+                    check.fall
+                );
+            }
+        }
+    }
+
+    /// Takes new groups and routes. Indices of existing groups and servers
+    /// stay (open connections keep theirs); retired servers get no new
+    /// requests and lose their idle pooled connections now.
+    pub fn reload(
+        &mut self,
+        stack: &mut Stack,
+        groups: Vec<GroupSpec>,
+        routes: Vec<Option<Arc<Routes>>>,
+    ) {
+        for (i, spec) in groups.into_iter().enumerate() {
+            match self.groups.get_mut(i) {
+                Some(g) => {
+                    g.spec.connect_timeout_us = spec.connect_timeout_us;
+                    g.spec.read_timeout_us = spec.read_timeout_us;
+                    g.spec.keepalive = spec.keepalive;
+                    g.spec.local_ports = spec.local_ports;
+                    g.spec.health = spec.health;
+                    g.spec.balancer.update(spec.balancer);
+                    let n = g.spec.balancer.servers.len();
+                    g.pools
+                        .resize_with(n, || Vec::with_capacity(spec.keepalive));
+                    g.health.resize_with(n, ServerHealth::default);
+                }
+                None => self
+                    .groups
+                    .push(Group::new(spec, mix(self.seed ^ i as u64))),
+            }
+        }
+        self.routes = routes;
+        for g in &mut self.groups {
+            for (s, pool) in g.pools.iter_mut().enumerate() {
+                if g.spec.balancer.servers[s].retired {
+                    for u in pool.drain(..) {
+                        if stack.take_evictable(u) {
+                            stack.socket(u).close();
+                        }
+                    }
+                }
+            }
+        }
+        log::info!(
+            "worker: config reloaded ({} upstream groups)",
+            self.groups.len()
+        );
+    }
+
+    /// Shutting down: idle clients and pooled upstreams close now; an
+    /// exchange in flight finishes with `Connection: close`.
+    pub fn drain(&mut self, stack: &mut Stack) {
+        for f in 0..self.conns.len() as FlowId {
+            match &mut self.conns[f as usize] {
+                Conn::Client { session, .. } => session.drain(stack.socket(f)),
+                Conn::Upstream {
+                    group,
+                    server,
+                    client: None,
+                    ..
+                } if stack.take_evictable(f) => {
+                    remove_from_pool(&mut self.groups[*group].pools[*server], f);
+                    stack.socket(f).close();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Every upstream server's next hop is kept resolved.
+    pub fn resolve_servers(&self, stack: &mut Stack) {
+        for g in &self.groups {
+            for s in &g.spec.balancer.servers {
+                stack.resolve(g.spec.port_index, *s.address.ip());
+            }
+        }
+    }
+
+    /// Idle pooled connections.
+    pub fn pooled(&self) -> u64 {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.pools)
+            .map(|p| p.len() as u64)
+            .sum()
+    }
+
+    /// Per-server figures, for the management endpoint.
+    pub fn stats(&self, out: &mut Vec<UpstreamStat>) {
+        out.clear();
+        for g in &self.groups {
+            for s in &g.spec.balancer.servers {
+                out.push(UpstreamStat {
+                    group: g.spec.name.clone(),
+                    server: s.address,
+                    requests: s.requests,
+                    connect_failures: s.failures,
+                    active: s.active,
+                    healthy: s.healthy,
+                    retired: s.retired,
+                    response_us_sum: s.response_us_sum,
+                    responses: s.responses,
+                });
+            }
+        }
+    }
+}
+
+fn remove_from_pool(pool: &mut Vec<FlowId>, f: FlowId) {
+    if let Some(i) = pool.iter().position(|&s| s == f) {
+        pool.swap_remove(i);
+    }
+}
+
+/// splitmix64's finaliser, to spread a seed.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}

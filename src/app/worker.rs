@@ -1,0 +1,380 @@
+//! One polling core: the stack takes an rx burst from every port queue, the
+//! applications (static responder, proxy) act on its events, the stack
+//! transmits; timers, health probes, ARP refresh, reloads and counters run
+//! between bursts (DPDK l3fwd's loop shape, with smoltcp per flow).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_queue::ArrayQueue;
+
+use super::proxy::engine::{GroupSpec, Proxy, UpstreamStat};
+use super::proxy::session::{Mode, Routes};
+use super::responder::{Responder, ResponderState};
+use crate::dpdk::{rdtsc, tsc_hz, MbufBurst, Mempool};
+use crate::net::counters::{Counter, SharedCounters};
+use crate::net::device::BURST;
+use crate::net::handoff::Inboxes;
+use crate::net::link::PortSpec;
+use crate::net::stack::{Event, FlowId, Listen, Stack, StackSpec, CLOCK_ORIGIN_US};
+
+/// How often counters are published for the control thread.
+const PUBLISH_US: u64 = 100_000;
+/// How often next hops of gateways and upstream servers are re-resolved
+/// (smoltcp forgets a neighbour after 60 s; a connect must not wait for ARP).
+const ARP_REFRESH_US: u64 = 20_000_000;
+/// How often the worker looks for health probes that are due.
+const HEALTH_TICK_US: u64 = 10_000;
+/// Empty polls before an idle worker starts sleeping (`idle_sleep_us`).
+const IDLE_POLLS_BEFORE_SLEEP: u32 = 1_000;
+/// How often a draining worker closes connections that became idle.
+const DRAIN_SWEEP_US: u64 = 100_000;
+/// Longest the worker waits at exit for the NIC to take and complete its last frames.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What a listener does with accepted connections.
+pub enum ListenerApp {
+    Static(Arc<Responder>),
+    Tcp { group: usize },
+    Http(Arc<Routes>),
+}
+
+/// A TCP listener on one of the worker's ports.
+pub struct ListenerSpec {
+    pub port_index: usize,
+    pub tcp_port: u16,
+    pub app: ListenerApp,
+    pub idle_timeout_us: u64,
+    /// Client networks allowed in (address, prefix length); any when empty.
+    pub allow: Vec<(std::net::Ipv4Addr, u8)>,
+    pub header_timeout_us: u64,
+    /// Open connections per client address (0: no limit).
+    pub max_per_source: u32,
+}
+
+/// What the control thread tells the workers (relaxed flags, read once per loop).
+pub struct Control {
+    /// Stop now.
+    pub stop: AtomicBool,
+    /// Refuse new connections, let the open ones finish, stop when none is left.
+    pub draining: AtomicBool,
+    /// Per worker: a reloaded config's groups and listeners (SIGHUP), picked up between bursts.
+    pub reload: Vec<ArrayQueue<Reload>>,
+    /// Workers that have returned.
+    pub finished: AtomicUsize,
+}
+
+impl Control {
+    pub fn new(workers: usize) -> Self {
+        Control {
+            stop: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            reload: (0..workers).map(|_| ArrayQueue::new(1)).collect(),
+            finished: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The reloadable part of the config, in the indices the worker already uses
+/// (see `plan::Layout`).
+pub struct Reload {
+    pub groups: Vec<GroupSpec>,
+    pub listeners: Vec<ListenerApp>,
+}
+
+pub struct WorkerSpec {
+    pub ports: Vec<PortSpec>,
+    pub listeners: Vec<ListenerSpec>,
+    pub groups: Vec<GroupSpec>,
+    pub max_flows: usize,
+    pub socket_rx_buffer: usize,
+    pub socket_tx_buffer: usize,
+    pub tx_drain_us: u64,
+    pub pool: Arc<Mempool>,
+    /// Where the worker publishes per-server figures.
+    pub upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
+    /// This worker's number: it polls queue `worker_index` of every port and
+    /// owns the flows RSS puts on that queue (see `rss::Steering`).
+    pub worker_index: usize,
+    /// Every worker's inbox (their count is the number of workers).
+    pub inboxes: Inboxes,
+    pub idle_sleep_us: u64,
+    /// Half-open client connections (SYN received, no ACK yet) beyond which
+    /// SYNs are answered with SYN cookies instead of state; 0: always cookies.
+    pub syn_backlog: usize,
+    /// Seed for smoltcp's ISNs and ports (must differ per run).
+    pub random_seed: u64,
+}
+
+/// Which application a flow belongs to.
+enum FlowApp {
+    None,
+    Static {
+        listener: usize,
+        state: ResponderState,
+    },
+    Proxy,
+}
+
+pub struct Worker {
+    stack: Stack,
+    proxy: Proxy,
+    listeners: Vec<ListenerSpec>,
+    apps: Vec<FlowApp>,
+    scratch: Box<[u8]>,
+    shared: Arc<SharedCounters>,
+    /// Per-server figures for the management endpoint, refreshed with the counters.
+    upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
+    index: usize,
+    idle_sleep_us: u64,
+    /// The monotonic clock: the CPU's invariant TSC (as DPDK's timers use),
+    /// read once per loop iteration instead of a clock_gettime call.
+    tsc_origin: u64,
+    tsc_per_us: u64,
+    draining: bool,
+}
+
+impl Worker {
+    /// Builds every flow slot (sockets and buffers) up front; run this on the
+    /// worker's own core so the memory is local to it.
+    pub fn new(spec: WorkerSpec, shared: Arc<SharedCounters>) -> Worker {
+        let listen = spec
+            .listeners
+            .iter()
+            .map(|l| Listen {
+                port_index: l.port_index,
+                tcp_port: l.tcp_port,
+                idle_timeout_us: l.idle_timeout_us,
+                allow: l.allow.clone(),
+                max_per_source: l.max_per_source,
+                reserve_peer: !matches!(l.app, ListenerApp::Static(_)),
+            })
+            .collect();
+        let scratch_len = spec.socket_rx_buffer.max(spec.socket_tx_buffer);
+        let stack = Stack::new(StackSpec {
+            ports: spec.ports,
+            listeners: listen,
+            max_flows: spec.max_flows,
+            socket_rx_buffer: spec.socket_rx_buffer,
+            socket_tx_buffer: spec.socket_tx_buffer,
+            tx_drain_us: spec.tx_drain_us,
+            pool: spec.pool,
+            worker_index: spec.worker_index,
+            inboxes: spec.inboxes,
+            syn_backlog: spec.syn_backlog,
+            random_seed: spec.random_seed,
+        });
+        let proxy = Proxy::new(
+            spec.groups,
+            routes_of(spec.listeners.iter().map(|l| &l.app)),
+            spec.max_flows,
+            scratch_len,
+            spec.random_seed,
+        );
+        Worker {
+            stack,
+            proxy,
+            listeners: spec.listeners,
+            apps: (0..spec.max_flows).map(|_| FlowApp::None).collect(),
+            scratch: vec![0u8; scratch_len].into_boxed_slice(),
+            shared,
+            upstream_stats: spec.upstream_stats,
+            index: spec.worker_index,
+            idle_sleep_us: spec.idle_sleep_us,
+            tsc_origin: rdtsc(),
+            tsc_per_us: (tsc_hz() / 1_000_000).max(1),
+            draining: false,
+        }
+    }
+
+    /// Polls until told to stop, or until draining leaves no connection.
+    pub fn run(&mut self, control: &Control) {
+        let mut rx = MbufBurst::<BURST>::default();
+        let mut last_publish_us = 0;
+        let mut next_arp_us = 0;
+        let mut next_health_us = 0;
+        let mut next_drain_sweep_us = 0;
+        let mut idle_polls = 0u32;
+        let mut last_tsc = rdtsc();
+        while !control.stop.load(Ordering::Relaxed) {
+            let now_us = self.now_us();
+            if control.draining.load(Ordering::Relaxed) && now_us >= next_drain_sweep_us {
+                if !self.draining {
+                    self.draining = true;
+                    self.stack.set_draining();
+                }
+                next_drain_sweep_us = now_us + DRAIN_SWEEP_US;
+                // The control thread stops every worker once none has a
+                // connection left; until then this one keeps polling (its
+                // queues may carry frames of other workers' flows).
+                self.drain_sweep();
+            }
+            let work = self.stack.poll(&mut rx, now_us);
+            if now_us >= next_health_us && !self.draining {
+                next_health_us = now_us + HEALTH_TICK_US;
+                self.proxy.launch_probes(&mut self.stack, now_us);
+            }
+            if now_us >= next_arp_us {
+                next_arp_us = now_us + ARP_REFRESH_US;
+                self.stack.resolve_gateways();
+                self.proxy.resolve_servers(&mut self.stack);
+            }
+            self.settle(now_us);
+            let tsc = rdtsc();
+            self.stack.flush_tx_if_due(tsc, work == 0);
+            if work == 0 {
+                idle_polls += 1;
+                if self.idle_sleep_us > 0 && idle_polls >= IDLE_POLLS_BEFORE_SLEEP {
+                    std::thread::sleep(std::time::Duration::from_micros(self.idle_sleep_us));
+                }
+            } else {
+                idle_polls = 0;
+            }
+            let cycles = tsc.wrapping_sub(last_tsc);
+            last_tsc = tsc;
+            self.stack.counters.add(Counter::TotalCycles, cycles);
+            if work > 0 {
+                self.stack.counters.add(Counter::BusyCycles, cycles);
+            }
+            if now_us - last_publish_us >= PUBLISH_US {
+                last_publish_us = now_us;
+                self.publish();
+                if let Some(reload) = control.reload[self.index].pop() {
+                    self.apply_reload(reload);
+                }
+            }
+        }
+        self.stack.shut_down(self.now_us(), SHUTDOWN_DRAIN);
+        self.publish();
+    }
+
+    fn now_us(&self) -> u64 {
+        CLOCK_ORIGIN_US + rdtsc().wrapping_sub(self.tsc_origin) / self.tsc_per_us
+    }
+
+    /// Lets the applications answer every event, and the stack transmit
+    /// what they wrote, until nothing more happens.
+    fn settle(&mut self, now_us: u64) {
+        loop {
+            while let Some(event) = self.stack.next_event() {
+                self.on_event(event, now_us);
+            }
+            if !self.stack.flush(now_us) {
+                break;
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, now_us: u64) {
+        match event {
+            Event::Accepted { flow, listener } => self.accept(flow, listener, now_us),
+            Event::Ready(f) => match self.apps[f as usize] {
+                FlowApp::Static { .. } => self.serve_static(f),
+                // Clients, and the upstreams and probes the proxy opened.
+                FlowApp::Proxy | FlowApp::None => self.proxy.ready(&mut self.stack, f, now_us),
+            },
+            Event::Connected(f) => self.proxy.connected(f),
+            Event::Closed { flow, why } => {
+                self.apps[flow as usize] = FlowApp::None;
+                self.proxy.closed(&mut self.stack, flow, why, now_us);
+            }
+        }
+    }
+
+    fn accept(&mut self, f: FlowId, listener: usize, now_us: u64) {
+        let l = &self.listeners[listener];
+        let (mode, group) = match &l.app {
+            ListenerApp::Static(_) => {
+                self.apps[f as usize] = FlowApp::Static {
+                    listener,
+                    state: ResponderState::default(),
+                };
+                return self.serve_static(f);
+            }
+            ListenerApp::Tcp { group } => (Mode::Tcp, *group),
+            ListenerApp::Http(_) => (Mode::Http, 0),
+        };
+        self.apps[f as usize] = FlowApp::Proxy;
+        let header_timeout_us = l.header_timeout_us;
+        self.proxy.accept(
+            &mut self.stack,
+            f,
+            listener,
+            mode,
+            group,
+            header_timeout_us,
+            now_us,
+        );
+    }
+
+    fn serve_static(&mut self, f: FlowId) {
+        let FlowApp::Static { listener, state } = &mut self.apps[f as usize] else {
+            return;
+        };
+        let ListenerApp::Static(responder) = &self.listeners[*listener].app else {
+            return; // reloaded into another mode: the next connection gets it
+        };
+        let served = responder.serve(state, self.stack.socket(f), &mut self.scratch);
+        let c = &mut self.stack.counters;
+        c.add(Counter::Requests, u64::from(served.requests));
+        c.add(Counter::BadRequests, u64::from(served.bad_requests));
+    }
+
+    /// Closes what can be closed without cutting an exchange short.
+    fn drain_sweep(&mut self) {
+        for f in 0..self.apps.len() as FlowId {
+            if let FlowApp::Static { listener, state } = &mut self.apps[f as usize] {
+                if let ListenerApp::Static(responder) = &self.listeners[*listener].app {
+                    responder.drain(state, self.stack.socket(f));
+                }
+            }
+        }
+        self.proxy.drain(&mut self.stack);
+    }
+
+    fn apply_reload(&mut self, reload: Reload) {
+        let routes = routes_of(reload.listeners.iter());
+        for (listener, app) in self.listeners.iter_mut().zip(reload.listeners) {
+            listener.app = app;
+        }
+        self.proxy.reload(&mut self.stack, reload.groups, routes);
+    }
+
+    fn publish(&mut self) {
+        self.stack.update_gauges();
+        self.stack
+            .counters
+            .set(Counter::UpstreamPooled, self.proxy.pooled());
+        self.shared.publish(&self.stack.counters);
+        // Never wait on the control thread: skip this round if it is reading.
+        if let Ok(mut stats) = self.upstream_stats.try_lock() {
+            self.proxy.stats(&mut stats);
+        }
+    }
+
+    /// Fuzzing hook (`fuzz/`; not used by the data path): `frame`, if any,
+    /// is copied into an mbuf of the worker's pool and handled as if it had
+    /// arrived on this worker's rx queue of `port` at `now_us`; then the
+    /// timers due by `now_us` run, TIME-WAIT expires and every port's
+    /// pending frames go to the driver, as one loop iteration would do.
+    /// `now_us` must not go backwards. Returns how many flows are open.
+    #[doc(hidden)]
+    pub fn inject_frame(&mut self, port: usize, frame: Option<&[u8]>, now_us: u64) -> usize {
+        if let Some(bytes) = frame {
+            self.stack.inject(port, bytes, now_us);
+        }
+        self.stack.run_due(now_us);
+        self.settle(now_us);
+        self.stack.flush_tx();
+        self.stack.active()
+    }
+}
+
+/// Each listener's routes (HTTP listeners only), by listener index.
+fn routes_of<'a>(apps: impl Iterator<Item = &'a ListenerApp>) -> Vec<Option<Arc<Routes>>> {
+    apps.map(|a| match a {
+        ListenerApp::Http(routes) => Some(routes.clone()),
+        _ => None,
+    })
+    .collect()
+}

@@ -1,0 +1,199 @@
+//! One port as a worker's stack sees it: its queues, smoltcp interface,
+//! addresses and neighbours, and the frames the stack sends outside any
+//! flow (ARP requests, gleaned neighbours, its own TCP segments).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use smoltcp::iface::{Config as IfaceConfig, Interface};
+use smoltcp::phy::{DeviceCapabilities, TxToken as _};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpCidr,
+};
+
+use super::device::{self, FrameDevice, TxQueue};
+use super::rss::{Steering, RSS_KEY};
+use super::segment;
+use crate::dpdk::{Mbuf, Mempool, PortQueue};
+
+/// On-link neighbours remembered for gleaning (smoltcp's cache holds 256).
+const GLEANED_NEIGHBOURS: usize = 256;
+/// smoltcp forgets a neighbour after 60 s; tell it again after this long.
+const GLEAN_EVERY_US: u64 = 30_000_000;
+
+/// One port as a worker is given it.
+pub struct PortSpec {
+    pub queue: PortQueue,
+    pub mac: [u8; 6],
+    pub address: (Ipv4Addr, u8),
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_mtu: usize,
+    pub rx_checksum_offload: bool,
+    /// Entries in the port's RSS redirection table (see `rss::Steering`).
+    pub reta_size: u32,
+}
+
+/// True when `ip` is inside `net`/`len`.
+pub fn in_network(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+pub struct Link {
+    pub rx: PortQueue,
+    pub tx: TxQueue,
+    /// Never flushed: where a cookie connection's SYN-ACK is caught.
+    pub capture: TxQueue,
+    pub iface: Interface,
+    pub caps: DeviceCapabilities,
+    pub ip: Ipv4Addr,
+    pub mac: EthernetAddress,
+    /// Next hop for destinations off the link.
+    pub gateway: Option<Ipv4Addr>,
+    prefix_len: u8,
+    pub rx_checksum_offload: bool,
+    /// Which worker owns a flow on this port.
+    pub steering: Steering,
+    /// When each on-link neighbour's MAC was last given to smoltcp (µs).
+    gleaned: HashMap<Ipv4Addr, u64>,
+}
+
+impl Link {
+    pub fn new(
+        p: &PortSpec,
+        pool: &Arc<Mempool>,
+        drain_cycles: u64,
+        random_seed: u64,
+        workers: u16,
+        clock_origin: Instant,
+    ) -> Link {
+        let caps = device::capabilities(p.ip_mtu, p.rx_checksum_offload);
+        let mut tx = TxQueue::new(p.queue, pool.clone(), drain_cycles);
+        let mac = EthernetAddress(p.mac);
+        let mut config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
+        config.random_seed = random_seed;
+        let mut dev = FrameDevice::new(None, &mut tx, &caps, 0);
+        let mut iface = Interface::new(config, &mut dev, clock_origin);
+        iface.update_ip_addrs(|addrs| {
+            addrs
+                .push(IpCidr::new(p.address.0.into(), p.address.1))
+                .expect("one address per port");
+        });
+        if let Some(gw) = p.gateway {
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(gw)
+                .expect("one default route");
+        }
+        Link {
+            rx: p.queue,
+            tx,
+            capture: TxQueue::new(p.queue, pool.clone(), drain_cycles),
+            iface,
+            caps,
+            ip: p.address.0,
+            mac,
+            gateway: p.gateway,
+            prefix_len: p.address.1,
+            rx_checksum_offload: p.rx_checksum_offload,
+            steering: Steering::new(&RSS_KEY, p.reta_size, workers),
+            gleaned: HashMap::with_capacity(GLEANED_NEIGHBOURS),
+        }
+    }
+
+    pub fn on_link(&self, ip: Ipv4Addr) -> bool {
+        in_network(ip, self.ip, self.prefix_len)
+    }
+
+    /// The neighbour that frames to `ip` go through.
+    pub fn next_hop(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.on_link(ip) {
+            Some(ip)
+        } else {
+            self.gateway
+        }
+    }
+
+    /// Sends a `len`-byte frame that `emit` writes, outside any flow.
+    pub fn send_frame(&mut self, len: usize, emit: impl FnOnce(&mut [u8])) {
+        let mut dev = FrameDevice::new(None, &mut self.tx, &self.caps, 0);
+        let token =
+            smoltcp::phy::Device::transmit(&mut dev, Instant::from_micros(0)).expect("tx token");
+        token.consume(len, emit);
+    }
+
+    /// Sends a TCP segment built outside smoltcp.
+    pub fn send_segment(&mut self, seg: &segment::Build) {
+        self.send_frame(seg.frame_len(), |buf| seg.emit(buf));
+    }
+
+    /// Broadcasts "who has `target`?".
+    pub fn send_arp_request(&mut self, target: Ipv4Addr) {
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: self.mac,
+            source_protocol_addr: self.ip,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        };
+        let eth = EthernetRepr {
+            src_addr: self.mac,
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        self.send_frame(eth.buffer_len() + arp.buffer_len(), |buf| {
+            let mut frame = EthernetFrame::new_unchecked(buf);
+            eth.emit(&mut frame);
+            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        });
+    }
+
+    /// smoltcp learns neighbours only from ARP, so a SYN from a client it
+    /// has not heard an ARP from would get its SYN-ACK a second late (after
+    /// an ARP round and a retransmit). Returns an ARP reply frame with the
+    /// MAC the SYN came from, to be fed to smoltcp, once per neighbour and
+    /// `GLEAN_EVERY_US`.
+    pub fn glean(
+        &mut self,
+        ip: Ipv4Addr,
+        mac: EthernetAddress,
+        now_us: u64,
+        pool: &Mempool,
+    ) -> Option<Mbuf> {
+        if !self.on_link(ip) || !mac.is_unicast() {
+            return None; // off-link clients come through the gateway, resolved by ARP
+        }
+        if self
+            .gleaned
+            .get(&ip)
+            .is_some_and(|&at| now_us < at + GLEAN_EVERY_US)
+        {
+            return None;
+        }
+        if self.gleaned.len() >= GLEANED_NEIGHBOURS {
+            self.gleaned.clear();
+        }
+        self.gleaned.insert(ip, now_us);
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: mac,
+            source_protocol_addr: ip,
+            target_hardware_addr: self.mac,
+            target_protocol_addr: self.ip,
+        };
+        let eth = EthernetRepr {
+            src_addr: mac,
+            dst_addr: self.mac,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut m = pool.alloc()?;
+        let buf = m.append(eth.buffer_len() + arp.buffer_len())?;
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        eth.emit(&mut frame);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        Some(m)
+    }
+}

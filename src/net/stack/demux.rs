@@ -1,0 +1,639 @@
+//! Where each received frame goes: to its flow's own socket set, to a new
+//! flow for a listener (or a SYN cookie under a flood), to the core that
+//! owns it, to smoltcp's stateless answers (ARP, ICMP, RST), or nowhere.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::socket::tcp;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket,
+};
+
+use super::{instant, Event, FlowId, Stack};
+use crate::dpdk::Mbuf;
+use crate::net::counters::Counter;
+use crate::net::device::FrameDevice;
+use crate::net::flow::FlowKey;
+use crate::net::handoff::Handoff;
+use crate::net::segment;
+use crate::net::syncookie::CookieJar;
+
+/// Handed-off frames taken per poll.
+const HANDOFFS_PER_POLL: usize = 64;
+/// Challenge ACKs sent per second at most (RFC 5961 section 10; Linux's
+/// `tcp_challenge_ack_limit` is 1000).
+const CHALLENGE_ACKS_PER_SECOND: u32 = 1000;
+
+/// What a received frame is, decided before smoltcp sees it.
+enum Frame {
+    Tcp {
+        key: FlowKey,
+        syn: bool,
+        ack: bool,
+        rst: bool,
+        /// Where it came from (to glean the neighbour's MAC from a SYN).
+        src_mac: EthernetAddress,
+    },
+    Arp,
+    /// ICMP, broadcasts: smoltcp answers with no socket involved.
+    Stateless,
+    Drop(Counter),
+}
+
+impl Stack {
+    /// A frame from this core's own rx queue (`handed` false) or from
+    /// another core's (`handed` true: it is ours or no one's; never pass it on).
+    pub(super) fn on_frame(&mut self, port: usize, m: Mbuf, handed: bool, now_us: u64) {
+        let p = &self.ports[port];
+        let frame = if m.is_chained() {
+            Frame::Drop(Counter::DropMalformed)
+        } else if p.rx_checksum_offload && crate::dpdk::rx_checksum_bad(m.ol_flags()) {
+            Frame::Drop(Counter::DropChecksum)
+        } else {
+            classify(m.data(), p.ip)
+        };
+        match frame {
+            Frame::Tcp {
+                key,
+                syn,
+                ack,
+                rst,
+                src_mac,
+            } => self.on_tcp(port, m, key, (syn, ack, rst), src_mac, handed, now_us),
+            Frame::Arp => {
+                if !handed {
+                    self.copy_to_other_cores(port, &m);
+                }
+                self.answer_stateless(port, m, now_us);
+                self.wake_connecting(now_us);
+            }
+            Frame::Stateless => self.answer_stateless(port, m, now_us),
+            Frame::Drop(reason) => self.counters.add(reason, 1),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_tcp(
+        &mut self,
+        port: usize,
+        m: Mbuf,
+        key: FlowKey,
+        (syn, ack, rst): (bool, bool, bool),
+        src_mac: EthernetAddress,
+        handed: bool,
+        now_us: u64,
+    ) {
+        if let Some(f) = self.flows.lookup(&key) {
+            if rst && !self.rst_acceptable(f, port, &m, now_us) {
+                return;
+            }
+            self.ingress(f, m, now_us);
+            return self.mark_ready(f);
+        }
+        if !handed && self.inboxes.len() > 1 {
+            let owner = self.owner(port, &key);
+            if owner != self.index {
+                return self.hand_off(owner, port, m, false);
+            }
+        }
+        let pure_syn = syn && !ack;
+        let software_checksum = !self.ports[port].rx_checksum_offload;
+        if software_checksum && !rst && !checksums_ok(m.data()) {
+            // Before any state is made for it (smoltcp would drop it later).
+            return self.counters.add(Counter::DropChecksum, 1);
+        }
+        if !pure_syn {
+            if self.time_wait.contains(&key) {
+                // A late segment of a closed connection: not worth a RST.
+                self.counters.add(Counter::DropTimeWait, 1);
+                self.ack_again_in_time_wait(port, m, key);
+            } else if let Some(m) = self.open_from_cookie(port, m, key, now_us) {
+                self.answer_stateless(port, m, now_us); // RST
+            }
+            return;
+        }
+        // Under a SYN flood (cookies) sources are not trusted yet.
+        if self.half_open < self.syn_backlog {
+            self.glean_neighbour(port, key.remote_ip, src_mac, now_us);
+        }
+        let listener = self
+            .listeners
+            .iter()
+            .position(|l| l.port_index == port && l.tcp_port == key.local_port);
+        if listener.is_some_and(|l| !self.listeners[l].allows(key.remote_ip)) {
+            self.counters.add(Counter::RefusedAcl, 1);
+            return self.answer_stateless(port, m, now_us); // RST: not an allowed client network
+        }
+        if let Some(l) = listener {
+            let max = self.listeners[l].max_per_source;
+            if max > 0
+                && self
+                    .per_source
+                    .get(&key.remote_ip)
+                    .is_some_and(|&n| n >= max)
+            {
+                self.counters.add(Counter::RefusedPerSource, 1);
+                return self.answer_stateless(port, m, now_us); // RST: this address holds enough
+            }
+        }
+        let Some(listener) = listener.filter(|_| !self.draining) else {
+            return self.answer_stateless(port, m, now_us); // RST: closed port, or shutting down
+        };
+        if self.half_open >= self.syn_backlog {
+            return self.send_cookie(port, m, key, now_us);
+        }
+        let Some(f) = self.accept(port, key, listener, now_us) else {
+            return self.answer_stateless(port, m, now_us); // RST: every slot is in use
+        };
+        self.flows.get_mut(f).half_open = true;
+        self.half_open += 1;
+        self.ingress(f, m, now_us);
+    }
+
+    /// RFC 5961 3.2: a RST is taken only when its sequence number is exactly
+    /// the next one expected. One elsewhere in the window gets a challenge
+    /// ACK (a peer that really reset answers it with an exact RST); one
+    /// outside the window is dropped. smoltcp takes any in-window RST.
+    fn rst_acceptable(&mut self, f: FlowId, port: usize, m: &Mbuf, now_us: u64) -> bool {
+        let flow = self.flows.get_mut(f);
+        let sent = flow.sent;
+        let state = flow.socket().state();
+        let window = flow.socket().recv_capacity() as u32;
+        if !sent.acked || matches!(state, tcp::State::SynSent | tcp::State::Listen) {
+            return true; // nothing acknowledged yet: smoltcp checks the ACK field
+        }
+        let Some(seg) = segment::parse(m.data()) else {
+            return false;
+        };
+        if seg.seq == sent.rcv_nxt {
+            self.flows.get_mut(f).rst_seen = true;
+            return true;
+        }
+        self.counters.add(Counter::RstChallenged, 1);
+        if seg.seq.wrapping_sub(sent.rcv_nxt) < window.max(1) && self.challenge_ack_allowed(now_us)
+        {
+            let key = self.flows.key(f).expect("live flow");
+            let p = &mut self.ports[port];
+            p.send_segment(&segment::Build {
+                src_mac: p.mac,
+                dst_mac: seg.src_mac,
+                src: (key.local_ip, key.local_port),
+                dst: (key.remote_ip, key.remote_port),
+                syn: false,
+                seq: sent.snd_nxt,
+                ack: Some(sent.rcv_nxt),
+                window: self.own_window,
+                mss: None,
+            });
+        }
+        false
+    }
+
+    fn challenge_ack_allowed(&mut self, now_us: u64) -> bool {
+        if now_us >= self.challenge_window_end_us {
+            self.challenge_window_end_us = now_us + 1_000_000;
+            self.challenge_acks_left = CHALLENGE_ACKS_PER_SECOND;
+        }
+        if self.challenge_acks_left == 0 {
+            return false;
+        }
+        self.challenge_acks_left -= 1;
+        true
+    }
+
+    /// A flow for a new connection to `listener`, its socket listening for
+    /// the SYN; `None` (counted) when no slot is spare. A listener that
+    /// reserves a peer needs two: its own and one for its upstream, so a
+    /// table full of clients still lets each of them reach an upstream.
+    fn accept(&mut self, port: usize, key: FlowKey, listener: usize, now_us: u64) -> Option<u32> {
+        let reserve = self.listeners[listener].reserve_peer;
+        let needed = if reserve { 2 } else { 1 };
+        while self.spare_slots() < needed && self.evict_one(now_us) {}
+        if self.spare_slots() < needed {
+            // Refuse with a RST rather than hold state.
+            self.counters.add(Counter::FlowsRefused, 1);
+            return None;
+        }
+        self.time_wait.remove(&key);
+        let f = self.flows.insert(key).expect("a spare slot is free");
+        self.counters.add(Counter::FlowsAccepted, 1);
+        let l = &self.listeners[listener];
+        let idle_timeout_us = l.idle_timeout_us;
+        if l.max_per_source > 0 {
+            *self.per_source.entry(key.remote_ip).or_insert(0) += 1;
+        }
+        self.reset_flow(f, port, Some(listener), idle_timeout_us, now_us);
+        if reserve {
+            self.flows.get_mut(f).reserve = true;
+            self.reserved += 1;
+        }
+        let sock = self.flows.get_mut(f).socket();
+        sock.listen(key.local_port)
+            .expect("a released slot's socket is closed");
+        // Resending unacknowledged data for longer than this is pointless.
+        sock.set_timeout(Some(smoltcp::time::Duration::from_micros(idle_timeout_us)));
+        self.events.push_back(Event::Accepted { flow: f, listener });
+        self.mark_dirty(f);
+        Some(f)
+    }
+
+    /// Under a SYN flood: answers a SYN with a SYN-ACK whose sequence number
+    /// is a cookie, and keeps nothing.
+    fn send_cookie(&mut self, port: usize, m: Mbuf, key: FlowKey, now_us: u64) {
+        let Some(syn) = segment::parse(m.data()) else {
+            return self.counters.add(Counter::DropMalformed, 1);
+        };
+        drop(m);
+        let p = &mut self.ports[port];
+        let our_mss = (p.caps.max_transmission_unit - 14 - 40) as u16;
+        let client_mss = syn.mss.unwrap_or(536).min(our_mss);
+        p.send_segment(&segment::Build {
+            src_mac: p.mac,
+            dst_mac: syn.src_mac,
+            src: (key.local_ip, key.local_port),
+            dst: (key.remote_ip, key.remote_port),
+            syn: true,
+            seq: self.cookies.make(&key, syn.seq, client_mss, now_us),
+            ack: Some(syn.seq.wrapping_add(1)),
+            window: self.own_window,
+            mss: Some(our_mss),
+        });
+        self.cookies_valid_until_us = now_us + CookieJar::lifetime_us();
+        self.counters.add(Counter::SynCookiesSent, 1);
+    }
+
+    /// A FIN again in TIME-WAIT: our last ACK was lost, and the peer waits
+    /// in LAST-ACK until one arrives (RFC 9293 3.10.7.4). The segment has
+    /// all it takes: its ACK field is our next sequence number.
+    fn ack_again_in_time_wait(&mut self, port: usize, m: Mbuf, key: FlowKey) {
+        let Some(fin) =
+            segment::parse(m.data()).filter(|s| s.fin && s.ack_flag && !s.syn && !s.rst)
+        else {
+            return;
+        };
+        drop(m);
+        let p = &mut self.ports[port];
+        p.send_segment(&segment::Build {
+            src_mac: p.mac,
+            dst_mac: fin.src_mac,
+            src: (key.local_ip, key.local_port),
+            dst: (key.remote_ip, key.remote_port),
+            syn: false,
+            seq: fin.ack,
+            ack: Some(fin.seq.wrapping_add(fin.payload_len).wrapping_add(1)),
+            window: self.own_window,
+            mss: None,
+        });
+        self.counters.add(Counter::TimeWaitAcks, 1);
+    }
+
+    /// An ACK for no flow: when it carries a cookie this core sent, opens
+    /// the connection it completes (replaying the handshake into a fresh
+    /// socket); otherwise gives the frame back, to be answered with a RST.
+    fn open_from_cookie(
+        &mut self,
+        port: usize,
+        m: Mbuf,
+        key: FlowKey,
+        now_us: u64,
+    ) -> Option<Mbuf> {
+        if now_us >= self.cookies_valid_until_us {
+            return Some(m);
+        }
+        let Some(seg) = segment::parse(m.data()).filter(|s| s.ack_flag && !s.syn && !s.rst) else {
+            return Some(m);
+        };
+        let client_isn = seg.seq.wrapping_sub(1);
+        let cookie = seg.ack.wrapping_sub(1);
+        let Some(mss) = self.cookies.check(&key, client_isn, cookie, now_us) else {
+            return Some(m);
+        };
+        let Some(listener) = self.listeners.iter().position(|l| {
+            l.port_index == port && l.tcp_port == key.local_port && l.allows(key.remote_ip)
+        }) else {
+            return Some(m);
+        };
+        if self.draining {
+            return Some(m);
+        }
+        let f = self.accept(port, key, listener, now_us)?;
+        // The client proved its address: smoltcp may send to it straight away.
+        self.glean_neighbour(port, key.remote_ip, seg.src_mac, now_us);
+        let p = &self.ports[port];
+        let syn = segment::Build {
+            src_mac: seg.src_mac,
+            dst_mac: p.mac,
+            src: (key.remote_ip, key.remote_port),
+            dst: (key.local_ip, key.local_port),
+            syn: true,
+            seq: client_isn,
+            ack: None,
+            window: seg.window,
+            mss: Some(mss),
+        };
+        let established = self.ingress_built(f, &syn, now_us).is_some()
+            && self.capture_syn_ack(f, now_us).is_some_and(|isn| {
+                let ack = segment::Build {
+                    syn: false,
+                    seq: seg.seq,
+                    ack: Some(isn.wrapping_add(1)),
+                    mss: None,
+                    ..syn
+                };
+                self.ingress_built(f, &ack, now_us).is_some() && {
+                    let flow = self.flows.get_mut(f);
+                    flow.seq_delta = cookie.wrapping_sub(isn);
+                    flow.socket().state() == tcp::State::Established
+                }
+            });
+        if !established {
+            self.release(f, tcp::State::Closed, now_us);
+            return Some(m);
+        }
+        self.counters.add(Counter::SynCookiesAccepted, 1);
+        self.ingress(f, m, now_us); // the client's ACK, perhaps with its request
+        None
+    }
+
+    /// Feeds a segment built here to `f`'s socket.
+    fn ingress_built(&mut self, f: FlowId, segment: &segment::Build, now_us: u64) -> Option<()> {
+        let mut m = self.pool.alloc()?;
+        segment.emit(m.append(segment.frame_len())?);
+        self.ingress(f, m, now_us);
+        Some(())
+    }
+
+    /// Lets `f`'s socket send its SYN-ACK into the capture queue and
+    /// returns the ISN it chose; nothing reaches the wire.
+    fn capture_syn_ack(&mut self, f: FlowId, now_us: u64) -> Option<u32> {
+        let flow = self.flows.get_mut(f);
+        let p = &mut self.ports[flow.port];
+        let mut dev = FrameDevice::new(None, &mut p.capture, &p.caps, 0);
+        p.iface
+            .poll_egress(instant(now_us), &mut dev, &mut flow.sockets);
+        p.capture
+            .take_pending()
+            .filter_map(|m| segment::parse(m.data()))
+            .find(|s| s.syn && s.ack_flag)
+            .map(|s| s.seq)
+    }
+
+    /// Hands a frame to the flow's own socket set.
+    fn ingress(&mut self, f: FlowId, mut m: Mbuf, now_us: u64) {
+        let flow = self.flows.get_mut(f);
+        flow.last_rx_us = now_us;
+        if flow.seq_delta != 0 {
+            segment::shift_ack(m.data_mut(), flow.seq_delta);
+        }
+        let p = &mut self.ports[flow.port];
+        let mut dev = FrameDevice {
+            rx: Some(m),
+            tx: &mut p.tx,
+            caps: &p.caps,
+            seq_delta: flow.seq_delta,
+            sent: Some(&mut flow.sent),
+        };
+        p.iface
+            .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);
+    }
+
+    /// The core that owns `key`'s flow: the one polling the queue RSS puts
+    /// it on. Local ports of connections we open are chosen so that replies
+    /// come back to the core that opened them (`free_local_port`); where the
+    /// device spreads frames otherwise (veth), they are handed over.
+    fn owner(&self, port: usize, key: &FlowKey) -> usize {
+        usize::from(self.ports[port].steering.queue(
+            key.remote_ip,
+            key.local_ip,
+            key.remote_port,
+            key.local_port,
+        ))
+    }
+
+    fn hand_off(&mut self, owner: usize, port: usize, mbuf: Mbuf, arp_copy: bool) {
+        match self.inboxes[owner].push(Handoff {
+            port,
+            mbuf,
+            arp_copy,
+        }) {
+            Ok(()) => self.counters.add(Counter::HandoffsOut, 1),
+            // Full: the frame is dropped (freed with the rejected Handoff); TCP resends.
+            Err(_) => self.counters.add(Counter::HandoffDrops, 1),
+        }
+    }
+
+    /// Every core keeps its own neighbour cache: give each a copy of ARP.
+    fn copy_to_other_cores(&mut self, port: usize, m: &Mbuf) {
+        let me = self.index;
+        for owner in (0..self.inboxes.len()).filter(|&w| w != me) {
+            let Some(mut copy) = self.pool.alloc() else {
+                return;
+            };
+            let Some(buf) = copy.append(m.data().len()) else {
+                return;
+            };
+            buf.copy_from_slice(m.data());
+            self.hand_off(owner, port, copy, true);
+        }
+    }
+
+    /// Frames other cores passed to this one.
+    pub(super) fn take_handoffs(&mut self, now_us: u64) -> usize {
+        let mut taken = 0;
+        while taken < HANDOFFS_PER_POLL {
+            let Some(h) = self.inboxes[self.index].pop() else {
+                break;
+            };
+            taken += 1;
+            self.counters.add(Counter::HandoffsIn, 1);
+            self.on_frame(h.port, h.mbuf, true, now_us);
+        }
+        taken
+    }
+
+    /// Lets smoltcp answer a frame that belongs to no flow.
+    fn answer_stateless(&mut self, port: usize, m: Mbuf, now_us: u64) {
+        let p = &mut self.ports[port];
+        let mut dev = FrameDevice::new(Some(m), &mut p.tx, &p.caps, 0);
+        p.iface
+            .poll_ingress_single(instant(now_us), &mut dev, &mut self.no_sockets);
+    }
+
+    /// Tells smoltcp the MAC a SYN came from, as an ARP reply would (see `Link::glean`).
+    fn glean_neighbour(&mut self, port: usize, ip: Ipv4Addr, mac: EthernetAddress, now_us: u64) {
+        if let Some(arp) = self.ports[port].glean(ip, mac, now_us, &self.pool) {
+            self.answer_stateless(port, arp, now_us);
+        }
+    }
+
+    /// An ARP answer arrived: connects waiting for it can send their SYN now.
+    fn wake_connecting(&mut self, now_us: u64) {
+        let mut i = 0;
+        while i < self.connecting.len() {
+            let f = self.connecting[i];
+            if self.flows.key(f).is_some() && self.flows.get_mut(f).connect_deadline_us != 0 {
+                self.finish(f, now_us);
+                i += 1;
+            } else {
+                self.connecting.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// The IPv4 header and TCP checksums of a frame `classify` found to be
+/// TCP/IPv4 (checked in software when the NIC does not).
+fn checksums_ok(data: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(data) else {
+        return false;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+        return false;
+    };
+    ip.verify_checksum()
+        && tcp.verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr()),
+        )
+}
+
+/// Decides what a frame is from its headers alone. After `new_checked`, no
+/// accessor panics.
+fn classify(data: &[u8], our_ip: Ipv4Addr) -> Frame {
+    let Ok(eth) = EthernetFrame::new_checked(data) else {
+        return Frame::Drop(Counter::DropMalformed);
+    };
+    match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {}
+        EthernetProtocol::Arp => return Frame::Arp,
+        _ => return Frame::Stateless,
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return Frame::Drop(Counter::DropMalformed);
+    };
+    if ip.dst_addr() != our_ip {
+        // Broadcast and multicast may still concern us; unicast to others does not.
+        return if ip.dst_addr().is_broadcast() || ip.dst_addr().is_multicast() {
+            Frame::Stateless
+        } else {
+            Frame::Drop(Counter::DropNotForUs)
+        };
+    }
+    if ip.next_header() != IpProtocol::Tcp {
+        return Frame::Stateless;
+    }
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return Frame::Drop(Counter::DropMalformed);
+    }
+    let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+        return Frame::Drop(Counter::DropMalformed);
+    };
+    Frame::Tcp {
+        key: FlowKey {
+            remote_ip: ip.src_addr(),
+            remote_port: tcp.src_port(),
+            local_ip: ip.dst_addr(),
+            local_port: tcp.dst_port(),
+        },
+        syn: tcp.syn(),
+        ack: tcp.ack(),
+        rst: tcp.rst(),
+        src_mac: eth.src_addr(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal Ethernet/IPv4/TCP frame from 10.0.0.1:40000 to `dst`:80,
+    /// with correct checksums.
+    fn tcp_frame(dst: [u8; 4], flags: u8, frag: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        ip[6..8].copy_from_slice(&frag.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&dst);
+        let tcp = &mut f[34..54];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = flags;
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.fill_checksum();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let mut tcp = TcpPacket::new_unchecked(&mut f[34..]);
+        tcp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        f
+    }
+
+    const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    #[test]
+    fn classifies_syn_to_us() {
+        match classify(&tcp_frame([10, 0, 0, 2], 0x02, 0), US) {
+            Frame::Tcp {
+                key, syn, ack, rst, ..
+            } => {
+                assert!(syn && !ack && !rst);
+                assert_eq!(key.remote_port, 40000);
+                assert_eq!(key.local_port, 80);
+                assert_eq!(key.remote_ip, Ipv4Addr::new(10, 0, 0, 1));
+            }
+            _ => panic!("not classified as TCP"),
+        }
+    }
+
+    #[test]
+    fn drops_what_is_not_ours_or_broken() {
+        assert!(matches!(
+            classify(&tcp_frame([10, 0, 0, 9], 0x02, 0), US),
+            Frame::Drop(Counter::DropNotForUs)
+        ));
+        assert!(matches!(
+            classify(&tcp_frame([10, 0, 0, 2], 0x02, 0x2000), US),
+            Frame::Drop(Counter::DropMalformed)
+        ));
+        let full = tcp_frame([10, 0, 0, 2], 0x02, 0);
+        for cut in [0, 10, 14, 20, 33, 40, 53] {
+            assert!(
+                matches!(
+                    classify(&full[..cut], US),
+                    Frame::Drop(Counter::DropMalformed)
+                ),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn arp_and_broadcast_go_to_the_stack() {
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(matches!(classify(&arp, US), Frame::Arp));
+        assert!(matches!(
+            classify(&tcp_frame([255, 255, 255, 255], 0x02, 0), US),
+            Frame::Stateless
+        ));
+    }
+
+    #[test]
+    fn checksums_are_verified_before_a_flow_exists() {
+        let good = tcp_frame([10, 0, 0, 2], 0x02, 0);
+        assert!(checksums_ok(&good));
+        let mut bad_tcp = good.clone();
+        bad_tcp[34 + 16] ^= 0xff;
+        assert!(!checksums_ok(&bad_tcp));
+        let mut bad_ip = good.clone();
+        bad_ip[14 + 10] ^= 0xff;
+        assert!(!checksums_ok(&bad_ip));
+    }
+}

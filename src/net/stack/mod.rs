@@ -1,0 +1,853 @@
+//! One core's TCP/IP stack: its ports, a flow table of single-socket smoltcp
+//! sets, timers, TIME-WAIT, SYN cookies and frame handoff between cores.
+//!
+//! The stack knows no application. It accepts connections for the listeners
+//! it was given and opens those it is asked to; it hands out flow ids and
+//! [`Event`]s, and lends a flow's socket to whoever holds its id. It never
+//! calls up: after a burst (`poll`) and after each `flush` the application
+//! takes the events, reads and writes sockets, and the next `flush`
+//! transmits what it wrote and releases what closed.
+//!
+//! - [`demux`]: what each received frame is, and which flow gets it
+//!   (including SYN cookies, TIME-WAIT and handoff to the owning core).
+
+mod demux;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use smoltcp::iface::{PollResult, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+
+use super::arena::Arena;
+use super::counters::{Counter, Counters};
+use super::device::{FrameDevice, SentSeq, BURST};
+use super::flow::{FlowKey, FlowTable, TimeWait};
+use super::handoff::Inboxes;
+use super::link::{in_network, Link, PortSpec};
+use super::syncookie::CookieJar;
+use super::timers::Timers;
+use crate::dpdk::{tsc_hz, MbufBurst, Mempool};
+
+/// A flow's index in the stack's table, valid until its `Closed` event.
+pub type FlowId = u32;
+
+/// smoltcp's TIME-WAIT length, kept here as compact state instead.
+const TIME_WAIT_US: u64 = 10_000_000;
+/// Most due timers handled per poll, so rx is never starved.
+const TIMERS_PER_POLL: usize = 256;
+/// `poll_egress` sends one segment per socket per call; bound the loop.
+const EGRESS_ROUNDS: usize = 64;
+/// Attempts to find a free local port for a new connection.
+const LOCAL_PORT_TRIES: u32 = 64;
+/// smoltcp treats instant 0 specially ("send now"); start the clock later.
+pub const CLOCK_ORIGIN_US: u64 = 1_000_000;
+
+/// A TCP listener the stack accepts connections for.
+pub struct Listen {
+    pub port_index: usize,
+    pub tcp_port: u16,
+    pub idle_timeout_us: u64,
+    /// Client networks allowed in (address, prefix length); any when empty.
+    pub allow: Vec<(Ipv4Addr, u8)>,
+    /// Open connections per client address (0: no limit).
+    pub max_per_source: u32,
+    /// Each accepted flow is promised a second slot (for its upstream) until
+    /// the application takes it with [`Stack::unreserve`].
+    pub reserve_peer: bool,
+}
+
+impl Listen {
+    fn allows(&self, client: Ipv4Addr) -> bool {
+        self.allow.is_empty()
+            || self
+                .allow
+                .iter()
+                .any(|&(net, len)| in_network(client, net, len))
+    }
+}
+
+pub struct StackSpec {
+    pub ports: Vec<PortSpec>,
+    pub listeners: Vec<Listen>,
+    pub max_flows: usize,
+    pub socket_rx_buffer: usize,
+    pub socket_tx_buffer: usize,
+    pub tx_drain_us: u64,
+    pub pool: Arc<Mempool>,
+    /// This core's number: it polls queue `worker_index` of every port.
+    pub worker_index: usize,
+    /// Every core's inbox (their count is the number of cores).
+    pub inboxes: Inboxes,
+    /// Half-open accepted connections beyond which SYNs get cookies.
+    pub syn_backlog: usize,
+    /// Seed for smoltcp's ISNs and the cookie secret (must differ per run).
+    pub random_seed: u64,
+}
+
+/// Why a flow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Closed by FIN exchange, or ended by this side (abort, smoltcp's
+    /// retransmission limit).
+    Ended,
+    /// The peer reset an established connection.
+    Reset,
+    /// The peer answered our SYN with a RST.
+    Refused,
+    /// No answer in time: a connect past its deadline, or idle too long.
+    TimedOut,
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A SYN for `listener` made this flow (its socket is in SYN-RECEIVED).
+    Accepted { flow: FlowId, listener: usize },
+    /// Frames arrived or a timer fired: the socket may be readable,
+    /// writable or closing.
+    Ready(FlowId),
+    /// A connection this side opened reached ESTABLISHED.
+    Connected(FlowId),
+    /// The flow is gone; its id may be reused after the next `poll`.
+    Closed { flow: FlowId, why: Closed },
+}
+
+/// Why a connection could not be opened (this side's shortage, not the peer's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no free local port in the range for this server")]
+    NoLocalPort,
+    #[error("no free flow slot (max_flows reached)")]
+    NoSlot,
+    #[error("smoltcp refused the connect: {0}")]
+    Socket(#[from] tcp::ConnectError),
+}
+
+/// A connection to open.
+pub struct Connect<'a> {
+    pub port_index: usize,
+    pub server: SocketAddrV4,
+    pub local_ports: (u16, u16),
+    /// Where the search for a free local port starts; moved past the one taken.
+    pub next_local_port: &'a mut u16,
+    /// Abort (`Closed::TimedOut`) if not established by then.
+    pub connect_timeout_us: u64,
+    pub idle_timeout_us: u64,
+}
+
+struct Flow {
+    sockets: SocketSet<'static>,
+    handle: SocketHandle,
+    port: usize,
+    /// The listener that accepted it, if any.
+    listener: Option<usize>,
+    /// Last time the flow received a frame (for the idle timeout).
+    last_rx_us: u64,
+    idle_timeout_us: u64,
+    /// An extra wake-up the application asked for (0: none).
+    app_deadline_us: u64,
+    /// Until when an opening connection may take (0: not opening).
+    connect_deadline_us: u64,
+    /// Our ISN as the client knows it minus smoltcp's (opened from a SYN
+    /// cookie; see `syncookie`), else 0.
+    seq_delta: u32,
+    /// Accepted from a SYN and not yet past SYN-RECEIVED (counted in `half_open`).
+    half_open: bool,
+    /// Holds a promised slot for a peer (see `Listen::reserve_peer`).
+    reserve: bool,
+    /// Not released while closed with bytes unread (its peer still relays them).
+    hold_unread: bool,
+    /// May be closed to free its slot (an idle pooled connection).
+    evictable: bool,
+    /// Facts for the `Closed` cause.
+    established: bool,
+    rst_seen: bool,
+    timed_out: bool,
+    /// A `Ready` event is queued; the flow is in the `dirty` list.
+    ready_queued: bool,
+    dirty: bool,
+    sent: SentSeq,
+}
+
+impl Flow {
+    fn socket(&mut self) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(self.handle)
+    }
+}
+
+pub struct Stack {
+    ports: Vec<Link>,
+    listeners: Vec<Listen>,
+    flows: FlowTable<Flow>,
+    timers: Timers,
+    time_wait: TimeWait,
+    /// Open accepted connections per client address, for listeners with a
+    /// per-source limit.
+    per_source: HashMap<Ipv4Addr, u32>,
+    /// Opening flows whose SYN may be waiting for ARP.
+    connecting: Vec<FlowId>,
+    /// Slots promised to flows (`Flow::reserve`).
+    reserved: usize,
+    /// Flows that may be closed to make room, oldest first.
+    evictable: Vec<FlowId>,
+    events: VecDeque<Event>,
+    /// Flows the application or the network touched since the last flush.
+    dirty: Vec<FlowId>,
+    /// Released flows whose slots return to the free list at the next poll.
+    retired: Vec<FlowId>,
+    /// A socket set with no sockets: frames without a flow get smoltcp's
+    /// stateless answers (ARP reply, echo reply, RST).
+    no_sockets: SocketSet<'static>,
+    /// For frames the stack makes itself (ARP, cookies).
+    pool: Arc<Mempool>,
+    pub counters: Counters,
+    index: usize,
+    inboxes: Inboxes,
+    /// SYN flood defence: cookies once `half_open` reaches `syn_backlog`.
+    cookies: CookieJar,
+    half_open: usize,
+    syn_backlog: usize,
+    /// Until when an ACK for no flow may carry a cookie we sent.
+    cookies_valid_until_us: u64,
+    /// The receive window our own segments offer (no window scaling).
+    own_window: u16,
+    /// Challenge ACKs (RFC 5961) left in this second, and when it ends.
+    challenge_acks_left: u32,
+    challenge_window_end_us: u64,
+    draining: bool,
+}
+
+impl Stack {
+    /// Builds every flow slot (sockets and buffers) up front; run this on the
+    /// worker's own core so the memory is local to it.
+    pub fn new(spec: StackSpec) -> Stack {
+        let drain_cycles = spec.tx_drain_us * tsc_hz() / 1_000_000;
+        let workers = spec.inboxes.len() as u16;
+        let ports = spec
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let seed = spec.random_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                Link::new(
+                    p,
+                    &spec.pool,
+                    drain_cycles,
+                    seed,
+                    workers,
+                    instant(CLOCK_ORIGIN_US),
+                )
+            })
+            .collect();
+        let (rx_len, tx_len) = (spec.socket_rx_buffer, spec.socket_tx_buffer);
+        // One mapping for every socket buffer, on this worker's node.
+        let arena = Arena::on_node(
+            spec.max_flows * (rx_len + tx_len),
+            crate::dpdk::lcore::current_node(),
+        )
+        .expect("mapping the socket buffer arena (out of address space?)")
+        .leak();
+        let mut chunks = arena.chunks_exact_mut(rx_len + tx_len);
+        let flows = FlowTable::new(spec.max_flows, || {
+            let (rx, tx) = chunks
+                .next()
+                .expect("arena sized for max_flows")
+                .split_at_mut(rx_len);
+            let socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
+            let mut sockets = SocketSet::new(vec![SocketStorage::EMPTY]);
+            let handle = sockets.add(socket);
+            Flow {
+                sockets,
+                handle,
+                port: 0,
+                listener: None,
+                last_rx_us: 0,
+                idle_timeout_us: 0,
+                app_deadline_us: 0,
+                connect_deadline_us: 0,
+                seq_delta: 0,
+                half_open: false,
+                reserve: false,
+                hold_unread: false,
+                evictable: false,
+                established: false,
+                rst_seen: false,
+                timed_out: false,
+                ready_queued: false,
+                dirty: false,
+                sent: SentSeq::default(),
+            }
+        });
+        Stack {
+            ports,
+            listeners: spec.listeners,
+            timers: Timers::new(spec.max_flows),
+            time_wait: TimeWait::new(spec.max_flows * 8, TIME_WAIT_US),
+            connecting: Vec::with_capacity(spec.max_flows),
+            reserved: 0,
+            evictable: Vec::with_capacity(spec.max_flows),
+            events: VecDeque::with_capacity(4 * spec.max_flows),
+            dirty: Vec::with_capacity(spec.max_flows),
+            retired: Vec::with_capacity(spec.max_flows),
+            per_source: HashMap::with_capacity(spec.max_flows),
+            flows,
+            no_sockets: SocketSet::new(Vec::new()),
+            pool: spec.pool,
+            counters: Counters::new(),
+            index: spec.worker_index,
+            inboxes: spec.inboxes,
+            cookies: CookieJar::new(spec.random_seed ^ 0x5359_4e43_4f4f_4b49),
+            half_open: 0,
+            syn_backlog: spec.syn_backlog,
+            cookies_valid_until_us: 0,
+            own_window: spec.socket_rx_buffer.min(usize::from(u16::MAX)) as u16,
+            challenge_acks_left: 0,
+            challenge_window_end_us: 0,
+            draining: false,
+        }
+    }
+
+    /// One round of input: an rx burst from every port, frames handed over
+    /// by other cores, due timers and TIME-WAIT expiry. Returns how much
+    /// work it found; the outcome is in [`next_event`](Self::next_event).
+    pub fn poll(&mut self, rx: &mut MbufBurst<BURST>, now_us: u64) -> usize {
+        for slot in self.retired.drain(..) {
+            self.flows.reuse(slot);
+        }
+        let mut work = 0;
+        for p in 0..self.ports.len() {
+            let n = self.ports[p].rx.rx_burst(rx);
+            work += n;
+            self.counters.add(Counter::RxFrames, n as u64);
+            for m in rx.drain() {
+                self.counters.add(Counter::RxBytes, m.data().len() as u64);
+                self.on_frame(p, m, false, now_us);
+            }
+        }
+        work += self.take_handoffs(now_us);
+        work += self.run_timers(now_us);
+        self.time_wait.expire(now_us);
+        work
+    }
+
+    /// The next thing that happened, oldest first.
+    pub fn next_event(&mut self) -> Option<Event> {
+        loop {
+            let event = self.events.pop_front()?;
+            if let Event::Ready(f) = event {
+                self.flows.get_mut(f).ready_queued = false;
+                if self.flows.key(f).is_none() {
+                    continue; // closed since; its Closed event follows
+                }
+            }
+            return Some(event);
+        }
+    }
+
+    /// Transmits what every touched flow has to send, then releases those
+    /// that closed (their `Closed` events) or arms their timers. True when
+    /// new events wait.
+    pub fn flush(&mut self, now_us: u64) -> bool {
+        while let Some(f) = self.dirty.pop() {
+            self.flows.get_mut(f).dirty = false;
+            self.finish(f, now_us);
+        }
+        !self.events.is_empty()
+    }
+
+    /// Lends a live flow's socket (the flow is transmitted at the next flush).
+    pub fn socket(&mut self, f: FlowId) -> &mut tcp::Socket<'static> {
+        self.mark_dirty(f);
+        self.flows.get_mut(f).socket()
+    }
+
+    /// Two flows' sockets at once (a client and its upstream).
+    pub fn pair(
+        &mut self,
+        a: FlowId,
+        b: FlowId,
+    ) -> (&mut tcp::Socket<'static>, &mut tcp::Socket<'static>) {
+        self.mark_dirty(a);
+        self.mark_dirty(b);
+        let (fa, fb) = self.flows.pair_mut(a, b);
+        (
+            fa.sockets.get_mut::<tcp::Socket>(fa.handle),
+            fb.sockets.get_mut::<tcp::Socket>(fb.handle),
+        )
+    }
+
+    /// The flow's 4-tuple, while it lives.
+    pub fn key(&self, f: FlowId) -> Option<FlowKey> {
+        self.flows.key(f)
+    }
+
+    /// Wakes the flow at `deadline_us` (besides its own timers); `None` clears.
+    pub fn set_deadline(&mut self, f: FlowId, deadline_us: Option<u64>) {
+        if self.flows.key(f).is_some() {
+            self.flows.get_mut(f).app_deadline_us = deadline_us.unwrap_or(0);
+            self.mark_dirty(f);
+        }
+    }
+
+    /// Restarts the flow's idle timer with a new length.
+    pub fn set_idle_timeout(&mut self, f: FlowId, us: u64, now_us: u64) {
+        let flow = self.flows.get_mut(f);
+        flow.idle_timeout_us = us;
+        flow.last_rx_us = now_us;
+        self.mark_dirty(f);
+    }
+
+    /// Keeps the flow after it closed while bytes are unread (see `Flow::hold_unread`).
+    pub fn set_hold_unread(&mut self, f: FlowId, hold: bool) {
+        if self.flows.key(f).is_some() {
+            self.flows.get_mut(f).hold_unread = hold;
+            self.mark_dirty(f);
+        }
+    }
+
+    /// Marks an idle flow that may be closed when slots run short.
+    pub fn set_evictable(&mut self, f: FlowId) {
+        let flow = self.flows.get_mut(f);
+        if !flow.evictable && self.flows.key(f).is_some() {
+            self.flows.get_mut(f).evictable = true;
+            self.evictable.push(f);
+        }
+    }
+
+    /// Takes an evictable flow back; false when it was evicted meanwhile
+    /// (its id may already name another flow).
+    pub fn take_evictable(&mut self, f: FlowId) -> bool {
+        let flow = self.flows.get_mut(f);
+        if !flow.evictable {
+            return false;
+        }
+        flow.evictable = false;
+        if let Some(i) = self.evictable.iter().position(|&e| e == f) {
+            self.evictable.remove(i);
+        }
+        true
+    }
+
+    /// The application took the slot promised to `f` (see `Listen::reserve_peer`).
+    pub fn unreserve(&mut self, f: FlowId) {
+        let flow = self.flows.get_mut(f);
+        if flow.reserve {
+            flow.reserve = false;
+            self.reserved -= 1;
+        }
+    }
+
+    /// Promises `f` a slot again (its peer went away; it may need another).
+    pub fn reserve(&mut self, f: FlowId) {
+        if self.flows.key(f).is_none() {
+            return;
+        }
+        let flow = self.flows.get_mut(f);
+        if !flow.reserve {
+            flow.reserve = true;
+            self.reserved += 1;
+        }
+    }
+
+    /// Free slots beyond those promised; negative when a promise cannot be
+    /// kept right now (a peer went back to a pool while slots were short).
+    pub fn spare_slots(&self) -> isize {
+        self.flows.free() as isize - self.reserved as isize
+    }
+
+    /// Opens a connection from a free local port whose replies RSS brings
+    /// to this core; its SYN leaves at the next flush.
+    pub fn connect(&mut self, mut c: Connect, now_us: u64) -> Result<FlowId, ConnectError> {
+        let local_ip = self.ports[c.port_index].ip;
+        let local_port = self
+            .free_local_port(&mut c, local_ip)
+            .ok_or(ConnectError::NoLocalPort)?;
+        let key = FlowKey {
+            remote_ip: *c.server.ip(),
+            remote_port: c.server.port(),
+            local_ip,
+            local_port,
+        };
+        let Some(f) = self.flows.insert(key) else {
+            self.counters.add(Counter::FlowsRefused, 1);
+            return Err(ConnectError::NoSlot);
+        };
+        self.reset_flow(f, c.port_index, None, c.idle_timeout_us, now_us);
+        let flow = self.flows.get_mut(f);
+        flow.connect_deadline_us = now_us + c.connect_timeout_us;
+        let p = &mut self.ports[c.port_index];
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        // Our own deadline ends a connect; smoltcp's is for established flows.
+        sock.set_timeout(None);
+        if let Err(e) = sock.connect(
+            p.iface.context(),
+            (*c.server.ip(), c.server.port()),
+            local_port,
+        ) {
+            self.flows.remove(f);
+            return Err(e.into());
+        }
+        if self.connecting.len() == self.connecting.capacity() {
+            let flows = &mut self.flows;
+            self.connecting
+                .retain(|&s| flows.key(s).is_some() && flows.get_mut(s).connect_deadline_us != 0);
+        }
+        self.connecting.push(f);
+        self.mark_dirty(f);
+        Ok(f)
+    }
+
+    /// Asks for the MAC of `ip`'s next hop on `port`, so that connects and
+    /// replies never wait on ARP (and entries never expire).
+    pub fn resolve(&mut self, port: usize, ip: Ipv4Addr) {
+        let p = &mut self.ports[port];
+        if let Some(hop) = p.next_hop(ip) {
+            p.send_arp_request(hop);
+        }
+    }
+
+    /// Resolves every port's gateway (see [`resolve`](Self::resolve)).
+    pub fn resolve_gateways(&mut self) {
+        for p in &mut self.ports {
+            if let Some(gw) = p.gateway {
+                p.send_arp_request(gw);
+            }
+        }
+    }
+
+    /// Refuse new connections from now on.
+    pub fn set_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// Hands pending frames to the drivers when due (or at once when `idle`).
+    pub fn flush_tx_if_due(&mut self, tsc: u64, idle: bool) {
+        for port in &mut self.ports {
+            port.tx.flush_if_due(tsc, idle);
+        }
+    }
+
+    /// Hands every pending frame to the drivers now.
+    pub fn flush_tx(&mut self) {
+        for port in &mut self.ports {
+            port.tx.flush();
+        }
+    }
+
+    /// At exit: a RST for every open connection, as the kernel sends when a
+    /// process dies, so no peer keeps a connection we forgot (an upstream's
+    /// idle keep-alive connection would otherwise meet our next SYN); then
+    /// the last frames go out.
+    pub fn shut_down(&mut self, now_us: u64, wait: std::time::Duration) {
+        for f in 0..self.flows.capacity() as u32 {
+            if self.flows.key(f).is_some() {
+                self.flows.get_mut(f).socket().abort();
+                self.finish(f, now_us);
+            }
+        }
+        for port in &mut self.ports {
+            port.tx.drain(wait);
+        }
+    }
+
+    /// Sets the stack's gauges in `counters` before they are published.
+    pub fn update_gauges(&mut self) {
+        let c = &mut self.counters;
+        c.set(Counter::FlowsActive, self.flows.active() as u64);
+        c.set(Counter::TimeWaitEntries, self.time_wait.len() as u64);
+        c.set(
+            Counter::TxFrames,
+            self.ports.iter().map(|p| p.tx.sent).sum(),
+        );
+        c.set(
+            Counter::TxDropped,
+            self.ports.iter().map(|p| p.tx.dropped).sum(),
+        );
+        c.set(
+            Counter::TxBytes,
+            self.ports.iter().map(|p| p.tx.sent_bytes).sum(),
+        );
+    }
+
+    /// Open flows.
+    pub fn active(&self) -> usize {
+        self.flows.active()
+    }
+
+    /// Fuzzing hook: `frame` as if it arrived on this core's rx queue of `port`.
+    #[doc(hidden)]
+    pub fn inject(&mut self, port: usize, frame: &[u8], now_us: u64) {
+        for slot in self.retired.drain(..) {
+            self.flows.reuse(slot);
+        }
+        let Some(mut m) = self.pool.alloc() else {
+            return;
+        };
+        if let Some(buf) = m.append(frame.len()) {
+            buf.copy_from_slice(frame);
+            self.on_frame(port, m, false, now_us);
+        }
+    }
+
+    /// Fuzzing hook: due timers and TIME-WAIT expiry, as `poll` runs them.
+    #[doc(hidden)]
+    pub fn run_due(&mut self, now_us: u64) {
+        for slot in self.retired.drain(..) {
+            self.flows.reuse(slot);
+        }
+        self.run_timers(now_us);
+        self.time_wait.expire(now_us);
+    }
+
+    fn mark_dirty(&mut self, f: FlowId) {
+        let flow = self.flows.get_mut(f);
+        if !flow.dirty {
+            flow.dirty = true;
+            self.dirty.push(f);
+        }
+    }
+
+    /// Something happened on `f`: the application hears of it.
+    fn mark_ready(&mut self, f: FlowId) {
+        let flow = self.flows.get_mut(f);
+        if !flow.ready_queued {
+            flow.ready_queued = true;
+            self.events.push_back(Event::Ready(f));
+        }
+        self.mark_dirty(f);
+    }
+
+    /// A fresh flow's state, its socket closed and ready for `listen` or `connect`.
+    fn reset_flow(
+        &mut self,
+        f: FlowId,
+        port: usize,
+        listener: Option<usize>,
+        idle_timeout_us: u64,
+        now_us: u64,
+    ) {
+        let flow = self.flows.get_mut(f);
+        flow.port = port;
+        flow.listener = listener;
+        flow.last_rx_us = now_us;
+        flow.idle_timeout_us = idle_timeout_us;
+        flow.app_deadline_us = 0;
+        flow.connect_deadline_us = 0;
+        flow.seq_delta = 0;
+        flow.half_open = false;
+        flow.reserve = false;
+        flow.hold_unread = false;
+        flow.evictable = false;
+        flow.established = false;
+        flow.rst_seen = false;
+        flow.timed_out = false;
+        flow.ready_queued = false;
+        flow.dirty = false;
+        flow.sent = SentSeq::default();
+        flow.socket().set_nagle_enabled(false);
+    }
+
+    /// A local port for a new connection, whose 4-tuple is neither open nor
+    /// in TIME-WAIT and whose replies RSS puts on this core's queue.
+    fn free_local_port(&mut self, c: &mut Connect, local_ip: Ipv4Addr) -> Option<u16> {
+        let (lo, hi) = c.local_ports;
+        let steering = &self.ports[c.port_index].steering;
+        let (server_ip, server_port) = (*c.server.ip(), c.server.port());
+        let mut next = *c.next_local_port;
+        for _ in 0..LOCAL_PORT_TRIES {
+            let port = steering.steered_port(
+                (server_ip, server_port),
+                local_ip,
+                (lo, hi),
+                next,
+                self.index as u16,
+            )?;
+            next = if port >= hi { lo } else { port + 1 };
+            let key = FlowKey {
+                remote_ip: server_ip,
+                remote_port: server_port,
+                local_ip,
+                local_port: port,
+            };
+            if self.flows.lookup(&key).is_none() && !self.time_wait.contains(&key) {
+                *c.next_local_port = next;
+                return Some(port);
+            }
+        }
+        *c.next_local_port = next;
+        None
+    }
+
+    /// A timer of `f` fired: enforce its deadlines, then let the application look.
+    fn wake(&mut self, f: FlowId, now_us: u64) {
+        let flow = self.flows.get_mut(f);
+        let opening = flow.connect_deadline_us != 0;
+        let expired = if opening {
+            now_us >= flow.connect_deadline_us
+        } else {
+            now_us >= flow.last_rx_us + flow.idle_timeout_us
+        };
+        if expired && flow.socket().is_open() {
+            flow.timed_out = true;
+            flow.socket().abort();
+            self.counters.add(Counter::FlowsTimedOut, 1);
+        }
+        self.mark_ready(f);
+    }
+
+    fn run_timers(&mut self, now_us: u64) -> usize {
+        let mut done = 0;
+        while done < TIMERS_PER_POLL {
+            let Some(f) = self.timers.pop_due(now_us) else {
+                break;
+            };
+            self.wake(f, now_us);
+            done += 1;
+        }
+        done
+    }
+
+    /// Transmits what `f` has to send, then releases it or arms its timer.
+    fn finish(&mut self, f: FlowId, now_us: u64) {
+        if self.flows.key(f).is_none() {
+            return; // released meanwhile
+        }
+        let flow = self.flows.get_mut(f);
+        let p = &mut self.ports[flow.port];
+        let mut dev = FrameDevice {
+            rx: None,
+            tx: &mut p.tx,
+            caps: &p.caps,
+            seq_delta: flow.seq_delta,
+            sent: Some(&mut flow.sent),
+        };
+        for _ in 0..EGRESS_ROUNDS {
+            if p.iface
+                .poll_egress(instant(now_us), &mut dev, &mut flow.sockets)
+                == PollResult::None
+            {
+                break;
+            }
+        }
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        let state = sock.state();
+        let unread = sock.recv_queue() > 0;
+        if flow.half_open && !matches!(state, tcp::State::Listen | tcp::State::SynReceived) {
+            flow.half_open = false;
+            self.half_open -= 1;
+        }
+        if !matches!(
+            state,
+            tcp::State::Closed | tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived
+        ) {
+            flow.established = true;
+        }
+        if flow.connect_deadline_us != 0 && flow.established {
+            flow.connect_deadline_us = 0;
+            sock.set_timeout(Some(Duration::from_micros(flow.idle_timeout_us)));
+            self.events.push_back(Event::Connected(f));
+        }
+        // A closed flow keeps its slot while its peer still relays what it received.
+        let held = flow.hold_unread && state == tcp::State::TimeWait && unread;
+        let closed = matches!(
+            state,
+            tcp::State::TimeWait | tcp::State::Closed | tcp::State::Listen
+        );
+        if closed && !held {
+            return self.release(f, state, now_us);
+        }
+        let mut deadline = flow.last_rx_us + flow.idle_timeout_us;
+        if flow.connect_deadline_us != 0 {
+            deadline = deadline.min(flow.connect_deadline_us);
+        }
+        if flow.app_deadline_us != 0 {
+            deadline = deadline.min(flow.app_deadline_us);
+        }
+        if let Some(at) = p.iface.poll_at(instant(now_us), &flow.sockets) {
+            deadline = deadline.min(at.total_micros().max(0) as u64);
+        }
+        self.timers.set(f, deadline);
+    }
+
+    /// Frees a closed flow: its slot leaves the table, and the application
+    /// hears why (the slot is reused only after the next poll).
+    fn release(&mut self, f: FlowId, state: tcp::State, now_us: u64) {
+        let key = self.flows.key(f).expect("live slot has a key");
+        let flow = self.flows.get_mut(f);
+        if flow.half_open {
+            flow.half_open = false;
+            self.half_open -= 1;
+        }
+        // A socket still listening (its SYN was refused, e.g. a bad checksum)
+        // or mid-handshake must be closed before its slot serves again.
+        let sock = flow.socket();
+        if sock.is_open() {
+            sock.abort();
+        }
+        // Back into its set afresh: the set also forgets a neighbour the last
+        // connection was waiting for (which would hold the next one's SYN-ACK).
+        let sock = flow.sockets.remove(flow.handle);
+        flow.handle = flow.sockets.add(sock);
+        let why = if flow.timed_out {
+            Closed::TimedOut
+        } else if flow.rst_seen && flow.established {
+            Closed::Reset
+        } else if flow.rst_seen && flow.listener.is_none() {
+            Closed::Refused
+        } else {
+            Closed::Ended
+        };
+        if let Some(l) = flow.listener {
+            if self.listeners[l].max_per_source > 0 {
+                if let Some(n) = self.per_source.get_mut(&key.remote_ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_source.remove(&key.remote_ip);
+                    }
+                }
+            }
+        }
+        if flow.reserve {
+            flow.reserve = false;
+            self.reserved -= 1;
+        }
+        if flow.evictable {
+            flow.evictable = false;
+            if let Some(i) = self.evictable.iter().position(|&e| e == f) {
+                self.evictable.remove(i);
+            }
+        }
+        if state == tcp::State::TimeWait {
+            self.time_wait.insert(key, now_us);
+        }
+        self.timers.remove(f);
+        self.counters.add(Counter::FlowsClosed, 1);
+        self.flows.retire(f);
+        self.retired.push(f);
+        self.events.push_back(Event::Closed { flow: f, why });
+    }
+
+    /// Closes the oldest evictable flow and frees its slot at once; false
+    /// when none is. Its owner hears `Closed` before any event of the slot's
+    /// next flow, and checks `take_evictable` before using what it pooled.
+    fn evict_one(&mut self, now_us: u64) -> bool {
+        if self.evictable.is_empty() {
+            return false;
+        }
+        let f = self.evictable[0];
+        self.flows.get_mut(f).socket().abort();
+        self.finish(f, now_us);
+        if let Some(i) = self.retired.iter().rposition(|&r| r == f) {
+            self.retired.swap_remove(i);
+            self.flows.reuse(f);
+        }
+        true
+    }
+}
+
+fn instant(us: u64) -> Instant {
+    Instant::from_micros(us as i64)
+}
