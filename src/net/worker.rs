@@ -31,7 +31,7 @@ use super::syncookie::CookieJar;
 use super::timers::Timers;
 use crate::app::proxy::balance::Balancer;
 use crate::app::proxy::health::{self, HealthCheck, ServerHealth};
-use crate::app::proxy::session::{Mode, Routes, Session, Step};
+use crate::app::proxy::session::{Cause, Mode, Routes, Session, Step};
 use crate::app::responder::{Responder, ResponderState};
 use crate::config::in_network;
 use crate::dpdk::{rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, PortQueue};
@@ -1090,8 +1090,8 @@ impl Worker {
                         let FlowApp::Client(session) = &mut flow.app else {
                             unreachable!()
                         };
-                        session.no_upstream(sock);
-                        let errors = session.take_errors();
+                        session.no_upstream(sock, Cause::NoServer);
+                        let errors = session.take_error().is_some();
                         self.counters.add(Counter::ProxyErrors, u64::from(errors));
                         return;
                     }
@@ -1129,8 +1129,10 @@ impl Worker {
             };
             session.drive(csock, usock, routes, &mut self.scratch, now_us)
         };
-        self.counters
-            .add(Counter::ProxyErrors, u64::from(session.take_errors()));
+        self.counters.add(
+            Counter::ProxyErrors,
+            u64::from(session.take_error().is_some()),
+        );
         self.counters.add(
             Counter::Requests,
             u64::from(session.requests - requests_before),
@@ -1521,8 +1523,13 @@ impl Worker {
                     let graceful = state == tcp::State::TimeWait && session.mode == Mode::Tcp;
                     if !graceful {
                         // A failed connect is retried on another server (the request was not sent).
-                        let step = session.upstream_lost(sock, connecting);
-                        let errors = session.take_errors();
+                        let cause = if connecting {
+                            Cause::Refused
+                        } else {
+                            Cause::Reset
+                        };
+                        let step = session.upstream_lost(sock, connecting, cause);
+                        let errors = session.take_error().is_some();
                         self.counters.add(Counter::ProxyErrors, u64::from(errors));
                         self.apply_step(c, step, now_us);
                     }

@@ -9,3 +9,8 @@ pub mod balance;
 pub mod health;
 pub mod http;
 pub mod session;
+
+#[cfg(test)]
+mod relay_tests;
+#[cfg(test)]
+pub(crate) mod testnet;
