@@ -494,3 +494,87 @@ fn partial_head_then_fin_closes_now() {
     assert!(net.run_until(200, client_closed));
     assert!(net.failures.is_empty());
 }
+
+/// Heads that wrap the receive ring's end (pipelined behind others, in a
+/// small buffer) are found and forwarded intact.
+#[test]
+fn pipelined_heads_across_the_ring_end() {
+    let mut net = Net::http(512);
+    let mut all = Vec::new();
+    for i in 0..40 {
+        let pad = "p".repeat(i * 7 % 90);
+        all.extend_from_slice(
+            format!("GET /{i} HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\n\r\n").as_bytes(),
+        );
+    }
+    net.client.send(&all);
+    let mut from = 0;
+    for i in 0..40 {
+        let head = server_head(&mut net, from);
+        let pad = "p".repeat(i * 7 % 90);
+        assert_eq!(
+            head,
+            format!("GET /{i} HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n")
+        );
+        from += head.len();
+        net.server().send(b"HTTP/1.1 204 No Content\r\n\r\n");
+    }
+    client_has(&mut net, 40 * 27);
+    assert_eq!(net.session.requests, 40);
+    assert!(net.failures.is_empty(), "{:?}", net.failures);
+}
+
+/// Refused connects are retried; when no server is left the 502 names the
+/// last upstream failure.
+#[test]
+fn refused_upstreams_answer_502_refused() {
+    let mut net = Net::http(2048);
+    net.back_port = 9999; // nothing listens
+    net.max_connects = 2;
+    net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(net.run_until(STEPS, client_closed));
+    assert!(net.client.rx.starts_with(b"HTTP/1.1 502 "));
+    assert_eq!(net.connects, 2);
+    assert_eq!(
+        net.failures,
+        [Failure {
+            status: Some(502),
+            cause: Cause::Refused
+        }]
+    );
+}
+
+/// No server at all: 503 with the caller's cause.
+#[test]
+fn no_server_answers_503() {
+    let mut net = Net::http(2048);
+    net.max_connects = 0;
+    net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(net.run_until(STEPS, client_closed));
+    assert!(net.client.rx.starts_with(b"HTTP/1.1 503 "));
+    assert_eq!(
+        net.failures,
+        [Failure {
+            status: Some(503),
+            cause: Cause::NoServer
+        }]
+    );
+}
+
+#[test]
+fn causes_have_labels() {
+    let labels: Vec<_> = Cause::ALL.iter().map(|c| c.label()).collect();
+    assert_eq!(
+        labels,
+        [
+            "refused",
+            "reset",
+            "timeout",
+            "no_server",
+            "no_slot",
+            "bad_response",
+            "bad_request",
+            "client_abort"
+        ]
+    );
+}

@@ -1,13 +1,36 @@
 //! One proxied client connection: the state machine that moves a request
 //! from the client socket to an upstream socket and the response back.
 //!
-//! Bytes go straight from one smoltcp socket's receive buffer into the other
-//! socket's send buffer (`recv` closure + `send_slice`): a forwarded byte is
-//! copied three times - frame into the receive ring (smoltcp ingress), ring
-//! to ring (the relay), send ring into a frame (smoltcp egress). smoltcp owns
-//! its rings, so the first and last copies cannot be avoided, and two sockets
-//! cannot share one ring, so neither can the middle one. Request and response
-//! heads are copied once more into the worker's scratch buffer to be parsed.
+//! # Copies
+//!
+//! Body bytes go straight from one smoltcp socket's receive buffer into the
+//! other socket's send buffer (`recv` closure + `send_slice`): a forwarded
+//! body byte is copied three times - frame into the receive ring (smoltcp
+//! ingress), ring to ring (the relay), send ring into a frame (smoltcp
+//! egress). smoltcp owns its rings, so the first and last copies cannot be
+//! avoided, and two sockets cannot share one ring, so neither can the middle
+//! one. That is unchanged: 1 relay copy per body byte, before and after.
+//!
+//! Heads, besides smoltcp's own ingress/egress copies:
+//!
+//! - Before: the request head was copied from the ring into the worker's
+//!   scratch buffer (`peek_slice`, up to 16 KiB) and parsed on *every*
+//!   segment of a partial head, then copied and parsed twice more once
+//!   complete (once to route it, once more in `send_request_head`), then
+//!   rewritten into the upstream's send ring. The response head likewise:
+//!   copied and parsed on every segment, then rewritten into the client's
+//!   send ring.
+//! - Now: a partial head is not copied at all: only the bytes that arrived
+//!   since the last look are searched for the empty line that ends the head,
+//!   in place in the ring (`Socket::peek`; `scanned` remembers how far).
+//!   A complete head is parsed once, in place, and the request's rewrite is
+//!   kept as offsets (`Plan`), so it is written to the upstream's send ring
+//!   once without a second parse: 1 copy per head byte (the rewrite into the
+//!   other socket's send ring), the response head the same. Only a head
+//!   that wraps the ring's end is copied into scratch (for each search of
+//!   new bytes, and once to parse and once to send it); the ring restarts
+//!   at 0 whenever it empties, so that takes pipelined requests behind
+//!   others.
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;

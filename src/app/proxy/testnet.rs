@@ -83,6 +83,11 @@ pub struct Net {
     pub steps: Vec<Step>,
     /// Bytes each new server connection sends per step (0: all that fit).
     pub server_chunk: usize,
+    /// The port upstream connects go to (the server listens on `BACK`).
+    pub back_port: u16,
+    /// After this many connects the "balancer" has no server left: the
+    /// session gets `no_upstream(NoServer)`.
+    pub max_connects: usize,
 }
 
 fn socket(buf: usize) -> Socket<'static> {
@@ -169,6 +174,8 @@ impl Net {
             failures: Vec::new(),
             steps: Vec::new(),
             server_chunk: 0,
+            back_port: BACK,
+            max_connects: usize::MAX,
         }
     }
 
@@ -301,6 +308,12 @@ impl Net {
         for _ in 0..8 {
             match step {
                 Step::Idle => return,
+                Step::NeedUpstream { .. } if self.connects >= self.max_connects => {
+                    let c = self.set.get_mut::<Socket>(self.front);
+                    self.session.no_upstream(c, Cause::NoServer);
+                    self.note(Step::Idle);
+                    return;
+                }
                 Step::NeedUpstream { .. } => self.attach(),
                 Step::ReleaseUpstream { reusable } => {
                     if let Some(u) = self.up.take() {
@@ -330,7 +343,7 @@ impl Net {
         let mut s = socket(self.buf);
         s.connect(
             self.iface.context(),
-            (IpAddress::Ipv4(IP), BACK),
+            (IpAddress::Ipv4(IP), self.back_port),
             self.next_port,
         )
         .unwrap();
