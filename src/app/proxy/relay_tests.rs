@@ -578,3 +578,26 @@ fn causes_have_labels() {
         ]
     );
 }
+
+/// TCP mode: bytes both ways, half-close travels.
+#[test]
+fn tcp_mode_relays_both_ways() {
+    let mut net = Net::new(super::session::Mode::Tcp, 1024);
+    let up = pattern(200_000, 21);
+    net.client.send(&up);
+    net.client.fin = true;
+    assert!(net.run_until(STEPS * 10, |n| n
+        .servers
+        .first()
+        .is_some_and(|s| s.rx.len() >= up.len())));
+    assert!(net.servers[0].rx == up);
+    let down = pattern(150_000, 22);
+    net.server().send(&down);
+    net.server().fin = true;
+    assert!(
+        net.run_until(STEPS * 10, |n| n.client.rx.len() >= down.len()
+            && client_closed(n))
+    );
+    assert!(net.client.rx == down);
+    assert!(net.failures.is_empty(), "{:?}", net.failures);
+}

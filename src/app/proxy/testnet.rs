@@ -286,7 +286,12 @@ impl Net {
             }
             let gone = s.state() == TcpState::Closed
                 || (s.state() == TcpState::TimeWait && s.recv_queue() == 0);
-            if gone {
+            // A TCP relay's upstream that closed cleanly is just gone (the
+            // session then closes the client); anything else was lost.
+            let graceful = s.state() == TcpState::TimeWait && self.session.mode == Mode::Tcp;
+            if gone && graceful {
+                self.up = None;
+            } else if gone {
                 self.up = None;
                 let connecting = !self.up_established;
                 let c = self.set.get_mut::<Socket>(self.front);
