@@ -1075,6 +1075,7 @@ fn head_bytes<'a>(s: &'a mut Socket, scratch: &'a mut [u8], len: usize) -> &'a [
     if s.peek(len).map_or(0, |b| b.len()) == len {
         return s.peek(len).unwrap_or(&[]);
     }
+    let len = len.min(scratch.len()); // never short: `scan_head` found it within scratch
     let n = s.peek_slice(&mut scratch[..len]).unwrap_or(0);
     &scratch[..n]
 }
@@ -1214,6 +1215,17 @@ mod tests {
             out.extend_from_slice(b)
         });
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn head_end_is_found_from_any_resume_point() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY";
+        for from in 0..=24 {
+            assert_eq!(head_end(head, from), Some(27), "from {from}");
+        }
+        assert_eq!(head_end(head, 25), None); // past the line end before the empty line
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\nA: b\n\n", 0), Some(22));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
     }
 
     #[test]
