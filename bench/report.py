@@ -21,6 +21,7 @@ clk_tck = int(clk_tck)
 
 MAIN_ROWS = [
     ("zproxy", "ZProxy (HTTP proxy, DPDK)"),
+    ("zproxy-baseline", "ZProxy, `--baseline` build"),
     ("haproxy", "HAProxy 2.6 (proxy, kernel TCP)"),
     ("nginx", "nginx 1.22 (proxy, kernel TCP)"),
     ("direct", "no proxy (kernel forwarding)"),
@@ -34,6 +35,18 @@ PROXIES = [
     ("direct", "no proxy"),
 ]
 SIZES = [("1m", "1 MiB", 1 << 20), ("100m", "100 MiB", 100 << 20)]
+
+
+def perf_cycles(label):
+    """cycles:u that `perf stat -x,` counted during the run LABEL (run-lab --perf), or None."""
+    try:
+        for line in open(f"{out}/{label}.perf"):
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[2].startswith("cycles") and fields[0].isdigit():
+                return int(fields[0])
+    except OSError:
+        pass
+    return None
 
 
 def tsc_hz(label):
@@ -240,6 +253,13 @@ if any(loaded.values()):
                 s += f", {cb / ca:.2f}x less CPU per connection"
             lines.append(s)
 
+    ratio("zproxy", "zproxy-baseline", "ZProxy vs its `--baseline` build")
+    for label, name in (("zproxy", "ZProxy"), ("zproxy-baseline", "ZProxy `--baseline` build")):
+        cycles = perf_cycles(loaded[label].label) if loaded.get(label) else None
+        if cycles:
+            conns = loaded[label].r["requests_all"]
+            lines.append(f"- {name}: {cycles / max(conns, 1):,.0f} user-space CPU cycles per connection "
+                         f"(perf stat -e cycles:u over the whole run, {conns:,} connections)")
     ratio("zproxy", "haproxy", "ZProxy vs HAProxy")
     ratio("zproxy", "nginx", "ZProxy vs nginx (proxy)")
     ratio("zproxy-static", "nginx-static", "ZProxy static responder vs nginx static")

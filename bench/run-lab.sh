@@ -12,7 +12,7 @@
 #                    [--only zproxy,haproxy,nginx,direct,static] [--config FILE] [--out DIR]
 #                    [--throughput] [--scaling] [--sweep] [--all] [--no-main] [--no-build] [--repeat N]
 #                    [--tp-concurrency 4] [--tp-duration 10s] [--tp-buffer 262144]
-#                    [--sweep-levels 100,1000,10000]
+#                    [--sweep-levels 100,1000,10000] [--baseline BIN] [--perf]
 #
 # Optional sections (each adds a few minutes):
 #   --throughput  1 MiB and 100 MiB responses (keep-alive, --tp-concurrency
@@ -22,12 +22,17 @@
 #   --all         all three; --no-main skips the default connection benchmark,
 #                 --no-build the dependencies and the build (binaries already built)
 #   --repeat N    every run N times, in N rounds; the report shows medians
+#   --baseline BIN  also run the connection benchmark through another zproxy
+#                 build (e.g. the previous commit's), labelled zproxy-baseline
+#   --perf        count ZProxy's user-space CPU cycles (perf stat -e cycles:u)
+#                 during each of its runs; the report divides them by connections
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
+BASELINE="" PERF=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -47,7 +52,9 @@ while [ $# -gt 0 ]; do
     --tp-duration) TP_DURATION=$2; shift 2 ;;
     --tp-buffer) TP_BUFFER=$2; shift 2 ;;
     --sweep-levels) SWEEP_LEVELS=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --baseline) BASELINE=$2; shift 2 ;;
+    --perf) PERF=1; shift ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -63,6 +70,8 @@ vdevs "$DEVICE" 1 >/dev/null || { echo "run-lab: --device must be af_xdp or af_p
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "run-lab: --repeat takes a positive number" >&2; exit 2; }
 [[ $SWEEP_LEVELS =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "run-lab: --sweep-levels takes numbers separated by commas" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "run-lab: must run as root (namespaces, hugepages, DPDK)" >&2; exit 2; }
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "run-lab: --baseline $BASELINE is not an executable" >&2; exit 2; }
+[ $PERF = 0 ] || command -v perf >/dev/null || { echo "run-lab: --perf needs perf (apt-get install linux-perf)" >&2; exit 2; }
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 export LAB_PREFIX="zprun$$"
@@ -132,7 +141,7 @@ PY
 
 # zproxy_run LABEL CONFIG PORT: a fresh ZProxy with CONFIG, one benchmark on PORT, stop.
 zproxy_run() {
-  local label=$1 config=$2 port=$3
+  local label=$1 config=$2 port=$3 perf_pid=""
   bash bench/lab.sh exec proxy "$ZPROXY" run -c "$config" > "$RUN/$label.log" 2>&1 &
   ZPID=$!
   local workers
@@ -142,7 +151,12 @@ zproxy_run() {
   [ "$(grep -c " polling" "$RUN/$label.log")" -ge "$workers" ] || { cat "$RUN/$label.log"; echo "run-lab: ZProxy did not start" >&2; exit 1; }
   bash bench/lab.sh exec client curl -s --retry 5 --retry-connrefused --max-time 2 -o /dev/null "http://10.71.0.2:$port/"
   HUGE_USED=$(awk '/HugePages_Total/ {t=$2} /HugePages_Free/ {f=$2} END {print t - f}' /proc/meminfo)
+  if [ $PERF = 1 ]; then
+    perf stat -e cycles:u -x, -o "$OUT/$label.perf" -p "$(pgrep -n -f "$ZPROXY run -c $config")" &
+    perf_pid=$!
+  fi
   measure "$label" 10.71.0.2 "$port" "$ZPID"
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   kill -INT "$ZPID"; wait "$ZPID" || { tail -20 "$RUN/$label.log"; echo "run-lab: ZProxy exited with an error" >&2; exit 1; }
   ZPID=""
   cp "$RUN/$label.log" "$OUT/$label.log"
@@ -242,6 +256,10 @@ zproxy_phase() {
     step "ZProxy on net_$DEVICE, lcore $PROXY_CORE: $CONCURRENCY concurrent, keep-alive off, $DURATION$ROUND"
     main_args
     if wants zproxy; then zproxy_run "zproxy$SFX" "$RUN/zproxy.toml" 80; fi
+    if wants zproxy && [ -n "$BASELINE" ]; then
+      local current=$ZPROXY
+      ZPROXY=$BASELINE; zproxy_run "zproxy-baseline$SFX" "$RUN/zproxy.toml" 80; ZPROXY=$current
+    fi
     if wants static; then zproxy_run "zproxy-static$SFX" "$RUN/zproxy.toml" 8080; fi
   fi
   if [ $THROUGHPUT = 1 ] && wants zproxy; then

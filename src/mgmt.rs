@@ -103,7 +103,19 @@ type UpstreamSeries = (&'static str, &'static str, fn(&UpstreamStat) -> String);
 
 pub fn prometheus(workers: &[&SharedCounters], g: &Gauges) -> String {
     let mut out = String::new();
+    out += "# TYPE zproxy_proxy_failures_total counter\n";
     for &c in Counter::ALL {
+        let Some(cause) = c.failure_cause() else {
+            continue;
+        };
+        for (i, w) in workers.iter().enumerate() {
+            out += &format!(
+                "zproxy_proxy_failures_total{{worker=\"{i}\",cause=\"{cause}\"}} {}\n",
+                w.get(c)
+            );
+        }
+    }
+    for &c in Counter::ALL.iter().filter(|c| c.failure_cause().is_none()) {
         let kind = if is_gauge(c) { "gauge" } else { "counter" };
         let name = if is_gauge(c) {
             format!("zproxy_{}", c.name())

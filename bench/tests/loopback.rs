@@ -330,9 +330,10 @@ fn server_stopped_mid_run() {
     assert_eq!(run.get("successes"), server.answered(), "{}", run.json);
     assert!(run.failure("connect_refused") > 0, "{}", run.json);
     assert_eq!(run.get("successes") + run.get("failures_total"), 3000);
+    // A response the stop cut short is truncated (seen on a loaded machine).
     for kind in run.failure_kinds() {
         assert!(
-            kind == "connect_refused" || kind == "reset",
+            kind == "connect_refused" || kind == "reset" || kind == "truncated",
             "unexpected {kind}: {}",
             run.json
         );

@@ -125,8 +125,9 @@ pub fn check_request(req: &httparse::Request, head: &[u8], info: &RequestInfo) {
 }
 
 /// Where a chunked body that starts `buf` ends (RFC 9112 7.1; chunk
-/// extensions and trailer lines are taken as any bytes but CR and LF, as the
-/// proxy's scanner documents), or `None` when it is incomplete or invalid.
+/// extensions are taken as any bytes but CR and LF, trailer lines as a name,
+/// a colon and such bytes, sizes up to i64::MAX, as the proxy's scanner
+/// documents), or `None` when it is incomplete or invalid.
 pub fn chunked_len(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     let line_end = |from: usize| -> Option<usize> {
@@ -154,6 +155,9 @@ pub fn chunked_len(buf: &[u8]) -> Option<usize> {
             let d = (b as char).to_digit(16)? as u64;
             size = size.checked_mul(16)?.checked_add(d)?;
         }
+        if size > i64::MAX as u64 {
+            return None; // as nginx: a size past off_t is refused
+        }
         i += digits;
         match buf.get(i) {
             Some(b'\r') => {}
@@ -167,7 +171,15 @@ pub fn chunked_len(buf: &[u8]) -> Option<usize> {
                 match buf.get(i) {
                     Some(b'\r') => return (buf.get(i + 1) == Some(&b'\n')).then_some(i + 2),
                     Some(b'\n') | None => return None,
-                    Some(_) => i = line_end(i)?,
+                    Some(_) => {
+                        // A field line: a name, then a colon.
+                        let end = line_end(i)?;
+                        let colon = buf[i..end].iter().position(|&b| b == b':')?;
+                        if colon == 0 {
+                            return None;
+                        }
+                        i = end;
+                    }
                 }
             }
         }

@@ -48,6 +48,14 @@ counters! {
     UpstreamPooled => "upstream_pooled",
     NoUpstream => "no_upstream",
     ProxyErrors => "proxy_errors",
+    FailRefused => "failures_refused",
+    FailReset => "failures_reset",
+    FailTimeout => "failures_timeout",
+    FailNoServer => "failures_no_server",
+    FailNoSlot => "failures_no_slot",
+    FailBadResponse => "failures_bad_response",
+    FailBadRequest => "failures_bad_request",
+    FailClientAbort => "failures_client_abort",
     SynCookiesSent => "syn_cookies_sent",
     SynCookiesAccepted => "syn_cookies_accepted",
     HandoffsOut => "handoffs_out",
@@ -58,6 +66,14 @@ counters! {
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();
+
+impl Counter {
+    /// For the proxy's failures by cause (`failures_<cause>`): the cause,
+    /// shown as a label of one metric.
+    pub fn failure_cause(self) -> Option<&'static str> {
+        self.name().strip_prefix("failures_")
+    }
+}
 
 /// The worker's own copy.
 pub struct Counters(pub [u64; N_COUNTERS]);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::balance::Balancer;
 use super::health::{self, HealthCheck, ServerHealth};
-use super::session::{Mode, Routes, Session, Step};
+use super::session::{Cause, Mode, Routes, Session, Step};
 use crate::net::counters::Counter;
 use crate::net::stack::{Closed, Connect, FlowId, Stack};
 
@@ -224,9 +224,13 @@ impl Proxy {
                     let graceful = why == Closed::Ended && session.mode == Mode::Tcp;
                     if !graceful {
                         // A failed connect is retried on another server (the request was not sent).
-                        let step = session.upstream_lost(stack.socket(c), connecting);
-                        let errors = session.take_errors();
-                        stack.counters.add(Counter::ProxyErrors, u64::from(errors));
+                        let cause = match why {
+                            Closed::Refused => Cause::Refused,
+                            Closed::TimedOut => Cause::Timeout,
+                            Closed::Reset | Closed::Ended => Cause::Reset,
+                        };
+                        let step = session.upstream_lost(stack.socket(c), connecting, cause);
+                        count_failure(stack, c, session);
                         self.apply_step(stack, c, step, now_us);
                     }
                     self.sync_deadline(stack, c);
@@ -265,14 +269,13 @@ impl Proxy {
             match step {
                 Step::Idle => return,
                 Step::NeedUpstream { group } => {
-                    if !self.attach_upstream(stack, c, group, now_us) {
+                    if let Err(cause) = self.attach_upstream(stack, c, group, now_us) {
                         stack.counters.add(Counter::NoUpstream, 1);
                         let Conn::Client { session, .. } = &mut self.conns[c as usize] else {
                             unreachable!()
                         };
-                        session.no_upstream(stack.socket(c));
-                        let errors = session.take_errors();
-                        stack.counters.add(Counter::ProxyErrors, u64::from(errors));
+                        session.no_upstream(stack.socket(c), cause);
+                        count_failure(stack, c, session);
                         return;
                     }
                 }
@@ -308,9 +311,7 @@ impl Proxy {
             let routes = self.routes[*listener].as_deref();
             session.drive(csock, usock, routes, &mut self.scratch, now_us)
         };
-        stack
-            .counters
-            .add(Counter::ProxyErrors, u64::from(session.take_errors()));
+        count_failure(stack, c, session);
         stack.counters.add(
             Counter::Requests,
             u64::from(session.requests - requests_before),
@@ -326,15 +327,21 @@ impl Proxy {
     }
 
     /// Gives client `c` an upstream connection of `group`: an idle one from
-    /// the pool, or a new connect. False when none can be had.
-    fn attach_upstream(&mut self, stack: &mut Stack, c: FlowId, group: usize, now_us: u64) -> bool {
+    /// the pool, or a new connect; why not when none can be had.
+    fn attach_upstream(
+        &mut self,
+        stack: &mut Stack,
+        c: FlowId,
+        group: usize,
+        now_us: u64,
+    ) -> Result<(), Cause> {
         let Conn::Client { session, .. } = &self.conns[c as usize] else {
             unreachable!()
         };
         let (client_ip, tried): (Ipv4Addr, u64) = (session.client_ip, session.tried);
         let g = &mut self.groups[group];
         let Some(server) = g.spec.balancer.pick(client_ip, now_us, tried) else {
-            return false;
+            return Err(Cause::NoServer);
         };
         // Reuse an idle connection when one is still good.
         let mut reused = None;
@@ -385,7 +392,7 @@ impl Proxy {
                     // server stays untried (503, not 502).
                     Err(e) => {
                         log::debug!("connect to {addr}: {e}");
-                        return false;
+                        return Err(Cause::NoSlot);
                     }
                 }
             }
@@ -409,7 +416,7 @@ impl Proxy {
         s.active += 1;
         stack.unreserve(c);
         stack.set_hold_unread(u, true);
-        true
+        Ok(())
     }
 
     /// Cuts upstream `u` from its client (the client's side is the caller's).
@@ -674,6 +681,36 @@ impl Proxy {
                 });
             }
         }
+    }
+}
+
+/// Counts the session's failure, if it had one, by cause (and says why at debug level).
+fn count_failure(stack: &mut Stack, c: FlowId, session: &mut Session) {
+    let Some(failure) = session.take_error() else {
+        return;
+    };
+    stack.counters.add(Counter::ProxyErrors, 1);
+    stack.counters.add(cause_counter(failure.cause), 1);
+    if log::log_enabled!(log::Level::Debug) {
+        let client = stack.key(c).map(|k| k.remote_ip);
+        match failure.status {
+            Some(status) => log::debug!("client {client:?}: {status} ({})", failure.cause.label()),
+            None => log::debug!("client {client:?}: cut ({})", failure.cause.label()),
+        }
+    }
+}
+
+/// The counter of each failure cause (`zproxy_proxy_failures_total{cause}`).
+fn cause_counter(cause: Cause) -> Counter {
+    match cause {
+        Cause::Refused => Counter::FailRefused,
+        Cause::Reset => Counter::FailReset,
+        Cause::Timeout => Counter::FailTimeout,
+        Cause::NoServer => Counter::FailNoServer,
+        Cause::NoSlot => Counter::FailNoSlot,
+        Cause::BadResponse => Counter::FailBadResponse,
+        Cause::BadRequest => Counter::FailBadRequest,
+        Cause::ClientAbort => Counter::FailClientAbort,
     }
 }
 

@@ -195,7 +195,13 @@ pub fn request_info(
     }
     // An absolute-form target naming another host than Host is ambiguous:
     // which one routes, which one the upstream believes?
-    if (chunked && length.is_some()) || hosts > 1 || (http11 && hosts == 0) || !host_matches {
+    // Transfer-Encoding in an HTTP/1.0 request: 1.0 has no chunked coding,
+    // so peers disagree on the framing (nginx refuses it too).
+    if (chunked && (length.is_some() || !http11))
+        || hosts > 1
+        || (http11 && hosts == 0)
+        || !host_matches
+    {
         return Err(Refusal::BadRequest);
     }
     let body = match (chunked, length) {
@@ -220,6 +226,9 @@ pub struct ResponseInfo {
     pub body: Body,
     /// The upstream will keep the connection open after this response.
     pub reusable: bool,
+    /// Transfer-Encoding is present: any Content-Length must not be
+    /// forwarded (RFC 9112 6.3: the coding decides the framing).
+    pub drop_length: bool,
 }
 
 /// An upstream response the proxy cannot frame (answered with 502).
@@ -274,6 +283,11 @@ pub fn response_info(
             }
         }
     }
+    if coded && length.is_some() {
+        // Both: a smuggling attempt or a broken server; the connection's
+        // framing cannot be trusted afterwards (RFC 9112 6.3).
+        reusable = false;
+    }
     let body = if request_was_head || (100..200).contains(&status) || status == 204 || status == 304
     {
         Body::None
@@ -299,6 +313,7 @@ pub fn response_info(
         status,
         body,
         reusable,
+        drop_length: coded,
     })
 }
 
@@ -308,6 +323,10 @@ pub struct ChunkedScanner {
     state: ChunkState,
     size: u64,
 }
+
+/// The largest chunk taken (as nginx: what fits an `off_t`); larger sizes,
+/// or more hex digits than a u64 holds, are a framing attack or garbage.
+const MAX_CHUNK: u64 = i64::MAX as u64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum ChunkState {
@@ -320,6 +339,8 @@ enum ChunkState {
     DataCr,
     DataLf,
     TrailerStart,
+    /// A trailer field's name, before its colon.
+    TrailerName,
     TrailerLine,
     TrailerLf,
     FinalLf,
@@ -351,6 +372,7 @@ impl ChunkedScanner {
                         .size
                         .checked_mul(16)
                         .and_then(|s| s.checked_add(d))
+                        .filter(|&s| s <= MAX_CHUNK)
                         .ok_or(BadChunk)?;
                     SizeDigits
                 }
@@ -362,7 +384,11 @@ impl ChunkedScanner {
                 (DataCr, b'\r') => DataLf,
                 (DataLf, b'\n') => Size,
                 (TrailerStart, b'\r') => FinalLf,
-                (TrailerStart | TrailerLine, b) if b != b'\r' && b != b'\n' => TrailerLine,
+                // A trailer field line needs a name and a colon.
+                (TrailerStart, b) if b != b'\r' && b != b'\n' && b != b':' => TrailerName,
+                (TrailerName, b':') => TrailerLine,
+                (TrailerName, b) if b != b'\r' && b != b'\n' => TrailerName,
+                (TrailerLine, b) if b != b'\r' && b != b'\n' => TrailerLine,
                 (TrailerLine, b'\r') => TrailerLf,
                 (TrailerLf, b'\n') => TrailerStart,
                 (FinalLf, b'\n') => {
@@ -567,5 +593,73 @@ mod tests {
             .is_err());
         let mut s = ChunkedScanner::default();
         assert_eq!(s.scan(b"0\r\n\r\n").unwrap(), (5, true));
+    }
+
+    #[test]
+    fn chunk_sizes_that_overflow_are_refused() {
+        for size in [
+            &b"ffffffffffffffff\r\n"[..],
+            b"8000000000000000\r\n",
+            b"10000000000000000\r\n",
+            b"fffffffffffffffffffffffffffffffff\r\n",
+        ] {
+            assert_eq!(
+                ChunkedScanner::default().scan(size),
+                Err(BadChunk),
+                "{}",
+                String::from_utf8_lossy(size)
+            );
+        }
+        // The largest size taken, and leading zeros, are fine.
+        assert!(ChunkedScanner::default()
+            .scan(b"7fffffffffffffff\r\n")
+            .is_ok());
+        assert_eq!(
+            ChunkedScanner::default().scan(b"00000000000000000000003\r\nabc\r\n0\r\n\r\n"),
+            Ok((35, true))
+        );
+    }
+
+    #[test]
+    fn trailer_lines_need_a_colon() {
+        assert_eq!(
+            ChunkedScanner::default().scan(b"0\r\nno colon here\r\n\r\n"),
+            Err(BadChunk)
+        );
+        assert_eq!(
+            ChunkedScanner::default().scan(b"0\r\n: no name\r\n\r\n"),
+            Err(BadChunk)
+        );
+        assert_eq!(
+            ChunkedScanner::default().scan(b"0\r\nA: 1\r\nB:2\r\n\r\n"),
+            Ok((16, true))
+        );
+    }
+
+    #[test]
+    fn http10_request_with_transfer_encoding_is_refused() {
+        assert_eq!(
+            req(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(Refusal::BadRequest)
+        );
+    }
+
+    #[test]
+    fn response_with_length_and_coding_drops_length_and_is_not_reused() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+        ] {
+            let r = resp(raw, false);
+            assert!(matches!(r.body, Body::Chunked(_)));
+            assert!(r.drop_length && !r.reusable, "{r:?}");
+        }
+        let r = resp(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n",
+            false,
+        );
+        assert!(r.body == Body::UntilClose && r.drop_length && !r.reusable);
+        let r = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false);
+        assert!(!r.drop_length && r.reusable);
     }
 }

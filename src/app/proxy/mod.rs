@@ -11,3 +11,8 @@ pub mod engine;
 pub mod health;
 pub mod http;
 pub mod session;
+
+#[cfg(test)]
+mod relay_tests;
+#[cfg(test)]
+pub(crate) mod testnet;

@@ -84,8 +84,11 @@ impl Stack {
         now_us: u64,
     ) {
         if let Some(f) = self.flows.lookup(&key) {
-            if rst && !self.rst_acceptable(f, port, &m, now_us) {
-                return;
+            if rst {
+                if !self.rst_acceptable(f, port, &m, now_us) {
+                    return;
+                }
+                self.flows.get_mut(f).rst_seen = true;
             }
             self.ingress(f, m, now_us);
             return self.mark_ready(f);
@@ -166,7 +169,6 @@ impl Stack {
             return false;
         };
         if seg.seq == sent.rcv_nxt {
-            self.flows.get_mut(f).rst_seen = true;
             return true;
         }
         self.counters.add(Counter::RstChallenged, 1);

@@ -1,0 +1,101 @@
+//! What attack tools found, as lab tests: each reproduces a finding against
+//! a live ZProxy in the netns lab and checks that it no longer holds.
+//!
+//! Root only; every test takes the lab lock shared with the other lab test
+//! files. Assertions are about correctness, never speed.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::proxy::*;
+use common::*;
+
+/// Runs tests/peers/cancelled_uploads.py in the client namespace.
+fn spawn_attacker(lab: &Lab, port: u16, rate: u32, seconds: u32) -> std::process::Child {
+    let script = repo_root().join("tests/peers/cancelled_uploads.py");
+    lab.command("client", "python3")
+        .arg(script)
+        .args([
+            PROXY_CLIENT_IP.to_owned(),
+            port.to_string(),
+            rate.to_string(),
+            seconds.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the attacker")
+}
+
+/// Finding 1: requests whose body is malformed or cut short made ZProxy
+/// abort the upstream connection it had just opened; when the abort and the
+/// connect's completion met in one poll round it counted as a failed
+/// connect, and two marked the only server down (legitimate clients got
+/// 503s). A client's failure must never count against a server.
+#[test]
+fn cancelled_uploads_never_take_the_upstream_down() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &web("")));
+    wait_proxy(&lab, &z, 80);
+
+    for rate in [5, 50] {
+        let seconds = 10;
+        let attacker = spawn_attacker(&lab, 80, rate, seconds);
+        let legit = spawn_bench(
+            &lab,
+            80,
+            &format!("legit-{rate}"),
+            &[
+                "--concurrency",
+                "10",
+                "--duration",
+                &format!("{seconds}s"),
+                "--keep-alive",
+                "off",
+                "--timeout",
+                "10s",
+            ],
+        );
+        let legit = wait_bench(legit);
+        let out = attacker.wait_with_output().expect("attacker");
+        let said = String::from_utf8_lossy(&out.stdout);
+        let sent: u64 = said
+            .trim()
+            .strip_prefix("sent ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("attacker said {said:?}"));
+        let st = stats(&lab);
+        let server = &st["upstreams"][0];
+        eprintln!(
+            "rate {rate}/s: attacker sent {sent}; legit: {} of {} ok; upstream connect_failures {}; \
+             client aborts {}, bad requests {}",
+            legit["successes"],
+            legit["completed"],
+            server["connect_failures"],
+            stat(&lab, "failures_client_abort"),
+            stat(&lab, "failures_bad_request"),
+        );
+        assert!(sent >= u64::from(rate * seconds) * 9 / 10, "attacker sent {sent}");
+        assert!(u(&legit["successes"]) > 0, "{legit}");
+        assert_eq!(u(&legit["failures_total"]), 0, "legitimate client failed: {legit}");
+        assert_eq!(
+            u(&server["connect_failures"]),
+            0,
+            "a client's cancelled upload counted against the server: {st}"
+        );
+        assert!(
+            !z.log().contains("marked down"),
+            "upstream marked down:\n{}",
+            z.log()
+        );
+    }
+    // The attacks reached ZProxy and were told apart from the server's failures.
+    assert!(stat(&lab, "failures_client_abort") + stat(&lab, "failures_bad_request") > 0);
+    stop_clean(z);
+}
