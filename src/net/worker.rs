@@ -210,8 +210,8 @@ pub struct WorkerSpec {
     /// Half-open client connections (SYN received, no ACK yet) beyond which
     /// SYNs are answered with SYN cookies instead of state; 0: always cookies.
     pub syn_backlog: usize,
-    /// Seed for smoltcp's ISNs and ports (must differ per run).
-    pub random_seed: u64,
+    /// Hash keys and the seed for smoltcp's ISNs and ports (`Secrets::for_worker`).
+    pub secrets: crate::secrets::Secrets,
 }
 
 struct PortState {
@@ -381,7 +381,7 @@ impl Worker {
                 let mac = EthernetAddress(p.mac);
                 let mut config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
                 config.random_seed =
-                    spec.random_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    spec.secrets.iss_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 let mut dev = FrameDevice {
                     rx: None,
                     tx: &mut tx,
@@ -425,7 +425,7 @@ impl Worker {
         .expect("mapping the socket buffer arena (out of address space?)")
         .leak();
         let mut chunks = arena.chunks_exact_mut(rx_len + tx_len);
-        let flows = FlowTable::new(spec.max_flows, || {
+        let flows = FlowTable::new(spec.max_flows, spec.secrets.flow_key, || {
             let (rx, tx) = chunks
                 .next()
                 .expect("arena sized for max_flows")
@@ -453,14 +453,14 @@ impl Worker {
             let (lo, hi) = g.spec.local_ports;
             let span = u64::from(hi - lo) + 1;
             g.next_local_port =
-                lo + (crate::net::flow::mix(spec.random_seed ^ i as u64) % span) as u16;
+                lo + (crate::net::flow::mix(spec.secrets.iss_seed ^ i as u64) % span) as u16;
         }
         Worker {
             ports,
             listeners: spec.listeners,
             groups,
             timers: Timers::new(spec.max_flows),
-            time_wait: TimeWait::new(spec.max_flows * 8, TIME_WAIT_US),
+            time_wait: TimeWait::new(spec.max_flows * 8, TIME_WAIT_US, spec.secrets.flow_key),
             connecting: Vec::with_capacity(spec.max_flows),
             proxied_clients: 0,
             linked: 0,
@@ -475,7 +475,7 @@ impl Worker {
             index: spec.worker_index,
             inboxes: spec.inboxes,
             idle_sleep_us: spec.idle_sleep_us,
-            cookies: CookieJar::new(spec.random_seed ^ 0x5359_4e43_4f4f_4b49),
+            cookies: CookieJar::new(spec.secrets.cookie_key),
             half_open: 0,
             syn_backlog: spec.syn_backlog,
             cookies_valid_until_us: 0,
