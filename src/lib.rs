@@ -7,6 +7,7 @@
 //! - [`app`]: what runs on accepted connections.
 //! - [`config`]: the static config file.
 //! - [`runtime`]: start-up checks, bringing ports up, launching workers, shutdown.
+//! - [`secrets`]: the hash keys and ISN seed, from the OS RNG.
 
 pub mod app;
 pub mod config;
@@ -15,4 +16,5 @@ pub mod mgmt;
 pub mod net;
 pub mod plan;
 pub mod runtime;
+pub mod secrets;
 pub mod topology;

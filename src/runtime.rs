@@ -15,6 +15,7 @@ use crate::net::counters::{Counter, SharedCounters};
 use crate::net::handoff::{handoff_inboxes, Inboxes};
 use crate::net::link::PortSpec;
 use crate::plan::{self, Layout};
+use crate::secrets::Secrets;
 
 /// Bytes of data room per mbuf: a full 1500-byte-MTU frame plus headroom.
 const MBUF_DATA_ROOM: u16 = zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
@@ -134,24 +135,11 @@ fn hugepages_free() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// A 64-bit seed from the kernel's random source.
-fn random_seed() -> u64 {
-    let mut buf = [0u8; 8];
-    // SAFETY: buf is a valid writable buffer of buf.len() bytes.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
-        // Fall back on time and pid: still differs between runs.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
-    }
-    u64::from_ne_bytes(buf)
-}
-
 /// Runs the appliance until SIGINT or SIGTERM.
 pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     preflight(&cfg)?;
+    // Before anything else is set up: no secrets, no start.
+    let secrets = Secrets::from_os_rng().map_err(|e| RunError(e.to_string()))?;
     let (plan_lines, warnings) = plan::binding(&cfg, Path::new("/sys"))
         .map_err(|e| RunError(format!("worker binding: {e}")))?;
     for line in plan_lines {
@@ -204,6 +192,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             upstream_stats[index].clone(),
             index,
             inboxes.clone(),
+            secrets.for_worker(index),
         )?;
         let (control, shared) = (control.clone(), shared[index].clone());
         launched.push(lcore::launch(lcore_id, move || {
@@ -438,6 +427,7 @@ fn bring_up_ports(
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)] // one per thing a worker is handed
 fn worker_spec(
     cfg: &Config,
     layout: &Layout,
@@ -446,6 +436,7 @@ fn worker_spec(
     upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
     index: usize,
     inboxes: Inboxes,
+    secrets: Secrets,
 ) -> Result<WorkerSpec, RunError> {
     let rt = &cfg.runtime;
     let port_specs = cfg
@@ -482,7 +473,7 @@ fn worker_spec(
         inboxes,
         idle_sleep_us: u64::from(cfg.runtime.idle_sleep_us),
         syn_backlog: cfg.runtime.syn_backlog as usize,
-        random_seed: random_seed(),
+        secrets,
     })
 }
 

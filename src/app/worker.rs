@@ -102,8 +102,8 @@ pub struct WorkerSpec {
     /// Half-open client connections (SYN received, no ACK yet) beyond which
     /// SYNs are answered with SYN cookies instead of state; 0: always cookies.
     pub syn_backlog: usize,
-    /// Seed for smoltcp's ISNs and ports (must differ per run).
-    pub random_seed: u64,
+    /// Hash keys and the seed for smoltcp's ISNs and ports (`Secrets::for_worker`).
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// Which application a flow belongs to.
@@ -162,14 +162,14 @@ impl Worker {
             worker_index: spec.worker_index,
             inboxes: spec.inboxes,
             syn_backlog: spec.syn_backlog,
-            random_seed: spec.random_seed,
+            secrets: spec.secrets.clone(),
         });
         let proxy = Proxy::new(
             spec.groups,
             routes_of(spec.listeners.iter().map(|l| &l.app)),
             spec.max_flows,
             scratch_len,
-            spec.random_seed,
+            spec.secrets.iss_seed,
         );
         Worker {
             stack,

@@ -1,13 +1,19 @@
-//! Flow identity and tables: 4-tuple keys hashed with a full 64-bit mixer,
-//! a slab of preallocated flow slots found through a hash map, and compact
-//! TIME-WAIT entries kept instead of whole sockets.
+//! Flow identity and tables: 4-tuple keys hashed with SipHash-1-3 under a
+//! per-process secret key, a slab of preallocated flow slots found through a
+//! hash map, and compact TIME-WAIT entries kept instead of whole sockets.
+//!
+//! The 4-tuples are chosen by whoever sends us packets. With a hash anyone
+//! can compute, an attacker can pick tuples that all land in one bucket and
+//! make every lookup walk all of them; keyed, the buckets cannot be predicted.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::Ipv4Addr;
 
+use siphasher::sip::SipHasher13;
+
 /// A TCP connection as seen from our side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Eq)]
 pub struct FlowKey {
     pub remote_ip: Ipv4Addr,
     pub remote_port: u16,
@@ -15,19 +21,33 @@ pub struct FlowKey {
     pub local_port: u16,
 }
 
-impl Hash for FlowKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        let a = (u64::from(u32::from(self.remote_ip)) << 32)
-            | (u64::from(self.remote_port) << 16)
-            | u64::from(self.local_port);
-        h.write_u64(a ^ mix(u64::from(u32::from(self.local_ip))));
+impl PartialEq for FlowKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        #[cfg(test)]
+        probes::count();
+        self.remote_ip == other.remote_ip
+            && self.remote_port == other.remote_port
+            && self.local_ip == other.local_ip
+            && self.local_port == other.local_port
     }
 }
 
-/// splitmix64's finaliser: every input bit moves every output bit, so keys
-/// that differ only in the client port spread over the whole table.
+impl Hash for FlowKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        // All 96 bits, in two writes (SipHash takes them as one 12-byte message).
+        h.write_u64(
+            u64::from(u32::from(self.remote_ip)) << 32 | u64::from(u32::from(self.local_ip)),
+        );
+        h.write_u32(u32::from(self.remote_port) << 16 | u32::from(self.local_port));
+    }
+}
+
+/// splitmix64's finaliser: every input bit moves every output bit. Unkeyed,
+/// so for spreading our own numbers only, never for attacker-chosen keys.
 #[inline]
-pub(crate) fn mix(mut x: u64) -> u64 {
+pub(in crate::net) fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;
@@ -35,25 +55,32 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Hasher for [`FlowKey`] (which writes one u64).
-#[derive(Default)]
-pub struct FlowHasher(u64);
+/// Builds the hasher of [`FlowKey`]s: SipHash-1-3 under a secret 128-bit key
+/// (`Secrets::flow_key`). Cheap enough per packet: a 12-byte key takes two
+/// compression rounds and three finalisation rounds.
+#[derive(Clone, Copy)]
+pub struct FlowHashKey {
+    k0: u64,
+    k1: u64,
+}
 
-impl Hasher for FlowHasher {
-    fn finish(&self) -> u64 {
-        mix(self.0)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 ^= v;
+impl FlowHashKey {
+    pub fn new(key: [u8; 16]) -> FlowHashKey {
+        let (k0, k1) = SipHasher13::new_with_key(&key).keys();
+        FlowHashKey { k0, k1 }
     }
 }
 
-type FlowMap<V> = HashMap<FlowKey, V, BuildHasherDefault<FlowHasher>>;
+impl BuildHasher for FlowHashKey {
+    type Hasher = SipHasher13;
+
+    #[inline]
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+}
+
+type FlowMap<V> = HashMap<FlowKey, V, FlowHashKey>;
 
 /// A fixed number of flow slots, each holding a `T` built up front (its
 /// socket and buffers), found by key. No allocation after construction.
@@ -65,13 +92,14 @@ pub struct FlowTable<T> {
 }
 
 impl<T> FlowTable<T> {
-    pub fn new(capacity: usize, mut make: impl FnMut() -> T) -> Self {
+    /// `capacity` slots made by `make`, indexed by a hash keyed with `key`.
+    pub fn new(capacity: usize, key: [u8; 16], mut make: impl FnMut() -> T) -> Self {
         Self {
             slots: (0..capacity).map(|_| make()).collect(),
             keys: vec![None; capacity],
             // Pop from the end: low slots first.
             free: (0..capacity as u32).rev().collect(),
-            index: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            index: HashMap::with_capacity_and_hasher(capacity, FlowHashKey::new(key)),
         }
     }
 
@@ -145,6 +173,15 @@ impl<T> FlowTable<T> {
     pub fn capacity(&self) -> usize {
         self.slots.len()
     }
+
+    /// Keys compared by a lookup of `key`: 1 for a hit in its own bucket,
+    /// more when others share its bucket and hash tag.
+    #[cfg(test)]
+    pub(crate) fn probe_len(&self, key: &FlowKey) -> u64 {
+        probes::during(|| {
+            self.lookup(key);
+        })
+    }
 }
 
 /// TIME-WAIT as ~50 bytes per closed connection instead of a socket with
@@ -157,9 +194,10 @@ pub struct TimeWait {
 }
 
 impl TimeWait {
-    pub fn new(capacity: usize, ttl_us: u64) -> Self {
+    /// Room for `capacity` entries of `ttl_us` each, indexed by a hash keyed with `key`.
+    pub fn new(capacity: usize, ttl_us: u64, key: [u8; 16]) -> Self {
         Self {
-            expiry: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            expiry: HashMap::with_capacity_and_hasher(capacity, FlowHashKey::new(key)),
             order: VecDeque::with_capacity(capacity),
             capacity,
             ttl_us,
@@ -205,6 +243,14 @@ impl TimeWait {
         self.expiry.is_empty()
     }
 
+    /// Keys compared by a lookup of `key` (see `FlowTable::probe_len`).
+    #[cfg(test)]
+    pub(crate) fn probe_len(&self, key: &FlowKey) -> u64 {
+        probes::during(|| {
+            self.contains(key);
+        })
+    }
+
     fn pop_oldest(&mut self) {
         if let Some((key, until)) = self.order.pop_front() {
             // Only if this entry is the live one (not re-inserted since).
@@ -215,10 +261,32 @@ impl TimeWait {
     }
 }
 
+/// Counts [`FlowKey`] comparisons (the probes of a hash map lookup) on
+/// this thread.
+#[cfg(test)]
+mod probes {
+    use std::cell::Cell;
+
+    thread_local! {
+        static COMPARED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub fn count() {
+        COMPARED.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Comparisons made while `f` runs.
+    pub fn during(f: impl FnOnce()) -> u64 {
+        let before = COMPARED.with(Cell::get);
+        f();
+        COMPARED.with(Cell::get) - before
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::BuildHasher;
+    use std::hash::BuildHasherDefault;
 
     fn key(port: u16) -> FlowKey {
         FlowKey {
@@ -229,9 +297,11 @@ mod tests {
         }
     }
 
+    const KEY: [u8; 16] = *b"flow table key 1";
+
     #[test]
     fn keys_differing_in_client_port_spread_over_buckets() {
-        let build = BuildHasherDefault::<FlowHasher>::default();
+        let build = FlowHashKey::new(KEY);
         let mut buckets = [0u32; 1024];
         for port in 0..65535u16 {
             buckets[(build.hash_one(key(port)) & 1023) as usize] += 1;
@@ -243,7 +313,7 @@ mod tests {
 
     #[test]
     fn table_reuses_slots_and_refuses_when_full() {
-        let mut t = FlowTable::new(2, || 0u8);
+        let mut t = FlowTable::new(2, KEY, || 0u8);
         let a = t.insert(key(1)).unwrap();
         let b = t.insert(key(2)).unwrap();
         assert_ne!(a, b);
@@ -260,7 +330,7 @@ mod tests {
 
     #[test]
     fn time_wait_expires_in_order_and_survives_reinsert() {
-        let mut tw = TimeWait::new(3, 100);
+        let mut tw = TimeWait::new(3, 100, KEY);
         tw.insert(key(1), 0);
         tw.insert(key(2), 10);
         assert!(tw.remove(&key(1)));
@@ -276,5 +346,123 @@ mod tests {
         }
         assert_eq!(tw.len(), 3);
         assert!(!tw.contains(&key(10)));
+    }
+
+    /// The index as it was before it was keyed: FlowKey folded into one u64
+    /// and put through `mix`, the same for every process and known to all.
+    #[derive(Default)]
+    struct OldHasher(u64);
+
+    impl Hasher for OldHasher {
+        fn finish(&self) -> u64 {
+            mix(self.0)
+        }
+        fn write(&mut self, _: &[u8]) {
+            unreachable!("old_hash writes one u64");
+        }
+        fn write_u64(&mut self, v: u64) {
+            self.0 ^= v;
+        }
+    }
+
+    /// What the old `Hash for FlowKey` wrote.
+    struct OldKey(FlowKey);
+
+    impl Hash for OldKey {
+        fn hash<H: Hasher>(&self, h: &mut H) {
+            let k = &self.0;
+            let a = (u64::from(u32::from(k.remote_ip)) << 32)
+                | (u64::from(k.remote_port) << 16)
+                | u64::from(k.local_port);
+            h.write_u64(a ^ mix(u64::from(u32::from(k.local_ip))));
+        }
+    }
+
+    impl PartialEq for OldKey {
+        fn eq(&self, other: &Self) -> bool {
+            self.0 == other.0
+        }
+    }
+
+    impl Eq for OldKey {}
+
+    fn old_hash(k: FlowKey) -> u64 {
+        BuildHasherDefault::<OldHasher>::default().hash_one(OldKey(k))
+    }
+
+    /// `n` distinct keys with one and the same old hash: the old hash was
+    /// mix(a ^ mix(local_ip)) with `a` the other three fields, so for any
+    /// local address, a = C ^ mix(local_ip) collides with all the others.
+    fn old_collisions(n: u32) -> Vec<FlowKey> {
+        const C: u64 = 0x0a47_0001_9c40_0050;
+        (0..n)
+            .map(|i| {
+                let local_ip = 0x0a48_0000 + i;
+                let a = C ^ mix(u64::from(local_ip));
+                FlowKey {
+                    remote_ip: Ipv4Addr::from((a >> 32) as u32),
+                    remote_port: (a >> 16) as u16,
+                    local_ip: Ipv4Addr::from(local_ip),
+                    local_port: a as u16,
+                }
+            })
+            .collect()
+    }
+
+    fn mean_max(probes: impl Iterator<Item = u64>) -> (f64, u64) {
+        let (mut n, mut sum, mut max) = (0u64, 0u64, 0u64);
+        for p in probes {
+            n += 1;
+            sum += p;
+            max = max.max(p);
+        }
+        (sum as f64 / n as f64, max)
+    }
+
+    #[test]
+    fn keys_colliding_under_the_old_hash_stay_one_probe_away() {
+        const N: u32 = 50_000;
+        let keys = old_collisions(N);
+        let first = old_hash(keys[0]);
+        assert!(keys.iter().all(|&k| old_hash(k) == first));
+
+        let mut t = FlowTable::new(N as usize, KEY, || ());
+        for &k in &keys {
+            t.insert(k).expect("room for every key");
+        }
+        assert_eq!(t.active(), N as usize);
+        let (mean, max) = mean_max(keys.iter().map(|k| t.probe_len(k)));
+        let mut tw = TimeWait::new(N as usize, 1, KEY);
+        for &k in &keys {
+            tw.insert(k, 0);
+        }
+        let (tw_mean, tw_max) = mean_max(keys.iter().map(|k| tw.probe_len(k)));
+
+        // The old index, on a tenth of the keys (all N would take N²/2
+        // comparisons just to build): every lookup walks the whole chain.
+        let few = &keys[..N as usize / 10];
+        let mut old: HashMap<OldKey, u32, BuildHasherDefault<OldHasher>> = HashMap::default();
+        for (i, &k) in few.iter().enumerate() {
+            old.insert(OldKey(k), i as u32);
+        }
+        let (old_mean, old_max) = mean_max(few.iter().map(|&k| {
+            probes::during(|| {
+                old.get(&OldKey(k));
+            })
+        }));
+        println!(
+            "{N} keys with one old hash: keyed flow table probes mean {mean:.3} max {max}, \
+             TIME-WAIT mean {tw_mean:.3} max {tw_max}; old index with {} of them: mean {old_mean:.1} max {old_max}",
+            few.len()
+        );
+        assert!(mean < 4.0 && max <= 16, "flow table: mean {mean} max {max}");
+        assert!(
+            tw_mean < 4.0 && tw_max <= 16,
+            "TIME-WAIT: mean {tw_mean} max {tw_max}"
+        );
+        assert!(
+            old_mean > few.len() as f64 / 4.0,
+            "old index: mean {old_mean}"
+        );
     }
 }

@@ -10,7 +10,11 @@
 //! Cookies carry no window scale, SACK or timestamps: connections opened
 //! under a flood run without them.
 
-use super::flow::{mix, FlowKey};
+use std::hash::Hasher;
+
+use siphasher::sip::SipHasher24;
+
+use super::flow::FlowKey;
 
 /// The MSS values a cookie can carry (2 bits): the largest the client allows.
 const MSS_TABLE: [u16; 4] = [536, 1220, 1440, 1460];
@@ -20,15 +24,18 @@ const TICK_SHIFT: u32 = 26;
 /// Bits of keyed hash in a cookie (the rest: 2 of clock, 2 of MSS).
 const MAC_MASK: u32 = 0x0fff_ffff;
 
-/// Makes and checks cookies with a per-worker secret.
+/// Makes and checks cookies with a secret 128-bit key.
 pub struct CookieJar {
-    secret: u64,
+    /// SipHash-2-4's key, as two words (what its state starts from).
+    key: (u64, u64),
 }
 
 impl CookieJar {
-    pub fn new(secret: u64) -> CookieJar {
+    /// A jar whose MAC is SipHash-2-4 keyed with `key` (as Linux keys its
+    /// cookies): without the key, a cookie cannot be forged or predicted.
+    pub fn new(key: [u8; 16]) -> CookieJar {
         CookieJar {
-            secret: mix(secret),
+            key: SipHasher24::new_with_key(&key).keys(),
         }
     }
 
@@ -37,7 +44,11 @@ impl CookieJar {
         let ports = u64::from(key.remote_port) << 48
             | u64::from(key.local_port) << 32
             | u64::from(client_isn);
-        (mix(self.secret ^ mix(tuple ^ mix(ports ^ mix(tick)))) as u32) & MAC_MASK
+        let mut h = SipHasher24::new_with_keys(self.key.0, self.key.1);
+        h.write_u64(tuple);
+        h.write_u64(ports);
+        h.write_u64(tick);
+        (h.finish() as u32) & MAC_MASK
     }
 
     /// Our ISN for a SYN from `key` with ISN `client_isn` offering `client_mss`.
@@ -75,6 +86,9 @@ mod tests {
 
     use super::*;
 
+    const KEY_A: [u8; 16] = *b"cookie key numb1";
+    const KEY_B: [u8; 16] = *b"cookie key numb2";
+
     fn key() -> FlowKey {
         FlowKey {
             remote_ip: Ipv4Addr::new(10, 71, 0, 1),
@@ -86,7 +100,7 @@ mod tests {
 
     #[test]
     fn a_cookie_is_good_for_its_tuple_isn_and_two_ticks_only() {
-        let jar = CookieJar::new(7);
+        let jar = CookieJar::new(KEY_A);
         let t0 = 5 << TICK_SHIFT;
         let c = jar.make(&key(), 1000, 1460, t0);
         assert_eq!(jar.check(&key(), 1000, c, t0), Some(1460));
@@ -99,7 +113,7 @@ mod tests {
         let mut other = key();
         other.remote_port += 1;
         assert_eq!(jar.check(&other, 1000, c, t0), None);
-        assert_eq!(CookieJar::new(8).check(&key(), 1000, c, t0), None);
+        assert_eq!(CookieJar::new(KEY_B).check(&key(), 1000, c, t0), None);
         assert_eq!(jar.check(&key(), 1000, c ^ 1, t0), None);
         // The MSS is rounded down to one the cookie can carry.
         let c = jar.make(&key(), 1, 1300, t0);
@@ -110,7 +124,7 @@ mod tests {
 
     #[test]
     fn guessing_a_cookie_almost_never_works() {
-        let jar = CookieJar::new(99);
+        let jar = CookieJar::new([99; 16]);
         let hits = (0..1_000_000u32)
             .filter(|&guess| {
                 jar.check(&key(), 1234, guess.wrapping_mul(2_654_435_761), 1 << 40)
@@ -118,5 +132,29 @@ mod tests {
             })
             .count();
         assert!(hits <= 1, "{hits}");
+    }
+
+    #[test]
+    fn another_key_makes_other_cookies_and_refuses_these() {
+        let (a, b) = (CookieJar::new(KEY_A), CookieJar::new(KEY_B));
+        let t0 = 9 << TICK_SHIFT;
+        let (mut same, mut accepted) = (0, 0);
+        for i in 0..10_000u32 {
+            let mut k = key();
+            k.remote_ip = Ipv4Addr::from(0x0a47_0000 + (i >> 8));
+            k.remote_port = 40_000 + (i & 0xff) as u16;
+            let (ca, cb) = (a.make(&k, i, 1460, t0), b.make(&k, i, 1460, t0));
+            assert_eq!(a.check(&k, i, ca, t0), Some(1460));
+            assert_eq!(b.check(&k, i, cb, t0), Some(1460));
+            same += usize::from(ca == cb);
+            accepted += usize::from(b.check(&k, i, ca, t0).is_some());
+            accepted += usize::from(a.check(&k, i, cb, t0).is_some());
+        }
+        // 28 bits of MAC: two keys agree on one in 2^28.
+        assert!(
+            same <= 1,
+            "{same} of 10000 cookies the same under both keys"
+        );
+        assert_eq!(accepted, 0, "cookies of one key accepted under the other");
     }
 }

@@ -2,10 +2,25 @@
 //! source-IP hash over the servers that are not marked down, with passive
 //! health marking (connect failures take a server out for a while).
 
+use std::hash::Hasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use siphasher::sip::SipHasher13;
+
 use crate::config::Balance;
-use crate::net::flow::mix;
+
+/// The key of the source hash. Fixed, not secret: a client must reach the
+/// same server from every worker, after a restart and through every zproxy
+/// of a cluster, which a per-process key would break. Knowing it only lets
+/// a client tell which server its own address goes to.
+const SOURCE_HASH_KEY: (u64, u64) = (0x7a70_726f_7879_2073, 0x6f75_7263_6520_6970);
+
+/// Where `client` falls in source-hash balancing (SipHash-1-3 of its octets).
+fn source_hash(client: Ipv4Addr) -> u64 {
+    let mut h = SipHasher13::new_with_keys(SOURCE_HASH_KEY.0, SOURCE_HASH_KEY.1);
+    h.write(&client.octets());
+    h.finish()
+}
 
 /// Consecutive connect failures that mark a server down.
 pub const FAILS_TO_MARK_DOWN: u32 = 2;
@@ -129,7 +144,7 @@ impl Balancer {
                 if total == 0 {
                     return None;
                 }
-                let mut point = mix(u64::from(u32::from(client))) % total;
+                let mut point = source_hash(client) % total;
                 for (i, s) in self
                     .servers
                     .iter()
@@ -223,6 +238,12 @@ mod tests {
             counts[b.pick(Ipv4Addr::from(0x0a00_0000 + i), 0, 0).unwrap()] += 1;
         }
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+
+    #[test]
+    fn source_hash_does_not_change_between_builds() {
+        // Pinned: a client keeps its server across restarts and upgrades.
+        assert_eq!(source_hash(C), 6_913_585_331_178_620_566);
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Proxy {
             groups: groups
                 .into_iter()
                 .enumerate()
-                .map(|(i, g)| Group::new(g, mix(seed ^ i as u64)))
+                .map(|(i, g)| Group::new(g, spread(seed, i)))
                 .collect(),
             conns: (0..max_flows).map(|_| Conn::None).collect(),
             routes,
@@ -720,11 +720,7 @@ fn remove_from_pool(pool: &mut Vec<FlowId>, f: FlowId) {
     }
 }
 
-/// splitmix64's finaliser, to spread a seed.
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+/// A group's own start from the worker's seed (Fibonacci hashing's multiplier).
+fn spread(seed: u64, group: usize) -> u64 {
+    (seed ^ group as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16
 }

@@ -83,8 +83,8 @@ pub struct StackSpec {
     pub inboxes: Inboxes,
     /// Half-open accepted connections beyond which SYNs get cookies.
     pub syn_backlog: usize,
-    /// Seed for smoltcp's ISNs and the cookie secret (must differ per run).
-    pub random_seed: u64,
+    /// Keys of the flow table and SYN cookies, seed of smoltcp's ISNs.
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// Why a flow ended.
@@ -231,7 +231,7 @@ impl Stack {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let seed = spec.random_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let seed = spec.secrets.iss_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 Link::new(
                     p,
                     &spec.pool,
@@ -251,7 +251,7 @@ impl Stack {
         .expect("mapping the socket buffer arena (out of address space?)")
         .leak();
         let mut chunks = arena.chunks_exact_mut(rx_len + tx_len);
-        let flows = FlowTable::new(spec.max_flows, || {
+        let flows = FlowTable::new(spec.max_flows, spec.secrets.flow_key, || {
             let (rx, tx) = chunks
                 .next()
                 .expect("arena sized for max_flows")
@@ -285,7 +285,7 @@ impl Stack {
             ports,
             listeners: spec.listeners,
             timers: Timers::new(spec.max_flows),
-            time_wait: TimeWait::new(spec.max_flows * 8, TIME_WAIT_US),
+            time_wait: TimeWait::new(spec.max_flows * 8, TIME_WAIT_US, spec.secrets.flow_key),
             connecting: Vec::with_capacity(spec.max_flows),
             reserved: 0,
             evictable: Vec::with_capacity(spec.max_flows),
@@ -299,7 +299,7 @@ impl Stack {
             counters: Counters::new(),
             index: spec.worker_index,
             inboxes: spec.inboxes,
-            cookies: CookieJar::new(spec.random_seed ^ 0x5359_4e43_4f4f_4b49),
+            cookies: CookieJar::new(spec.secrets.cookie_key),
             half_open: 0,
             syn_backlog: spec.syn_backlog,
             cookies_valid_until_us: 0,
