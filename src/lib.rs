@@ -7,10 +7,13 @@
 //! - [`app`]: what runs on accepted connections.
 //! - [`config`]: the static config file.
 //! - [`runtime`]: start-up checks, bringing ports up, launching workers, shutdown.
+//! - [`error`]: start-up and run-time errors ([`error::RunError`]), and
+//!   printing an error with its causes ([`error::Chain`]).
 
 pub mod app;
 pub mod config;
 pub mod dpdk;
+pub mod error;
 pub mod mgmt;
 pub mod net;
 pub mod plan;
