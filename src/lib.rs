@@ -7,11 +7,14 @@
 //! - [`app`]: what runs on accepted connections.
 //! - [`config`]: the static config file.
 //! - [`runtime`]: start-up checks, bringing ports up, launching workers, shutdown.
+//! - [`error`]: start-up and run-time errors ([`error::RunError`]), and
+//!   printing an error with its causes ([`error::Chain`]).
 //! - [`secrets`]: the hash keys and ISN seed, from the OS RNG.
 
 pub mod app;
 pub mod config;
 pub mod dpdk;
+pub mod error;
 pub mod mgmt;
 pub mod net;
 pub mod plan;

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use zproxy::config::Config;
+use zproxy::error::Chain;
+
+type BoxError = Box<dyn std::error::Error>;
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => {
             Config::load(&config)
-                .map_err(|e| e.to_string())
+                .map_err(BoxError::from)
                 .and_then(|cfg| {
                     println!("{}: OK", config.display());
                     println!("EAL arguments: {}", cfg.eal_args("zproxy-<pid>").join(" "));
@@ -96,22 +99,24 @@ fn main() -> ExitCode {
                             l.port, l.tcp_port, l.mode
                         );
                     }
-                    Ok(())
+                    Ok::<(), BoxError>(())
                 })
         }
         Command::Stats {
             address,
             prometheus,
         } => fetch(&address, if prometheus { "/metrics" } else { "/stats" })
-            .map(|body| print!("{body}")),
+            .map(|body| print!("{body}"))
+            .map_err(BoxError::from),
         Command::Run { config } => Config::load(&config)
-            .map_err(|e| e.to_string())
-            .and_then(|cfg| zproxy::runtime::run(cfg, &config).map_err(|e| e.to_string())),
+            .map_err(BoxError::from)
+            .and_then(|cfg| zproxy::runtime::run(cfg, &config).map_err(BoxError::from)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("zproxy: error: {e}");
+            // The error, then one "caused by:" line per underlying error.
+            eprintln!("zproxy: error: {:#}", Chain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -18,7 +18,7 @@ use crate::plan::{self, Layout};
 use crate::secrets::Secrets;
 
 /// Bytes of data room per mbuf: a full 1500-byte-MTU frame plus headroom.
-const MBUF_DATA_ROOM: u16 = zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+const MBUF_DATA_ROOM: u16 = crate::dpdk::MBUF_DEFAULT_BUF_SIZE;
 /// How often the control thread looks at signals, the endpoint and the worker.
 const CONTROL_TICK: Duration = Duration::from_millis(20);
 /// Interval of the one-line summary in the log.
@@ -67,58 +67,38 @@ fn merged_upstream_stats(workers: &[Arc<Mutex<Vec<UpstreamStat>>>]) -> Vec<Upstr
     merged
 }
 
-/// A start-up or run-time failure, with what to do about it.
-#[derive(Debug)]
-pub struct RunError(pub String);
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for RunError {}
-
-impl From<crate::dpdk::DpdkError> for RunError {
-    fn from(e: crate::dpdk::DpdkError) -> Self {
-        RunError(e.to_string())
-    }
-}
+pub use crate::error::RunError;
 
 /// Checks that need no device: root, hugepages, the interfaces vdevs name.
 pub fn preflight(cfg: &Config) -> Result<(), RunError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(RunError(
-            "zproxy must run as root (it maps hugepages and drives NICs directly): run it with sudo".into(),
-        ));
+        return Err(RunError::NotRoot);
     }
     if !cfg.runtime.no_huge {
-        let free = hugepages_free().unwrap_or(0);
-        if free == 0 {
-            return Err(RunError(
-                "no free hugepages: reserve and mount some first with `hugepages/setup.sh` \
-                 (check with `hugepages/setup.sh --check`)"
-                    .into(),
-            ));
+        match hugepages_free() {
+            Ok(0) => return Err(RunError::NoHugepages { cause: None }),
+            Ok(_) => {}
+            Err(e) => return Err(RunError::NoHugepages { cause: Some(e) }),
         }
     }
     for p in &cfg.ports {
         if let Some(pci) = &p.pci {
             if !Path::new("/sys/bus/pci/devices").join(pci).exists() {
-                return Err(RunError(format!(
-                    "port '{}': PCI device {pci} does not exist; list NICs with `dpdk-devbind.py --status`",
-                    p.name
-                )));
+                return Err(RunError::NoPciDevice {
+                    port: p.name.clone(),
+                    pci: pci.clone(),
+                });
             }
         }
         if let Some(vdev) = &p.vdev {
             if let Some(iface) = vdev.split(',').find_map(|kv| kv.strip_prefix("iface=")) {
                 if !std::path::Path::new("/sys/class/net").join(iface).exists() {
-                    return Err(RunError(format!(
-                        "port '{}': interface '{iface}' (from vdev \"{vdev}\") does not exist in this network \
-                         namespace; check `ip link` (in the lab: run zproxy with `bench/lab.sh exec proxy ...`)",
-                        p.name
-                    )));
+                    return Err(RunError::NoInterface {
+                        port: p.name.clone(),
+                        iface: iface.to_owned(),
+                        vdev: vdev.clone(),
+                    });
                 }
             }
         }
@@ -126,22 +106,24 @@ pub fn preflight(cfg: &Config) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Free hugepages of the default size, from /proc/meminfo.
-fn hugepages_free() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    meminfo
+/// Free hugepages of the default size, from /proc/meminfo (0 when it does
+/// not say).
+fn hugepages_free() -> std::io::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    Ok(meminfo
         .lines()
         .find_map(|l| l.strip_prefix("HugePages_Free:"))
         .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
 }
 
 /// Runs the appliance until SIGINT or SIGTERM.
 pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     preflight(&cfg)?;
     // Before anything else is set up: no secrets, no start.
-    let secrets = Secrets::from_os_rng().map_err(|e| RunError(e.to_string()))?;
-    let (plan_lines, warnings) = plan::binding(&cfg, Path::new("/sys"))
-        .map_err(|e| RunError(format!("worker binding: {e}")))?;
+    let secrets = Secrets::from_os_rng().map_err(RunError::Entropy)?;
+    let (plan_lines, warnings) =
+        plan::binding(&cfg, Path::new("/sys")).map_err(RunError::Binding)?;
     for line in plan_lines {
         log::info!("{line}");
     }
@@ -158,17 +140,20 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         (signal_hook::consts::SIGHUP, &hangup),
     ] {
         signal_hook::flag::register(sig, flag.clone())
-            .map_err(|e| RunError(format!("installing the handler for signal {sig}: {e}")))?;
+            .map_err(|cause| RunError::Signal { signal: sig, cause })?;
     }
     let endpoint = match cfg.management.address.as_str() {
         "" => None,
-        addr => Some(mgmt::Endpoint::bind(addr).map_err(|e| {
-            RunError(format!("management.address = \"{addr}\": cannot listen there: {e} (is another zproxy running?)"))
-        })?),
+        addr => Some(
+            mgmt::Endpoint::bind(addr).map_err(|cause| RunError::Management {
+                address: addr.to_owned(),
+                cause,
+            })?,
+        ),
     };
 
     let prefix = format!("zproxy-{}", std::process::id());
-    let eal = Eal::init(&cfg.eal_args(&prefix))?;
+    let eal = Eal::init(&cfg.eal_args(&prefix)).map_err(RunError::Eal)?;
     let rt = &cfg.runtime;
     let NodePools {
         pools,
@@ -195,7 +180,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             secrets.for_worker(index),
         )?;
         let (control, shared) = (control.clone(), shared[index].clone());
-        launched.push(lcore::launch(lcore_id, move || {
+        let job = lcore::launch(lcore_id, move || {
             // A worker that dies (panics) stops the appliance, which exits
             // non-zero so that its supervisor restarts it.
             let _exit = WorkerExit(&control);
@@ -203,13 +188,22 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             log::info!("worker {index} on lcore {} polling", lcore::current());
             w.run(&control);
             0
-        })?);
+        })
+        .map_err(|cause| RunError::Launch {
+            index,
+            lcore: lcore_id,
+            cause,
+        })?;
+        launched.push(job);
     }
     let mut cfg = cfg;
     if let Some(ep) = &endpoint {
         log::info!(
             "management endpoint on http://{}/metrics and /stats",
-            ep.local_addr().map_err(|e| RunError(e.to_string()))?
+            ep.local_addr().map_err(|cause| RunError::Management {
+                address: cfg.management.address.clone(),
+                cause
+            })?
         );
     }
 
@@ -307,14 +301,10 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     drop(pools);
     drop(eal);
     if !failed.is_empty() {
-        return Err(RunError(format!(
-            "the worker(s) on lcore(s) {failed:?} failed"
-        )));
+        return Err(RunError::WorkersFailed { lcores: failed });
     }
     if leaked != 0 {
-        return Err(RunError(format!(
-            "{leaked} mbufs leaked: this is a bug, please report it"
-        )));
+        return Err(RunError::MbufLeak { leaked });
     }
     Ok(())
 }
@@ -325,7 +315,10 @@ fn reload(running: &Config, layout: &Layout, path: &Path) -> Option<(Config, Lay
     let next = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("SIGHUP: {e}; keeping the running config");
+            log::error!(
+                "SIGHUP: {}; keeping the running config",
+                crate::error::Chain(&e)
+            );
             return None;
         }
     };
@@ -357,8 +350,8 @@ fn node_pools(eal: &Eal, rt: &Runtime) -> Result<NodePools, RunError> {
     let mut pools: Vec<Arc<Mempool>> = Vec::new();
     let mut of_worker = Vec::with_capacity(rt.worker_lcores.len());
     for &lcore in &rt.worker_lcores {
-        // SAFETY: plain getter; EAL is up and knows this lcore.
-        let node = unsafe { zproxy_ffi::rte_lcore_to_socket_id(lcore) } as i32;
+        // -1 (any node) for an lcore EAL cannot place.
+        let node = lcore::node_of(lcore).map_or(-1, |n| n as i32);
         let i = match nodes.iter().position(|&n| n == node) {
             Some(i) => i,
             None => {
@@ -369,7 +362,8 @@ fn node_pools(eal: &Eal, rt: &Runtime) -> Result<NodePools, RunError> {
                     rt.mbuf_cache,
                     MBUF_DATA_ROOM,
                     node,
-                )?;
+                )
+                .map_err(|cause| RunError::Pool { node, cause })?;
                 log::info!(
                     "mbuf pool '{}': {} mbufs on NUMA node {node}",
                     pool.name(),
@@ -408,13 +402,17 @@ fn bring_up_ports(
                 },
                 &queue_pools,
             )
-            .map_err(|e| RunError(format!("port '{}': {e}", p.name)))?;
+            .map_err(|cause| RunError::Port {
+                port: p.name.clone(),
+                device: p.device().to_owned(),
+                cause,
+            })?;
             let m = port.mac();
             let link = port.link().map(|l| if l.up { format!("up {} Mb/s", l.speed_mbps) } else { "down".into() });
             log::info!(
                 "port '{}' ({}, driver {}) {}: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, address {}, link {}, rx checksum offload {}",
                 p.name, p.device(), port.driver(), port.id(), m[0], m[1], m[2], m[3], m[4], m[5], p.address,
-                link.unwrap_or_else(|e| e.to_string()), port.rx_checksum_offload()
+                link.unwrap_or_else(|e| crate::error::Chain(&e).to_string()), port.rx_checksum_offload()
             );
             let workers = cfg.runtime.worker_lcores.len();
             if workers > 1 && port.rss_programmed() {
@@ -448,7 +446,7 @@ fn worker_spec(
             mac: port.mac(),
             address: pc.cidr(),
             gateway: pc.gateway,
-            ip_mtu: usize::from(pc.mtu.unwrap_or(zproxy_ffi::RTE_ETHER_MTU as u16)),
+            ip_mtu: usize::from(pc.mtu.unwrap_or(crate::dpdk::ETHER_MTU)),
             rx_checksum_offload: port.rx_checksum_offload(),
             // Without a programmed table, ownership follows a 128-entry one.
             reta_size: match port.reta_size() {

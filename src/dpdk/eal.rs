@@ -20,16 +20,15 @@ impl Eal {
     /// EAL can be initialised only once per process.
     pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal> {
         if EAL_UP.swap(true, Ordering::SeqCst) {
-            return Err(DpdkError::other(
-                "rte_eal_init",
-                "EAL is already initialised in this process (it can be initialised only once)",
-            ));
+            return Err(DpdkError::EalAlreadyInitialised);
         }
         let owned: Vec<CString> = args
             .iter()
-            .map(|a| CString::new(a.as_ref()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| DpdkError::other("rte_eal_init", "an EAL argument contains a NUL byte"))?;
+            .map(|a| {
+                CString::new(a.as_ref())
+                    .map_err(|e| DpdkError::nul(format!("EAL argument {:?}", a.as_ref()), e))
+            })
+            .collect::<Result<_>>()?;
         // EAL keeps pointers into argv for the life of the process: leak it on purpose.
         let argv: &'static mut [*mut c_char] =
             Vec::leak(owned.into_iter().map(|c| c.into_raw()).collect::<Vec<_>>());
@@ -63,7 +62,10 @@ impl Drop for Eal {
         // the Eal, so they are gone by now.
         let ret = unsafe { zproxy_ffi::rte_eal_cleanup() };
         if ret < 0 {
-            log::warn!("{}", DpdkError::from_ret("rte_eal_cleanup", ret));
+            log::warn!(
+                "{}",
+                crate::error::Chain(&DpdkError::from_ret("rte_eal_cleanup", ret))
+            );
         }
         // Even with --in-memory, EAL makes an (empty) runtime directory and
         // leaves it behind; remove ours so that no trace stays.

@@ -62,6 +62,18 @@ pub fn current() -> u32 {
     unsafe { zproxy_ffi::rte_lcore_id() }
 }
 
+/// The NUMA node of EAL lcore `lcore` (`rte_lcore_to_socket_id`), or `None`
+/// for an id beyond `RTE_MAX_LCORE`. Meaningful after
+/// [`Eal::init`](super::Eal::init).
+pub fn node_of(lcore: u32) -> Option<u32> {
+    if lcore >= zproxy_ffi::RTE_MAX_LCORE {
+        return None;
+    }
+    // SAFETY: plain read of EAL's static lcore table, which has
+    // RTE_MAX_LCORE entries; `lcore` was checked to be below that.
+    Some(unsafe { zproxy_ffi::rte_lcore_to_socket_id(lcore) })
+}
+
 /// The NUMA node of the calling lcore (`None` off-lcore or when unknown).
 pub fn current_node() -> Option<u32> {
     // SAFETY: reads a thread-local.

@@ -71,6 +71,13 @@ impl Mbuf {
         unsafe { zproxy_ffi::rte_pktmbuf_ol_flags(self.raw.as_ptr()) }
     }
 
+    /// True when the driver flagged the IP or L4 checksum of this received
+    /// frame as anything but good (see [`rx_checksum_bad`]).
+    #[inline]
+    pub fn rx_checksum_bad(&self) -> bool {
+        rx_checksum_bad(self.ol_flags())
+    }
+
     /// Appends `len` bytes and returns them for writing; `None` when the
     /// buffer is too small.
     #[inline]
@@ -85,6 +92,21 @@ impl Mbuf {
         // makes the slice unique.
         Some(unsafe { std::slice::from_raw_parts_mut(p, len) })
     }
+}
+
+/// True when the receive offload flags `ol_flags` do not say both the IP and
+/// the L4 checksum are good. "Unknown" (neither good nor bad) counts as bad:
+/// smoltcp does not verify checksums when offload is on, so only GOOD passes.
+/// Meaningful only on a port with rx checksum offload enabled.
+#[inline]
+pub fn rx_checksum_bad(ol_flags: u64) -> bool {
+    use zproxy_ffi::{
+        RTE_MBUF_F_RX_IP_CKSUM_GOOD as IP_GOOD, RTE_MBUF_F_RX_IP_CKSUM_MASK as IP_MASK,
+        RTE_MBUF_F_RX_L4_CKSUM_GOOD as L4_GOOD, RTE_MBUF_F_RX_L4_CKSUM_MASK as L4_MASK,
+    };
+    let ip = ol_flags & u64::from(IP_MASK);
+    let l4 = ol_flags & u64::from(L4_MASK);
+    ip != u64::from(IP_GOOD) || l4 != u64::from(L4_GOOD)
 }
 
 impl Drop for Mbuf {
@@ -173,15 +195,30 @@ impl<const N: usize> Drop for MbufBurst<N> {
     }
 }
 
-/// True when the NIC flagged the IP or L4 checksum of a received frame bad
-/// (or did not say it was good: "unknown" is not verified by smoltcp when
-/// offload is on, so only GOOD passes).
-pub fn rx_checksum_bad(ol_flags: u64) -> bool {
+#[cfg(test)]
+mod tests {
+    use super::rx_checksum_bad;
     use zproxy_ffi::{
         RTE_MBUF_F_RX_IP_CKSUM_GOOD as IP_GOOD, RTE_MBUF_F_RX_IP_CKSUM_MASK as IP_MASK,
         RTE_MBUF_F_RX_L4_CKSUM_GOOD as L4_GOOD, RTE_MBUF_F_RX_L4_CKSUM_MASK as L4_MASK,
     };
-    let ip = ol_flags & u64::from(IP_MASK);
-    let l4 = ol_flags & u64::from(L4_MASK);
-    ip != u64::from(IP_GOOD) || l4 != u64::from(L4_GOOD)
+
+    #[test]
+    fn only_both_checksums_good_passes() {
+        let (ip_good, l4_good) = (u64::from(IP_GOOD), u64::from(L4_GOOD));
+        // In each 2-bit field, the bit that is not GOOD is BAD; both set is NONE.
+        let ip_bad = u64::from(IP_MASK) & !ip_good;
+        let l4_bad = u64::from(L4_MASK) & !l4_good;
+        let other = 1u64 << 40;
+        assert!(!rx_checksum_bad(ip_good | l4_good));
+        assert!(!rx_checksum_bad(ip_good | l4_good | other));
+        assert!(rx_checksum_bad(0), "unknown is not good");
+        assert!(rx_checksum_bad(ip_bad | l4_good));
+        assert!(rx_checksum_bad(ip_good | l4_bad));
+        assert!(rx_checksum_bad(ip_good));
+        assert!(
+            rx_checksum_bad(u64::from(IP_MASK) | l4_good),
+            "NONE is not good"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::ptr::NonNull;
 
-use super::error::{DpdkError, Result};
+use super::error::{DpdkError, Errno, Result};
 use super::mbuf::Mbuf;
 use super::Eal;
 
@@ -31,19 +31,18 @@ impl Mempool {
         data_room: u16,
         socket: i32,
     ) -> Result<Self> {
-        let cname =
-            CString::new(name).map_err(|_| DpdkError::other("mempool", "name contains NUL"))?;
+        let cname = CString::new(name)
+            .map_err(|e| DpdkError::nul(format!("mbuf pool name {name:?}"), e))?;
         // SAFETY: cname is a valid C string; EAL is initialised (we hold &Eal).
         let raw = unsafe {
             zproxy_ffi::rte_pktmbuf_pool_create(cname.as_ptr(), size, cache, 0, data_room, socket)
         };
-        let raw = NonNull::new(raw).ok_or_else(|| {
-            let mut e = DpdkError::last(format!(
-                "creating mbuf pool '{name}' ({size} mbufs of {data_room} B on socket {socket})"
-            ));
-            e.text
-                .push_str(" - are enough hugepages reserved? try: hugepages/setup.sh --check");
-            e
+        let raw = NonNull::new(raw).ok_or_else(|| DpdkError::PoolCreate {
+            name: name.to_owned(),
+            size,
+            data_room,
+            socket,
+            cause: Errno::last(),
         })?;
         Ok(Self {
             raw,

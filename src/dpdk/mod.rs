@@ -13,10 +13,18 @@ mod mempool;
 mod port;
 
 pub use eal::Eal;
-pub use error::{DpdkError, Result};
+pub use error::{DpdkError, Errno, Result};
 pub use mbuf::{rx_checksum_bad, Mbuf, MbufBurst};
 pub use mempool::Mempool;
 pub use port::{LinkStatus, Port, PortConfig, PortId, PortQueue, PortStats, QueueId};
+
+/// Default mbuf data room (`RTE_MBUF_DEFAULT_BUF_SIZE`): a full
+/// 1500-byte-MTU frame plus headroom.
+pub const MBUF_DEFAULT_BUF_SIZE: u16 = zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+const _: () = assert!(zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE <= u16::MAX as u32);
+
+/// The standard Ethernet MTU (`RTE_ETHER_MTU`, 1500 bytes of IP).
+pub const ETHER_MTU: u16 = zproxy_ffi::RTE_ETHER_MTU as u16;
 
 /// Cycles of the CPU's time stamp counter (for busy-fraction accounting).
 #[inline]

@@ -292,14 +292,20 @@ impl Drop for Port {
             if ret < 0 {
                 log::warn!(
                     "{}",
-                    DpdkError::from_ret(format!("stopping {}", self.name), ret)
+                    crate::error::Chain(&DpdkError::from_ret(
+                        format!("stopping {}", self.name),
+                        ret
+                    ))
                 );
             }
             let ret = ffi::rte_eth_dev_close(self.id.0);
             if ret < 0 {
                 log::warn!(
                     "{}",
-                    DpdkError::from_ret(format!("closing {}", self.name), ret)
+                    crate::error::Chain(&DpdkError::from_ret(
+                        format!("closing {}", self.name),
+                        ret
+                    ))
                 );
             }
         }
@@ -371,21 +377,17 @@ impl PortQueue {
 fn find(device: &str) -> Result<PortId> {
     // DPDK names a vdev port after the part before the first comma.
     let name = device.split(',').next().unwrap_or(device);
-    let cname = CString::new(name).map_err(|_| DpdkError::other("port name", "contains NUL"))?;
+    let cname = CString::new(name).map_err(|e| DpdkError::nul(format!("port name {name:?}"), e))?;
     let mut id = 0u16;
     // SAFETY: cname is a valid C string; id is writable.
     let ret = unsafe { ffi::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
     if ret < 0 {
         // SAFETY: plain getter.
         let count = unsafe { ffi::rte_eth_dev_count_avail() };
-        return Err(DpdkError::other(
-            format!("finding device '{name}'"),
-            format!(
-                "no such DPDK port ({count} ports probed). For a vdev, check the interface \
-                 it names exists in this network namespace; for a PCI NIC, bind it to vfio-pci \
-                 with dpdk-devbind.py (see INSTALL.md)"
-            ),
-        ));
+        return Err(DpdkError::NoSuchPort {
+            name: name.to_owned(),
+            probed: count,
+        });
     }
     Ok(PortId(id))
 }

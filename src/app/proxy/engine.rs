@@ -604,7 +604,7 @@ impl Proxy {
                 }
                 None => self
                     .groups
-                    .push(Group::new(spec, mix(self.seed ^ i as u64))),
+                    .push(Group::new(spec, spread(self.seed, i))),
             }
         }
         self.routes = routes;

@@ -1,0 +1,366 @@
+//! The config file's sections as serde reads them, with their defaults.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::parse_cidr;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub runtime: Runtime,
+    #[serde(rename = "port")]
+    pub ports: Vec<PortSection>,
+    #[serde(rename = "listener", default)]
+    pub listeners: Vec<Listener>,
+    #[serde(rename = "upstream", default)]
+    pub upstreams: Vec<UpstreamGroup>,
+    #[serde(default)]
+    pub management: Management,
+    #[serde(default)]
+    pub logging: Logging,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    /// error, warn, info, debug or trace; RUST_LOG overrides it. Nothing is
+    /// logged per packet at any level.
+    pub level: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            level: "info".into(),
+        }
+    }
+}
+
+/// The management endpoint: a kernel socket on the control thread, never on
+/// the data path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Management {
+    /// Where /metrics (Prometheus text) and /stats (JSON) are served; loopback
+    /// unless you mean to expose them. Empty string: no endpoint.
+    pub address: String,
+    /// How long SIGTERM lets in-flight connections finish (ms).
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Management {
+    fn default() -> Self {
+        Management {
+            address: "127.0.0.1:9090".into(),
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// How the worker cores are chosen when not listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cores {
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// The lcore that runs the control thread (never polls a queue).
+    pub main_lcore: u32,
+    /// `"auto"`: one worker on every CPU of the NIC's NUMA node except the
+    /// control CPU (only the isolated ones, if any are), decided at start-up
+    /// from sysfs. Instead of `worker_lcores` / `worker_cpus`.
+    pub cores: Option<Cores>,
+    /// Worker lcores: worker i polls queue i of every port.
+    pub worker_lcores: Vec<u32>,
+    /// CPUs the worker lcores run on (same order); each lcore on the CPU of
+    /// its own number when absent. Lets more lcores than CPUs share cores
+    /// (tests on small machines; not for production).
+    pub worker_cpus: Option<Vec<u32>>,
+    /// An idle worker sleeps this long after 1,000 empty polls (0: always
+    /// busy-poll). Saves a core on an idle appliance; adds up to this much
+    /// latency to the first frame after a quiet spell.
+    pub idle_sleep_us: u32,
+    /// hugetlbfs mount DPDK takes memory from.
+    pub hugepage_dir: Option<PathBuf>,
+    /// Run without hugepages (tests only: slower, not for production).
+    pub no_huge: bool,
+    /// Memory (MB) to take when `no_huge` is set.
+    pub memory_mb: u32,
+    /// Mbufs per pool (one pool per NUMA node in use).
+    pub mbufs: u32,
+    /// Per-lcore mbuf cache size.
+    pub mbuf_cache: u32,
+    /// Most TCP flows one worker holds at once; further SYNs are refused with a RST.
+    pub max_flows: u32,
+    /// Half-open connections (SYN received, handshake not finished) a worker
+    /// holds; beyond that, SYNs get SYN cookies and no state (0: always cookies).
+    pub syn_backlog: u32,
+    /// Bytes of receive / send buffer per TCP socket.
+    pub socket_rx_buffer: u32,
+    pub socket_tx_buffer: u32,
+    /// Longest a partly filled TX burst waits before it is flushed.
+    pub tx_drain_us: u32,
+    /// Extra EAL arguments, appended as given (e.g. ["--log-level=pmd.net.af_xdp:debug"]).
+    pub eal_args: Vec<String>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            main_lcore: 0,
+            cores: None,
+            worker_lcores: vec![1],
+            worker_cpus: None,
+            idle_sleep_us: 0,
+            hugepage_dir: None,
+            no_huge: false,
+            memory_mb: 512,
+            mbufs: 16383,
+            mbuf_cache: 256,
+            syn_backlog: 1024,
+            max_flows: 16384,
+            socket_rx_buffer: 16384,
+            socket_tx_buffer: 16384,
+            tx_drain_us: 100,
+            eal_args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// Name other sections refer to (e.g. "client", "upstream").
+    pub name: String,
+    /// A DPDK virtual device string, e.g. "net_af_xdp0,iface=eth1".
+    pub vdev: Option<String>,
+    /// A PCI address of a NIC bound to vfio-pci, e.g. "0000:03:00.0".
+    pub pci: Option<String>,
+    /// Our address on this link, "A.B.C.D/prefix".
+    pub address: String,
+    /// Next hop for destinations off the link.
+    pub gateway: Option<Ipv4Addr>,
+    /// Rx/tx queue pairs: one per worker (the default); if given, it must
+    /// equal the number of workers.
+    pub queues: Option<u16>,
+    #[serde(default = "descriptors")]
+    pub rx_descriptors: u16,
+    #[serde(default = "descriptors")]
+    pub tx_descriptors: u16,
+    /// IP MTU; the device default when absent.
+    pub mtu: Option<u16>,
+}
+
+fn descriptors() -> u16 {
+    1024
+}
+
+impl PortSection {
+    /// The device name DPDK knows the port by.
+    pub fn device(&self) -> &str {
+        self.vdev.as_deref().or(self.pci.as_deref()).unwrap_or("")
+    }
+
+    /// Address and prefix length (validated at load).
+    pub fn cidr(&self) -> (Ipv4Addr, u8) {
+        parse_cidr(&self.address).expect("validated at load")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Which port's address to listen on.
+    pub port: String,
+    /// TCP port.
+    pub tcp_port: u16,
+    pub mode: ListenerMode,
+    /// For `mode = "static"`: the fixed response.
+    #[serde(rename = "static")]
+    pub static_response: Option<StaticResponse>,
+    /// Close connections idle this long (ms).
+    #[serde(default = "idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// For `tcp` mode: the upstream group every connection goes to. For
+    /// `http` mode: where requests that match no route go (optional).
+    pub upstream: Option<String>,
+    /// For `http` mode: routes by Host and path prefix, first match wins.
+    #[serde(rename = "route", default)]
+    pub routes: Vec<Route>,
+    /// For `http` mode: a request head must arrive within this (slowloris).
+    #[serde(default = "header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Open connections one client address may hold (0: no limit); more get a RST.
+    #[serde(default)]
+    pub max_connections_per_source: u32,
+    /// Client networks allowed to connect ("A.B.C.D/len"); any when empty.
+    /// Others get a RST and are counted (`refused_acl`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+fn idle_timeout_ms() -> u64 {
+    60_000
+}
+fn header_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Host header to match (port ignored, case-insensitive); any when absent.
+    pub host: Option<String>,
+    /// Path prefix to match.
+    #[serde(default = "slash")]
+    pub path_prefix: String,
+    pub upstream: String,
+}
+
+fn slash() -> String {
+    "/".into()
+}
+
+/// A group of upstream servers and how to use them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamGroup {
+    pub name: String,
+    /// The [[port]] whose address connections come from.
+    pub port: String,
+    pub servers: Vec<Server>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default = "connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the upstream's response (and between its reads).
+    #[serde(default = "read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// Idle upstream connections kept open per worker for reuse (0: none).
+    #[serde(default = "keepalive")]
+    pub keepalive: u32,
+    /// Local TCP ports for upstream connections, inclusive.
+    #[serde(default = "local_ports")]
+    pub local_ports: [u16; 2],
+    /// Active health checks (none when absent: connect failures still mark
+    /// a server down for a while).
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(default)]
+    pub kind: HealthKind,
+    /// For `kind = "http"`: what to GET and the status that means healthy.
+    #[serde(default = "slash")]
+    pub path: String,
+    #[serde(default = "ok_status")]
+    pub expect_status: u16,
+    #[serde(default = "health_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Failed probes in a row that take a server out.
+    #[serde(default = "two")]
+    pub fall: u32,
+    /// Good probes in a row that bring it back.
+    #[serde(default = "two")]
+    pub rise: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    /// The connect must succeed.
+    #[default]
+    Tcp,
+    /// A GET of `path` must answer `expect_status`.
+    Http,
+}
+
+fn health_interval_ms() -> u64 {
+    2_000
+}
+fn health_timeout_ms() -> u64 {
+    1_000
+}
+fn two() -> u32 {
+    2
+}
+
+/// Longer than a SYN's first retransmission (1 s), so that one lost SYN or
+/// SYN-ACK does not count as a failed connect (two mark the server down).
+fn connect_timeout_ms() -> u64 {
+    3_000
+}
+fn read_timeout_ms() -> u64 {
+    30_000
+}
+fn keepalive() -> u32 {
+    256
+}
+fn local_ports() -> [u16; 2] {
+    [20_000, 60_999]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// "A.B.C.D:port"
+    pub address: SocketAddrV4,
+    #[serde(default = "weight")]
+    pub weight: u32,
+}
+
+fn weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted round robin (smooth, as nginx does).
+    #[default]
+    RoundRobin,
+    /// Fewest active connections per unit of weight.
+    LeastConn,
+    /// Hash of the client's IP address: a client keeps its server.
+    SourceHash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerMode {
+    /// Answer every request with a fixed HTTP response (health endpoints, tests).
+    Static,
+    /// Relay bytes to an upstream server (L4).
+    Tcp,
+    /// Parse HTTP/1.1 requests, route them, and proxy them to upstreams.
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticResponse {
+    #[serde(default = "ok_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default = "text_plain")]
+    pub content_type: String,
+}
+
+fn ok_status() -> u16 {
+    200
+}
+fn text_plain() -> String {
+    "text/plain".into()
+}
