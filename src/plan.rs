@@ -129,7 +129,9 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             app,
             idle_timeout_us: l.idle_timeout_ms * 1000,
             header_timeout_us: l.header_timeout_ms * 1000,
-            max_per_source: l.max_connections_per_source,
+            max_per_source: l
+                .max_connections_per_source
+                .unwrap_or(cfg.runtime.max_flows / 4),
             allow: l
                 .allow
                 .iter()

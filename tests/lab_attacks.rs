@@ -7,7 +7,6 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::proxy::*;
 use common::*;
@@ -81,9 +80,16 @@ fn cancelled_uploads_never_take_the_upstream_down() {
             stat(&lab, "failures_client_abort"),
             stat(&lab, "failures_bad_request"),
         );
-        assert!(sent >= u64::from(rate * seconds) * 9 / 10, "attacker sent {sent}");
+        assert!(
+            sent >= u64::from(rate * seconds) * 9 / 10,
+            "attacker sent {sent}"
+        );
         assert!(u(&legit["successes"]) > 0, "{legit}");
-        assert_eq!(u(&legit["failures_total"]), 0, "legitimate client failed: {legit}");
+        assert_eq!(
+            u(&legit["failures_total"]),
+            0,
+            "legitimate client failed: {legit}"
+        );
         assert_eq!(
             u(&server["connect_failures"]),
             0,
@@ -97,5 +103,56 @@ fn cancelled_uploads_never_take_the_upstream_down() {
     }
     // The attacks reached ZProxy and were told apart from the server's failures.
     assert!(stat(&lab, "failures_client_abort") + stat(&lab, "failures_bad_request") > 0);
+    stop_clean(z);
+}
+
+/// Finding 4: a RST whose sequence number was inside the window but not
+/// exactly the next expected one (and RST|ACK likewise) closed a live
+/// connection. RFC 5961 3.2: only an exact RST is taken; one elsewhere in
+/// the window gets a challenge ACK and the connection lives on.
+#[test]
+fn blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let body = web("")
+        + "\n[[listener]]\nport = \"client\"\ntcp_port = 8080\nmode = \"static\"\n\
+           [listener.static]\nstatus = 200\nbody = \"hello\\n\"\n";
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    for port in [80u16, 8080] {
+        let script = repo_root().join("tests/peers/blind_reset.py");
+        let out = lab.exec_ok(
+            "client",
+            [
+                "python3",
+                script.to_str().unwrap(),
+                CLIENT_IF,
+                PROXY_CLIENT_IP,
+                &port.to_string(),
+            ],
+        );
+        eprintln!("port {port}: {out}");
+        let seen: serde_json::Value =
+            serde_json::from_str(out.trim()).expect("blind_reset.py JSON");
+        assert_eq!(seen["first"], true, "port {port}: no first answer: {seen}");
+        for case in ["rst-in-window", "rstack-in-window"] {
+            assert_eq!(
+                seen[case]["alive"], true,
+                "port {port}: an in-window {case} closed the connection: {seen}"
+            );
+            assert!(
+                u(&seen[case]["challenge_acks"]) >= 1,
+                "port {port}: no challenge ACK for {case}: {seen}"
+            );
+        }
+        assert_eq!(
+            seen["rst-exact"]["alive"], false,
+            "port {port}: an exact RST must close: {seen}"
+        );
+    }
+    assert!(stat(&lab, "rst_challenged") >= 4);
     stop_clean(z);
 }

@@ -197,9 +197,10 @@ pub struct Listener {
     /// For `http` mode: a request head must arrive within this (slowloris).
     #[serde(default = "header_timeout_ms")]
     pub header_timeout_ms: u64,
-    /// Open connections one client address may hold (0: no limit); more get a RST.
-    #[serde(default)]
-    pub max_connections_per_source: u32,
+    /// Open connections one client address may hold (0: no limit); more get
+    /// a RST. Unset: a quarter of `max_flows`, so that no one address can
+    /// take the flow table that every listener shares.
+    pub max_connections_per_source: Option<u32>,
     /// Client networks allowed to connect ("A.B.C.D/len"); any when empty.
     /// Others get a RST and are counted (`refused_acl`).
     #[serde(default)]

@@ -47,6 +47,7 @@ impl Hash for FlowKey {
 /// splitmix64's finaliser: every input bit moves every output bit. Unkeyed,
 /// so for spreading our own numbers only, never for attacker-chosen keys.
 #[inline]
+#[cfg(test)]
 pub(in crate::net) fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -602,9 +602,7 @@ impl Proxy {
                         .resize_with(n, || Vec::with_capacity(spec.keepalive));
                     g.health.resize_with(n, ServerHealth::default);
                 }
-                None => self
-                    .groups
-                    .push(Group::new(spec, spread(self.seed, i))),
+                None => self.groups.push(Group::new(spec, spread(self.seed, i))),
             }
         }
         self.routes = routes;
