@@ -77,8 +77,8 @@ fn cancelled_uploads_never_take_the_upstream_down() {
             legit["successes"],
             legit["completed"],
             server["connect_failures"],
-            stat(&lab, "failures_client_abort"),
-            stat(&lab, "failures_bad_request"),
+            st["workers"][0]["failures_client_abort"],
+            st["workers"][0]["failures_bad_request"],
         );
         assert!(
             sent >= u64::from(rate * seconds) * 9 / 10,
