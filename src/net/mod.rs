@@ -1,8 +1,8 @@
 //! The per-core network stack: smoltcp over DPDK mbufs, with one socket set
 //! per TCP flow found through a hash table, so per-packet cost does not grow
 //! with the number of open connections. It knows no application: nothing
-//! with the number of open connections. It knows no application: nothing
 //! here imports the application layer.
+//!
 //! - [`arena`]: socket buffer memory on the worker's NUMA node.
 //! - [`counters`]: per-core counters, published to the control thread.
 //! - [`device`]: smoltcp `phy::Device` over mbufs, with batched TX.
