@@ -243,6 +243,14 @@ impl Stack {
             })
             .collect();
         let (rx_len, tx_len) = (spec.socket_rx_buffer, spec.socket_tx_buffer);
+        // Pages come in as flows first use them and stay for the next ones:
+        // resident memory grows to the peak of open flows, never past this.
+        log::info!(
+            "worker {}: socket buffers for {} flows: up to {} MiB, resident as used",
+            spec.worker_index,
+            spec.max_flows,
+            spec.max_flows * (rx_len + tx_len) >> 20
+        );
         // One mapping for every socket buffer, on this worker's node.
         let arena = Arena::on_node(
             spec.max_flows * (rx_len + tx_len),
