@@ -175,20 +175,25 @@ impl Stack {
         if seg.seq.wrapping_sub(sent.rcv_nxt) < window.max(1) && self.challenge_ack_allowed(now_us)
         {
             let key = self.flows.key(f).expect("live flow");
-            let p = &mut self.ports[port];
-            p.send_segment(&segment::Build {
-                src_mac: p.mac,
-                dst_mac: seg.src_mac,
-                src: (key.local_ip, key.local_port),
-                dst: (key.remote_ip, key.remote_port),
-                syn: false,
-                seq: sent.snd_nxt,
-                ack: Some(sent.rcv_nxt),
-                window: self.own_window,
-                mss: None,
-            });
+            self.send_ack(port, key, seg.src_mac, sent.snd_nxt, sent.rcv_nxt);
         }
         false
+    }
+
+    /// A bare ACK on `key`'s connection, built here (not by smoltcp).
+    fn send_ack(&mut self, port: usize, key: FlowKey, to: EthernetAddress, seq: u32, ack: u32) {
+        let p = &mut self.ports[port];
+        p.send_segment(&segment::Build {
+            src_mac: p.mac,
+            dst_mac: to,
+            src: (key.local_ip, key.local_port),
+            dst: (key.remote_ip, key.remote_port),
+            syn: false,
+            seq,
+            ack: Some(ack),
+            window: self.own_window,
+            mss: None,
+        });
     }
 
     fn challenge_ack_allowed(&mut self, now_us: u64) -> bool {
@@ -274,18 +279,8 @@ impl Stack {
             return;
         };
         drop(m);
-        let p = &mut self.ports[port];
-        p.send_segment(&segment::Build {
-            src_mac: p.mac,
-            dst_mac: fin.src_mac,
-            src: (key.local_ip, key.local_port),
-            dst: (key.remote_ip, key.remote_port),
-            syn: false,
-            seq: fin.ack,
-            ack: Some(fin.seq.wrapping_add(fin.payload_len).wrapping_add(1)),
-            window: self.own_window,
-            mss: None,
-        });
+        let ack = fin.seq.wrapping_add(fin.payload_len).wrapping_add(1);
+        self.send_ack(port, key, fin.src_mac, fin.ack, ack);
         self.counters.add(Counter::TimeWaitAcks, 1);
     }
 
