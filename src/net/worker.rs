@@ -755,7 +755,7 @@ impl Worker {
         }
         let l = &self.listeners[listener];
         let app = match &l.app {
-            ListenerApp::Static(_) => FlowApp::Static(ResponderState::default()),
+            ListenerApp::Static(_) => FlowApp::Static(ResponderState::new(l.header_timeout_us)),
             ListenerApp::Tcp { group } => FlowApp::Client(Session::new(
                 Mode::Tcp,
                 key.remote_ip,
@@ -1044,7 +1044,11 @@ impl Worker {
                     unreachable!("static flows come from static listeners")
                 };
                 let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
-                let served = responder.serve(state, sock, &mut self.scratch);
+                let served = if state.deadline_us().is_some_and(|d| now_us >= d) {
+                    responder.timed_out(state, sock)
+                } else {
+                    responder.serve(state, sock, &mut self.scratch, now_us)
+                };
                 self.counters
                     .add(Counter::Requests, u64::from(served.requests));
                 self.counters
@@ -1435,10 +1439,13 @@ impl Worker {
                 if let Some(at) = p.iface.poll_at(instant(now_us), &flow.sockets) {
                     deadline = deadline.min(at.total_micros().max(0) as u64);
                 }
-                if let FlowApp::Client(session) = &flow.app {
-                    if let Some(d) = session.deadline_us() {
-                        deadline = deadline.min(d);
-                    }
+                let app_deadline = match &flow.app {
+                    FlowApp::Client(session) => session.deadline_us(),
+                    FlowApp::Static(state) => state.deadline_us(),
+                    _ => None,
+                };
+                if let Some(d) = app_deadline {
+                    deadline = deadline.min(d);
                 }
                 self.timers.set(slot, deadline);
             }
