@@ -537,7 +537,11 @@ fn balancing_failover_and_recovery() {
             "off",
         ],
     );
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for(
+        Duration::from_secs(8),
+        "the load to reach server 3 (100 requests) before it stops",
+        || backends[2].requests() >= before[2] + 100,
+    );
     backends[2].stop(&lab);
     let stopped_at = t.elapsed();
     let r = wait_bench(running);
@@ -581,7 +585,16 @@ fn balancing_failover_and_recovery() {
 
     // (d) it comes back: after the down period, real requests probe it again.
     backends[2].launch(&lab);
-    std::thread::sleep(Duration::from_secs(6));
+    // It is marked down for a while: requests reach it once that is over.
+    let down = backends[2].requests();
+    wait_for(
+        Duration::from_secs(15),
+        "the restarted server 3 to get a request again",
+        || {
+            curl(&lab, &[&url(80, "/")]);
+            backends[2].requests() > down
+        },
+    );
     let (r, d) = run(80, &n3000);
     eprintln!("recovery: server 3 restarted; 3000 requests: {d:?}");
     assert_eq!(u(&r["successes"]), 3000, "{r}");
@@ -643,10 +656,17 @@ upstream = "web"
         let resp = raw_exchange(&lab, 80, head);
         assert!(resp.starts_with("HTTP/1.1 400 "), "{what} got: {resp:?}");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // A good request behind them: once nginx logged it, whatever zproxy
+    // forwarded before it would have been logged too.
+    assert_eq!(curl(&lab, &[&url(80, "/")]).0, 200);
+    wait_for(
+        Duration::from_secs(5),
+        "nginx to log the good request after the smuggling vectors",
+        || lab.upstream_access_log_lines() > logged,
+    );
     assert_eq!(
         lab.upstream_access_log_lines(),
-        logged,
+        logged + 1,
         "a smuggling vector reached nginx"
     );
 
@@ -948,19 +968,35 @@ fn sighup_adds_and_removes_upstreams_under_load() {
             "off",
         ],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    let b0_before = b[0].requests();
+    wait_for(
+        Duration::from_secs(5),
+        "the load to reach b0 (200 requests) before the first reload",
+        || b[0].requests() >= b0_before + 200,
+    );
     hup("this is not toml [");
     wait_log(&z, "keeping the running config", 3);
     hup(&cfg_with(&[("10.72.0.11:80", 1), ("10.72.0.12:80", 1)]));
     wait_log(&z, "config reloaded", 3);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for(
+        Duration::from_secs(5),
+        "the added server b1 to get 200 requests",
+        || b[1].requests() >= 200,
+    );
     hup(&cfg_with(&[("10.72.0.12:80", 1)]));
-    assert!(wait_until(Duration::from_secs(3), || z
-        .log()
-        .matches("config reloaded")
-        .count()
-        == 2));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(
+        Duration::from_secs(3),
+        "the second \"config reloaded\" in the log",
+        || z.log().matches("config reloaded").count() == 2,
+    );
+    // Requests to b0 that started before the removal end long before b1
+    // serves 200 more: each of the 50 clients sends one at a time.
+    let b1_at_removal = b[1].requests();
+    wait_for(
+        Duration::from_secs(5),
+        "b1 to serve 200 requests after b0's removal",
+        || b[1].requests() >= b1_at_removal + 200,
+    );
     let b0_after_removal = b[0].requests();
     let r = wait_bench(load);
     assert_eq!(
@@ -1017,7 +1053,17 @@ fn sigterm_drains_without_losing_started_requests() {
             "off",
         ],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Drain while both loads are in full swing.
+    let (accepted0, requests0) = (stat(&lab, "flows_accepted"), stat(&lab, "requests"));
+    wait_for(
+        Duration::from_secs(5),
+        "both loads under way (300 closing connections, 300 keep-alive requests)",
+        || {
+            let accepted = stat(&lab, "flows_accepted") - accepted0;
+            let requests = stat(&lab, "requests") - requests0;
+            accepted >= 300 + 50 && requests >= accepted + 300
+        },
+    );
     let (ok, log) = z.stop("TERM");
     assert!(ok, "zproxy failed to drain:\n{log}");
     assert!(
@@ -1053,11 +1099,8 @@ fn metrics_match_what_was_sent() {
     let body = web("");
     let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
     wait_proxy(&lab, &z, 80);
-    let stats = || -> Value {
-        let out = lab.exec_ok("proxy", [env!("CARGO_BIN_EXE_zproxy"), "stats"]);
-        serde_json::from_str::<Value>(&out).expect("stats is JSON")["workers"][0].clone()
-    };
-    std::thread::sleep(Duration::from_millis(300)); // counters are published every 100 ms
+    // Counters published after what came before (wait_proxy's requests).
+    let stats = || -> Value { fresh_stats(&lab)["workers"][0].clone() };
     let before = stats();
     let r = bench(
         &lab,
@@ -1072,7 +1115,6 @@ fn metrics_match_what_was_sent() {
         ],
     );
     assert_eq!(u(&r["successes"]), 2000, "{r}");
-    std::thread::sleep(Duration::from_millis(300));
     let after = stats();
     let d = |k: &str| u(&after[k]) - u(&before[k]);
     assert_eq!(
@@ -1266,28 +1308,63 @@ fn slowloris_and_per_source_limits() {
     let lab = Lab::up();
     let body = listener(80, "http", "web")
         + "header_timeout_ms = 500\nmax_connections_per_source = 20\n"
-        + &upstream("web", &[("10.72.0.1:80", 1)], "");
+        + &upstream("web", &[("10.72.0.1:80", 1)], "")
+        + "\n[[listener]]\nport = \"client\"\ntcp_port = 8080\nmode = \"static\"\n\
+           header_timeout_ms = 500\n[listener.static]\nstatus = 200\nbody = \"hi\\n\"\n";
     let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
     wait_proxy(&lab, &z, 80);
+    assert_eq!(curl(&lab, &[&url(8080, "/")]), (200, "hi\n".into()));
 
-    // A head trickled one header every 200 ms gets a 408 after 500 ms.
-    let started = Instant::now();
-    let script = format!(
-        "exec 3<>/dev/tcp/{PROXY_CLIENT_IP}/80; printf 'GET / HTTP/1.1\\r\\nHost: a\\r\\n' >&3; \
-         for i in $(seq 20); do sleep 0.2; printf 'X-Slow: %s\\r\\n' $i >&3 2>/dev/null || break; done & \
-         trickle=$!; timeout 5 cat <&3; kill $trickle 2>/dev/null"
+    // A head trickled one header every 200 ms gets a 408 after 500 ms (the
+    // script's `sleep 0.2` paces the slow client: the point of the test),
+    // from the proxy and from the static responder alike.
+    for port in [80, 8080] {
+        let started = Instant::now();
+        let script = format!(
+            "exec 3<>/dev/tcp/{PROXY_CLIENT_IP}/{port}; printf 'GET / HTTP/1.1\\r\\nHost: a\\r\\n' >&3; \
+             for i in $(seq 20); do sleep 0.2; printf 'X-Slow: %s\\r\\n' $i >&3 2>/dev/null || break; done & \
+             trickle=$!; timeout 5 cat <&3; kill $trickle 2>/dev/null"
+        );
+        let out = lab.exec("client", ["bash", "-c", &script]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("HTTP/1.1 408 Request Timeout"),
+            "slowloris on :{port} got: {text:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the 408 on :{port} came after {:?}",
+            started.elapsed()
+        );
+    }
+
+    // A partial head, then the client's FIN: the static responder owes
+    // nothing and closes at once (not at the header or idle timeout).
+    const HALF_CLOSE: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")
+s.shutdown(socket.SHUT_WR)
+t = time.monotonic()
+got = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+print(len(got), round((time.monotonic() - t) * 1000))
+"#;
+    let said = lab.exec_ok(
+        "client",
+        ["python3", "-c", HALF_CLOSE, PROXY_CLIENT_IP, "8080"],
     );
-    let out = lab.exec("client", ["bash", "-c", &script]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("HTTP/1.1 408 Request Timeout"),
-        "slowloris got: {text:?}"
+    let (bytes, ms) = said.trim().split_once(' ').expect("bytes ms");
+    assert_eq!(
+        bytes, "0",
+        "a half-closed partial head got an answer: {said}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the 408 came after {:?}",
-        started.elapsed()
-    );
+    let ms: u64 = ms.parse().unwrap();
+    assert!(ms < 400, "closed after {ms} ms, not at once");
 
     // 20 idle connections from one address: the 21st is refused, at once.
     let (holder, opened) = Holder::open(&lab, 80, 20);
@@ -1411,13 +1488,10 @@ fn two_workers_on_two_queues_hand_over_what_lands_on_the_wrong_core() {
             .sum()
     };
     let mut stats = stats_now();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while handoffs(&stats, "handoffs_out") != handoffs(&stats, "handoffs_in")
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(200));
+    wait_until(Duration::from_secs(5), || {
         stats = stats_now();
-    }
+        handoffs(&stats, "handoffs_out") == handoffs(&stats, "handoffs_in")
+    });
     let workers = stats["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
     for (i, w) in workers.iter().enumerate() {
@@ -1502,27 +1576,15 @@ fn syn_cookies_carry_real_clients_through_a_spoofed_syn_flood() {
             "--bad-checksum",
         ],
     );
-    let accepted = || -> u64 {
-        let stats: Value =
-            serde_json::from_str(&lab.exec_ok("proxy", [env!("CARGO_BIN_EXE_zproxy"), "stats"]))
-                .unwrap();
-        u(&stats["workers"][0]["flows_accepted"])
-    };
     assert_eq!(
         curl(&lab, &[&url(81, "/")]).0,
         200,
         "a new connection on another port"
     );
-    // Once the last of them has been taken in and let go.
-    let mut before = accepted();
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = accepted();
-        if now == before {
-            break;
-        }
-        before = now;
-    }
+    // The flood's SYNs came in before the curl's (one queue, one worker):
+    // counters published after it count all of them.
+    let before = u(&fresh_stats(&lab)["workers"][0]["flows_accepted"]);
+    let cookies_before = stat(&lab, "syn_cookies_sent");
     let flood = lab
         .command("client", "python3")
         .args([synflood, PROXY_CLIENT_IP])
@@ -1530,7 +1592,11 @@ fn syn_cookies_carry_real_clients_through_a_spoofed_syn_flood() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("synflood.py");
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for(
+        Duration::from_secs(5),
+        "the flood to fill the SYN backlog (syn_cookies_sent to move)",
+        || stat(&lab, "syn_cookies_sent") > cookies_before,
+    );
     // Real clients come to the L4 listener: every connection takes a slot
     // for a new socket on another port, and one for a new upstream connection.
     let real = bench(

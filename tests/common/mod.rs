@@ -115,8 +115,21 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
+        // The polling interval (the condition is what is waited for).
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Polls `cond` until it returns true; panics saying it waited for `what`
+/// if it does not within `timeout`. Tests wait on conditions like this,
+/// never on a sleep (a sleep is for pacing a client or holding a period).
+pub fn wait_for(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    assert!(
+        wait_until(timeout, cond),
+        "gave up after {:?} waiting for {what}",
+        t.elapsed()
+    );
 }
 
 /// Formats a command's output for assertion messages.

@@ -320,9 +320,40 @@ pub fn stats(lab: &Lab) -> Value {
         } else {
             last = describe(&out);
         }
+        // Retry pacing, not synchronisation: the failure is a race in the
+        // stats endpoint, and the next call usually succeeds.
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("zproxy stats failed 5 times; last: {last}");
+}
+
+/// `zproxy stats` with every worker's counters published after this call
+/// began (workers publish every 100 ms, so one read may show older
+/// counters): what happened before the call is in them. A worker's
+/// `total_cycles` moves on with every publication.
+pub fn fresh_stats(lab: &Lab) -> Value {
+    let cycles = |v: &Value| -> Vec<u64> {
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| u(&w["total_cycles"]))
+            .collect()
+    };
+    let first = cycles(&stats(lab));
+    let mut fresh = Value::Null;
+    wait_for(
+        Duration::from_secs(5),
+        "every worker to publish its counters again (total_cycles to move)",
+        || {
+            fresh = stats(lab);
+            cycles(&fresh)
+                .iter()
+                .zip(&first)
+                .all(|(now, then)| now > then)
+        },
+    );
+    fresh
 }
 
 /// A counter summed over every worker, from `zproxy stats`.
