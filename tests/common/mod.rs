@@ -3,7 +3,9 @@
 //!
 //! Use from a test file with `mod common;`. This file uses only `std`; the
 //! `proxy` module (the lab lock every lab test takes, config builders, curl,
-//! zproxy-bench and `zproxy stats` helpers) adds `serde_json` and `libc`.
+//! zproxy-bench and `zproxy stats` helpers) adds `serde_json` and `libc`;
+//! `nginx` starts extra upstream servers, `faults` has the fault tests'
+//! clients and configs.
 //!
 //! ```ignore
 //! mod common;
@@ -19,6 +21,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod faults;
+pub mod nginx;
 pub mod proxy;
 
 use std::ffi::OsStr;

@@ -1,5 +1,5 @@
-//! Shared by the lab tests that run `zproxy` as a proxy (`lab_proxy`,
-//! `lab_faults`): the lab lock, config builders, curl / zproxy-bench in the
+//! Shared by the lab tests that run `zproxy` as a proxy (`lab_proxy_*`,
+//! `lab_faults_*`): the lab lock, config builders, curl / zproxy-bench in the
 //! client namespace, counters from the log and from `zproxy stats`.
 //!
 //! Use with `mod common;` and `use common::proxy::*;`.

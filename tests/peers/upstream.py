@@ -1,4 +1,4 @@
-"""A misbehaving HTTP upstream for the lab fault tests (tests/lab_faults.rs).
+"""A misbehaving HTTP upstream for the lab fault tests (tests/lab_faults_upstream.rs).
 
 Usage: upstream.py MODE IP PORT EVENTS_FILE
 
