@@ -323,7 +323,7 @@ two_worker_phase() {
   bash bench/lab.sh down >/dev/null
   lab_up 2
   # Worker 1 shares CPU 0 with the clients, the upstream and the control
-  # thread, so it sleeps when idle (as in tests/lab_proxy.rs).
+  # thread, so it sleeps when idle (as in tests/lab_proxy_appliance.rs).
   zproxy_config "$RUN/zproxy-2w.toml" af_packet 2 "worker_lcores = [1, 2]" "worker_cpus = [1, 0]" "idle_sleep_us = 50" "mbufs = 32767"
   close_args; zproxy_run "scale-2w-close$SFX" "$RUN/zproxy-2w.toml" 80
   ka_args; zproxy_run "scale-2w-ka$SFX" "$RUN/zproxy-2w.toml" 80

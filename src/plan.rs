@@ -290,7 +290,10 @@ servers = [{ address = "10.0.0.5:80" }, { address = "10.0.0.6:80" }]
         let c = Config::parse(&format!("[runtime]\nmax_flows = 1000\n{BASE}")).unwrap();
         let l = Layout::default().merge(&c);
         assert_eq!(listeners(&c, &l)[0].max_per_source, 250);
-        let told = BASE.replace("mode = \"http\"", "mode = \"http\"\nmax_connections_per_source = 0");
+        let told = BASE.replace(
+            "mode = \"http\"",
+            "mode = \"http\"\nmax_connections_per_source = 0",
+        );
         let c = Config::parse(&format!("[runtime]\nmax_flows = 1000\n{told}")).unwrap();
         assert_eq!(listeners(&c, &l)[0].max_per_source, 0, "0: no limit");
     }

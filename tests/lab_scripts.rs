@@ -175,6 +175,7 @@ fn lab_down_removes_everything() {
         .trim()
         .parse()
         .unwrap();
+    // A process that runs until `down` kills it (not a wait).
     let mut sleeper = lab.spawn("proxy", ["sleep", "600"]);
     assert!(run_dir.exists());
 

@@ -269,7 +269,7 @@ impl Worker {
         match event {
             Event::Accepted { flow, listener } => self.accept(flow, listener, now_us),
             Event::Ready(f) => match self.apps[f as usize] {
-                FlowApp::Static { .. } => self.serve_static(f),
+                FlowApp::Static { .. } => self.serve_static(f, now_us),
                 // Clients, and the upstreams and probes the proxy opened.
                 FlowApp::Proxy | FlowApp::None => self.proxy.ready(&mut self.stack, f, now_us),
             },
@@ -287,9 +287,9 @@ impl Worker {
             ListenerApp::Static(_) => {
                 self.apps[f as usize] = FlowApp::Static {
                     listener,
-                    state: ResponderState::default(),
+                    state: ResponderState::new(l.header_timeout_us),
                 };
-                return self.serve_static(f);
+                return self.serve_static(f, now_us);
             }
             ListenerApp::Tcp { group } => (Mode::Tcp, *group),
             ListenerApp::Http(_) => (Mode::Http, 0),
@@ -307,14 +307,20 @@ impl Worker {
         );
     }
 
-    fn serve_static(&mut self, f: FlowId) {
+    fn serve_static(&mut self, f: FlowId, now_us: u64) {
         let FlowApp::Static { listener, state } = &mut self.apps[f as usize] else {
             return;
         };
         let ListenerApp::Static(responder) = &self.listeners[*listener].app else {
             return; // reloaded into another mode: the next connection gets it
         };
-        let served = responder.serve(state, self.stack.socket(f), &mut self.scratch);
+        let sock = self.stack.socket(f);
+        let served = if state.deadline_us().is_some_and(|d| now_us >= d) {
+            responder.timed_out(state, sock)
+        } else {
+            responder.serve(state, sock, &mut self.scratch, now_us)
+        };
+        self.stack.set_deadline(f, state.deadline_us());
         let c = &mut self.stack.counters;
         c.add(Counter::Requests, u64::from(served.requests));
         c.add(Counter::BadRequests, u64::from(served.bad_requests));

@@ -3,7 +3,9 @@
 //!
 //! Use from a test file with `mod common;`. This file uses only `std`; the
 //! `proxy` module (the lab lock every lab test takes, config builders, curl,
-//! zproxy-bench and `zproxy stats` helpers) adds `serde_json` and `libc`.
+//! zproxy-bench and `zproxy stats` helpers) adds `serde_json` and `libc`;
+//! `nginx` starts extra upstream servers, `faults` has the fault tests'
+//! clients and configs.
 //!
 //! ```ignore
 //! mod common;
@@ -19,6 +21,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod faults;
+pub mod nginx;
 pub mod proxy;
 
 use std::ffi::OsStr;
@@ -115,8 +119,21 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
+        // The polling interval (the condition is what is waited for).
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Polls `cond` until it returns true; panics saying it waited for `what`
+/// if it does not within `timeout`. Tests wait on conditions like this,
+/// never on a sleep (a sleep is for pacing a client or holding a period).
+pub fn wait_for(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    assert!(
+        wait_until(timeout, cond),
+        "gave up after {:?} waiting for {what}",
+        t.elapsed()
+    );
 }
 
 /// Formats a command's output for assertion messages.

@@ -1,5 +1,5 @@
-//! Shared by the lab tests that run `zproxy` as a proxy (`lab_proxy`,
-//! `lab_faults`): the lab lock, config builders, curl / zproxy-bench in the
+//! Shared by the lab tests that run `zproxy` as a proxy (`lab_proxy_*`,
+//! `lab_faults_*`): the lab lock, config builders, curl / zproxy-bench in the
 //! client namespace, counters from the log and from `zproxy stats`.
 //!
 //! Use with `mod common;` and `use common::proxy::*;`.
@@ -72,6 +72,21 @@ address = "{PROXY_UPSTREAM_IP}/24"
 {body}
 "#
     )
+}
+
+/// `body` with no per-source connection limit on any listener: the lab has
+/// one client address, and the default (max_flows / 4) would stop a test
+/// that fills the table from it.
+pub fn one_source_unlimited(body: &str) -> String {
+    let mut out = String::new();
+    for line in body.lines() {
+        out += line;
+        out += "\n";
+        if line.starts_with("mode = ") {
+            out += "max_connections_per_source = 0\n";
+        }
+    }
+    out
 }
 
 /// A `[[listener]]` on the client port; `mode` is "http" or "tcp".
@@ -320,9 +335,40 @@ pub fn stats(lab: &Lab) -> Value {
         } else {
             last = describe(&out);
         }
+        // Retry pacing, not synchronisation: the failure is a race in the
+        // stats endpoint, and the next call usually succeeds.
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("zproxy stats failed 5 times; last: {last}");
+}
+
+/// `zproxy stats` with every worker's counters published after this call
+/// began (workers publish every 100 ms, so one read may show older
+/// counters): what happened before the call is in them. A worker's
+/// `total_cycles` moves on with every publication.
+pub fn fresh_stats(lab: &Lab) -> Value {
+    let cycles = |v: &Value| -> Vec<u64> {
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| u(&w["total_cycles"]))
+            .collect()
+    };
+    let first = cycles(&stats(lab));
+    let mut fresh = Value::Null;
+    wait_for(
+        Duration::from_secs(5),
+        "every worker to publish its counters again (total_cycles to move)",
+        || {
+            fresh = stats(lab);
+            cycles(&fresh)
+                .iter()
+                .zip(&first)
+                .all(|(now, then)| now > then)
+        },
+    );
+    fresh
 }
 
 /// A counter summed over every worker, from `zproxy stats`.

@@ -1,4 +1,4 @@
-"""A misbehaving HTTP upstream for the lab fault tests (tests/lab_faults.rs).
+"""A misbehaving HTTP upstream for the lab fault tests (tests/lab_faults_upstream.rs).
 
 Usage: upstream.py MODE IP PORT EVENTS_FILE
 
@@ -22,10 +22,12 @@ body), "got ID BYTES", "closed ID HOW" where HOW is
 eof, reset, or done (we closed), so a test can see when the proxy let go of
 an upstream connection.
 """
+import fcntl
 import os
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 
@@ -44,6 +46,20 @@ def reset(c):
     # SO_LINGER with a zero timeout: close() sends a RST instead of a FIN.
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     c.close()
+
+
+def wait_acked(c, cid, secs=5.0):
+    """Waits until the proxy has ACKed all we sent (SIOCOUTQ is 0); after
+    `secs` logs "unacked ID BYTES" and returns False."""
+    deadline = time.monotonic() + secs
+    while True:
+        left = struct.unpack("i", fcntl.ioctl(c, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        if left == 0:
+            return True
+        if time.monotonic() >= deadline:
+            event("unacked", cid, left)
+            return False
+        time.sleep(0.01)  # the polling interval, not the wait
 
 
 def read_head(c):
@@ -115,7 +131,7 @@ def serve(c, cid):
         while send_all(c, cid, b"X-Filler-%d: %s\r\n" % (n, b"y" * 100)):
             n += 1
             if n % 100 == 0:
-                time.sleep(0.01)
+                time.sleep(0.01)  # paces the endless head: the point of the mode
         return
     elif mode == "reset-head":
         reset(c)
@@ -126,7 +142,8 @@ def serve(c, cid):
         if not send_all(c, cid, b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + body):
             return
         event("sent", cid, len(body))
-        time.sleep(0.2)
+        # The body reaches the proxy (and the client has the 200 head) before the RST.
+        wait_acked(c, cid)
         reset(c)
         event("closed", cid, "done")
         return

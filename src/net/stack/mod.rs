@@ -249,7 +249,7 @@ impl Stack {
             "worker {}: socket buffers for {} flows: up to {} MiB, resident as used",
             spec.worker_index,
             spec.max_flows,
-            spec.max_flows * (rx_len + tx_len) >> 20
+            (spec.max_flows * (rx_len + tx_len)) >> 20
         );
         // One mapping for every socket buffer, on this worker's node.
         let arena = Arena::on_node(
