@@ -37,18 +37,6 @@ PROXIES = [
 SIZES = [("1m", "1 MiB", 1 << 20), ("100m", "100 MiB", 100 << 20)]
 
 
-def perf_cycles(label):
-    """cycles:u that `perf stat -x,` counted during the run LABEL (run-lab --perf), or None."""
-    try:
-        for line in open(f"{out}/{label}.perf"):
-            fields = line.strip().split(",")
-            if len(fields) > 2 and fields[2].startswith("cycles") and fields[0].isdigit():
-                return int(fields[0])
-    except OSError:
-        pass
-    return None
-
-
 def tsc_hz(label):
     for path in (f"{out}/{label}.counters", f"{out}/tsc_hz"):
         if os.path.exists(path):
@@ -255,11 +243,15 @@ if any(loaded.values()):
 
     ratio("zproxy", "zproxy-baseline", "ZProxy vs its `--baseline` build")
     for label, name in (("zproxy", "ZProxy"), ("zproxy-baseline", "ZProxy `--baseline` build")):
-        cycles = perf_cycles(loaded[label].label) if loaded.get(label) else None
-        if cycles:
-            conns = loaded[label].r["requests_all"]
-            lines.append(f"- {name}: {cycles / max(conns, 1):,.0f} user-space CPU cycles per connection "
-                         f"(perf stat -e cycles:u over the whole run, {conns:,} connections)")
+        x = loaded.get(label)
+        ticks = x.meta.get("user_ticks") if x else None
+        if ticks is not None:
+            conns = max(x.r["requests_all"], 1)
+            us = ticks / clk_tck * 1e6 / conns
+            hz = tsc_hz(x.label)
+            cycles = f" (~{us * hz / 1e6:,.0f} cycles at the TSC rate)" if hz else ""
+            lines.append(f"- {name}: {us:.2f} µs of user-space CPU per connection{cycles}: the process's "
+                         f"utime over the whole run / {conns:,} connections (no PMU here for `perf stat -e cycles:u`)")
     ratio("zproxy", "haproxy", "ZProxy vs HAProxy")
     ratio("zproxy", "nginx", "ZProxy vs nginx (proxy)")
     ratio("zproxy-static", "nginx-static", "ZProxy static responder vs nginx static")

@@ -12,7 +12,7 @@
 #                    [--only zproxy,haproxy,nginx,direct,static] [--config FILE] [--out DIR]
 #                    [--throughput] [--scaling] [--sweep] [--all] [--no-main] [--no-build] [--repeat N]
 #                    [--tp-concurrency 4] [--tp-duration 10s] [--tp-buffer 262144]
-#                    [--sweep-levels 100,1000,10000] [--baseline BIN] [--perf]
+#                    [--sweep-levels 100,1000,10000] [--baseline BIN]
 #
 # Optional sections (each adds a few minutes):
 #   --throughput  1 MiB and 100 MiB responses (keep-alive, --tp-concurrency
@@ -24,15 +24,13 @@
 #   --repeat N    every run N times, in N rounds; the report shows medians
 #   --baseline BIN  also run the connection benchmark through another zproxy
 #                 build (e.g. the previous commit's), labelled zproxy-baseline
-#   --perf        count ZProxy's user-space CPU cycles (perf stat -e cycles:u)
-#                 during each of its runs; the report divides them by connections
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
-BASELINE="" PERF=0
+BASELINE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -53,8 +51,7 @@ while [ $# -gt 0 ]; do
     --tp-buffer) TP_BUFFER=$2; shift 2 ;;
     --sweep-levels) SWEEP_LEVELS=$2; shift 2 ;;
     --baseline) BASELINE=$2; shift 2 ;;
-    --perf) PERF=1; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -71,7 +68,6 @@ vdevs "$DEVICE" 1 >/dev/null || { echo "run-lab: --device must be af_xdp or af_p
 [[ $SWEEP_LEVELS =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "run-lab: --sweep-levels takes numbers separated by commas" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "run-lab: must run as root (namespaces, hugepages, DPDK)" >&2; exit 2; }
 [ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "run-lab: --baseline $BASELINE is not an executable" >&2; exit 2; }
-[ $PERF = 0 ] || command -v perf >/dev/null || { echo "run-lab: --perf needs perf (apt-get install linux-perf)" >&2; exit 2; }
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 export LAB_PREFIX="zprun$$"
@@ -103,8 +99,9 @@ lab_up() {
 }
 step "lab"; lab_up 1
 
-# utime+stime (clock ticks) of the given processes.
+# utime+stime (clock ticks) of the given processes, and utime alone.
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+user_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 # Peak RSS (kB) of the given processes, summed.
 rss_kb() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
 # "idle total" jiffies of core 0 (the client's and upstream's core).
@@ -119,16 +116,16 @@ zstats() { if [ -n "${ZPID:-}" ]; then bash bench/lab.sh exec proxy "$ZPROXY" st
 # report.py divides it by the requests that ended in that time.
 measure() {
   local label=$1 host=$2 port=$3; shift 3
-  local t0 t1 c0 c1 w0 w1 z0 z1
-  z0=$(zstats); t0=$(cpu_ticks "$@"); c0=$(core0); w0=$(date +%s.%N)
+  local t0 t1 u0 u1 c0 c1 w0 w1 z0 z1
+  z0=$(zstats); t0=$(cpu_ticks "$@"); u0=$(user_ticks "$@"); c0=$(core0); w0=$(date +%s.%N)
   bash bench/lab.sh exec client taskset -c 0 "$BENCH" --host "$host" --port "$port" "${BENCH_ARGS[@]}" \
     --label "$label" --json "$OUT/$label.json" --report "$OUT/$label.md" --plots "$OUT/plots/$label" >/dev/null
-  w1=$(date +%s.%N); t1=$(cpu_ticks "$@"); c1=$(core0)
+  w1=$(date +%s.%N); t1=$(cpu_ticks "$@"); u1=$(user_ticks "$@"); c1=$(core0)
   # Workers publish their counters every 100 ms.
   [ -z "${ZPID:-}" ] || sleep 0.25
   z1=$(zstats)
-  printf '{"cpu_ticks": %s, "wall_s": %s, "rss_kb": %s, "core0": [%s, %s], "hugepages_used": %s, "load1": %s, "zproxy": [%s, %s]}\n' \
-    $((t1 - t0)) "$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", b - a }')" "$(rss_kb "$@")" "$(echo "$c0" | tr ' ' ',')" "$(echo "$c1" | tr ' ' ',')" \
+  printf '{"cpu_ticks": %s, "user_ticks": %s, "wall_s": %s, "rss_kb": %s, "core0": [%s, %s], "hugepages_used": %s, "load1": %s, "zproxy": [%s, %s]}\n' \
+    $((t1 - t0)) $((u1 - u0)) "$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", b - a }')" "$(rss_kb "$@")" "$(echo "$c0" | tr ' ' ',')" "$(echo "$c1" | tr ' ' ',')" \
     "${HUGE_USED:-0}" "$(cut -d' ' -f1 /proc/loadavg)" "$z0" "$z1" > "$OUT/$label.meta"
   python3 - "$OUT/$label.json" <<'PY'
 import json, sys
@@ -141,7 +138,7 @@ PY
 
 # zproxy_run LABEL CONFIG PORT: a fresh ZProxy with CONFIG, one benchmark on PORT, stop.
 zproxy_run() {
-  local label=$1 config=$2 port=$3 perf_pid=""
+  local label=$1 config=$2 port=$3
   bash bench/lab.sh exec proxy "$ZPROXY" run -c "$config" > "$RUN/$label.log" 2>&1 &
   ZPID=$!
   local workers
@@ -151,12 +148,7 @@ zproxy_run() {
   [ "$(grep -c " polling" "$RUN/$label.log")" -ge "$workers" ] || { cat "$RUN/$label.log"; echo "run-lab: ZProxy did not start" >&2; exit 1; }
   bash bench/lab.sh exec client curl -s --retry 5 --retry-connrefused --max-time 2 -o /dev/null "http://10.71.0.2:$port/"
   HUGE_USED=$(awk '/HugePages_Total/ {t=$2} /HugePages_Free/ {f=$2} END {print t - f}' /proc/meminfo)
-  if [ $PERF = 1 ]; then
-    perf stat -e cycles:u -x, -o "$OUT/$label.perf" -p "$(pgrep -n -f "$ZPROXY run -c $config")" &
-    perf_pid=$!
-  fi
   measure "$label" 10.71.0.2 "$port" "$ZPID"
-  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   kill -INT "$ZPID"; wait "$ZPID" || { tail -20 "$RUN/$label.log"; echo "run-lab: ZProxy exited with an error" >&2; exit 1; }
   ZPID=""
   cp "$RUN/$label.log" "$OUT/$label.log"

@@ -156,3 +156,54 @@ fn blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
     assert!(stat(&lab, "rst_challenged") >= 4);
     stop_clean(z);
 }
+
+/// Finding 3: every listener shares one flow table, and with no per-source
+/// limit by default one address holding idle connections filled it, so
+/// legitimate clients were refused on every listener. By default one address
+/// may hold a quarter of the table (`max_flows / 4`).
+#[test]
+fn one_address_cannot_fill_the_flow_table() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let body = web("")
+        + "\n[[listener]]\nport = \"client\"\ntcp_port = 8080\nmode = \"static\"\n\
+           [listener.static]\nstatus = 200\nbody = \"hello\\n\"\n";
+    let cfg = config(16384, &body).replace("max_flows = 16384", "max_flows = 256");
+    let z = ZProxy::start(&lab, "zproxy", &cfg);
+    wait_proxy(&lab, &z, 80);
+    // A second client address, for the legitimate client.
+    let legit_ip = "10.71.0.3";
+    lab.exec_ok(
+        "client",
+        [
+            "ip",
+            "addr",
+            "add",
+            &format!("{legit_ip}/24"),
+            "dev",
+            CLIENT_IF,
+        ],
+    );
+
+    // More idle connections than the table has slots, from one address.
+    let (holder, opened) = Holder::open(&lab, 8080, 300);
+    eprintln!("attacker: {opened}");
+    let held: usize = opened.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        held <= 256 / 4,
+        "one address holds {held} of 256 slots: {opened}"
+    );
+    assert!(stat(&lab, "refused_per_source") > 0);
+    for port in [8080u16, 80] {
+        let (code, _) = curl(&lab, &["--interface", legit_ip, &url(port, "/")]);
+        assert_eq!(
+            code, 200,
+            "another address is refused on :{port} while one holds {held}"
+        );
+    }
+    holder.close();
+    stop_clean(z);
+}
