@@ -686,9 +686,11 @@ impl Harness {
         assert_eq!(open, 0, "flows still open after a quiet minute");
         self.read_sent(false);
         // A released flow slot keeps smoltcp's "waiting for ARP" silence
-        // (1 s) of its last connection; let it lapse so the next input's
-        // connections start as they would on a fresh worker.
-        self.now_us += 2_000_000;
+        // (1 s) of its last connection, and connects the input left to time
+        // out in the quiet minute mark their servers down (5 s, see
+        // `balance`): let both lapse so the next input's connections start
+        // as they would on a fresh worker.
+        self.now_us += 6_000_000;
         self.worker.inject_frame(0, None, self.now_us);
         self.read_sent(false);
         self.probe();

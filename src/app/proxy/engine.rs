@@ -139,7 +139,10 @@ impl Proxy {
         header_timeout_us: u64,
         now_us: u64,
     ) {
-        let client_ip = stack.key(f).expect("accepted flow").remote_ip;
+        let Some(key) = stack.key(f) else {
+            return; // closed before it was taken (the stack skips such events)
+        };
+        let client_ip = key.remote_ip;
         let read_timeout_us = match mode {
             Mode::Tcp => self.groups[group].spec.read_timeout_us,
             Mode::Http => 0,

@@ -341,17 +341,23 @@ impl Stack {
         work
     }
 
-    /// The next thing that happened, oldest first.
+    /// The next thing that happened, oldest first. A flow that closed
+    /// before its `Accepted` or `Ready` was taken (a SYN cookie handshake
+    /// that failed, say) skips them: only its `Closed` follows.
     pub fn next_event(&mut self) -> Option<Event> {
         loop {
             let event = self.events.pop_front()?;
-            if let Event::Ready(f) = event {
-                self.flows.get_mut(f).ready_queued = false;
-                if self.flows.key(f).is_none() {
-                    continue; // closed since; its Closed event follows
+            let f = match event {
+                Event::Ready(f) => {
+                    self.flows.get_mut(f).ready_queued = false;
+                    f
                 }
+                Event::Accepted { flow, .. } => flow,
+                _ => return Some(event),
+            };
+            if self.flows.key(f).is_some() {
+                return Some(event);
             }
-            return Some(event);
         }
     }
 
@@ -850,6 +856,9 @@ impl Stack {
         self.finish(f, now_us);
         if let Some(i) = self.retired.iter().rposition(|&r| r == f) {
             self.retired.swap_remove(i);
+            // A `Ready` queued for the evicted flow must not reach the
+            // slot's next flow (rare: only a full table evicts).
+            self.events.retain(|e| *e != Event::Ready(f));
             self.flows.reuse(f);
         }
         true
