@@ -1,7 +1,7 @@
 //! Frames into a real worker (`src/app/worker.rs` over `src/net/stack/`):
 //! the demux, the flow table, smoltcp and the applications behind it (HTTP
-//! and TCP proxy,
-//! static responder), on DPDK's `net_ring` ports with connections open.
+//! and TCP proxy, static responder), on DPDK's `net_ring` ports with
+//! connections open.
 //! See `src/harness.rs` for the set-up and the checks, `src/ops.rs` for the
 //! input format. Needs root (DPDK EAL).
 #![no_main]
