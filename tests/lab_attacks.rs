@@ -7,6 +7,7 @@
 mod common;
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use common::proxy::*;
 use common::*;
@@ -69,7 +70,7 @@ fn cancelled_uploads_never_take_the_upstream_down() {
             .strip_prefix("sent ")
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("attacker said {said:?}"));
-        let st = stats(&lab);
+        let st = fresh_stats(&lab);
         let server = &st["upstreams"][0];
         eprintln!(
             "rate {rate}/s: attacker sent {sent}; legit: {} of {} ok; upstream connect_failures {}; \
@@ -102,7 +103,11 @@ fn cancelled_uploads_never_take_the_upstream_down() {
         );
     }
     // The attacks reached ZProxy and were told apart from the server's failures.
-    assert!(stat(&lab, "failures_client_abort") + stat(&lab, "failures_bad_request") > 0);
+    wait_for(
+        Duration::from_secs(5),
+        "the attacks to show in the failure counters",
+        || stat(&lab, "failures_client_abort") + stat(&lab, "failures_bad_request") > 0,
+    );
     stop_clean(z);
 }
 
@@ -153,7 +158,11 @@ fn blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
             "port {port}: an exact RST must close: {seen}"
         );
     }
-    assert!(stat(&lab, "rst_challenged") >= 4);
+    wait_for(
+        Duration::from_secs(5),
+        "rst_challenged to count the 4 challenged RSTs",
+        || stat(&lab, "rst_challenged") >= 4,
+    );
     stop_clean(z);
 }
 
@@ -196,7 +205,12 @@ fn one_address_cannot_fill_the_flow_table() {
         held <= 256 / 4,
         "one address holds {held} of 256 slots: {opened}"
     );
-    assert!(stat(&lab, "refused_per_source") > 0);
+    // Counters are published every 100 ms.
+    wait_for(
+        Duration::from_secs(5),
+        "the refusals to show in refused_per_source",
+        || stat(&lab, "refused_per_source") > 0,
+    );
     for port in [8080u16, 80] {
         let (code, _) = curl(&lab, &["--interface", legit_ip, &url(port, "/")]);
         assert_eq!(
