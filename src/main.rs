@@ -62,6 +62,17 @@ fn fetch(address: &str, path: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{address} sent no HTTP response"))
 }
 
+/// Writes `text` to stdout. A reader that went away (`zproxy check | head
+/// -1`) is not an error: the rest is not wanted, so we stop quietly.
+fn write_out(text: &str) -> Result<(), BoxError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The config's logging.level, unless RUST_LOG says otherwise.
@@ -73,41 +84,45 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
-        Command::Check { config } => {
-            Config::load(&config)
-                .map_err(BoxError::from)
-                .and_then(|cfg| {
-                    println!("{}: OK", config.display());
-                    println!("EAL arguments: {}", cfg.eal_args("zproxy-<pid>").join(" "));
-                    let (lines, warnings) =
-                        zproxy::plan::binding(&cfg, std::path::Path::new("/sys"))
-                            .map_err(|e| format!("{}: worker binding: {e}", config.display()))?;
-                    lines.iter().for_each(|l| println!("{l}"));
-                    warnings.iter().for_each(|w| println!("warning: {w}"));
-                    for p in &cfg.ports {
-                        println!(
-                            "port '{}': {} address {} gateway {:?}",
-                            p.name,
-                            p.device(),
-                            p.address,
-                            p.gateway
-                        );
-                    }
-                    for l in &cfg.listeners {
-                        println!(
-                            "listener: port '{}' tcp {} mode {:?}",
-                            l.port, l.tcp_port, l.mode
-                        );
-                    }
-                    Ok::<(), BoxError>(())
-                })
-        }
+        Command::Check { config } => Config::check_file(&config, std::path::Path::new("/sys"))
+            .map_err(BoxError::from)
+            .and_then(|checked| {
+                let cfg = &checked.config;
+                let file = config.display();
+                let mut out = format!("{file}: OK\n");
+                out += &format!(
+                    "EAL arguments: {}\n",
+                    cfg.eal_args("zproxy-<pid>").join(" ")
+                );
+                for l in &checked.binding {
+                    out += &format!("{l}\n");
+                }
+                for w in &checked.warnings {
+                    out += &format!("warning: {file}: {w}\n");
+                }
+                for p in &cfg.ports {
+                    out += &format!(
+                        "port '{}': {} address {} gateway {:?}\n",
+                        p.name,
+                        p.device(),
+                        p.address,
+                        p.gateway
+                    );
+                }
+                for l in &cfg.listeners {
+                    out += &format!(
+                        "listener: port '{}' tcp {} mode {:?}\n",
+                        l.port, l.tcp_port, l.mode
+                    );
+                }
+                write_out(&out)
+            }),
         Command::Stats {
             address,
             prometheus,
         } => fetch(&address, if prometheus { "/metrics" } else { "/stats" })
-            .map(|body| print!("{body}"))
-            .map_err(BoxError::from),
+            .map_err(BoxError::from)
+            .and_then(|body| write_out(&body)),
         Command::Run { config } => Config::load(&config)
             .map_err(BoxError::from)
             .and_then(|cfg| zproxy::runtime::run(cfg, &config).map_err(BoxError::from)),

@@ -96,15 +96,23 @@ pub fn check_binding(
     port_nodes: &[(String, Option<u32>)],
 ) -> Result<Vec<String>, String> {
     let mut warnings = Vec::new();
+    let online = || -> Vec<u32> {
+        topo.nodes
+            .iter()
+            .flat_map(|n| n.cpus.iter().copied())
+            .collect()
+    };
+    if !topo.nodes.is_empty() && topo.node_of_cpu(main_cpu).is_none() {
+        return Err(format!(
+            "control CPU {main_cpu} (main_lcore) does not exist (online CPUs: {:?})",
+            online()
+        ));
+    }
     for &cpu in worker_cpus {
         if topo.node_of_cpu(cpu).is_none() {
-            let all: Vec<u32> = topo
-                .nodes
-                .iter()
-                .flat_map(|n| n.cpus.iter().copied())
-                .collect();
             return Err(format!(
-                "worker CPU {cpu} does not exist (online CPUs: {all:?})"
+                "worker CPU {cpu} does not exist (online CPUs: {:?})",
+                online()
             ));
         }
     }

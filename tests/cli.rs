@@ -156,3 +156,43 @@ fn stats_explains_an_unreachable_endpoint() {
         "{err}"
     );
 }
+
+#[test]
+fn check_output_into_a_closed_pipe_exits_quietly() {
+    use std::process::Stdio;
+    // `zproxy check -c X | head -1`, with a reader that closes before a byte is read.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zproxy"))
+        .args(["check", "-c", &repo("configs/lab.toml")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run zproxy");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait zproxy");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("panicked"),
+        "{:?}: {err}",
+        out.status
+    );
+}
+
+#[test]
+fn check_refuses_a_worker_on_a_missing_cpu_without_saying_ok() {
+    let dir = common::TempDir::new("cli-lcore");
+    let bad = dir.path().join("lcore.toml");
+    let text = std::fs::read_to_string(repo("configs/lab.toml"))
+        .unwrap()
+        .replace("worker_lcores = [1]", "worker_lcores = [127]");
+    std::fs::write(&bad, text).unwrap();
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    if zproxy::topology::parse_cpulist(&online).contains(&127) {
+        return;
+    }
+    let (ok, out, err) = zproxy(&["check", "-c", bad.to_str().unwrap()]);
+    assert!(!ok && !out.contains("OK"), "{out}");
+    assert!(
+        err.contains("lcore.toml: line 10: worker binding: worker CPU 127 does not exist"),
+        "{err}"
+    );
+}

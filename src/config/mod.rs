@@ -3,6 +3,9 @@
 //!
 //! - `types`: the sections and their defaults, as serde reads them.
 //! - `validate`: the cross-checks serde cannot express.
+//! - `limits`: values DPDK or the data path cannot take.
+//! - `locate`: the line of a key in the n-th `[[table]]`.
+//! - `warn`: `zproxy check`'s extra: warnings and the machine's checks.
 //! - `eal`: the EAL arguments a config asks for.
 //! - `error`: [`ConfigError`].
 
@@ -11,16 +14,25 @@ use std::path::Path;
 
 mod eal;
 mod error;
+mod limits;
+mod locate;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_check;
 mod types;
 mod validate;
+mod warn;
 
 pub use error::ConfigError;
+pub use limits::{
+    EAL_FLAGS, MAX_DESCRIPTORS, MAX_LCORE, MAX_MBUFS, MAX_MBUF_CACHE, MAX_MTU, MIN_MTU,
+};
 pub use types::{
     Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener, ListenerMode, Logging,
     Management, PortSection, Route, Runtime, Server, StaticResponse, UpstreamGroup,
 };
+pub use warn::Checked;
 
 /// Longest duration any `*_ms` key takes (30 days).
 pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -47,6 +59,7 @@ impl Config {
             cfg.choose_worker_cores(text, sysfs)?;
         }
         cfg.validate(text)?;
+        cfg.validate_limits(text)?;
         Ok(cfg)
     }
 

@@ -1,6 +1,7 @@
 //! Cross-checks of a parsed config that serde cannot express; every error
 //! names the key and, where it can be found, the line.
 
+use super::locate::Place;
 use super::{in_network, parse_cidr, Config, ConfigError, ListenerMode, MAX_DURATION_MS};
 
 /// The first line (1-based) that contains `needle`.
@@ -91,7 +92,7 @@ impl Config {
             ));
         }
         for (i, p) in self.ports.iter().enumerate() {
-            let where_ = at(&format!("\"{}\"", p.name));
+            let where_ = Place::new("port", i).line(text, "name");
             match (&p.vdev, &p.pci) {
                 (Some(_), Some(_)) => return Err(invalid(where_, "port.vdev", format!("port '{}': give either vdev or pci, not both", p.name))),
                 (None, None) => return Err(invalid(where_, "port.vdev", format!("port '{}': give vdev (e.g. \"net_af_xdp0,iface=eth1\") or pci (e.g. \"0000:03:00.0\")", p.name))),
@@ -204,7 +205,7 @@ impl Config {
             return Err(invalid(at(&self.management.address), "management.address", format!("management.address = \"{}\" is not IP:port (e.g. \"127.0.0.1:9090\"; \"\" turns it off)", self.management.address)));
         }
         for (i, u) in self.upstreams.iter().enumerate() {
-            let uat = at(&format!("\"{}\"", u.name));
+            let uat = Place::new("upstream", i).line(text, "name");
             if self.upstreams[..i].iter().any(|o| o.name == u.name) {
                 return Err(invalid(
                     uat,
@@ -224,7 +225,7 @@ impl Config {
             };
             if u.servers.is_empty() {
                 return Err(invalid(
-                    uat,
+                    Place::new("upstream", i).line(text, "servers"),
                     "upstream.servers",
                     format!("upstream '{}': servers is empty", u.name),
                 ));

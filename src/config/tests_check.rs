@@ -1,0 +1,216 @@
+//! What `zproxy check` refuses beyond the loader's first checks: one row per
+//! wrong config, with the message expected and the line it must point at.
+
+use std::path::Path;
+
+use super::*;
+
+/// Line numbers below count from the first line of this text.
+const BASE: &str = r#"[runtime]
+main_lcore = 0
+worker_lcores = [1]
+mbufs = 16383
+mbuf_cache = 256
+
+[[port]]
+name = "client"
+vdev = "net_af_xdp0,iface=cli1"
+address = "10.71.0.2/24"
+gateway = "10.71.0.1"
+
+[[port]]
+name = "upstream"
+vdev = "net_af_xdp1,iface=ups1"
+address = "10.72.0.2/24"
+
+[[listener]]
+port = "client"
+tcp_port = 80
+mode = "http"
+upstream = "web"
+
+[[listener]]
+port = "client"
+tcp_port = 81
+mode = "tcp"
+upstream = "web"
+
+[[listener]]
+port = "client"
+tcp_port = 8080
+mode = "static"
+[listener.static]
+status = 200
+body = "ok\n"
+
+[[upstream]]
+name = "web"
+port = "upstream"
+servers = [{ address = "10.72.0.1:80" }]
+"#;
+
+/// BASE with `from` replaced by `to` (which must be there).
+fn with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?} is not in BASE");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn the_base_config_is_valid_and_quiet() {
+    let c = Config::parse(BASE).unwrap();
+    assert!(c.warnings(BASE).is_empty(), "{:?}", c.warnings(BASE));
+    assert_eq!(
+        MAX_MTU, 2034,
+        "a 2048-byte mbuf data room less the Ethernet header"
+    );
+    for text in [
+        include_str!("../../configs/lab.toml"),
+        include_str!("../../configs/zproxy.toml"),
+    ] {
+        let c = Config::parse(text).unwrap();
+        assert!(c.warnings(text).is_empty(), "{:?}", c.warnings(text));
+    }
+}
+
+#[test]
+fn wrong_values_name_key_line_and_fix() {
+    // (config, message substring, line)
+    let cases: Vec<(String, &str, Option<usize>)> = vec![
+        (with("main_lcore = 0", "main_lcore = 999"), "runtime.main_lcore = 999: DPDK lcore ids are 0..=", Some(2)),
+        (with("worker_lcores = [1]", "worker_lcores = [1000]"), "lcore 1000 is beyond DPDK's lcore ids", Some(3)),
+        (with("tcp_port = 81", "tcp_port = 0"), "tcp_port must be 1..=65535", Some(26)),
+        (with("status = 200", "status = 0"), "static status = 0: must be 200..=599", Some(35)),
+        (with("status = 200", "status = 999"), "static status = 999: must be 200..=599", Some(35)),
+        (with("status = 200", "status = 101"), "1xx are interim responses", Some(35)),
+        (with("status = 200", "status = 204"), "static status = 204 must not carry a body", Some(35)),
+        (with("address = \"10.71.0.2/24\"", "address = \"10.71.0.2/24\"\nrx_descriptors = 0"), "port 'client': rx_descriptors = 0: must be 1..=32768", Some(11)),
+        (with("address = \"10.72.0.2/24\"", "address = \"10.72.0.2/24\"\ntx_descriptors = 40000").replace("mbufs = 16383", "mbufs = 131071"), "port 'upstream': tx_descriptors = 40000: must be 1..=32768", Some(17)),
+        (with("address = \"10.71.0.2/24\"", "address = \"10.71.0.2/24\"\nmtu = 100"), "port 'client': mtu = 100: must be 576..=", Some(11)),
+        (with("address = \"10.71.0.2/24\"", "address = \"10.71.0.2/24\"\nmtu = 9000"), "jumbo frames are not supported", Some(11)),
+        (with("mbuf_cache = 256", "mbuf_cache = 100000"), "runtime.mbuf_cache = 100000: DPDK takes at most 512", Some(5)),
+        (with("mbufs = 16383\nmbuf_cache = 256", "mbufs = 600\nmbuf_cache = 512").replace("/24\"\n", "/24\"\nrx_descriptors = 8\ntx_descriptors = 8\n"), "larger than mbufs / 1.5 (400)", Some(5)),
+        (with("mbufs = 16383", "mbufs = 4294967295"), "runtime.mbufs = 4294967295: at most 16777216", Some(4)),
+        (with("gateway = \"10.71.0.1\"", "gateway = \"10.9.0.1\""), "port 'client': gateway 10.9.0.1 is not on the port's link (10.71.0.2/24): give the next hop's address inside 10.71.0.0/24", Some(11)),
+        (with("gateway = \"10.71.0.1\"", "gateway = \"10.71.0.2\""), "is the port's own address", Some(11)),
+        (with("address = \"10.72.0.2/24\"", "address = \"10.71.0.3/24\"").replace("10.72.0.1:80", "10.71.0.9:80"), "port 'upstream': address 10.71.0.3/24 is in the same subnet as port 'client'", Some(16)),
+        (with("address = \"10.72.0.2/24\"", "address = \"10.0.0.2/8\"").replace("10.72.0.1:80", "10.9.0.9:80"), "in the same subnet as port 'client'", Some(16)),
+        (with("worker_lcores = [1]", "worker_lcores = [1]\neal_args = [\"--foo\"]"), "runtime.eal_args: unknown EAL option --foo: allowed are --log-level", Some(4)),
+        (with("worker_lcores = [1]", "worker_lcores = [1]\neal_args = [\"--lcores=0@0\"]"), "--lcores is set by zproxy itself (from runtime.worker_lcores)", Some(4)),
+        (with("worker_lcores = [1]", "worker_lcores = [1]\neal_args = [\"foo\"]"), "\"foo\" is not an EAL option", Some(4)),
+        (with("vdev = \"net_af_xdp0,iface=cli1\"", "pci = \"not-a-pci\""), "port 'client': pci = \"not-a-pci\" is not a PCI address: use DDDD:BB:DD.F or BB:DD.F", Some(9)),
+        (with("vdev = \"net_af_xdp0,iface=cli1\"", "pci = \"0000:03:00.9\""), "is not a PCI address", Some(9)),
+        (with("mode = \"tcp\"\nupstream = \"web\"", "mode = \"tcp\"\nupstream = \"web\"\n[[listener.route]]\npath_prefix = \"/\"\nupstream = \"web\""), "[[listener.route]] only applies to mode = \"http\" (a tcp listener", Some(29)),
+        (with("mode = \"static\"", "mode = \"static\"\n[[listener.route]]\nupstream = \"web\""), "a static listener never reads", Some(34)),
+        (with("mode = \"static\"", "mode = \"static\"\nupstream = \"web\""), "tcp_port 8080: upstream does nothing on a static listener", Some(34)),
+        (with("upstream = \"web\"\n", "upstream = \"web\"\nheader_timeout_ms = 0\n"), "tcp_port 80: header_timeout_ms must be > 0: 0 turns the slowloris guard off", Some(23)),
+        (with("mode = \"static\"", "mode = \"static\"\nheader_timeout_ms = 0"), "tcp_port 8080: header_timeout_ms must be > 0", Some(34)),
+        // An empty group is reported at the group, not at a listener naming it.
+        (with("servers = [{ address = \"10.72.0.1:80\" }]", "servers = []"), "upstream 'web': servers is empty", Some(41)),
+        // A port's errors point into that port, not at the first mention of its name.
+        (with("name = \"upstream\"\n", "name = \"upstream\"\nqueues = 3\n"), "port 'upstream': queues = 3", Some(14)),
+    ];
+    for (text, want, line) in &cases {
+        let e = Config::parse(text).unwrap_err();
+        let got = e.to_string();
+        assert!(got.contains(want), "want {want:?} in {got:?}");
+        assert_eq!(e.line(), *line, "line of {got:?}");
+    }
+}
+
+#[test]
+fn shipped_eal_flags_and_pci_forms_are_accepted() {
+    for args in [
+        r#"["--log-level=pmd.net.af_xdp:debug"]"#,
+        r#"["--log-level", "lib.eal:debug", "--iova-mode=va", "--legacy-mem"]"#,
+    ] {
+        let text = with(
+            "worker_lcores = [1]",
+            &format!("worker_lcores = [1]\neal_args = {args}"),
+        );
+        Config::parse(&text).unwrap_or_else(|e| panic!("{args}: {e}"));
+    }
+    for pci in ["0000:03:00.0", "03:00.1", "0000:af:1f.7"] {
+        assert!(limits::is_pci_address(pci), "{pci}");
+    }
+    for pci in [
+        "not-a-pci",
+        "0000:03:00",
+        "3:00.0",
+        "0000:03:20.0",
+        "0000:03:00.8",
+        "00000:03:00.0",
+    ] {
+        assert!(!limits::is_pci_address(pci), "{pci}");
+    }
+    let low = with(
+        "address = \"10.71.0.2/24\"",
+        "address = \"10.71.0.2/24\"\nmtu = 576\nrx_descriptors = 8",
+    );
+    Config::parse(&low).expect("the smallest MTU and an 8-entry ring are fine");
+}
+
+#[test]
+fn check_warns_of_keys_that_do_nothing() {
+    let text = with("mode = \"tcp\"\nupstream = \"web\"", "mode = \"tcp\"\nupstream = \"web\"\nheader_timeout_ms = 500\n[listener.static]\nbody = \"x\"")
+        .replacen("mbuf_cache = 256", "mbuf_cache = 256\nmemory_mb = 64", 1)
+        + "[upstream.health_check]\nkind = \"tcp\"\npath = \"/h\"\n";
+    let c = Config::parse(&text).unwrap();
+    let w = c.warnings(&text);
+    let want = [
+        "line 6: runtime.memory_mb does nothing without no_huge = true",
+        "line 30: listener on port 'client' tcp_port 81: header_timeout_ms does nothing in mode = \"tcp\"",
+        "line 31: listener on port 'client' tcp_port 81: [listener.static] does nothing unless mode = \"static\"",
+        "line 48: upstream 'web': health_check path does nothing with kind = \"tcp\"",
+    ];
+    assert_eq!(w.len(), want.len(), "{w:#?}");
+    for (got, want) in w.iter().zip(want) {
+        assert!(got.starts_with(want), "want {want:?}, got {got:?}");
+    }
+}
+
+#[test]
+fn check_tests_the_machine_too() {
+    let root = std::env::temp_dir().join(format!("zproxy-cfg-check-{}", std::process::id()));
+    let d = root.join("devices/system/node/node0");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("cpulist"), "0-3").unwrap();
+    let ok = Config::check_text(BASE, &root).unwrap();
+    assert!(
+        ok.binding[0].starts_with("control thread: lcore 0 on CPU 0"),
+        "{:?}",
+        ok.binding
+    );
+    let cases = [
+        (
+            with("main_lcore = 0", "main_lcore = 99"),
+            "line 2: worker binding: control CPU 99 (main_lcore) does not exist",
+        ),
+        (
+            with("worker_lcores = [1]", "worker_lcores = [64]"),
+            "line 3: worker binding: worker CPU 64 does not exist",
+        ),
+        (
+            with(
+                "mbufs = 16383",
+                "mbufs = 16383\nhugepage_dir = \"/nonexistent/hugepages\"",
+            ),
+            "line 5: runtime.hugepage_dir = \"/nonexistent/hugepages\" is not a directory",
+        ),
+    ];
+    for (text, want) in &cases {
+        let got = match Config::check_text(text, &root) {
+            Ok(_) => panic!("accepted: {want}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(got.starts_with(want), "want {want:?}, got {got:?}");
+    }
+    std::fs::remove_dir_all(root).unwrap();
+    // The file's name is on every error.
+    let e = Config::check_file(Path::new("/nonexistent/z.toml"), Path::new("/sys"))
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("/nonexistent/z.toml: cannot read"),
+        "{e}"
+    );
+}
