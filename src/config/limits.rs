@@ -7,7 +7,7 @@ use super::locate::Place;
 use super::{in_network, Config, ConfigError, ListenerMode};
 
 /// DPDK's `RTE_MAX_LCORE`: lcore ids are below it.
-pub const MAX_LCORE: u32 = zproxy_ffi::RTE_MAX_LCORE;
+pub const MAX_LCORE: u32 = crate::dpdk::MAX_LCORE;
 /// DPDK's `RTE_MEMPOOL_CACHE_MAX_SIZE`: the largest per-lcore mbuf cache.
 pub const MAX_MBUF_CACHE: u32 = 512;
 /// Most mbufs per pool: 2^24 mbufs of about 2.3 KiB are already 38 GiB of
@@ -20,8 +20,7 @@ pub const MAX_DESCRIPTORS: u16 = 32768;
 pub const MIN_MTU: u16 = 576;
 /// Largest IP MTU: a frame (14-byte Ethernet header included) must fit one
 /// mbuf's data room; frames are never split over several mbufs.
-pub const MAX_MTU: u16 =
-    (zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE - zproxy_ffi::RTE_PKTMBUF_HEADROOM - 14) as u16;
+pub const MAX_MTU: u16 = crate::dpdk::MBUF_DEFAULT_BUF_SIZE - crate::dpdk::PKTMBUF_HEADROOM - 14;
 
 /// EAL options `eal_args` may add: zproxy sets the lcores, memory and
 /// devices itself (see [`OWN_EAL_FLAGS`]); anything else is refused.

@@ -23,6 +23,12 @@ pub use port::{LinkStatus, Port, PortConfig, PortId, PortQueue, PortStats, Queue
 pub const MBUF_DEFAULT_BUF_SIZE: u16 = zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
 const _: () = assert!(zproxy_ffi::RTE_MBUF_DEFAULT_BUF_SIZE <= u16::MAX as u32);
 
+/// Headroom DPDK keeps before a packet's data (`RTE_PKTMBUF_HEADROOM`).
+pub const PKTMBUF_HEADROOM: u16 = zproxy_ffi::RTE_PKTMBUF_HEADROOM as u16;
+
+/// Lcore ids are below this (`RTE_MAX_LCORE`).
+pub const MAX_LCORE: u32 = zproxy_ffi::RTE_MAX_LCORE;
+
 /// The standard Ethernet MTU (`RTE_ETHER_MTU`, 1500 bytes of IP).
 pub const ETHER_MTU: u16 = zproxy_ffi::RTE_ETHER_MTU as u16;
 
