@@ -12,6 +12,13 @@ use std::time::Duration;
 use common::proxy::*;
 use common::*;
 
+/// :80 proxied to the lab's nginx, :8080 a static "hello".
+fn web_and_hello() -> String {
+    web("")
+        + "\n[[listener]]\nport = \"client\"\ntcp_port = 8080\nmode = \"static\"\n\
+           [listener.static]\nstatus = 200\nbody = \"hello\\n\"\n"
+}
+
 /// Runs tests/peers/cancelled_uploads.py in the client namespace.
 fn spawn_attacker(lab: &Lab, port: u16, rate: u32, seconds: u32) -> std::process::Child {
     let script = repo_root().join("tests/peers/cancelled_uploads.py");
@@ -122,9 +129,7 @@ fn blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    let body = web("")
-        + "\n[[listener]]\nport = \"client\"\ntcp_port = 8080\nmode = \"static\"\n\
-           [listener.static]\nstatus = 200\nbody = \"hello\\n\"\n";
+    let body = web_and_hello();
     let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
     wait_proxy(&lab, &z, 80);
     for port in [80u16, 8080] {
@@ -177,9 +182,7 @@ fn one_address_cannot_fill_the_flow_table() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    let body = web("")
-        + "\n[[listener]]\nport = \"client\"\ntcp_port = 8080\nmode = \"static\"\n\
-           [listener.static]\nstatus = 200\nbody = \"hello\\n\"\n";
+    let body = web_and_hello();
     let cfg = config(16384, &body).replace("max_flows = 16384", "max_flows = 256");
     let z = ZProxy::start(&lab, "zproxy", &cfg);
     wait_proxy(&lab, &z, 80);
