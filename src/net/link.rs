@@ -132,23 +132,13 @@ impl Link {
 
     /// Broadcasts "who has `target`?".
     pub fn send_arp_request(&mut self, target: Ipv4Addr) {
-        let arp = ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Request,
-            source_hardware_addr: self.mac,
-            source_protocol_addr: self.ip,
-            target_hardware_addr: EthernetAddress([0; 6]),
-            target_protocol_addr: target,
-        };
-        let eth = EthernetRepr {
-            src_addr: self.mac,
-            dst_addr: EthernetAddress::BROADCAST,
-            ethertype: EthernetProtocol::Arp,
-        };
-        self.send_frame(eth.buffer_len() + arp.buffer_len(), |buf| {
-            let mut frame = EthernetFrame::new_unchecked(buf);
-            eth.emit(&mut frame);
-            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-        });
+        let frame = ArpFrame::new(
+            ArpOperation::Request,
+            (self.mac, self.ip),
+            (EthernetAddress([0; 6]), target),
+            EthernetAddress::BROADCAST,
+        );
+        self.send_frame(frame.len(), |buf| frame.emit(buf));
     }
 
     /// smoltcp learns neighbours only from ARP, so a SYN from a client it
@@ -177,23 +167,56 @@ impl Link {
             self.gleaned.clear();
         }
         self.gleaned.insert(ip, now_us);
-        let arp = ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Reply,
-            source_hardware_addr: mac,
-            source_protocol_addr: ip,
-            target_hardware_addr: self.mac,
-            target_protocol_addr: self.ip,
-        };
-        let eth = EthernetRepr {
-            src_addr: mac,
-            dst_addr: self.mac,
-            ethertype: EthernetProtocol::Arp,
-        };
+        let frame = ArpFrame::new(
+            ArpOperation::Reply,
+            (mac, ip),
+            (self.mac, self.ip),
+            self.mac,
+        );
         let mut m = pool.alloc()?;
-        let buf = m.append(eth.buffer_len() + arp.buffer_len())?;
-        let mut frame = EthernetFrame::new_unchecked(buf);
-        eth.emit(&mut frame);
-        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        frame.emit(m.append(frame.len())?);
         Some(m)
+    }
+}
+
+/// An ARP packet in its Ethernet frame, from the sender's MAC.
+struct ArpFrame {
+    eth: EthernetRepr,
+    arp: ArpRepr,
+}
+
+impl ArpFrame {
+    fn new(
+        operation: ArpOperation,
+        (sender_mac, sender_ip): (EthernetAddress, Ipv4Addr),
+        (target_mac, target_ip): (EthernetAddress, Ipv4Addr),
+        eth_dst: EthernetAddress,
+    ) -> ArpFrame {
+        ArpFrame {
+            eth: EthernetRepr {
+                src_addr: sender_mac,
+                dst_addr: eth_dst,
+                ethertype: EthernetProtocol::Arp,
+            },
+            arp: ArpRepr::EthernetIpv4 {
+                operation,
+                source_hardware_addr: sender_mac,
+                source_protocol_addr: sender_ip,
+                target_hardware_addr: target_mac,
+                target_protocol_addr: target_ip,
+            },
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.eth.buffer_len() + self.arp.buffer_len()
+    }
+
+    /// Writes the frame into `buf` (exactly `len()` bytes).
+    fn emit(&self, buf: &mut [u8]) {
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        self.eth.emit(&mut frame);
+        self.arp
+            .emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
     }
 }

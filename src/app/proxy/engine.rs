@@ -31,6 +31,13 @@ pub struct GroupSpec {
     pub health: Option<HealthCheck>,
 }
 
+impl GroupSpec {
+    /// How long an upstream connection in use may stay silent.
+    fn upstream_idle_us(&self) -> u64 {
+        self.read_timeout_us.max(self.connect_timeout_us)
+    }
+}
+
 /// One upstream server's figures, as published for the management endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamStat {
@@ -359,8 +366,7 @@ impl Proxy {
             {
                 reused = Some(u);
                 stack.counters.add(Counter::UpstreamReused, 1);
-                let idle_us = g.spec.read_timeout_us.max(g.spec.connect_timeout_us);
-                stack.set_idle_timeout(u, idle_us, now_us);
+                stack.set_idle_timeout(u, g.spec.upstream_idle_us(), now_us);
                 break;
             }
             sock.abort();
@@ -376,7 +382,7 @@ impl Proxy {
                         local_ports: g.spec.local_ports,
                         next_local_port: &mut g.next_local_port,
                         connect_timeout_us: g.spec.connect_timeout_us,
-                        idle_timeout_us: g.spec.read_timeout_us.max(g.spec.connect_timeout_us),
+                        idle_timeout_us: g.spec.upstream_idle_us(),
                     },
                     now_us,
                 );

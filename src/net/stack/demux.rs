@@ -231,8 +231,7 @@ impl Stack {
         }
         self.reset_flow(f, port, Some(listener), idle_timeout_us, now_us);
         if reserve {
-            self.flows.get_mut(f).reserve = true;
-            self.reserved += 1;
+            self.reserve(f);
         }
         let sock = self.flows.get_mut(f).socket();
         sock.listen(key.local_port)

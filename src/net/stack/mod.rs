@@ -322,9 +322,7 @@ impl Stack {
     /// by other cores, due timers and TIME-WAIT expiry. Returns how much
     /// work it found; the outcome is in [`next_event`](Self::next_event).
     pub fn poll(&mut self, rx: &mut MbufBurst<BURST>, now_us: u64) -> usize {
-        for slot in self.retired.drain(..) {
-            self.flows.reuse(slot);
-        }
+        self.reuse_retired();
         let mut work = 0;
         for p in 0..self.ports.len() {
             let n = self.ports[p].rx.rx_burst(rx);
@@ -424,9 +422,12 @@ impl Stack {
 
     /// Marks an idle flow that may be closed when slots run short.
     pub fn set_evictable(&mut self, f: FlowId) {
+        if self.flows.key(f).is_none() {
+            return;
+        }
         let flow = self.flows.get_mut(f);
-        if !flow.evictable && self.flows.key(f).is_some() {
-            self.flows.get_mut(f).evictable = true;
+        if !flow.evictable {
+            flow.evictable = true;
             self.evictable.push(f);
         }
     }
@@ -594,9 +595,7 @@ impl Stack {
     /// Fuzzing hook: `frame` as if it arrived on this core's rx queue of `port`.
     #[doc(hidden)]
     pub fn inject(&mut self, port: usize, frame: &[u8], now_us: u64) {
-        for slot in self.retired.drain(..) {
-            self.flows.reuse(slot);
-        }
+        self.reuse_retired();
         let Some(mut m) = self.pool.alloc() else {
             return;
         };
@@ -609,11 +608,17 @@ impl Stack {
     /// Fuzzing hook: due timers and TIME-WAIT expiry, as `poll` runs them.
     #[doc(hidden)]
     pub fn run_due(&mut self, now_us: u64) {
+        self.reuse_retired();
+        self.run_timers(now_us);
+        self.time_wait.expire(now_us);
+    }
+
+    /// Slots released since the last round go back on the free list (their
+    /// `Closed` events have been taken by now).
+    fn reuse_retired(&mut self) {
         for slot in self.retired.drain(..) {
             self.flows.reuse(slot);
         }
-        self.run_timers(now_us);
-        self.time_wait.expire(now_us);
     }
 
     fn mark_dirty(&mut self, f: FlowId) {
@@ -824,16 +829,8 @@ impl Stack {
                 }
             }
         }
-        if flow.reserve {
-            flow.reserve = false;
-            self.reserved -= 1;
-        }
-        if flow.evictable {
-            flow.evictable = false;
-            if let Some(i) = self.evictable.iter().position(|&e| e == f) {
-                self.evictable.remove(i);
-            }
-        }
+        self.unreserve(f);
+        self.take_evictable(f);
         if state == tcp::State::TimeWait {
             self.time_wait.insert(key, now_us);
         }
