@@ -17,6 +17,20 @@ pub struct Gauges {
     pub draining: bool,
     pub uptime_s: u64,
     pub upstreams: Vec<UpstreamStat>,
+    pub reload: ReloadStatus,
+}
+
+/// What the SIGHUP reloads so far did (kept by the control thread).
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// Reloads tried, and how many of them were refused.
+    pub attempts: u64,
+    pub refused: u64,
+    /// The last one: applied (`true`) or refused, when (Unix seconds), and
+    /// the message logged for it.
+    pub last_ok: bool,
+    pub last_unix_s: u64,
+    pub last_message: String,
 }
 
 pub struct Endpoint {
@@ -229,6 +243,7 @@ mod tests {
             mbufs_total: 100,
             draining: false,
             uptime_s: 3,
+            reload: ReloadStatus::default(),
             upstreams: vec![UpstreamStat {
                 group: "web".into(),
                 server: "10.0.0.1:80".parse().unwrap(),

@@ -259,6 +259,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 draining: drain_deadline.is_some(),
                 uptime_s: started.elapsed().as_secs(),
                 upstreams: merged_upstream_stats(&upstream_stats),
+                reload: mgmt::ReloadStatus::default(),
             };
             let per_worker: Vec<&SharedCounters> = shared.iter().map(|s| &**s).collect();
             ep.poll(&per_worker, &gauges);

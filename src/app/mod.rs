@@ -1,6 +1,7 @@
 //! Applications that run on the flows of a core's stack, and the loop
 //! that runs them.
 //!
+//! - [`outcome`]: the record of one finished exchange (metrics, access log).
 //! - [`proxy`]: HTTP and TCP proxying to upstream servers.
 //! - [`responder`]: a fixed HTTP response (health endpoints, tests, the
 //!   datapath benchmark).
@@ -8,6 +9,7 @@
 
 use smoltcp::socket::tcp::Socket;
 
+pub mod outcome;
 pub mod proxy;
 pub mod responder;
 pub mod worker;
