@@ -59,6 +59,15 @@ pub enum RunError {
     },
     #[error("worker binding: {0}")]
     Binding(String),
+    #[error(
+        "access_log.path = \"{path}\": cannot open it for appending (check the directory \
+         and permissions, or set path = \"stdout\" or \"\")"
+    )]
+    AccessLog {
+        path: String,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("installing the handler for signal {signal}")]
     Signal {
         signal: i32,

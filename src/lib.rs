@@ -6,11 +6,15 @@
 //! - [`net`]: per-core smoltcp stacks over mbufs with a per-flow demux.
 //! - [`app`]: what runs on accepted connections.
 //! - [`config`]: the static config file.
+//! - [`access_writer`], [`access_format`]: the access log's writer thread
+//!   and its line formats.
 //! - [`runtime`]: start-up checks, bringing ports up, launching workers, shutdown.
 //! - [`error`]: start-up and run-time errors ([`error::RunError`]), and
 //!   printing an error with its causes ([`error::Chain`]).
 //! - [`secrets`]: the hash keys and ISN seed, from the OS RNG.
 
+pub mod access_format;
+pub mod access_writer;
 pub mod app;
 pub mod config;
 pub mod dpdk;

@@ -42,6 +42,11 @@ impl Layout {
         next
     }
 
+    /// Every server's address, by group and server index.
+    pub fn servers(&self) -> Vec<Vec<SocketAddrV4>> {
+        self.groups.iter().map(|(_, s)| s.clone()).collect()
+    }
+
     fn group_index(&self, name: &str) -> usize {
         self.groups
             .iter()
@@ -170,6 +175,9 @@ pub fn needs_restart(running: &Config, new: &Config) -> Option<String> {
     }
     if format!("{:?}", running.runtime) != format!("{:?}", new.runtime) {
         return Some("[runtime] changed".into());
+    }
+    if format!("{:?}", running.access_log) != format!("{:?}", new.access_log) {
+        return Some("[access_log] changed".into());
     }
     None
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::access_writer as access_log;
 use crate::app::proxy::engine::UpstreamStat;
 use crate::app::worker::{Control, Reload, Worker, WorkerSpec};
 use crate::config::{Config, Runtime};
@@ -130,14 +131,17 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     for w in warnings {
         log::warn!("binding: {w}");
     }
-    // SIGINT stops at once; SIGTERM drains first; SIGHUP re-reads the config.
+    // SIGINT stops at once; SIGTERM drains first; SIGHUP re-reads the
+    // config; SIGUSR1 reopens the access log.
     let interrupt = Arc::new(AtomicBool::new(false));
     let terminate = Arc::new(AtomicBool::new(false));
     let hangup = Arc::new(AtomicBool::new(false));
+    let reopen_log = Arc::new(AtomicBool::new(false));
     for (sig, flag) in [
         (signal_hook::consts::SIGINT, &interrupt),
         (signal_hook::consts::SIGTERM, &terminate),
         (signal_hook::consts::SIGHUP, &hangup),
+        (signal_hook::consts::SIGUSR1, &reopen_log),
     ] {
         signal_hook::flag::register(sig, flag.clone())
             .map_err(|cause| RunError::Signal { signal: sig, cause })?;
@@ -167,6 +171,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let shared: Vec<Arc<SharedCounters>> = (0..workers).map(|_| Arc::default()).collect();
     let upstream_stats: Vec<Arc<Mutex<Vec<UpstreamStat>>>> =
         (0..workers).map(|_| Arc::default()).collect();
+    let access_log = access_log::start(&cfg, &layout, &shared, reopen_log)?;
     let mut launched = Vec::with_capacity(workers);
     for (index, &lcore_id) in rt.worker_lcores.iter().enumerate() {
         let spec = worker_spec(
@@ -179,6 +184,10 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             inboxes.clone(),
             secrets.for_worker(index),
         )?;
+        let spec = WorkerSpec {
+            access_log: access_log.as_ref().map(|a| a.for_worker(index)),
+            ..spec
+        };
         let (control, shared) = (control.clone(), shared[index].clone());
         let job = lcore::launch(lcore_id, move || {
             // A worker that dies (panics) stops the appliance, which exits
@@ -239,6 +248,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                     }
                 }
                 (cfg, layout) = (next_cfg, next_layout);
+                if let Some(a) = &access_log {
+                    a.rename(&cfg, &layout);
+                }
             }
         }
         if drain_deadline.is_some() && total(&shared, Counter::FlowsActive) == 0 {
@@ -278,6 +290,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             (w.wait() != 0).then_some(lcore_id)
         })
         .collect();
+    if let Some(a) = access_log {
+        a.stop();
+    }
     log::info!("final counters: {}", summary(&shared, started.elapsed()));
     for p in &ports {
         if let Ok(s) = p.stats() {
@@ -473,6 +488,7 @@ fn worker_spec(
         idle_sleep_us: u64::from(cfg.runtime.idle_sleep_us),
         syn_backlog: cfg.runtime.syn_backlog as usize,
         secrets,
+        access_log: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Applications that run on the flows of a core's stack, and the loop
 //! that runs them.
 //!
+//! - [`access_log`]: the worker's side of the access log (a lock-free ring).
 //! - [`outcome`]: the record of one finished exchange (metrics, access log).
 //! - [`proxy`]: HTTP and TCP proxying to upstream servers.
 //! - [`responder`]: a fixed HTTP response (health endpoints, tests, the
@@ -9,6 +10,7 @@
 
 use smoltcp::socket::tcp::Socket;
 
+pub mod access_log;
 pub mod outcome;
 pub mod proxy;
 pub mod responder;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::ArrayQueue;
 
+use super::access_log::AccessLog;
 use super::outcome::{Outcome, Outcomes, Sink};
 use super::proxy::engine::{GroupSpec, Proxy, UpstreamStat};
 use super::proxy::session::{Mode, Routes};
@@ -105,6 +106,8 @@ pub struct WorkerSpec {
     pub syn_backlog: usize,
     /// Hash keys and the seed for smoltcp's ISNs and ports (`Secrets::for_worker`).
     pub secrets: crate::secrets::Secrets,
+    /// This worker's access log ring, when the log is on.
+    pub access_log: Option<AccessLog>,
 }
 
 /// Which application a flow belongs to.
@@ -137,6 +140,7 @@ pub struct Worker {
     outcomes: Outcomes,
     /// Requests (and `tcp` connections) this worker finished so far.
     finished: u64,
+    access_log: Option<AccessLog>,
 }
 
 impl Worker {
@@ -176,7 +180,7 @@ impl Worker {
             scratch_len,
             spec.secrets.iss_seed,
         );
-        Worker {
+        let mut w = Worker {
             stack,
             proxy,
             listeners: spec.listeners,
@@ -191,7 +195,13 @@ impl Worker {
             draining: false,
             outcomes: Outcomes::new(),
             finished: 0,
+            access_log: spec.access_log,
+        };
+        let now_us = w.now_us();
+        if let Some(log) = &mut w.access_log {
+            log.set_clock(now_us);
         }
+        w
     }
 
     /// Polls until told to stop, or until draining leaves no connection.
@@ -313,7 +323,11 @@ impl Worker {
 
     /// Every finished exchange (HTTP request, `tcp` connection) comes here once.
     fn on_outcome(&mut self, o: &Outcome) {
-        let _ = o;
+        if let Some(log) = &mut self.access_log {
+            if !log.record(o) {
+                self.stack.counters.add(Counter::AccessLogDropped, 1);
+            }
+        }
     }
 
     fn accept(&mut self, f: FlowId, listener: usize, now_us: u64) {

@@ -61,6 +61,7 @@ counters! {
     HandoffsOut => "handoffs_out",
     HandoffsIn => "handoffs_in",
     HandoffDrops => "handoff_drops",
+    AccessLogDropped => "access_log_dropped",
     BusyCycles => "busy_cycles",
     TotalCycles => "total_cycles",
 }
