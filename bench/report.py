@@ -21,8 +21,10 @@ clk_tck = int(clk_tck)
 
 MAIN_ROWS = [
     ("zproxy", "ZProxy (HTTP proxy, DPDK)"),
+    ("zproxy+log", "ZProxy, access log on (file)"),
     ("zproxy-baseline", "ZProxy, `--baseline` build"),
     ("haproxy", "HAProxy 2.6 (proxy, kernel TCP)"),
+    ("haproxy+log", "HAProxy 2.6, httplog on (UNIX socket, sink to a file)"),
     ("nginx", "nginx 1.22 (proxy, kernel TCP)"),
     ("direct", "no proxy (kernel forwarding)"),
     ("zproxy-static", "ZProxy static responder"),
@@ -253,6 +255,16 @@ if any(loaded.values()):
             lines.append(f"- {name}: {us:.2f} µs of user-space CPU per connection{cycles}: the process's "
                          f"utime over the whole run / {conns:,} connections (no PMU here for `perf stat -e cycles:u`)")
     ratio("zproxy", "haproxy", "ZProxy vs HAProxy")
+    ratio("zproxy+log", "haproxy+log", "ZProxy vs HAProxy, both logging every request")
+    ratio("zproxy+log", "zproxy", "ZProxy with its access log vs without")
+    ratio("haproxy+log", "haproxy", "HAProxy with its log vs without")
+    for label, name in (("zproxy+log", "ZProxy"), ("haproxy+log", "HAProxy")):
+        x = loaded.get(label)
+        path = f"{out}/{x.label}.loglines" if x else ""
+        if x and os.path.exists(path):
+            n = json.load(open(path))
+            lines.append(f"- {name} log: {n['lines']:,} lines written, {n['dropped'] or 0:,} dropped "
+                         f"(for {x.r['requests_all']:,} requests)")
     ratio("zproxy", "nginx", "ZProxy vs nginx (proxy)")
     ratio("zproxy-static", "nginx-static", "ZProxy static responder vs nginx static")
     saturated = [n for label, n in MAIN_ROWS if loaded[label] and loaded[label].client_idle < 5]

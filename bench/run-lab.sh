@@ -12,7 +12,7 @@
 #                    [--only zproxy,haproxy,nginx,direct,static] [--config FILE] [--out DIR]
 #                    [--throughput] [--scaling] [--sweep] [--all] [--no-main] [--no-build] [--repeat N]
 #                    [--tp-concurrency 4] [--tp-duration 10s] [--tp-buffer 262144]
-#                    [--sweep-levels 100,1000,10000] [--baseline BIN]
+#                    [--sweep-levels 100,1000,10000] [--baseline BIN] [--access-log]
 #
 # Optional sections (each adds a few minutes):
 #   --throughput  1 MiB and 100 MiB responses (keep-alive, --tp-concurrency
@@ -24,13 +24,17 @@
 #   --repeat N    every run N times, in N rounds; the report shows medians
 #   --baseline BIN  also run the connection benchmark through another zproxy
 #                 build (e.g. the previous commit's), labelled zproxy-baseline
+#   --access-log  also run the connection benchmark through ZProxy with its
+#                 access log on (text, to a file) and HAProxy with its log on
+#                 (option httplog, to a UNIX socket a sink appends to a file):
+#                 rows zproxy+log and haproxy+log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
-BASELINE=""
+BASELINE="" ACCESS_LOG=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -51,7 +55,8 @@ while [ $# -gt 0 ]; do
     --tp-buffer) TP_BUFFER=$2; shift 2 ;;
     --sweep-levels) SWEEP_LEVELS=$2; shift 2 ;;
     --baseline) BASELINE=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --access-log) ACCESS_LOG=1; shift ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -85,7 +90,7 @@ fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 step "hugepages"; bash hugepages/setup.sh --pages 512
 mkdir -p "$OUT/plots"
-rm -f "$OUT"/*.json "$OUT"/*.meta "$OUT"/*.md "$OUT"/*.counters "$OUT"/*.ports "$OUT"/*.log "$OUT"/tsc_hz "$OUT"/plots/*.svg
+rm -f "$OUT"/*.json "$OUT"/*.meta "$OUT"/*.md "$OUT"/*.counters "$OUT"/*.ports "$OUT"/*.log "$OUT"/*.loglines "$OUT"/tsc_hz "$OUT"/plots/*.svg
 BENCH="$TARGET/release/zproxy-bench"
 ZPROXY="$TARGET/release/zproxy"
 
@@ -157,6 +162,9 @@ zproxy_run() {
   grep -E "\] port .*: rx [0-9]+ frames" "$RUN/$label.log" | sed 's/.*\] //' > "$OUT/$label.ports" || true
   sed 's/^/     /' "$OUT/$label.ports"
   grep "in use at exit" "$RUN/$label.log" | sed 's/.*\] /     /'
+  if [[ $label == zproxy+log* ]]; then
+    log_lines "$label" "$RUN/zproxy-access.log" "$(grep "final counters" "$RUN/$label.log" | grep -o 'access_log_dropped=[0-9]*' | cut -d= -f2 || true)"
+  fi
   HUGE_USED=0
 }
 
@@ -169,6 +177,19 @@ peer_run() {
   case "$peer" in
     haproxy) conf="$RUN/haproxy.cfg"; fill bench/peers/haproxy.cfg "$conf"
              bash bench/lab.sh exec proxy haproxy -f "$conf" ;;
+    haproxy+log)
+      # The same HAProxy, logging every request (option httplog) to a UNIX
+      # socket whose sink (core 0, like ZProxy's writer thread on the
+      # control core) appends the lines to a file.
+      conf="$RUN/haproxy+log.cfg"; fill bench/peers/haproxy.cfg "$conf"
+      rm -f "$RUN/haproxy-access.log"
+      sed -i -e "s|haproxy.pid|haproxy+log.pid|" \
+        -e "/^global/a\\    log $RUN/haproxy-log.sock len 4096 format raw local0" \
+        -e "/^defaults/a\\    log global\n    option httplog" "$conf"
+      taskset -c 0 python3 bench/peers/log-sink.py "$RUN/haproxy-log.sock" "$RUN/haproxy-access.log" &
+      SINK=$!
+      for _ in $(seq 50); do [ -S "$RUN/haproxy-log.sock" ] && break; sleep 0.1; done
+      bash bench/lab.sh exec proxy haproxy -f "$conf" ;;
     *) conf="$RUN/$peer.conf"; fill "bench/peers/$peer.conf" "$conf"
        bash bench/lab.sh exec proxy nginx -c "$conf" ;;
   esac
@@ -179,6 +200,17 @@ peer_run() {
   measure "$label" 10.71.0.2 "$port" $pids
   kill "$master"
   for _ in $(seq 50); do kill -0 "$master" 2>/dev/null || break; sleep 0.1; done
+  if [ -n "${SINK:-}" ]; then
+    sleep 0.3 # the sink flushes every 100 ms
+    kill "$SINK"; wait "$SINK" 2>/dev/null || true; SINK=""
+    log_lines "$label" "$RUN/haproxy-access.log" 0
+  fi
+}
+
+# log_lines LABEL FILE DROPPED: the lines a run's log got, for the report.
+log_lines() {
+  printf '{"lines": %s, "dropped": %s}\n' "$(wc -l < "$2")" "${3:-0}" > "$OUT/$1.loglines"
+  echo "     log: $(wc -l < "$2") lines, ${3:-0} dropped"
 }
 
 # direct_run LABEL: no proxy, the proxy namespace's kernel only forwards packets.
@@ -233,6 +265,9 @@ make_configs() {
   # Scaling runs on net_af_packet whatever --device says: net_af_xdp takes
   # one queue per "combined" channel, and veth has none (only rx/tx ones).
   zproxy_config "$RUN/zproxy-1w.toml" af_packet 1 "idle_sleep_us = 50" "mbufs = 32767"
+  # The main config with the access log on (--access-log).
+  cp "$RUN/zproxy.toml" "$RUN/zproxy+log.toml"
+  printf '\n[access_log]\npath = "%s"\nformat = "text"\n' "$RUN/zproxy-access.log" >> "$RUN/zproxy+log.toml"
 }
 SIZES="1m:1048576 100m:104857600"
 tp_args() { BENCH_ARGS=(--path "/bytes/$1" --expect-size "$1" --concurrency "$TP_CONC" --keep-alive on
@@ -248,6 +283,10 @@ zproxy_phase() {
     step "ZProxy on net_$DEVICE, lcore $PROXY_CORE: $CONCURRENCY concurrent, keep-alive off, $DURATION$ROUND"
     main_args
     if wants zproxy; then zproxy_run "zproxy$SFX" "$RUN/zproxy.toml" 80; fi
+    if wants zproxy && [ $ACCESS_LOG = 1 ]; then
+      rm -f "$RUN/zproxy-access.log"
+      zproxy_run "zproxy+log$SFX" "$RUN/zproxy+log.toml" 80
+    fi
     if wants zproxy && [ -n "$BASELINE" ]; then
       local current=$ZPROXY
       ZPROXY=$BASELINE; zproxy_run "zproxy-baseline$SFX" "$RUN/zproxy.toml" 80; ZPROXY=$current
@@ -285,6 +324,7 @@ kernel_phase() {
   if [ $MAIN = 1 ]; then
     main_args
     if wants haproxy; then peer_run "haproxy$SFX" haproxy 80; fi
+    if wants haproxy && [ $ACCESS_LOG = 1 ]; then peer_run "haproxy+log$SFX" haproxy+log 80; fi
     if wants nginx; then peer_run "nginx$SFX" nginx-proxy 80; fi
     if wants static; then peer_run "nginx-static$SFX" nginx-static 8080; fi
     if wants direct; then direct_run "direct$SFX"; fi
