@@ -319,3 +319,79 @@ impl Drain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::outcome::Outcome;
+
+    fn spec(path: &std::path::Path, rings: &[Arc<Ring>], reopen: &Arc<AtomicBool>) -> WriterSpec {
+        WriterSpec {
+            target: Target::File(path.into()),
+            format: AccessLogFormat::Text,
+            rings: rings.to_vec(),
+            names: Arc::new(Mutex::new(Arc::new(Names::default()))),
+            reopen: reopen.clone(),
+            counters: vec![Arc::default()],
+        }
+    }
+
+    fn line(path: &str) -> Outcome {
+        let mut o = Outcome::default();
+        o.path.set(path.as_bytes());
+        o
+    }
+
+    fn read(p: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').nth(5).unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn writes_every_ring_reopens_on_request_and_drains_at_stop() {
+        let dir = std::env::temp_dir().join(format!("zproxy-alog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, moved) = (dir.join("a.log"), dir.join("a.log.1"));
+        let rings = [Arc::new(Ring::new(8)), Arc::new(Ring::new(8))];
+        let reopen = Arc::new(AtomicBool::new(false));
+        let w = Writer::start(spec(&path, &rings, &reopen)).unwrap();
+        rings[0].push(line("/a")).unwrap();
+        rings[1].push(line("/b")).unwrap();
+        let t = Instant::now();
+        while read(&path).len() < 2 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            read(&path),
+            ["/a", "/b"],
+            "flushed within 100 ms of writing"
+        );
+        std::fs::rename(&path, &moved).unwrap();
+        reopen.store(true, Ordering::Relaxed);
+        while reopen.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        rings[1].push(line("/c")).unwrap();
+        rings[0].push(line("/d")).unwrap();
+        w.stop();
+        assert_eq!(read(&moved), ["/a", "/b"]);
+        let mut rest = read(&path);
+        rest.sort();
+        assert_eq!(rest, ["/c", "/d"], "the rest, in the new file, at stop");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_stops_the_start() {
+        let rings = [Arc::new(Ring::new(1))];
+        let reopen = Arc::new(AtomicBool::new(false));
+        let p = std::path::Path::new("/nonexistent-dir/a.log");
+        assert!(Writer::start(spec(p, &rings, &reopen)).is_err());
+        assert_eq!(Target::from_config(""), None);
+        assert_eq!(Target::from_config("stdout"), Some(Target::Stdout));
+    }
+}
