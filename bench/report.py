@@ -263,7 +263,8 @@ if any(loaded.values()):
         path = f"{out}/{x.label}.loglines" if x else ""
         if x and os.path.exists(path):
             n = json.load(open(path))
-            lines.append(f"- {name} log: {n['lines']:,} lines written, {n['dropped'] or 0:,} dropped "
+            dropped = "drops not counted" if n["dropped"] is None else f"{n['dropped']:,} dropped"
+            lines.append(f"- {name} log: {n['lines']:,} lines written, {dropped} "
                          f"(for {x.r['requests_all']:,} requests)")
     ratio("zproxy", "nginx", "ZProxy vs nginx (proxy)")
     ratio("zproxy-static", "nginx-static", "ZProxy static responder vs nginx static")

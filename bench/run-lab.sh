@@ -203,7 +203,8 @@ peer_run() {
   if [ -n "${SINK:-}" ]; then
     sleep 0.3 # the sink flushes every 100 ms
     kill "$SINK"; wait "$SINK" 2>/dev/null || true; SINK=""
-    log_lines "$label" "$RUN/haproxy-access.log" 0
+    # HAProxy drops what the socket does not take, uncounted here: null.
+    log_lines "$label" "$RUN/haproxy-access.log" null
   fi
 }
 
