@@ -104,26 +104,37 @@ impl Outcome {
 }
 
 /// Finished exchanges waiting for the worker: a buffer sized once, that
-/// never grows (an exchange past its capacity is dropped, not allocated for).
+/// never grows (an exchange past its capacity is counted in `lost`, not
+/// allocated for).
 pub struct Outcomes {
     buf: Vec<Outcome>,
+    lost: u64,
 }
 
 impl Outcomes {
-    /// Far more than one event finishes (a call ends at most one exchange
-    /// per client; the worker drains after every event).
-    pub const CAPACITY: usize = 64;
+    /// More than one event finishes: a proxy call ends at most one exchange
+    /// per client, and the worker drains after every event; only a static
+    /// client's pipelined requests come many at once.
+    pub const CAPACITY: usize = 256;
 
     pub fn new() -> Outcomes {
         Outcomes {
             buf: Vec::with_capacity(Self::CAPACITY),
+            lost: 0,
         }
     }
 
     pub fn push(&mut self, o: Outcome) {
-        if self.buf.len() < self.buf.capacity() {
+        if self.buf.len() < Self::CAPACITY {
             self.buf.push(o);
+        } else {
+            self.lost += 1;
         }
+    }
+
+    /// Exchanges that found the buffer full since the last call.
+    pub fn take_lost(&mut self) -> u64 {
+        std::mem::take(&mut self.lost)
     }
 
     pub fn len(&self) -> usize {
@@ -181,5 +192,25 @@ impl Sink<'_> {
             client: self.rec.client,
             ..Outcome::default()
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_buffer_counts_what_it_loses() {
+        let mut b = Outcomes::new();
+        for _ in 0..Outcomes::CAPACITY + 3 {
+            b.push(Outcome::default());
+        }
+        assert_eq!(
+            (b.len(), b.take_lost(), b.take_lost()),
+            (Outcomes::CAPACITY, 3, 0)
+        );
+        b.clear();
+        b.push(Outcome::default());
+        assert_eq!((b.len(), b.take_lost()), (1, 0));
     }
 }

@@ -313,6 +313,10 @@ impl Worker {
             self.number(o);
         }
         self.outcomes.clear();
+        let lost = self.proxy.outcomes.take_lost() + self.outcomes.take_lost();
+        if lost > 0 && self.access_log.is_some() {
+            self.stack.counters.add(Counter::AccessLogDropped, lost);
+        }
     }
 
     fn number(&mut self, mut o: Outcome) {
