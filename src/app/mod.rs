@@ -3,6 +3,7 @@
 //!
 //! - [`outcome`]: the record of one finished exchange (metrics, access log).
 //! - [`proxy`]: HTTP and TCP proxying to upstream servers.
+//! - [`stats`]: request metrics by listener, written by the worker.
 //! - [`responder`]: a fixed HTTP response (health endpoints, tests, the
 //!   datapath benchmark).
 //! - [`worker`]: one polling core: the stack, its events, the applications.
@@ -12,6 +13,7 @@ use smoltcp::socket::tcp::Socket;
 pub mod outcome;
 pub mod proxy;
 pub mod responder;
+pub mod stats;
 pub mod worker;
 
 /// Free bytes in the socket's send buffer.
