@@ -127,11 +127,7 @@ fn serve(
     let request = std::str::from_utf8(&buf[..n]).unwrap_or("");
     let path = request.split_whitespace().nth(1).unwrap_or("");
     let (status, ctype, body) = match path {
-        "/metrics" => (
-            "200 OK",
-            metrics::CONTENT_TYPE,
-            prometheus(workers, gauges),
-        ),
+        "/metrics" => ("200 OK", metrics::CONTENT_TYPE, prometheus(workers, gauges)),
         "/stats" => ("200 OK", "application/json", json(workers, gauges)),
         _ => (
             "404 Not Found",

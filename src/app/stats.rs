@@ -29,8 +29,10 @@ struct Cell(AtomicU64);
 impl Cell {
     #[inline]
     fn add(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
     fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)

@@ -127,7 +127,9 @@ enum Value<'a> {
     Counter(u64),
     /// A counter of seconds (or another fractional unit).
     CounterF(f64),
-    Gauge(f64),
+    Gauge(u64),
+    /// A gauge of a fraction or fractional unit.
+    GaugeF(f64),
     Histogram(&'a HistogramTotals),
 }
 
@@ -151,6 +153,7 @@ fn family<'a>(
             Value::Counter(v) => m.encode_counter::<NoLabelSet, _, u64>(&v, None)?,
             Value::CounterF(v) => m.encode_counter::<NoLabelSet, _, u64>(&v, None)?,
             Value::Gauge(v) => m.encode_gauge(&v)?,
+            Value::GaugeF(v) => m.encode_gauge(&v)?,
             Value::Histogram(h) => {
                 m.encode_histogram::<NoLabelSet>(
                     h.sum_us as f64 / 1e6,
@@ -196,8 +199,7 @@ impl Snapshot {
             enc,
             "tcp_connections",
             "Connections of tcp-mode listeners finished, by listener.",
-            per_listener()
-                .map(|(l, t)| (vec![("listener", l)], Value::Counter(t.tcp_connections))),
+            per_listener().map(|(l, t)| (vec![("listener", l)], Value::Counter(t.tcp_connections))),
         )?;
         family(
             enc,
@@ -205,7 +207,10 @@ impl Snapshot {
             "HTTP requests and tcp connections that ended on a failure, by listener and cause.",
             per_listener().flat_map(|(l, t)| {
                 Cause::ALL.iter().zip(t.failures).map(move |(c, n)| {
-                    (vec![("listener", l), ("cause", c.label())], Value::Counter(n))
+                    (
+                        vec![("listener", l), ("cause", c.label())],
+                        Value::Counter(n),
+                    )
                 })
             }),
         )?;
@@ -213,8 +218,7 @@ impl Snapshot {
             enc,
             "http_request_duration_seconds",
             "Time from a request's first byte to the end of its response, by listener.",
-            per_listener()
-                .map(|(l, t)| (vec![("listener", l)], Value::Histogram(&t.request_time))),
+            per_listener().map(|(l, t)| (vec![("listener", l)], Value::Histogram(&t.request_time))),
         )?;
         family(
             enc,
@@ -250,7 +254,7 @@ impl Snapshot {
                 per_worker().map(|(w, values)| {
                     let v = values[c as usize];
                     let v = if gauge {
-                        Value::Gauge(v as f64)
+                        Value::Gauge(v)
                     } else {
                         Value::Counter(v)
                     };
@@ -264,18 +268,22 @@ impl Snapshot {
             "Share of a worker's cycles spent in loop iterations that found work, over the last second.",
             per_worker()
                 .zip(&self.busy_ratio)
-                .map(|((w, _), r)| (vec![("worker", w)], Value::Gauge(*r))),
+                .map(|((w, _), r)| (vec![("worker", w)], Value::GaugeF(*r))),
         )
     }
 
     fn encode_upstreams(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
-        type Series = (&'static str, &'static str, fn(&UpstreamStat) -> Value<'static>);
+        type Series = (
+            &'static str,
+            &'static str,
+            fn(&UpstreamStat) -> Value<'static>,
+        );
         let series: [Series; 6] = [
             ("upstream_up", "1 if the server is in rotation (healthy, not retired by a reload), else 0.", |u| {
-                Value::Gauge(f64::from(u8::from(u.healthy && !u.retired)))
+                Value::Gauge(u64::from(u.healthy && !u.retired))
             }),
             ("upstream_active_connections", "Connections open to the server.", |u| {
-                Value::Gauge(f64::from(u.active))
+                Value::Gauge(u64::from(u.active))
             }),
             ("upstream_requests", "Requests and connections sent to the server.", |u| {
                 Value::Counter(u.requests)
@@ -290,14 +298,21 @@ impl Snapshot {
                 Value::CounterF(u.response_us_sum as f64 / 1e6)
             }),
         ];
-        let servers: Vec<String> = self.upstreams.iter().map(|u| u.server.to_string()).collect();
+        let servers: Vec<String> = self
+            .upstreams
+            .iter()
+            .map(|u| u.server.to_string())
+            .collect();
         for (name, help, value) in series {
             family(
                 enc,
                 name,
                 help,
                 self.upstreams.iter().zip(&servers).map(|(u, s)| {
-                    (vec![("group", u.group.as_str()), ("server", s.as_str())], value(u))
+                    (
+                        vec![("group", u.group.as_str()), ("server", s.as_str())],
+                        value(u),
+                    )
                 }),
             )?;
         }
@@ -348,7 +363,11 @@ impl Snapshot {
             ("nic_queue_tx_bytes", "Bytes sent on one tx queue (ethdev q_obytes).", |q| q.tx_bytes),
             ("nic_queue_rx_errors", "Erroneous frames on one rx queue (ethdev q_errors).", |q| q.rx_errors),
         ];
-        let max_queues = read.iter().map(|(_, s)| s.queues().len()).max().unwrap_or(0);
+        let max_queues = read
+            .iter()
+            .map(|(_, s)| s.queues().len())
+            .max()
+            .unwrap_or(0);
         let queue_names: Vec<String> = (0..max_queues).map(|q| q.to_string()).collect();
         for (name, help, value) in queue_fields {
             family(
@@ -357,7 +376,10 @@ impl Snapshot {
                 help,
                 read.iter().flat_map(|(port, s)| {
                     s.queues().iter().zip(&queue_names).map(move |(q, n)| {
-                        (vec![("port", *port), ("queue", n.as_str())], Value::Counter(value(q)))
+                        (
+                            vec![("port", *port), ("queue", n.as_str())],
+                            Value::Counter(value(q)),
+                        )
                     })
                 }),
             )?;
@@ -370,36 +392,65 @@ impl Snapshot {
             enc,
             "mbufs_in_use",
             "Mbufs of the pool out of it now (in rings, flows and caches).",
-            self.pools
-                .iter()
-                .map(|p| (vec![("pool", p.name.as_str())], Value::Gauge(f64::from(p.in_use)))),
+            self.pools.iter().map(|p| {
+                (
+                    vec![("pool", p.name.as_str())],
+                    Value::Gauge(u64::from(p.in_use)),
+                )
+            }),
         )?;
         family(
             enc,
             "mbufs",
             "Mbufs the pool holds in all.",
-            self.pools
-                .iter()
-                .map(|p| (vec![("pool", p.name.as_str())], Value::Gauge(f64::from(p.size)))),
+            self.pools.iter().map(|p| {
+                (
+                    vec![("pool", p.name.as_str())],
+                    Value::Gauge(u64::from(p.size)),
+                )
+            }),
         )?;
-        single(enc, "draining", "1 while draining after SIGTERM, else 0.", Value::Gauge(f64::from(u8::from(self.draining))))?;
-        single(enc, "uptime_seconds", "Seconds since the appliance started.", Value::Gauge(self.uptime_s as f64))?;
+        single(
+            enc,
+            "draining",
+            "1 while draining after SIGTERM, else 0.",
+            Value::Gauge(u64::from(self.draining)),
+        )?;
+        single(
+            enc,
+            "uptime_seconds",
+            "Seconds since the appliance started.",
+            Value::Gauge(self.uptime_s),
+        )?;
         let r = &self.reload;
-        single(enc, "reloads", "Config reloads tried (SIGHUP).", Value::Counter(r.attempts))?;
-        single(enc, "reloads_refused", "Config reloads refused (the running config stayed).", Value::Counter(r.refused))?;
+        single(
+            enc,
+            "reloads",
+            "Config reloads tried (SIGHUP).",
+            Value::Counter(r.attempts),
+        )?;
+        single(
+            enc,
+            "reloads_refused",
+            "Config reloads refused (the running config stayed).",
+            Value::Counter(r.refused),
+        )?;
         // As Prometheus does for its own config: the one loaded at start counts as a success.
         single(
             enc,
             "reload_last_success",
             "1 if the last reload was applied (or none was tried), 0 if it was refused.",
-            Value::Gauge(f64::from(u8::from(r.last_ok || r.attempts == 0))),
+            Value::Gauge(u64::from(r.last_ok || r.attempts == 0)),
         )?;
         single(
             enc,
             "reload_last_timestamp_seconds",
             "When the last reload was tried (Unix time; 0: never).",
-            Value::Gauge(r.last_unix_s as f64),
+            Value::Gauge(r.last_unix_s),
         )
     }
 }
 
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;
