@@ -73,7 +73,8 @@ pub struct Outcome {
     pub method: Text<METHOD_MAX>,
     pub host: Text<HOST_MAX>,
     pub path: Text<PATH_MAX>,
-    /// Status sent to the client; 0 for `tcp` or when the connection was cut.
+    /// Status sent to the client; 0 for `tcp`, or when the connection was
+    /// cut before a response head went out.
     pub status: u16,
     /// Bytes read from the client / written to the client.
     pub bytes_in: u64,
@@ -87,7 +88,98 @@ pub struct Outcome {
     pub response_us: Option<u64>,
     /// From start to the end of the exchange.
     pub total_us: u64,
+    /// Unique per process: the worker's index in the top 16 bits, its count below.
     pub request_id: u64,
     /// Why it failed; `None` for a clean end.
     pub cause: Option<Cause>,
+}
+
+impl Outcome {
+    /// The request line's method and target and the request's host.
+    pub fn set_request(&mut self, method: &[u8], host: Option<&[u8]>, path: &[u8]) {
+        self.method.set(method);
+        self.host.set(host.unwrap_or(&[]));
+        self.path.set(path);
+    }
+}
+
+/// Finished exchanges waiting for the worker: a buffer sized once, that
+/// never grows (an exchange past its capacity is dropped, not allocated for).
+pub struct Outcomes {
+    buf: Vec<Outcome>,
+}
+
+impl Outcomes {
+    /// Far more than one event finishes (a call ends at most one exchange
+    /// per client; the worker drains after every event).
+    pub const CAPACITY: usize = 64;
+
+    pub fn new() -> Outcomes {
+        Outcomes {
+            buf: Vec::with_capacity(Self::CAPACITY),
+        }
+    }
+
+    pub fn push(&mut self, o: Outcome) {
+        if self.buf.len() < self.buf.capacity() {
+            self.buf.push(o);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Outcome {
+        self.buf[i]
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+}
+
+impl Default for Outcomes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where the static responder records the requests it answers: `rec`
+/// starts as the connection's (listener, client) and takes each request's
+/// facts before `emit`.
+pub struct Sink<'a> {
+    pub rec: Outcome,
+    pub out: &'a mut Outcomes,
+}
+
+impl Sink<'_> {
+    /// The request that started at `start_us` was answered (`status`,
+    /// `bytes_out` bytes) at `now_us`; `cause` when refused.
+    pub fn emit(
+        &mut self,
+        start_us: u64,
+        now_us: u64,
+        status: u16,
+        bytes_out: usize,
+        cause: Option<Cause>,
+    ) {
+        let mut o = self.rec;
+        o.start_us = start_us;
+        o.total_us = now_us.saturating_sub(start_us);
+        o.status = status;
+        o.bytes_out = bytes_out as u64;
+        o.cause = cause;
+        self.out.push(o);
+        self.rec = Outcome {
+            kind: self.rec.kind,
+            listener: self.rec.listener,
+            client: self.rec.client,
+            ..Outcome::default()
+        };
+    }
 }

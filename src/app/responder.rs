@@ -10,12 +10,15 @@
 
 use smoltcp::socket::tcp;
 
+use super::outcome::Sink;
 use super::proxy::http::{self, Body, ChunkedScanner, Refusal, MAX_HEADERS};
+use super::proxy::session::Cause;
 use super::{dequeue, send_room};
 use crate::config::StaticResponse;
 
 /// The prebuilt responses of one listener.
 pub struct Responder {
+    status: u16,
     keep_alive: Box<[u8]>,
     close: Box<[u8]>,
     bad_request: Box<[u8]>,
@@ -41,6 +44,8 @@ pub struct ResponderState {
     header_timeout_us: u64,
     /// When the partial head waiting now times out (0: none waiting).
     deadline_us: u64,
+    /// When the first bytes of the request being read arrived (0: none yet).
+    start_us: u64,
 }
 
 impl ResponderState {
@@ -93,6 +98,7 @@ impl Responder {
             |status: u16, reason: &str, body: &str| build(status, reason, "text/plain", body, true);
         let reason = reason_phrase(cfg.status);
         Self {
+            status: cfg.status,
             keep_alive: build(cfg.status, reason, &cfg.content_type, &cfg.body, false),
             close: build(cfg.status, reason, &cfg.content_type, &cfg.body, true),
             bad_request: error(400, "Bad Request", "bad request\n"),
@@ -125,6 +131,7 @@ impl Responder {
         sock: &mut tcp::Socket,
         scratch: &mut [u8],
         now_us: u64,
+        log: &mut Sink,
     ) -> Served {
         let mut served = Served::default();
         // A complete head waits for room in the send buffer: a response is owed.
@@ -156,7 +163,7 @@ impl Responder {
                             continue;
                         }
                         Err(http::BadChunk) => {
-                            // Its response already went out: no other is owed.
+                            // Its response already went out (and was logged): no other is owed.
                             served.bad_requests += 1;
                             self.close(st, sock);
                             break;
@@ -168,13 +175,16 @@ impl Responder {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if st.start_us == 0 {
+                st.start_us = now_us;
+            }
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
             let head_len = match req.parse(&scratch[..queued]) {
                 Ok(httparse::Status::Complete(n)) => n,
                 Ok(httparse::Status::Partial) => {
                     if queued >= sock.recv_capacity() {
-                        self.fail(st, sock, &self.too_large, &mut served);
+                        self.fail(st, sock, &self.too_large, &mut served, log, now_us);
                     } else if st.deadline_us == 0 && st.header_timeout_us != 0 {
                         // Slowloris: the whole head must arrive within the header timeout.
                         st.deadline_us = now_us + st.header_timeout_us;
@@ -182,19 +192,28 @@ impl Responder {
                     break;
                 }
                 Err(httparse::Error::TooManyHeaders) => {
-                    self.fail(st, sock, &self.too_large, &mut served);
+                    self.fail(st, sock, &self.too_large, &mut served, log, now_us);
                     break;
                 }
                 Err(_) => {
-                    self.fail(st, sock, &self.bad_request, &mut served);
+                    self.fail(st, sock, &self.bad_request, &mut served, log, now_us);
                     break;
                 }
             };
             st.deadline_us = 0;
+            log.rec.bytes_in = head_len as u64;
+            log.rec.set_request(
+                req.method.unwrap_or("").as_bytes(),
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("host"))
+                    .map(|h| h.value),
+                req.path.unwrap_or("").as_bytes(),
+            );
             let info = match http::request_info(&req, &scratch[..queued], head_len) {
                 Ok(info) => info,
                 Err(r) => {
-                    self.fail(st, sock, self.refusal(r), &mut served);
+                    self.fail(st, sock, self.refusal(r), &mut served, log, now_us);
                     break;
                 }
             };
@@ -218,6 +237,11 @@ impl Responder {
                 Body::UntilClose => Discard::Length(u64::MAX),
             };
             let _ = sock.send_slice(response);
+            if let Body::Length(n) = info.body {
+                log.rec.bytes_in += n; // discarded, but read
+            }
+            log.emit(st.start_us, now_us, self.status, response.len(), None);
+            st.start_us = 0;
             served.requests += 1;
             st.served = true;
             if !keep_alive {
@@ -235,11 +259,17 @@ impl Responder {
 
     /// The state's deadline passed with the request head still partial:
     /// answers 408 and closes (counted as a bad request).
-    pub fn timed_out(&self, st: &mut ResponderState, sock: &mut tcp::Socket) -> Served {
+    pub fn timed_out(
+        &self,
+        st: &mut ResponderState,
+        sock: &mut tcp::Socket,
+        now_us: u64,
+        log: &mut Sink,
+    ) -> Served {
         let mut served = Served::default();
         st.deadline_us = 0;
         if !st.closing {
-            self.fail(st, sock, &self.timeout, &mut served);
+            self.fail(st, sock, &self.timeout, &mut served, log, now_us);
         }
         served
     }
@@ -266,13 +296,38 @@ impl Responder {
         sock: &mut tcp::Socket,
         response: &[u8],
         served: &mut Served,
+        log: &mut Sink,
+        now_us: u64,
     ) {
+        let mut sent = 0;
         if send_room(sock) >= response.len() {
-            let _ = sock.send_slice(response);
+            sent = sock.send_slice(response).unwrap_or(0);
         }
+        let start_us = if st.start_us == 0 {
+            now_us
+        } else {
+            st.start_us
+        };
+        log.emit(
+            start_us,
+            now_us,
+            status_of(response),
+            sent,
+            Some(Cause::BadRequest),
+        );
+        st.start_us = 0;
         served.bad_requests += 1;
         self.close(st, sock);
     }
+}
+
+/// The status of one of our prebuilt responses ("HTTP/1.1 NNN ...").
+fn status_of(response: &[u8]) -> u16 {
+    response
+        .get(9..12)
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The client sent its FIN (what it sent before may still be queued).
@@ -306,6 +361,7 @@ mod tests {
     use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 
     use super::*;
+    use crate::app::outcome::{Outcome, Outcomes};
 
     const BUF: usize = 4096;
     const TIMEOUT_US: u64 = 10_000_000;
@@ -330,6 +386,8 @@ mod tests {
         st: ResponderState,
         scratch: Vec<u8>,
         now_us: u64,
+        /// What the responder logged.
+        log: Outcomes,
     }
 
     impl Pair {
@@ -368,6 +426,7 @@ mod tests {
                 st: ResponderState::new(TIMEOUT_US),
                 scratch: vec![0; BUF],
                 now_us: 1_000_000,
+                log: Outcomes::new(),
             };
             p.poll();
             assert_eq!(p.server().state(), tcp::State::Established);
@@ -398,9 +457,17 @@ mod tests {
 
         fn serve(&mut self) -> Served {
             let sock = self.sockets.get_mut::<tcp::Socket>(self.server);
-            let served = self
-                .responder
-                .serve(&mut self.st, sock, &mut self.scratch, self.now_us);
+            let mut sink = Sink {
+                rec: Outcome::default(),
+                out: &mut self.log,
+            };
+            let served = self.responder.serve(
+                &mut self.st,
+                sock,
+                &mut self.scratch,
+                self.now_us,
+                &mut sink,
+            );
             self.poll();
             served
         }
@@ -427,6 +494,48 @@ mod tests {
 
     fn responses(text: &str) -> Vec<&str> {
         text.split("HTTP/1.1 ").skip(1).collect()
+    }
+
+    #[test]
+    fn each_answer_is_logged_with_its_request() {
+        let mut p = Pair::new();
+        let first = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+        p.send(first);
+        p.now_us += 1_000;
+        p.send(b"GET /q?x HTTP/1.1\r\nHost: b\r\n\r\n");
+        p.send(b"GET / HTTP/1.0 x\r\n\r\n");
+        let text = p.received();
+        let log: Vec<Outcome> = (0..p.log.len()).map(|i| p.log.get(i)).collect();
+        let got: Vec<_> = log
+            .iter()
+            .map(|o| {
+                (
+                    String::from_utf8_lossy(o.method.as_bytes()).into_owned(),
+                    String::from_utf8_lossy(o.host.as_bytes()).into_owned(),
+                    String::from_utf8_lossy(o.path.as_bytes()).into_owned(),
+                    o.status,
+                    o.cause,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("POST".into(), "a".into(), "/up".into(), 200, None),
+                ("GET".into(), "b".into(), "/q?x".into(), 200, None),
+                (
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                    400,
+                    Some(Cause::BadRequest)
+                ),
+            ]
+        );
+        assert_eq!(log[0].bytes_in, first.len() as u64);
+        let sent: u64 = log.iter().map(|o| o.bytes_out).sum();
+        assert_eq!(sent, text.len() as u64);
+        assert_eq!(log[1].start_us, 1_001_000);
     }
 
     #[test]
@@ -551,7 +660,11 @@ mod tests {
         assert_eq!(p.st.deadline_us(), Some(p.now_us + TIMEOUT_US));
         p.now_us += TIMEOUT_US;
         let sock = p.sockets.get_mut::<tcp::Socket>(p.server);
-        let s = p.responder.timed_out(&mut p.st, sock);
+        let mut sink = Sink {
+            rec: Outcome::default(),
+            out: &mut p.log,
+        };
+        let s = p.responder.timed_out(&mut p.st, sock, p.now_us, &mut sink);
         assert_eq!(
             s,
             Served {

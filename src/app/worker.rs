@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::ArrayQueue;
 
+use super::outcome::{Outcome, Outcomes, Sink};
 use super::proxy::engine::{GroupSpec, Proxy, UpstreamStat};
 use super::proxy::session::{Mode, Routes};
 use super::responder::{Responder, ResponderState};
@@ -136,6 +137,10 @@ pub struct Worker {
     tsc_origin: u64,
     tsc_per_us: u64,
     draining: bool,
+    /// Requests the static responder answered, taken after each event.
+    outcomes: Outcomes,
+    /// Requests (and `tcp` connections) this worker finished so far.
+    finished: u64,
 }
 
 impl Worker {
@@ -189,6 +194,8 @@ impl Worker {
             tsc_origin: rdtsc(),
             tsc_per_us: (tsc_hz() / 1_000_000).max(1),
             draining: false,
+            outcomes: Outcomes::new(),
+            finished: 0,
         }
     }
 
@@ -284,6 +291,34 @@ impl Worker {
                 self.proxy.closed(&mut self.stack, flow, why, now_us);
             }
         }
+        self.take_outcomes();
+    }
+
+    /// Hands the exchanges the last event finished to `on_outcome`, each
+    /// with its request id: the worker's index in the top 16 bits, its
+    /// count in the rest (unique per process).
+    fn take_outcomes(&mut self) {
+        for i in 0..self.proxy.outcomes.len() {
+            let o = self.proxy.outcomes.get(i);
+            self.number(o);
+        }
+        self.proxy.outcomes.clear();
+        for i in 0..self.outcomes.len() {
+            let o = self.outcomes.get(i);
+            self.number(o);
+        }
+        self.outcomes.clear();
+    }
+
+    fn number(&mut self, mut o: Outcome) {
+        self.finished += 1;
+        o.request_id = (self.index as u64) << 48 | (self.finished & ((1 << 48) - 1));
+        self.on_outcome(&o);
+    }
+
+    /// Every finished exchange (HTTP request, `tcp` connection) comes here once.
+    fn on_outcome(&mut self, o: &Outcome) {
+        let _ = o;
     }
 
     fn accept(&mut self, f: FlowId, listener: usize, now_us: u64) {
@@ -319,11 +354,19 @@ impl Worker {
         let ListenerApp::Static(responder) = &self.listeners[*listener].app else {
             return; // reloaded into another mode: the next connection gets it
         };
+        let mut log = Sink {
+            rec: Outcome {
+                listener: *listener as u16,
+                client: self.stack.key(f).map(|k| (k.remote_ip, k.remote_port)),
+                ..Outcome::default()
+            },
+            out: &mut self.outcomes,
+        };
         let sock = self.stack.socket(f);
         let served = if state.deadline_us().is_some_and(|d| now_us >= d) {
-            responder.timed_out(state, sock)
+            responder.timed_out(state, sock, now_us, &mut log)
         } else {
-            responder.serve(state, sock, &mut self.scratch, now_us)
+            responder.serve(state, sock, &mut self.scratch, now_us, &mut log)
         };
         self.stack.set_deadline(f, state.deadline_us());
         let c = &mut self.stack.counters;

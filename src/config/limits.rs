@@ -22,6 +22,11 @@ pub const MIN_MTU: u16 = 576;
 /// mbuf's data room; frames are never split over several mbufs.
 pub const MAX_MTU: u16 = crate::dpdk::MBUF_DEFAULT_BUF_SIZE - crate::dpdk::PKTMBUF_HEADROOM - 14;
 
+/// Most entries of a worker's access log ring (an entry is about 350 bytes).
+pub const MAX_ACCESS_LOG_RING: u32 = 1 << 16;
+/// Largest access log sampling interval.
+pub const MAX_ACCESS_LOG_SAMPLE: u32 = 1_000_000;
+
 /// EAL options `eal_args` may add: zproxy sets the lcores, memory and
 /// devices itself (see [`OWN_EAL_FLAGS`]); anything else is refused.
 pub const EAL_FLAGS: &[&str] = &[
@@ -127,6 +132,7 @@ impl Config {
             return Err(invalid(rt_at("mbuf_cache"), "runtime.mbuf_cache", format!("runtime.mbuf_cache = {}: DPDK refuses a cache larger than mbufs / 1.5 ({}): lower mbuf_cache or raise mbufs", rt.mbuf_cache, rt.mbufs * 2 / 3)));
         }
         self.validate_eal_args(rt_at("eal_args"))?;
+        self.validate_access_log(text)?;
         for (i, p) in self.ports.iter().enumerate() {
             let at = |key: &str| Place::new("port", i).line(text, key);
             if let Some(pci) = p.pci.as_deref().filter(|a| !is_pci_address(a)) {
@@ -197,6 +203,21 @@ impl Config {
     }
 
     /// `runtime.eal_args`: known EAL options only, and none zproxy sets itself.
+    fn validate_access_log(&self, text: &str) -> Result<(), ConfigError> {
+        let a = &self.access_log;
+        let at = |key: &str| Place::new("access_log", 0).line(text, key);
+        if a.ring_entries == 0 || a.ring_entries > MAX_ACCESS_LOG_RING {
+            return Err(invalid(at("ring_entries"), "access_log.ring_entries", format!("access_log.ring_entries = {}: must be 1..={MAX_ACCESS_LOG_RING} (lines per worker waiting for the writer); 4096 suits most loads", a.ring_entries)));
+        }
+        if a.sample == 0 || a.sample > MAX_ACCESS_LOG_SAMPLE {
+            return Err(invalid(at("sample"), "access_log.sample", format!("access_log.sample = {}: must be 1..={MAX_ACCESS_LOG_SAMPLE} (log 1 exchange in N; 1 logs all)", a.sample)));
+        }
+        if a.path.contains('\0') || (a.path.trim() != a.path) {
+            return Err(invalid(at("path"), "access_log.path", format!("access_log.path = {:?}: no NUL bytes or surrounding spaces: use \"\" (off), \"stdout\" or a file path", a.path)));
+        }
+        Ok(())
+    }
+
     fn validate_eal_args(&self, line: Option<usize>) -> Result<(), ConfigError> {
         let mut value_allowed = false;
         for arg in &self.runtime.eal_args {

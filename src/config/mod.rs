@@ -26,11 +26,13 @@ mod warn;
 
 pub use error::ConfigError;
 pub use limits::{
-    EAL_FLAGS, MAX_DESCRIPTORS, MAX_LCORE, MAX_MBUFS, MAX_MBUF_CACHE, MAX_MTU, MIN_MTU,
+    EAL_FLAGS, MAX_ACCESS_LOG_RING, MAX_ACCESS_LOG_SAMPLE, MAX_DESCRIPTORS, MAX_LCORE, MAX_MBUFS,
+    MAX_MBUF_CACHE, MAX_MTU, MIN_MTU,
 };
 pub use types::{
-    Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener, ListenerMode, Logging,
-    Management, PortSection, Route, Runtime, Server, StaticResponse, UpstreamGroup,
+    AccessLog, AccessLogFormat, Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener,
+    ListenerMode, Logging, Management, PortSection, Route, Runtime, Server, StaticResponse,
+    UpstreamGroup,
 };
 pub use warn::Checked;
 

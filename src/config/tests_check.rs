@@ -104,6 +104,11 @@ fn wrong_values_name_key_line_and_fix() {
         (with("mode = \"static\"", "mode = \"static\"\nupstream = \"web\""), "tcp_port 8080: upstream does nothing on a static listener", Some(34)),
         (with("upstream = \"web\"\n", "upstream = \"web\"\nheader_timeout_ms = 0\n"), "tcp_port 80: header_timeout_ms must be > 0: 0 turns the slowloris guard off", Some(23)),
         (with("mode = \"static\"", "mode = \"static\"\nheader_timeout_ms = 0"), "tcp_port 8080: header_timeout_ms must be > 0", Some(34)),
+        (BASE.to_owned() + "[access_log]\npath = \"/tmp/a.log\"\nring_entries = 0\n", "access_log.ring_entries = 0: must be 1..=65536", Some(44)),
+        (BASE.to_owned() + "[access_log]\nring_entries = 70000\n", "access_log.ring_entries = 70000", Some(43)),
+        (BASE.to_owned() + "[access_log]\npath = \"stdout\"\nsample = 0\n", "access_log.sample = 0: must be 1..=1000000", Some(44)),
+        (BASE.to_owned() + "[access_log]\npath = \" /tmp/a.log\"\n", "no NUL bytes or surrounding spaces", Some(43)),
+        (BASE.to_owned() + "[access_log]\nformat = \"xml\"\n", "unknown variant `xml`, expected `text` or `json`", Some(43)),
         // An empty group is reported at the group, not at a listener naming it.
         (with("servers = [{ address = \"10.72.0.1:80\" }]", "servers = []"), "upstream 'web': servers is empty", Some(41)),
         // A port's errors point into that port, not at the first mention of its name.
@@ -175,6 +180,10 @@ fn check_tests_the_machine_too() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("cpulist"), "0-3").unwrap();
     let ok = Config::check_text(BASE, &root).unwrap();
+    for path in ["stdout", "", "access.log", "/tmp/access.log"] {
+        let text = BASE.to_owned() + &format!("[access_log]\npath = \"{path}\"\n");
+        Config::check_text(&text, &root).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
     assert!(
         ok.binding[0].starts_with("control thread: lcore 0 on CPU 0"),
         "{:?}",
@@ -195,6 +204,10 @@ fn check_tests_the_machine_too() {
                 "mbufs = 16383\nhugepage_dir = \"/nonexistent/hugepages\"",
             ),
             "line 5: runtime.hugepage_dir = \"/nonexistent/hugepages\" is not a directory",
+        ),
+        (
+            BASE.to_owned() + "[access_log]\nformat = \"json\"\npath = \"/nonexistent/logs/access.log\"\n",
+            "line 44: access_log.path = \"/nonexistent/logs/access.log\": directory /nonexistent/logs does not exist",
         ),
     ];
     for (text, want) in &cases {

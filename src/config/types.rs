@@ -22,6 +22,8 @@ pub struct Config {
     pub management: Management,
     #[serde(default)]
     pub logging: Logging,
+    #[serde(default)]
+    pub access_log: AccessLog,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +38,38 @@ impl Default for Logging {
     fn default() -> Self {
         Logging {
             level: "info".into(),
+        }
+    }
+}
+
+/// One line per HTTP request and per `tcp` connection, written by a thread
+/// of its own from per-worker rings (a full ring drops lines and counts them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    /// "" (off), "stdout", or a file (reopened on SIGUSR1, for logrotate).
+    pub path: String,
+    pub format: AccessLogFormat,
+    /// Log 1 exchange in `sample` (1: all).
+    pub sample: u32,
+    /// Lines each worker's ring holds for the writer.
+    pub ring_entries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    Text,
+    Json,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog {
+            path: String::new(),
+            format: AccessLogFormat::Text,
+            sample: 1,
+            ring_entries: 4096,
         }
     }
 }

@@ -47,6 +47,22 @@ impl Config {
                 });
             }
         }
+        let log = &config.access_log;
+        if !matches!(log.path.as_str(), "" | "stdout") {
+            let path = Path::new(&log.path);
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(ConfigError::Invalid {
+                    file: None,
+                    line: Place::new("access_log", 0).line(text, "path"),
+                    key: "access_log.path".into(),
+                    message: format!("access_log.path = \"{}\": directory {} does not exist: create it, or log to \"stdout\"", log.path, dir.display()),
+                });
+            }
+        }
         let binding = match crate::plan::binding(&config, sysfs) {
             Ok((lines, warnings)) => (lines, warnings),
             Err(e) => {

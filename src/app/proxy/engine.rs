@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::balance::Balancer;
 use super::health::{self, HealthCheck, ServerHealth};
 use super::session::{Cause, Mode, Routes, Session, Step};
+use crate::app::outcome::Outcomes;
 use crate::net::counters::Counter;
 use crate::net::stack::{Closed, Connect, FlowId, Stack};
 
@@ -77,6 +78,9 @@ impl Group {
 }
 
 /// What the proxy uses a flow for.
+// One per flow slot, made once: boxing the session (with its record) would
+// allocate per connection.
+#[allow(clippy::large_enum_variant)]
 enum Conn {
     None,
     /// An accepted connection proxied to upstreams.
@@ -111,6 +115,8 @@ pub struct Proxy {
     routes: Vec<Option<Arc<Routes>>>,
     scratch: Box<[u8]>,
     seed: u64,
+    /// Exchanges that ended, for the worker to take after each event.
+    pub outcomes: Outcomes,
 }
 
 impl Proxy {
@@ -131,6 +137,7 @@ impl Proxy {
             routes,
             scratch: vec![0u8; scratch_len].into_boxed_slice(),
             seed,
+            outcomes: Outcomes::new(),
         }
     }
 
@@ -154,7 +161,8 @@ impl Proxy {
             Mode::Tcp => self.groups[group].spec.read_timeout_us,
             Mode::Http => 0,
         };
-        let session = Session::new(mode, client_ip, group, read_timeout_us, header_timeout_us);
+        let mut session = Session::new(mode, client_ip, group, read_timeout_us, header_timeout_us);
+        session.set_origin(listener, (client_ip, key.remote_port), now_us);
         self.conns[f as usize] = Conn::Client {
             session,
             listener,
@@ -197,7 +205,13 @@ impl Proxy {
     pub fn closed(&mut self, stack: &mut Stack, f: FlowId, why: Closed, now_us: u64) {
         match std::mem::replace(&mut self.conns[f as usize], Conn::None) {
             Conn::None => {}
-            Conn::Client { upstream, .. } => {
+            Conn::Client {
+                mut session,
+                upstream,
+                ..
+            } => {
+                session.client_gone(now_us);
+                collect(&mut self.outcomes, &mut session);
                 if let Some(u) = upstream {
                     // The client is gone: its upstream exchange cannot finish.
                     self.unlink_upstream(stack, u);
@@ -239,8 +253,10 @@ impl Proxy {
                             Closed::TimedOut => Cause::Timeout,
                             Closed::Reset | Closed::Ended => Cause::Reset,
                         };
+                        session.set_now(now_us);
                         let step = session.upstream_lost(stack.socket(c), connecting, cause);
                         count_failure(stack, c, session);
+                        collect(&mut self.outcomes, session);
                         self.apply_step(stack, c, step, now_us);
                     }
                     self.sync_deadline(stack, c);
@@ -284,8 +300,10 @@ impl Proxy {
                         let Conn::Client { session, .. } = &mut self.conns[c as usize] else {
                             unreachable!()
                         };
+                        session.set_now(now_us);
                         session.no_upstream(stack.socket(c), cause);
                         count_failure(stack, c, session);
+                        collect(&mut self.outcomes, session);
                         return;
                     }
                 }
@@ -316,12 +334,14 @@ impl Proxy {
         };
         let requests_before = session.requests;
         let step = if session.deadline_us().is_some_and(|d| now_us >= d) {
+            session.set_now(now_us);
             session.timed_out(csock, usock)
         } else {
             let routes = self.routes[*listener].as_deref();
             session.drive(csock, usock, routes, &mut self.scratch, now_us)
         };
         count_failure(stack, c, session);
+        collect(&mut self.outcomes, session);
         stack.counters.add(
             Counter::Requests,
             u64::from(session.requests - requests_before),
@@ -414,6 +434,7 @@ impl Proxy {
             unreachable!()
         };
         session.tried |= 1 << (server % 64);
+        session.attached(group, server, reused.is_some());
         session.set_read_timeout_us(read_timeout_us);
         *upstream = Some(u);
         let Conn::Upstream { client, .. } = &mut self.conns[u as usize] else {
@@ -688,6 +709,13 @@ impl Proxy {
                 });
             }
         }
+    }
+}
+
+/// Takes the exchange the session ended, if any, for the worker.
+fn collect(outcomes: &mut Outcomes, session: &mut Session) {
+    if let Some(o) = session.take_outcome() {
+        outcomes.push(o);
     }
 }
 

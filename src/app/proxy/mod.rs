@@ -13,6 +13,8 @@ pub mod http;
 pub mod session;
 
 #[cfg(test)]
+mod outcome_tests;
+#[cfg(test)]
 mod relay_tests;
 #[cfg(test)]
 pub(crate) mod testnet;

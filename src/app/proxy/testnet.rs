@@ -72,13 +72,15 @@ pub struct Net {
     /// Upstream connections the server accepted, in order.
     pub servers: Vec<End>,
     scratch: Vec<u8>,
-    routes: Routes,
+    pub routes: Routes,
     next_port: u16,
     buf: usize,
     /// Upstream connects made (not pool reuses).
     pub connects: usize,
     /// Failures the session reported.
     pub failures: Vec<Failure>,
+    /// Exchanges the session finished.
+    pub outcomes: Vec<crate::app::outcome::Outcome>,
     /// Every step the session asked for (but `Idle`).
     pub steps: Vec<Step>,
     /// Bytes each new server connection sends per step (0: all that fit).
@@ -144,6 +146,14 @@ impl Net {
             .connect(iface.context(), (IpAddress::Ipv4(IP), FRONT), 40000)
             .unwrap();
         let client = End::new(set.add(client));
+        let mut session = Session::new(
+            mode,
+            std::net::Ipv4Addr::new(10, 0, 0, 1),
+            0,
+            READ_TIMEOUT_US,
+            HEADER_TIMEOUT_US,
+        );
+        session.set_origin(0, (std::net::Ipv4Addr::new(10, 0, 0, 1), 40000), 0);
         Net {
             iface,
             dev,
@@ -151,13 +161,7 @@ impl Net {
             now_us: 0,
             client,
             front,
-            session: Session::new(
-                mode,
-                std::net::Ipv4Addr::new(10, 0, 0, 1),
-                0,
-                READ_TIMEOUT_US,
-                HEADER_TIMEOUT_US,
-            ),
+            session,
             up: None,
             up_established: false,
             pool: Vec::new(),
@@ -172,6 +176,7 @@ impl Net {
             buf,
             connects: 0,
             failures: Vec::new(),
+            outcomes: Vec::new(),
             steps: Vec::new(),
             server_chunk: 0,
             back_port: BACK,
@@ -257,6 +262,7 @@ impl Net {
 
     fn call(&mut self) -> Step {
         let (c, u) = two(&mut self.set, self.front, self.up);
+        self.session.set_now(self.now_us);
         let step = if self.session.deadline_us().is_some_and(|d| self.now_us >= d) {
             self.session.timed_out(c, u)
         } else {
@@ -269,6 +275,9 @@ impl Net {
     fn note(&mut self, step: Step) -> Step {
         if let Some(f) = self.session.take_error() {
             self.failures.push(f);
+        }
+        if let Some(o) = self.session.take_outcome() {
+            self.outcomes.push(o);
         }
         if step != Step::Idle {
             self.steps.push(step);
@@ -295,6 +304,7 @@ impl Net {
                 self.up = None;
                 let connecting = !self.up_established;
                 let c = self.set.get_mut::<Socket>(self.front);
+                self.session.set_now(self.now_us);
                 let cause = if connecting {
                     Cause::Refused
                 } else {
@@ -315,6 +325,7 @@ impl Net {
                 Step::Idle => return,
                 Step::NeedUpstream { .. } if self.connects >= self.max_connects => {
                     let c = self.set.get_mut::<Socket>(self.front);
+                    self.session.set_now(self.now_us);
                     self.session.no_upstream(c, Cause::NoServer);
                     self.note(Step::Idle);
                     return;
@@ -341,6 +352,7 @@ impl Net {
             if s.state() == TcpState::Established && s.recv_queue() == 0 && s.may_send() {
                 self.up = Some(u);
                 self.up_established = true;
+                self.session.attached(0, 0, true);
                 return;
             }
             s.abort();
@@ -357,6 +369,7 @@ impl Net {
         self.up = Some(self.set.add(s));
         self.up_established = false;
         self.session.tried |= 1;
+        self.session.attached(0, 0, false);
     }
 
     pub fn pooled(&self) -> usize {

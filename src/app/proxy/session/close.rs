@@ -164,6 +164,7 @@ impl Session {
         let page = error_page(status);
         if send_room(c) >= page.len() {
             let _ = c.send_slice(page);
+            self.rec.bytes_out += page.len() as u64;
         }
         self.fail(Some(status), cause);
         self.close_client(c);

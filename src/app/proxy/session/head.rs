@@ -10,6 +10,7 @@ use smoltcp::socket::tcp::Socket;
 use super::relay::peer_closed;
 use super::rewrite::{plan_request, write_request_head, write_response_head};
 use super::{Exchange, HeadStep, Routes, Session, State};
+use crate::app::outcome::Outcome;
 use crate::app::proxy::http::{self, Body, Refusal, MAX_HEADERS};
 use crate::app::{dequeue, send_room};
 
@@ -87,6 +88,7 @@ impl Session {
         write_response_head(&resp, http11, keep_alive, info.drop_length, &mut |b| {
             let _ = c.send_slice(b);
         });
+        self.responded(info.status, len);
         dequeue(up, head_len);
         self.scanned = 0;
         self.x.responded = true;
@@ -152,6 +154,7 @@ pub(super) fn parse_request(
     head_len: usize,
     routes: Option<&Routes>,
     draining: bool,
+    rec: &mut Outcome,
 ) -> Result<(Exchange, usize), u16> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -161,15 +164,20 @@ pub(super) fn parse_request(
         Err(httparse::Error::TooManyHeaders) => return Err(431),
         Err(_) => return Err(400),
     }
+    let host_header = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| h.value);
+    let method = req.method.unwrap_or("").as_bytes();
+    rec.set_request(method, host_header, req.path.unwrap_or("").as_bytes());
     let info = http::request_info(&req, raw, head_len).map_err(Refusal::status)?;
     let target =
         http::request_target(req.path.unwrap_or("")).expect("request_info checked the target");
-    let host = target.authority.map(str::as_bytes).or_else(|| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("host"))
-            .map(|h| h.value)
-    });
+    let host = target.authority.map(str::as_bytes).or(host_header);
+    if let Some(h) = host {
+        rec.host.set(h);
+    }
     let group = routes
         .and_then(|r| r.find(host, target.route_path()))
         .ok_or(404u16)?;

@@ -41,6 +41,7 @@
 mod close;
 mod failure;
 mod head;
+mod record;
 mod relay;
 mod rewrite;
 
@@ -53,6 +54,7 @@ use self::head::{head_bytes, parse_request, scan_head, HeadTooLarge};
 use self::relay::{at_eof, peer_closed, relay_body, relay_stream};
 use self::rewrite::Plan;
 use crate::app::dequeue;
+use crate::app::outcome::Outcome;
 use crate::app::proxy::http::{self, Body, Refusal};
 
 /// Which protocol a listener proxies.
@@ -203,6 +205,12 @@ pub struct Session {
     lingered: usize,
     /// The time of the last call that had one (for deadlines set by calls without).
     now_us: u64,
+    /// The current exchange, as far as it got (`record`).
+    rec: Outcome,
+    /// `rec` started and has not ended.
+    rec_open: bool,
+    /// `rec` ended and waits for `take_outcome`.
+    rec_done: bool,
 }
 
 impl Session {
@@ -236,6 +244,9 @@ impl Session {
             scanned: 0,
             lingered: 0,
             now_us: 0,
+            rec: Outcome::default(),
+            rec_open: false,
+            rec_done: false,
         }
     }
 
@@ -275,6 +286,10 @@ impl Session {
         if self.failure.is_none() {
             self.failure = Some(Failure { status, cause });
         }
+        if let Some(status) = status {
+            self.rec.status = status;
+        }
+        self.finish(Some(cause));
     }
 
     /// Advances as far as the sockets allow.
@@ -307,6 +322,9 @@ impl Session {
                             dequeue(c, 1);
                         }
                     }
+                    if !self.rec_open && c.recv_queue() > 0 {
+                        self.begin(now_us);
+                    }
                     let Some(head_len) = scan_head(c, scratch, &mut self.scanned) else {
                         let queued = c.recv_queue();
                         if queued > 0 && peer_closed(c) {
@@ -317,6 +335,7 @@ impl Session {
                             return Step::Idle;
                         }
                         if queued >= c.recv_capacity() {
+                            self.rec.bytes_in = queued as u64;
                             return self.refuse(c, Refusal::HeadTooLarge.status());
                         }
                         // Slowloris: the whole head must arrive within the header timeout.
@@ -327,9 +346,10 @@ impl Session {
                     };
                     self.scanned = 0;
                     self.deadline_us = 0;
+                    self.rec.bytes_in = head_len as u64;
                     let parsed = {
                         let raw = head_bytes(c, scratch, head_len);
-                        parse_request(raw, head_len, routes, self.draining)
+                        parse_request(raw, head_len, routes, self.draining, &mut self.rec)
                     };
                     let (x, group) = match parsed {
                         Ok(r) => r,
@@ -356,6 +376,7 @@ impl Session {
                     if up.state() != TcpState::Established {
                         return Step::Idle; // connecting; failures come through `upstream_lost`
                     }
+                    self.upstream_usable();
                     if self.mode == Mode::Tcp {
                         self.state = State::Relay;
                         continue;
@@ -388,6 +409,7 @@ impl Session {
                         }
                     };
                     self.x.req_body = body;
+                    self.rec.bytes_in += moved as u64;
                     if moved > 0 {
                         self.deadline_us = now_us + self.read_timeout_us;
                     }
@@ -434,6 +456,7 @@ impl Session {
                     self.x.resp_body = body;
                     let done = match relayed {
                         Ok((moved, done)) => {
+                            self.rec.bytes_out += moved as u64;
                             if moved > 0 {
                                 self.deadline_us = now_us + self.read_timeout_us;
                             }
@@ -452,6 +475,7 @@ impl Session {
                     }
                     self.requests += 1;
                     self.deadline_us = 0;
+                    self.finish(None);
                     let reusable = self.x.upstream_reusable
                         && !self.x.early
                         && !matches!(body, Body::UntilClose);
@@ -466,8 +490,8 @@ impl Session {
                     let Some(up) = u.as_deref_mut() else {
                         return self.upstream_gone(c);
                     };
-                    relay_stream(c, up);
-                    relay_stream(up, c);
+                    self.rec.bytes_in += relay_stream(c, up) as u64;
+                    self.rec.bytes_out += relay_stream(up, c) as u64;
                     // Half-close travels: EOF read on one side closes our send side on the other.
                     if at_eof(c) && up.may_send() && up.send_queue() == 0 {
                         up.close();
