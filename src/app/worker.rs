@@ -318,7 +318,7 @@ impl Worker {
 
     /// Every finished exchange (HTTP request, `tcp` connection) comes here once.
     fn on_outcome(&mut self, o: &Outcome) {
-        let _ = o;
+        self.request_stats.record(o);
     }
 
     fn accept(&mut self, f: FlowId, listener: usize, now_us: u64) {
