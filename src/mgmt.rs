@@ -1,7 +1,7 @@
-//! The management endpoint: `/metrics` (Prometheus text) and `/stats`
-//! (JSON), served from a non-blocking kernel socket polled by the control
-//! thread. It reads the workers' published counters; it never touches the
-//! data path.
+//! The management endpoint: `/metrics` (Prometheus text, `metrics`) and
+//! `/stats` (JSON), served from a non-blocking kernel socket polled by the
+//! control thread. It reads the workers' published counters and request
+//! metrics, and the NIC counters when asked; it never touches the data path.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
