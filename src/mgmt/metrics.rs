@@ -141,10 +141,13 @@ fn family<'a>(
     series: impl IntoIterator<Item = (Labels<'a>, Value<'a>)>,
 ) -> fmt::Result {
     let mut series = series.into_iter().peekable();
+    // A family without series is left out (as client_golang does), so
+    // that its type can follow from its values.
     let kind = match series.peek() {
+        None => return Ok(()),
         Some((_, Value::Counter(_) | Value::CounterF(_))) => MetricType::Counter,
         Some((_, Value::Histogram(_))) => MetricType::Histogram,
-        _ => MetricType::Gauge,
+        Some((_, Value::Gauge(_) | Value::GaugeF(_))) => MetricType::Gauge,
     };
     let mut metric = enc.encode_descriptor(name, help, None, kind)?;
     for (labels, value) in series {

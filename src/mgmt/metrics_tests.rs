@@ -181,3 +181,17 @@ fn nic_pools_workers_and_reloads() {
         r#"zproxy_upstream_up{group="g\"q",server="10.0.0.1:80"} 1"#,
     );
 }
+
+#[test]
+fn a_family_without_series_is_left_out() {
+    let text = Snapshot {
+        upstreams: Vec::new(),
+        ..snapshot()
+    }
+    .encode();
+    assert!(!text.contains("zproxy_upstream_requests"), "{text}");
+    assert!(
+        text.contains("# TYPE zproxy_reloads_total counter"),
+        "{text}"
+    );
+}
