@@ -1,23 +1,65 @@
-//! The management endpoint: `/metrics` (Prometheus text) and `/stats`
-//! (JSON), served from a non-blocking kernel socket polled by the control
-//! thread. It reads the workers' published counters; it never touches the
-//! data path.
+//! The management endpoint: `/metrics` (Prometheus text, `metrics`) and
+//! `/stats` (JSON), served from a non-blocking kernel socket polled by the
+//! control thread. It reads the workers' published counters and request
+//! metrics, and the NIC counters when asked; it never touches the data path.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::app::proxy::engine::UpstreamStat;
-use crate::net::counters::{Counter, SharedCounters};
+use crate::app::stats::RequestStats;
+use crate::dpdk::{Mempool, Port};
+use crate::net::counters::SharedCounters;
+
+mod busy;
+mod help;
+pub mod metrics;
+
+pub use busy::BusyWindow;
+pub use metrics::{prometheus, Names};
 
 /// Values the control thread samples for each scrape, besides worker counters.
-pub struct Gauges {
+pub struct Gauges<'a> {
     pub mbufs_in_use: u32,
     pub mbufs_total: u32,
     pub draining: bool,
     pub uptime_s: u64,
     pub upstreams: Vec<UpstreamStat>,
     pub reload: ReloadStatus,
+    /// What `/metrics` reads only when it is asked.
+    pub sources: Sources<'a>,
+}
+
+/// Where `/metrics` reads its figures at scrape time.
+pub struct Sources<'a> {
+    pub names: &'a Names,
+    /// The ports, in the order of `names.ports` (NIC counters are read live).
+    pub ports: &'a [Port],
+    pub pools: &'a [Arc<Mempool>],
+    /// Each worker's request metrics.
+    pub requests: &'a [Arc<RequestStats>],
+    /// Each worker's busy share (`BusyWindow`).
+    pub busy_ratio: &'a [f64],
+}
+
+impl Sources<'static> {
+    /// Nothing to read (tests, and before anything runs).
+    pub fn none() -> Self {
+        static NO_NAMES: Names = Names {
+            listeners: Vec::new(),
+            ports: Vec::new(),
+        };
+        Sources {
+            names: &NO_NAMES,
+            ports: &[],
+            pools: &[],
+            requests: &[],
+            busy_ratio: &[],
+        }
+    }
 }
 
 /// What the SIGHUP reloads so far did (kept by the control thread).
@@ -85,11 +127,7 @@ fn serve(
     let request = std::str::from_utf8(&buf[..n]).unwrap_or("");
     let path = request.split_whitespace().nth(1).unwrap_or("");
     let (status, ctype, body) = match path {
-        "/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            prometheus(workers, gauges),
-        ),
+        "/metrics" => ("200 OK", metrics::CONTENT_TYPE, prometheus(workers, gauges)),
         "/stats" => ("200 OK", "application/json", json(workers, gauges)),
         _ => (
             "404 Not Found",
@@ -102,91 +140,6 @@ fn serve(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-}
-
-/// Counters are monotonic except these, which are gauges.
-fn is_gauge(c: Counter) -> bool {
-    matches!(
-        c,
-        Counter::FlowsActive | Counter::TimeWaitEntries | Counter::UpstreamPooled
-    )
-}
-
-/// (metric name, Prometheus type, value of one server).
-type UpstreamSeries = (&'static str, &'static str, fn(&UpstreamStat) -> String);
-
-pub fn prometheus(workers: &[&SharedCounters], g: &Gauges) -> String {
-    let mut out = String::new();
-    out += "# TYPE zproxy_proxy_failures_total counter\n";
-    for &c in Counter::ALL {
-        let Some(cause) = c.failure_cause() else {
-            continue;
-        };
-        for (i, w) in workers.iter().enumerate() {
-            out += &format!(
-                "zproxy_proxy_failures_total{{worker=\"{i}\",cause=\"{cause}\"}} {}\n",
-                w.get(c)
-            );
-        }
-    }
-    for &c in Counter::ALL.iter().filter(|c| c.failure_cause().is_none()) {
-        let kind = if is_gauge(c) { "gauge" } else { "counter" };
-        let name = if is_gauge(c) {
-            format!("zproxy_{}", c.name())
-        } else {
-            format!("zproxy_{}_total", c.name())
-        };
-        out += &format!("# TYPE {name} {kind}\n");
-        for (i, w) in workers.iter().enumerate() {
-            out += &format!("{name}{{worker=\"{i}\"}} {}\n", w.get(c));
-        }
-    }
-    out += &format!(
-        "# TYPE zproxy_mbufs_in_use gauge\nzproxy_mbufs_in_use {}\n",
-        g.mbufs_in_use
-    );
-    out += &format!(
-        "# TYPE zproxy_mbufs gauge\nzproxy_mbufs {}\n",
-        g.mbufs_total
-    );
-    out += &format!(
-        "# TYPE zproxy_draining gauge\nzproxy_draining {}\n",
-        u8::from(g.draining)
-    );
-    out += &format!(
-        "# TYPE zproxy_uptime_seconds gauge\nzproxy_uptime_seconds {}\n",
-        g.uptime_s
-    );
-    let series: [UpstreamSeries; 6] = [
-        ("zproxy_upstream_requests_total", "counter", |u| {
-            u.requests.to_string()
-        }),
-        ("zproxy_upstream_connect_failures_total", "counter", |u| {
-            u.connect_failures.to_string()
-        }),
-        ("zproxy_upstream_active", "gauge", |u| u.active.to_string()),
-        ("zproxy_upstream_healthy", "gauge", |u| {
-            u8::from(u.healthy && !u.retired).to_string()
-        }),
-        ("zproxy_upstream_response_seconds_sum", "counter", |u| {
-            format!("{:.6}", u.response_us_sum as f64 / 1e6)
-        }),
-        ("zproxy_upstream_response_seconds_count", "counter", |u| {
-            u.responses.to_string()
-        }),
-    ];
-    for (name, kind, value) in series {
-        out += &format!("# TYPE {name} {kind}\n");
-        for u in &g.upstreams {
-            out += &format!(
-                "{name}{{group=\"{}\",server=\"{}\"}} {}\n",
-                u.group,
-                u.server,
-                value(u)
-            );
-        }
-    }
-    out
 }
 
 pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
@@ -244,6 +197,7 @@ mod tests {
             draining: false,
             uptime_s: 3,
             reload: ReloadStatus::default(),
+            sources: Sources::none(),
             upstreams: vec![UpstreamStat {
                 group: "web".into(),
                 server: "10.0.0.1:80".parse().unwrap(),
@@ -259,7 +213,7 @@ mod tests {
         for (path, want) in [
             ("/stats", "\"server\":\"10.0.0.1:80\",\"requests\":5,\"connect_failures\":1,\"active\":2,\"healthy\":true,\"retired\":false,\"avg_response_ms\":0.500"),
             ("/metrics", "zproxy_upstream_requests_total{group=\"web\",server=\"10.0.0.1:80\"} 5\n"),
-            ("/metrics", "zproxy_upstream_response_seconds_sum{group=\"web\",server=\"10.0.0.1:80\"} 0.001500\n"),
+            ("/metrics", "zproxy_upstream_response_seconds_total{group=\"web\",server=\"10.0.0.1:80\"} 0.0015\n"),
             ("/metrics", "zproxy_requests_total{worker=\"0\"} 0\n"),
             ("/stats", "\"mbufs_in_use\":7"),
             ("/nope", "404 Not Found"),

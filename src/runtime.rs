@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::access_writer as access_log;
 use crate::app::proxy::engine::UpstreamStat;
+use crate::app::stats::RequestStats;
 use crate::app::worker::{Control, Reload, Worker, WorkerSpec};
 use crate::config::{Config, Runtime};
 use crate::dpdk::{lcore, Eal, Mempool, Port, PortConfig, QueueId};
@@ -172,6 +173,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let upstream_stats: Vec<Arc<Mutex<Vec<UpstreamStat>>>> =
         (0..workers).map(|_| Arc::default()).collect();
     let access_log = access_log::start(&cfg, &layout, &shared, reopen_log)?;
+    let request_stats: Vec<Arc<RequestStats>> = (0..workers)
+        .map(|_| Arc::new(RequestStats::new(cfg.listeners.len())))
+        .collect();
     let mut launched = Vec::with_capacity(workers);
     for (index, &lcore_id) in rt.worker_lcores.iter().enumerate() {
         let spec = worker_spec(
@@ -180,6 +184,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             &ports,
             worker_pools[index].clone(),
             upstream_stats[index].clone(),
+            request_stats[index].clone(),
             index,
             inboxes.clone(),
             secrets.for_worker(index),
@@ -217,6 +222,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     }
 
     let started = Instant::now();
+    let metric_names = mgmt::Names::of(&cfg);
+    let mut busy = mgmt::BusyWindow::new(workers, started);
     let mut last_summary = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
     let drain_timeout = Duration::from_millis(cfg.management.drain_timeout_ms);
@@ -265,6 +272,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             control.stop.store(true, Ordering::Relaxed);
         }
         if let Some(ep) = &endpoint {
+            let per_worker: Vec<&SharedCounters> = shared.iter().map(|s| &**s).collect();
+            busy.update(Instant::now(), &per_worker);
             let gauges = mgmt::Gauges {
                 mbufs_in_use: pools.iter().map(|p| p.in_use()).sum(),
                 mbufs_total: pools.iter().map(|p| p.size()).sum(),
@@ -272,8 +281,14 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 uptime_s: started.elapsed().as_secs(),
                 upstreams: merged_upstream_stats(&upstream_stats),
                 reload: mgmt::ReloadStatus::default(),
+                sources: mgmt::Sources {
+                    names: &metric_names,
+                    ports: &ports,
+                    pools: &pools,
+                    requests: &request_stats,
+                    busy_ratio: busy.ratios(),
+                },
             };
-            let per_worker: Vec<&SharedCounters> = shared.iter().map(|s| &**s).collect();
             ep.poll(&per_worker, &gauges);
         }
         if last_summary.elapsed() >= SUMMARY_EVERY {
@@ -448,6 +463,7 @@ fn worker_spec(
     ports: &[Port],
     pool: Arc<Mempool>,
     upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
+    request_stats: Arc<RequestStats>,
     index: usize,
     inboxes: Inboxes,
     secrets: Secrets,
@@ -483,6 +499,7 @@ fn worker_spec(
         tx_drain_us: u64::from(rt.tx_drain_us),
         pool,
         upstream_stats,
+        request_stats,
         worker_index: index,
         inboxes,
         idle_sleep_us: u64::from(cfg.runtime.idle_sleep_us),

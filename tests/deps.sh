@@ -11,6 +11,8 @@ PACKAGES=(
   libxdp-dev libbpf-dev libnuma-dev libpcap-dev
   # the lab: namespaces, veth offloads, clients, upstream and peer proxies
   iproute2 ethtool iputils-ping iputils-arping curl nginx haproxy wrk procps python3
+  # lab_metrics: the reference parser of the Prometheus text format
+  python3-prometheus-client
   # fault injection in the lab (random loss in a namespace)
   nftables
 )

@@ -235,6 +235,7 @@ impl Harness {
             tx_drain_us: 0,
             pool: pool.clone(),
             upstream_stats: Arc::new(Mutex::new(Vec::new())),
+            request_stats: Arc::new(zproxy::app::stats::RequestStats::new(4)),
             worker_index: 0,
             inboxes: handoff_inboxes(1),
             idle_sleep_us: 0,

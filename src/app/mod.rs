@@ -4,6 +4,7 @@
 //! - [`access_log`]: the worker's side of the access log (a lock-free ring).
 //! - [`outcome`]: the record of one finished exchange (metrics, access log).
 //! - [`proxy`]: HTTP and TCP proxying to upstream servers.
+//! - [`stats`]: request metrics by listener, written by the worker.
 //! - [`responder`]: a fixed HTTP response (health endpoints, tests, the
 //!   datapath benchmark).
 //! - [`worker`]: one polling core: the stack, its events, the applications.
@@ -14,6 +15,7 @@ pub mod access_log;
 pub mod outcome;
 pub mod proxy;
 pub mod responder;
+pub mod stats;
 pub mod worker;
 
 /// Free bytes in the socket's send buffer.

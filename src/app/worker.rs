@@ -13,6 +13,7 @@ use super::outcome::{Outcome, Outcomes, Sink};
 use super::proxy::engine::{GroupSpec, Proxy, UpstreamStat};
 use super::proxy::session::{Mode, Routes};
 use super::responder::{Responder, ResponderState};
+use super::stats::RequestStats;
 use crate::dpdk::{rdtsc, tsc_hz, MbufBurst, Mempool};
 use crate::net::counters::{Counter, SharedCounters};
 use crate::net::device::BURST;
@@ -95,6 +96,8 @@ pub struct WorkerSpec {
     pub pool: Arc<Mempool>,
     /// Where the worker publishes per-server figures.
     pub upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
+    /// Where the worker counts its finished exchanges (`on_outcome`).
+    pub request_stats: Arc<RequestStats>,
     /// This worker's number: it polls queue `worker_index` of every port and
     /// owns the flows RSS puts on that queue (see `rss::Steering`).
     pub worker_index: usize,
@@ -129,6 +132,7 @@ pub struct Worker {
     shared: Arc<SharedCounters>,
     /// Per-server figures for the management endpoint, refreshed with the counters.
     upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
+    request_stats: Arc<RequestStats>,
     index: usize,
     idle_sleep_us: u64,
     /// The monotonic clock: the CPU's invariant TSC (as DPDK's timers use),
@@ -188,6 +192,7 @@ impl Worker {
             scratch: vec![0u8; scratch_len].into_boxed_slice(),
             shared,
             upstream_stats: spec.upstream_stats,
+            request_stats: spec.request_stats,
             index: spec.worker_index,
             idle_sleep_us: spec.idle_sleep_us,
             tsc_origin: rdtsc(),
@@ -332,6 +337,7 @@ impl Worker {
                 self.stack.counters.add(Counter::AccessLogDropped, 1);
             }
         }
+        self.request_stats.record(o);
     }
 
     fn accept(&mut self, f: FlowId, listener: usize, now_us: u64) {

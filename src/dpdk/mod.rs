@@ -16,7 +16,10 @@ pub use eal::Eal;
 pub use error::{DpdkError, Errno, Result};
 pub use mbuf::{rx_checksum_bad, Mbuf, MbufBurst};
 pub use mempool::Mempool;
-pub use port::{LinkStatus, Port, PortConfig, PortId, PortQueue, PortStats, QueueId};
+pub use port::{
+    LinkStatus, Port, PortConfig, PortId, PortQueue, PortStats, QueueId, QueueStats,
+    QUEUE_STATS_MAX,
+};
 
 /// Default mbuf data room (`RTE_MBUF_DEFAULT_BUF_SIZE`): a full
 /// 1500-byte-MTU frame plus headroom.

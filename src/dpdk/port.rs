@@ -44,6 +44,20 @@ pub struct LinkStatus {
     pub full_duplex: bool,
 }
 
+/// Queues whose figures ethdev keeps apart (`RTE_ETHDEV_QUEUE_STAT_CNTRS`).
+pub const QUEUE_STATS_MAX: usize = 16;
+
+/// One queue pair's figures, as far as the driver fills them (some leave
+/// them at 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_errors: u64,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PortStats {
     pub rx_packets: u64,
@@ -55,6 +69,22 @@ pub struct PortStats {
     pub rx_errors: u64,
     pub tx_errors: u64,
     pub rx_nombuf: u64,
+    /// Per queue pair: the port's queues, up to `QUEUE_STATS_MAX`.
+    queues: [QueueStats; QUEUE_STATS_MAX],
+    queue_count: usize,
+}
+
+impl PortStats {
+    pub fn queues(&self) -> &[QueueStats] {
+        &self.queues[..self.queue_count]
+    }
+
+    /// These stats with the given queues' (the first `QUEUE_STATS_MAX`).
+    pub fn with_queues(mut self, queues: &[QueueStats]) -> Self {
+        self.queue_count = queues.len().min(QUEUE_STATS_MAX);
+        self.queues[..self.queue_count].copy_from_slice(&queues[..self.queue_count]);
+        self
+    }
 }
 
 /// A started port. Dropping it stops and closes the device, which returns
@@ -271,6 +301,17 @@ impl Port {
             rx_errors: s.ierrors,
             tx_errors: s.oerrors,
             rx_nombuf: s.rx_nombuf,
+            queues: std::array::from_fn(|q| {
+                let at = |a: &[u64]| a.get(q).copied().unwrap_or(0);
+                QueueStats {
+                    rx_packets: at(&s.q_ipackets),
+                    tx_packets: at(&s.q_opackets),
+                    rx_bytes: at(&s.q_ibytes),
+                    tx_bytes: at(&s.q_obytes),
+                    rx_errors: at(&s.q_errors),
+                }
+            }),
+            queue_count: usize::from(self.rx_queues).min(QUEUE_STATS_MAX),
         })
     }
 

@@ -1,0 +1,58 @@
+//! Names and HELP texts of the stack counters in `/metrics` (the names in
+//! `/stats` stay `Counter::name`).
+
+use crate::net::counters::Counter;
+
+/// The metric's name without the `zproxy_` prefix and without `_total`
+/// (the encoder adds it to counters).
+pub fn metric_name(c: Counter) -> &'static str {
+    match c {
+        Counter::BusyCycles => "worker_busy_cycles",
+        Counter::TotalCycles => "worker_cycles",
+        Counter::UpstreamPooled => "upstream_pooled_connections",
+        _ => c.name(),
+    }
+}
+
+pub fn counter_help(c: Counter) -> &'static str {
+    use Counter::*;
+    match c {
+        RxFrames => "Frames the worker took from its rx queues.",
+        RxBytes => "Bytes of the frames the worker took from its rx queues.",
+        TxFrames => "Frames the worker handed to its tx queues.",
+        TxBytes => "Bytes of the frames the worker handed to its tx queues.",
+        TxDropped => "Frames the tx queue did not take (full) and the worker dropped.",
+        DropNotForUs => "Frames dropped that were for another address, protocol or port.",
+        DropMalformed => "Frames dropped as malformed.",
+        DropChecksum => "Frames dropped for a bad IPv4 or TCP checksum.",
+        DropTimeWait => "Segments dropped for a connection in TIME-WAIT.",
+        TimeWaitAcks => "ACKs sent for connections in TIME-WAIT.",
+        RstChallenged => "RSTs answered with a challenge ACK (RFC 5961).",
+        FlowsAccepted => "Client connections accepted.",
+        FlowsRefused => "Client connections refused (no free flow, draining, or a limit).",
+        RefusedAcl => "Client connections refused by a listener's allow list.",
+        RefusedPerSource => "Client connections refused by max_connections_per_source.",
+        FlowsClosed => "Connections closed.",
+        FlowsTimedOut => "Connections closed for being idle too long.",
+        FlowsActive => "Flows in use now (client and upstream connections).",
+        TimeWaitEntries => "Connections in TIME-WAIT now.",
+        Requests => "HTTP requests answered by the worker (proxied or static).",
+        BadRequests => "HTTP requests refused as malformed.",
+        UpstreamConnects => "Connections opened to upstream servers.",
+        UpstreamConnectFailures => "Connections to upstream servers that failed.",
+        UpstreamReused => "Requests sent on a pooled upstream connection.",
+        UpstreamPooled => "Idle upstream connections kept for reuse now.",
+        NoUpstream => "Requests that matched no route and no default upstream.",
+        ProxyErrors => "Proxied exchanges that failed (all causes; see proxy_failures_total).",
+        FailRefused | FailReset | FailTimeout | FailNoServer | FailNoSlot | FailBadResponse
+        | FailBadRequest | FailClientAbort => "Proxied exchanges that failed for this cause.",
+        SynCookiesSent => "SYN cookies sent (SYN backlog full).",
+        SynCookiesAccepted => "Connections accepted from a valid SYN cookie.",
+        HandoffsOut => "Frames handed to the worker that owns their flow.",
+        HandoffsIn => "Frames received from another worker for a flow this one owns.",
+        HandoffDrops => "Frames dropped because the owner's handoff ring was full.",
+        BusyCycles => "TSC cycles of loop iterations that found work.",
+        TotalCycles => "TSC cycles the worker's loop ran.",
+        AccessLogDropped => "Access log lines dropped because the writer fell behind (ring full).",
+    }
+}
