@@ -114,6 +114,17 @@ pub fn check(cfg: &Config) -> Result<(), RunError> {
     })
 }
 
+/// Whether this network namespace has the interface. Asks the kernel, not
+/// /sys/class/net: a process that joined a namespace (systemd's
+/// `NetworkNamespacePath=`) still sees the sysfs of the one it came from.
+pub fn interface_exists(iface: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(iface) else {
+        return false;
+    };
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+}
+
 /// Whether RLIMIT_MEMLOCK of this process is infinite.
 pub fn memlock_unlimited() -> bool {
     let mut lim = libc::rlimit {

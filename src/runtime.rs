@@ -90,7 +90,7 @@ pub fn preflight(cfg: &Config) -> Result<(), RunError> {
         }
         if let Some(vdev) = &p.vdev {
             if let Some(iface) = vdev.split(',').find_map(|kv| kv.strip_prefix("iface=")) {
-                if !std::path::Path::new("/sys/class/net").join(iface).exists() {
+                if !crate::privileges::interface_exists(iface) {
                     return Err(RunError::NoInterface {
                         port: p.name.clone(),
                         iface: iface.to_owned(),
