@@ -13,6 +13,8 @@ PACKAGES=(
   iproute2 ethtool iputils-ping iputils-arping curl nginx haproxy wrk procps python3
   # fault injection in the lab (random loss in a namespace)
   nftables
+  # the service test: a real systemd in a container (systemd-nspawn)
+  systemd systemd-container
 )
 
 if [ "$(id -u)" -ne 0 ]; then
