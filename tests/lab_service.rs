@@ -187,6 +187,7 @@ fn wait_exit(child: &mut Child, log: &dyn Fn() -> String) -> std::process::ExitS
 struct Container {
     nspawn: Option<Child>,
     leader: u32,
+    name: String,
     log: PathBuf,
     _root: TempDir,
 }
@@ -251,6 +252,7 @@ impl Container {
             .expect("systemd-nspawn (Debian package systemd-container; tests/deps.sh)");
         let mut c = Container {
             leader: 0,
+            name: name.to_owned(),
             nspawn: Some(nspawn),
             log,
             _root: root,
@@ -334,6 +336,8 @@ impl Drop for Container {
             let _ = nspawn.wait();
         }
         let _ = std::fs::remove_file(&self.log);
+        // nspawn leaves this (empty) directory behind when it cannot unmount it.
+        let _ = std::fs::remove_dir(format!("/run/systemd/nspawn/propagate/{}", self.name));
     }
 }
 
