@@ -32,9 +32,21 @@ impl fmt::Display for Chain<'_> {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(
-        "zproxy must run as root (it maps hugepages and drives NICs directly): run it with sudo"
+        "zproxy lacks the capabilities its ports need: {missing}; run it as root, or grant \
+         them: systemd `AmbientCapabilities={ambient}` (see packaging/zproxy.service), \
+         by hand `setpriv --inh-caps=+{short} --ambient-caps=+{short} ...` \
+         (INSTALL.md, \"Running as a service\")"
     )]
-    NotRoot,
+    MissingCapabilities {
+        /// "CAP_X (port 'p': why), ...".
+        missing: String,
+        /// "CAP_X CAP_Y".
+        ambient: String,
+        /// "x,+y" (setpriv's spelling after the first '+').
+        short: String,
+    },
+    #[error("cannot read this process's capabilities (/proc/self/status)")]
+    Capabilities(#[source] caps::errors::CapsError),
     #[error(
         "no free hugepages: reserve and mount some first with `hugepages/setup.sh` \
          (check with `hugepages/setup.sh --check`)"

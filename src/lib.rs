@@ -11,6 +11,8 @@
 //! - [`runtime`]: start-up checks, bringing ports up, launching workers, shutdown.
 //! - [`error`]: start-up and run-time errors ([`error::RunError`]), and
 //!   printing an error with its causes ([`error::Chain`]).
+//! - [`privileges`]: the Linux capabilities `run` needs, checked at start.
+//! - [`notify`]: readiness for systemd (`Type=notify`).
 //! - [`secrets`]: the hash keys and ISN seed, from the OS RNG.
 
 pub mod access_format;
@@ -21,7 +23,9 @@ pub mod dpdk;
 pub mod error;
 pub mod mgmt;
 pub mod net;
+pub mod notify;
 pub mod plan;
+pub mod privileges;
 pub mod runtime;
 pub mod secrets;
 pub mod topology;

@@ -71,12 +71,9 @@ fn merged_upstream_stats(workers: &[Arc<Mutex<Vec<UpstreamStat>>>]) -> Vec<Upstr
 
 pub use crate::error::RunError;
 
-/// Checks that need no device: root, hugepages, the interfaces vdevs name.
+/// Checks that need no device: capabilities, hugepages, the interfaces vdevs name.
 pub fn preflight(cfg: &Config) -> Result<(), RunError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(RunError::NotRoot);
-    }
+    crate::privileges::check(cfg)?;
     if !cfg.runtime.no_huge {
         match hugepages_free() {
             Ok(0) => return Err(RunError::NoHugepages { cause: None }),
@@ -95,7 +92,7 @@ pub fn preflight(cfg: &Config) -> Result<(), RunError> {
         }
         if let Some(vdev) = &p.vdev {
             if let Some(iface) = vdev.split(',').find_map(|kv| kv.strip_prefix("iface=")) {
-                if !std::path::Path::new("/sys/class/net").join(iface).exists() {
+                if !crate::privileges::interface_exists(iface) {
                     return Err(RunError::NoInterface {
                         port: p.name.clone(),
                         iface: iface.to_owned(),
@@ -177,6 +174,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         .map(|_| Arc::new(RequestStats::new(cfg.listeners.len())))
         .collect();
     let mut launched = Vec::with_capacity(workers);
+    let mut ready = crate::notify::Readiness::new(workers);
     for (index, &lcore_id) in rt.worker_lcores.iter().enumerate() {
         let spec = worker_spec(
             &cfg,
@@ -194,12 +192,14 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             ..spec
         };
         let (control, shared) = (control.clone(), shared[index].clone());
+        let polling = ready.counter();
         let job = lcore::launch(lcore_id, move || {
             // A worker that dies (panics) stops the appliance, which exits
             // non-zero so that its supervisor restarts it.
             let _exit = WorkerExit(&control);
             let mut w = Worker::new(spec, shared);
             log::info!("worker {index} on lcore {} polling", lcore::current());
+            polling.fetch_add(1, Ordering::Relaxed);
             w.run(&control);
             0
         })
@@ -231,8 +231,10 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         && control.finished.load(Ordering::Relaxed) < workers
     {
         std::thread::sleep(CONTROL_TICK);
+        ready.check();
         if interrupt.load(Ordering::Relaxed) {
             log::info!("SIGINT: stopping now");
+            crate::notify::stopping("SIGINT: stopping now");
             control.stop.store(true, Ordering::Relaxed);
         }
         if terminate.load(Ordering::Relaxed) && drain_deadline.is_none() {
@@ -241,10 +243,17 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 drain_timeout.as_millis()
             );
             control.draining.store(true, Ordering::Relaxed);
+            crate::notify::stopping("SIGTERM: draining");
             drain_deadline = Some(Instant::now() + drain_timeout);
         }
         if hangup.swap(false, Ordering::Relaxed) {
-            if let Some((next_cfg, next_layout)) = reload(&cfg, &layout, config_path) {
+            crate::notify::reloading();
+            let next = reload(&cfg, &layout, config_path);
+            crate::notify::reloaded(match next {
+                Some(_) => "reloaded",
+                None => "reload refused: running config kept (see the log)",
+            });
+            if let Some((next_cfg, next_layout)) = next {
                 for queue in &control.reload {
                     let update = Reload {
                         groups: plan::groups(&next_cfg, &next_layout),
@@ -297,6 +306,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         }
     }
     control.stop.store(true, Ordering::Relaxed);
+    crate::notify::stopping("stopping: waiting for the workers");
     log::info!("stopping: waiting for the workers");
     let failed: Vec<u32> = launched
         .into_iter()

@@ -15,6 +15,8 @@ PACKAGES=(
   python3-prometheus-client
   # fault injection in the lab (random loss in a namespace)
   nftables
+  # the service test: a real systemd in a container (systemd-nspawn)
+  systemd systemd-container
 )
 
 if [ "$(id -u)" -ne 0 ]; then
