@@ -5,19 +5,23 @@
 //!   mbufs, ports, lcores). The only module that calls DPDK.
 //! - [`net`]: per-core smoltcp stacks over mbufs with a per-flow demux.
 //! - [`app`]: what runs on accepted connections.
+//! - [`client`]: `zproxy stats` and `zproxy reload`, via the management endpoint.
 //! - [`config`]: the static config file.
 //! - [`runtime`]: start-up checks, bringing ports up, launching workers, shutdown.
 //! - [`error`]: start-up and run-time errors ([`error::RunError`]), and
 //!   printing an error with its causes ([`error::Chain`]).
+//! - [`reload`]: what SIGHUP applies and what needs a restart.
 //! - [`secrets`]: the hash keys and ISN seed, from the OS RNG.
 
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod dpdk;
 pub mod error;
 pub mod mgmt;
 pub mod net;
 pub mod plan;
+pub mod reload;
 pub mod runtime;
 pub mod secrets;
 pub mod topology;

@@ -210,7 +210,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let started = Instant::now();
     let mut last_summary = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
-    let drain_timeout = Duration::from_millis(cfg.management.drain_timeout_ms);
+    let mut reloads = mgmt::ReloadStatus::default();
     while !control.stop.load(Ordering::Relaxed)
         && control.finished.load(Ordering::Relaxed) < workers
     {
@@ -220,6 +220,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             control.stop.store(true, Ordering::Relaxed);
         }
         if terminate.load(Ordering::Relaxed) && drain_deadline.is_none() {
+            // Read now: a reload may have changed it.
+            let drain_timeout = Duration::from_millis(cfg.management.drain_timeout_ms);
             log::info!(
                 "SIGTERM: refusing new connections, draining for up to {} ms",
                 drain_timeout.as_millis()
@@ -228,11 +230,12 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             drain_deadline = Some(Instant::now() + drain_timeout);
         }
         if hangup.swap(false, Ordering::Relaxed) {
-            if let Some((next_cfg, next_layout)) = reload(&cfg, &layout, config_path) {
+            let next = crate::reload::attempt(&cfg, &layout, config_path, &mut reloads);
+            if let Some((next_cfg, next_layout)) = next {
                 for queue in &control.reload {
                     let update = Reload {
                         groups: plan::groups(&next_cfg, &next_layout),
-                        listeners: plan::listener_apps(&next_cfg, &next_layout),
+                        listeners: plan::listeners(&next_cfg, &next_layout),
                     };
                     if queue.force_push(update).is_some() {
                         log::debug!("an earlier reload was not picked up yet: replaced");
@@ -259,7 +262,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 draining: drain_deadline.is_some(),
                 uptime_s: started.elapsed().as_secs(),
                 upstreams: merged_upstream_stats(&upstream_stats),
-                reload: mgmt::ReloadStatus::default(),
+                reload: reloads.clone(),
             };
             let per_worker: Vec<&SharedCounters> = shared.iter().map(|s| &**s).collect();
             ep.poll(&per_worker, &gauges);
@@ -308,34 +311,6 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         return Err(RunError::MbufLeak { leaked });
     }
     Ok(())
-}
-
-/// SIGHUP: the new config and layout, or `None` (logged) when the file is
-/// invalid or changes what needs a restart; the running config stays.
-fn reload(running: &Config, layout: &Layout, path: &Path) -> Option<(Config, Layout)> {
-    let next = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!(
-                "SIGHUP: {}; keeping the running config",
-                crate::error::Chain(&e)
-            );
-            return None;
-        }
-    };
-    if let Some(why) = plan::needs_restart(running, &next) {
-        log::error!(
-            "SIGHUP: {}: {why}, which needs a restart; keeping the running config",
-            path.display()
-        );
-        return None;
-    }
-    log::info!(
-        "SIGHUP: {} reloaded (upstream groups, servers, weights, routes, timeouts)",
-        path.display()
-    );
-    let layout = layout.merge(&next);
-    Some((next, layout))
 }
 
 /// One mbuf pool per NUMA node that runs workers, in that node's memory,

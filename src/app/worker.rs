@@ -16,7 +16,7 @@ use crate::net::counters::{Counter, SharedCounters};
 use crate::net::device::BURST;
 use crate::net::handoff::Inboxes;
 use crate::net::link::PortSpec;
-use crate::net::stack::{Event, FlowId, Listen, Stack, StackSpec, CLOCK_ORIGIN_US};
+use crate::net::stack::{Event, FlowId, Listen, ListenSettings, Stack, StackSpec, CLOCK_ORIGIN_US};
 
 /// How often counters are published for the control thread.
 const PUBLISH_US: u64 = 100_000;
@@ -76,10 +76,11 @@ impl Control {
 }
 
 /// The reloadable part of the config, in the indices the worker already uses
-/// (see `plan::Layout`).
+/// (see `plan::Layout`). Listeners are the same ones, in the same order
+/// (`reload::TABLE` refuses a reload that adds, removes or moves one).
 pub struct Reload {
     pub groups: Vec<GroupSpec>,
-    pub listeners: Vec<ListenerApp>,
+    pub listeners: Vec<ListenerSpec>,
 }
 
 pub struct WorkerSpec {
@@ -338,10 +339,30 @@ impl Worker {
         self.proxy.drain(&mut self.stack);
     }
 
+    /// Takes a reloaded config between bursts; open connections keep the
+    /// settings they were accepted with.
     fn apply_reload(&mut self, reload: Reload) {
-        let routes = routes_of(reload.listeners.iter());
-        for (listener, app) in self.listeners.iter_mut().zip(reload.listeners) {
-            listener.app = app;
+        let routes = routes_of(reload.listeners.iter().map(|l| &l.app));
+        for (i, (mine, next)) in self.listeners.iter_mut().zip(reload.listeners).enumerate() {
+            let ListenerSpec {
+                app,
+                idle_timeout_us,
+                allow,
+                header_timeout_us,
+                max_per_source,
+                ..
+            } = next;
+            // The stack enforces these; the worker keeps no copy of the allow-list.
+            let settings = ListenSettings {
+                idle_timeout_us,
+                allow,
+                max_per_source,
+            };
+            self.stack.retune_listener(i, settings);
+            mine.app = app;
+            mine.idle_timeout_us = idle_timeout_us;
+            mine.header_timeout_us = header_timeout_us;
+            mine.max_per_source = max_per_source;
         }
         self.proxy.reload(&mut self.stack, reload.groups, routes);
     }
