@@ -105,7 +105,7 @@ fn reload_state(address: &str) -> Result<(i32, u64, bool, String), String> {
 /// Sends SIGHUP to the instance behind `address` and waits (up to
 /// [`RELOAD_WAIT`]) for it to report the outcome.
 pub fn reload(address: &str) -> Reloaded {
-    let (pid, before, _, _) = match reload_state(address) {
+    let (pid, before, _, _) = match reload_state(address).or_else(|_| reload_state(address)) {
         Ok(s) => s,
         Err(e) => return Reloaded::Unreachable(e),
     };
@@ -118,8 +118,10 @@ pub fn reload(address: &str) -> Reloaded {
         ));
     }
     let deadline = Instant::now() + RELOAD_WAIT;
+    let mut last_error = String::new();
     while Instant::now() < deadline {
         std::thread::sleep(RELOAD_POLL);
+        // A failed read is retried: one lost scrape is no verdict.
         match reload_state(address) {
             Ok((_, attempts, ok, message)) if attempts != before => {
                 return if ok {
@@ -129,11 +131,11 @@ pub fn reload(address: &str) -> Reloaded {
                 };
             }
             Ok(_) => {}
-            Err(e) => return Reloaded::Unreachable(e),
+            Err(e) => last_error = format!(" (last error: {e})"),
         }
     }
     Reloaded::Unreachable(format!(
-        "zproxy (pid {pid}) got SIGHUP but reported no reload within {} s; see its log",
+        "zproxy (pid {pid}) got SIGHUP but reported no reload within {} s{last_error}; see its log",
         RELOAD_WAIT.as_secs()
     ))
 }
