@@ -210,7 +210,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let started = Instant::now();
     let mut last_summary = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
-    let mut reloads = mgmt::ReloadStatus::default();
+    let mut reloads = crate::reload::Reloads::default();
     while !control.stop.load(Ordering::Relaxed)
         && control.finished.load(Ordering::Relaxed) < workers
     {
@@ -230,8 +230,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             drain_deadline = Some(Instant::now() + drain_timeout);
         }
         if hangup.swap(false, Ordering::Relaxed) {
-            let next = crate::reload::attempt(&cfg, &layout, config_path, &mut reloads);
-            if let Some((next_cfg, next_layout)) = next {
+            if let Some((next_cfg, next_layout)) = reloads.attempt(&cfg, &layout, config_path) {
+                let mut replaced = 0;
                 for queue in &control.reload {
                     let update = Reload {
                         groups: plan::groups(&next_cfg, &next_layout),
@@ -239,11 +239,14 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                     };
                     if queue.force_push(update).is_some() {
                         log::debug!("an earlier reload was not picked up yet: replaced");
+                        replaced += 1;
                     }
                 }
+                reloads.handed(workers, replaced);
                 (cfg, layout) = (next_cfg, next_layout);
             }
         }
+        reloads.poll(control.reloaded.load(Ordering::Acquire));
         if drain_deadline.is_some() && total(&shared, Counter::FlowsActive) == 0 {
             log::info!("drained: no connection left");
             control.stop.store(true, Ordering::Relaxed);
@@ -262,7 +265,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 draining: drain_deadline.is_some(),
                 uptime_s: started.elapsed().as_secs(),
                 upstreams: merged_upstream_stats(&upstream_stats),
-                reload: reloads.clone(),
+                reload: reloads.status().clone(),
             };
             let per_worker: Vec<&SharedCounters> = shared.iter().map(|s| &**s).collect();
             ep.poll(&per_worker, &gauges);

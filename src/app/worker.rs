@@ -62,6 +62,9 @@ pub struct Control {
     pub reload: Vec<ArrayQueue<Reload>>,
     /// Workers that have returned.
     pub finished: AtomicUsize,
+    /// Reloads applied, summed over the workers (the control thread reports
+    /// a reload done once every worker has it).
+    pub reloaded: AtomicUsize,
 }
 
 impl Control {
@@ -71,6 +74,7 @@ impl Control {
             draining: AtomicBool::new(false),
             reload: (0..workers).map(|_| ArrayQueue::new(1)).collect(),
             finished: AtomicUsize::new(0),
+            reloaded: AtomicUsize::new(0),
         }
     }
 }
@@ -242,6 +246,7 @@ impl Worker {
                 self.publish();
                 if let Some(reload) = control.reload[self.index].pop() {
                     self.apply_reload(reload);
+                    control.reloaded.fetch_add(1, Ordering::Release);
                 }
             }
         }

@@ -689,6 +689,9 @@ impl Proxy {
                 }
             }
         }
+        // Added servers' MACs now, so that their first probe (due at once)
+        // does not wait for ARP.
+        self.resolve_servers(stack);
         log::info!(
             "worker: config reloaded ({} upstream groups)",
             self.groups.len()
