@@ -479,5 +479,14 @@ fn a_broken_file_is_refused_and_the_old_config_keeps_serving() {
         (&3.into(), &2.into()),
         "{s}"
     );
-    stop_clean(z);
+    // The drain timeout applies too (the control thread reads it at SIGTERM).
+    let drain = running.clone() + "\n[management]\ndrain_timeout_ms = 1234\n";
+    let line = hup(&lab, &z, &drain, 4);
+    assert!(
+        line.ends_with("applied management.drain_timeout_ms"),
+        "{line}"
+    );
+    let (ok, log) = z.stop("TERM");
+    assert!(ok && log.contains(" 0 leaked"), "{log}");
+    assert!(log.contains("draining for up to 1234 ms"), "{log}");
 }
