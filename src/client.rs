@@ -52,33 +52,35 @@ impl Reloaded {
 /// The management address of the instance that runs `config`: `address`
 /// when given, else the file's `management.address` (its default when the
 /// file does not set it). Read leniently: a file that no longer validates is
-/// still the one to reload.
-pub fn management_address(config: &Path, address: Option<&str>) -> Result<String, String> {
+/// still the one to reload, and the instance says what is wrong with it. A
+/// file that is not even TOML is refused here (the instance would refuse it
+/// too), and nothing is sent.
+pub fn management_address(config: &Path, address: Option<&str>) -> Result<String, Reloaded> {
     if let Some(a) = address {
         return Ok(a.to_owned());
     }
     let text = std::fs::read_to_string(config).map_err(|e| {
-        format!(
+        Reloaded::Unreachable(format!(
             "cannot read {}: {e} (give the config the instance runs with --config, or its management address with --address)",
             config.display()
-        )
+        ))
     })?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        format!(
-            "{}: not valid TOML, so its management.address is unknown ({}); fix the file, or give --address",
+        Reloaded::Refused(format!(
+            "{}: not valid TOML ({}); fix it and run zproxy reload again (nothing was sent: the running config stays)",
             config.display(),
             e.to_string().lines().next().unwrap_or_default()
-        )
+        ))
     })?;
     let set = table
         .get("management")
         .and_then(|m| m.get("address"))
         .and_then(|a| a.as_str());
     match set.unwrap_or(&crate::config::Management::default().address) {
-        "" => Err(format!(
+        "" => Err(Reloaded::Unreachable(format!(
             "{}: management.address is empty, so there is no endpoint to ask; send SIGHUP yourself (systemctl kill -s HUP zproxy) and read the log",
             config.display()
-        )),
+        ))),
         a => Ok(a.to_owned()),
     }
 }

@@ -123,7 +123,7 @@ fn main() -> ExitCode {
             .and_then(|body| write_out(&body)),
         Command::Reload { config, address } => {
             let outcome = client::management_address(&config, address.as_deref())
-                .map_or_else(Reloaded::Unreachable, |a| client::reload(&a));
+                .map_or_else(|refused| refused, |a| client::reload(&a));
             match &outcome {
                 Reloaded::Applied(m) => println!("zproxy: reloaded {m}"),
                 Reloaded::Refused(m) => eprintln!("zproxy: reload refused: {m}"),

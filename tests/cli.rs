@@ -217,6 +217,22 @@ fn reload_says_when_it_cannot_reach_the_instance() {
         "{err}"
     );
 
+    // Not TOML: refused before anything is sent (the instance would refuse it too).
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, format!("{text}\n[[listener]\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zproxy"))
+        .args(["reload", "-c", broken.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("zproxy: reload refused:")
+            && err.contains("broken.toml: not valid TOML")
+            && err.contains("nothing was sent"),
+        "{err}"
+    );
+
     let off = dir.path().join("off.toml");
     std::fs::write(&off, text.replace("127.0.0.1:1", "")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_zproxy"))

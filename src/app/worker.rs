@@ -46,6 +46,7 @@ pub struct ListenerSpec {
     pub app: ListenerApp,
     pub idle_timeout_us: u64,
     /// Client networks allowed in (address, prefix length); any when empty.
+    /// The stack takes it: the worker's own copy is empty once running.
     pub allow: Vec<(std::net::Ipv4Addr, u8)>,
     pub header_timeout_us: u64,
     /// Open connections per client address (0: no limit).
@@ -142,15 +143,16 @@ pub struct Worker {
 impl Worker {
     /// Builds every flow slot (sockets and buffers) up front; run this on the
     /// worker's own core so the memory is local to it.
-    pub fn new(spec: WorkerSpec, shared: Arc<SharedCounters>) -> Worker {
+    pub fn new(mut spec: WorkerSpec, shared: Arc<SharedCounters>) -> Worker {
         let listen = spec
             .listeners
-            .iter()
+            .iter_mut()
             .map(|l| Listen {
                 port_index: l.port_index,
                 tcp_port: l.tcp_port,
                 idle_timeout_us: l.idle_timeout_us,
-                allow: l.allow.clone(),
+                // The stack enforces it (and takes a reload's); no copy stays here.
+                allow: std::mem::take(&mut l.allow),
                 max_per_source: l.max_per_source,
                 reserve_peer: !matches!(l.app, ListenerApp::Static(_)),
             })
@@ -357,7 +359,7 @@ impl Worker {
                 max_per_source,
                 ..
             } = next;
-            // The stack enforces these; the worker keeps no copy of the allow-list.
+            // The stack enforces these (see `Worker::new`).
             let settings = ListenSettings {
                 idle_timeout_us,
                 allow,
