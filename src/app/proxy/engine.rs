@@ -74,9 +74,7 @@ impl Group {
             spec,
         }
     }
-}
 
-impl Group {
     /// Takes a reload's spec: same servers at the same indices, maybe more.
     fn reload(&mut self, spec: GroupSpec) {
         let was_live: Vec<bool> = self
