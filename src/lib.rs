@@ -5,6 +5,7 @@
 //!   mbufs, ports, lcores). The only module that calls DPDK.
 //! - [`net`]: per-core smoltcp stacks over mbufs with a per-flow demux.
 //! - [`app`]: what runs on accepted connections.
+//! - [`client`]: `zproxy stats` and `zproxy reload`, via the management endpoint.
 //! - [`config`]: the static config file.
 //! - [`access_writer`], [`access_format`]: the access log's writer thread
 //!   and its line formats.
@@ -13,11 +14,13 @@
 //!   printing an error with its causes ([`error::Chain`]).
 //! - [`privileges`]: the Linux capabilities `run` needs, checked at start.
 //! - [`notify`]: readiness for systemd (`Type=notify`).
+//! - [`reload`]: what SIGHUP applies and what needs a restart.
 //! - [`secrets`]: the hash keys and ISN seed, from the OS RNG.
 
 pub mod access_format;
 pub mod access_writer;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod dpdk;
 pub mod error;
@@ -26,6 +29,7 @@ pub mod net;
 pub mod notify;
 pub mod plan;
 pub mod privileges;
+pub mod reload;
 pub mod runtime;
 pub mod secrets;
 pub mod topology;

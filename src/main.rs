@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use zproxy::client::{self, Reloaded};
 use zproxy::config::Config;
 use zproxy::error::Chain;
 
@@ -42,24 +43,21 @@ enum Command {
         #[arg(long)]
         prometheus: bool,
     },
-}
-
-/// GET `path` from the management endpoint; the response body.
-fn fetch(address: &str, path: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(address)
-        .map_err(|e| format!("cannot reach the management endpoint at {address}: {e} (is zproxy running, in this network namespace?)"))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    // One write: the endpoint reads the head as it comes, but need not wait long.
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("reading from {address}: {e}"))?;
-    out.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .ok_or_else(|| format!("{address} sent no HTTP response"))
+    /// Make a running zproxy re-read its config (SIGHUP) and print the outcome.
+    /// Exit status: 0 applied, 1 refused (the old config keeps running), 2 not reached.
+    Reload {
+        /// The config file the instance runs with (its management.address is used).
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            default_value = "/etc/zproxy/zproxy.toml"
+        )]
+        config: PathBuf,
+        /// The management address, instead of reading it from the config.
+        #[arg(short, long)]
+        address: Option<String>,
+    },
 }
 
 /// Writes `text` to stdout. A reader that went away (`zproxy check | head
@@ -120,9 +118,19 @@ fn main() -> ExitCode {
         Command::Stats {
             address,
             prometheus,
-        } => fetch(&address, if prometheus { "/metrics" } else { "/stats" })
+        } => client::fetch(&address, if prometheus { "/metrics" } else { "/stats" })
             .map_err(BoxError::from)
             .and_then(|body| write_out(&body)),
+        Command::Reload { config, address } => {
+            let outcome = client::management_address(&config, address.as_deref())
+                .map_or_else(|refused| refused, |a| client::reload(&a));
+            match &outcome {
+                Reloaded::Applied(m) => println!("zproxy: reloaded {m}"),
+                Reloaded::Refused(m) => eprintln!("zproxy: reload refused: {m}"),
+                Reloaded::Unreachable(m) => eprintln!("zproxy: error: {m}"),
+            }
+            return ExitCode::from(outcome.exit_code());
+        }
         Command::Run { config } => Config::load(&config)
             .map_err(BoxError::from)
             .and_then(|cfg| zproxy::runtime::run(cfg, &config).map_err(BoxError::from)),

@@ -171,8 +171,19 @@ pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
             )
         })
         .collect();
+    let r = &g.reload;
+    // What `zproxy reload` needs: whom to signal, and the outcome to wait for.
+    let reload = format!(
+        "\"pid\":{},\"reload\":{{\"attempts\":{},\"refused\":{},\"last_ok\":{},\"last_unix_s\":{},\"last_message\":{}}},",
+        std::process::id(),
+        r.attempts,
+        r.refused,
+        r.last_ok,
+        r.last_unix_s,
+        serde_json::Value::from(r.last_message.as_str())
+    );
     format!(
-        "{{\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}],\"upstreams\":[{}]}}\n",
+        "{{{reload}\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}],\"upstreams\":[{}]}}\n",
         g.uptime_s,
         g.draining,
         g.mbufs_in_use,
@@ -196,7 +207,13 @@ mod tests {
             mbufs_total: 100,
             draining: false,
             uptime_s: 3,
-            reload: ReloadStatus::default(),
+            reload: ReloadStatus {
+                attempts: 2,
+                refused: 1,
+                last_ok: false,
+                last_unix_s: 9,
+                last_message: "runtime.mbufs \"x\" changed".into(),
+            },
             sources: Sources::none(),
             upstreams: vec![UpstreamStat {
                 group: "web".into(),
@@ -216,6 +233,7 @@ mod tests {
             ("/metrics", "zproxy_upstream_response_seconds_total{group=\"web\",server=\"10.0.0.1:80\"} 0.0015\n"),
             ("/metrics", "zproxy_requests_total{worker=\"0\"} 0\n"),
             ("/stats", "\"mbufs_in_use\":7"),
+            ("/stats", "\"reload\":{\"attempts\":2,\"refused\":1,\"last_ok\":false,\"last_unix_s\":9,\"last_message\":\"runtime.mbufs \\\"x\\\" changed\"}"),
             ("/nope", "404 Not Found"),
         ] {
             // The request is in the socket before the endpoint polls: no
@@ -226,6 +244,11 @@ mod tests {
             let mut out = String::new();
             client.read_to_string(&mut out).unwrap();
             assert!(out.contains(want), "{path}: {out}");
+            if path == "/stats" {
+                let body = out.split_once("\r\n\r\n").unwrap().1;
+                let v: serde_json::Value = serde_json::from_str(body).expect("valid JSON");
+                assert_eq!(v["pid"], std::process::id());
+            }
         }
         assert!(prometheus(&[&w], &g).contains("# TYPE zproxy_flows_active gauge"));
     }

@@ -146,42 +146,6 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
         .collect()
 }
 
-/// Why a new config cannot be applied without a restart (`None`: it can).
-pub fn needs_restart(running: &Config, new: &Config) -> Option<String> {
-    let ports = |c: &Config| {
-        c.ports
-            .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    p.device().to_owned(),
-                    p.address.clone(),
-                    p.gateway,
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    let listeners = |c: &Config| {
-        c.listeners
-            .iter()
-            .map(|l| (l.port.clone(), l.tcp_port, l.mode))
-            .collect::<Vec<_>>()
-    };
-    if ports(running) != ports(new) {
-        return Some("[[port]] sections changed".into());
-    }
-    if listeners(running) != listeners(new) {
-        return Some("the set of listeners (port, tcp_port, mode) changed".into());
-    }
-    if format!("{:?}", running.runtime) != format!("{:?}", new.runtime) {
-        return Some("[runtime] changed".into());
-    }
-    if format!("{:?}", running.access_log) != format!("{:?}", new.access_log) {
-        return Some("[access_log] changed".into());
-    }
-    None
-}
-
 /// The worker binding this config asks for, checked against the machine's
 /// topology under `sysfs` (normally `/sys`): (plan lines, warnings), or why
 /// the plan cannot work.
@@ -269,7 +233,7 @@ servers = [{ address = "10.0.0.5:80" }, { address = "10.0.0.6:80" }]
             ),
         )
         .unwrap();
-        assert_eq!(needs_restart(&c1, &c2), None);
+        assert_eq!(crate::reload::diff(&c1, &c2).refusal(), None);
         let l2 = l1.merge(&c2);
         let g = &groups(&c2, &l2)[0];
         let view: Vec<_> = g
@@ -286,11 +250,8 @@ servers = [{ address = "10.0.0.5:80" }, { address = "10.0.0.6:80" }]
                 ("10.0.0.7:80".into(), 3, false)
             ]
         );
-        assert!(needs_restart(
-            &c1,
-            &Config::parse(&BASE.replace("10.0.0.2/24", "10.0.0.3/24")).unwrap()
-        )
-        .is_some());
+        let moved = Config::parse(&BASE.replace("10.0.0.2/24", "10.0.0.3/24")).unwrap();
+        assert!(crate::reload::diff(&c1, &moved).refusal().is_some());
     }
 
     #[test]

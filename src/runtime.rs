@@ -226,7 +226,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let mut busy = mgmt::BusyWindow::new(workers, started);
     let mut last_summary = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
-    let drain_timeout = Duration::from_millis(cfg.management.drain_timeout_ms);
+    let mut reloads = crate::reload::Reloads::default();
     while !control.stop.load(Ordering::Relaxed)
         && control.finished.load(Ordering::Relaxed) < workers
     {
@@ -238,6 +238,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             control.stop.store(true, Ordering::Relaxed);
         }
         if terminate.load(Ordering::Relaxed) && drain_deadline.is_none() {
+            // Read now: a reload may have changed it.
+            let drain_timeout = Duration::from_millis(cfg.management.drain_timeout_ms);
             log::info!(
                 "SIGTERM: refusing new connections, draining for up to {} ms",
                 drain_timeout.as_millis()
@@ -248,27 +250,28 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         }
         if hangup.swap(false, Ordering::Relaxed) {
             crate::notify::reloading();
-            let next = reload(&cfg, &layout, config_path);
-            crate::notify::reloaded(match next {
-                Some(_) => "reloaded",
-                None => "reload refused: running config kept (see the log)",
-            });
+            let next = reloads.attempt(&cfg, &layout, config_path);
+            crate::notify::reloaded(&reloads.status().last_message);
             if let Some((next_cfg, next_layout)) = next {
+                let mut replaced = 0;
                 for queue in &control.reload {
                     let update = Reload {
                         groups: plan::groups(&next_cfg, &next_layout),
-                        listeners: plan::listener_apps(&next_cfg, &next_layout),
+                        listeners: plan::listeners(&next_cfg, &next_layout),
                     };
                     if queue.force_push(update).is_some() {
                         log::debug!("an earlier reload was not picked up yet: replaced");
+                        replaced += 1;
                     }
                 }
+                reloads.handed(workers, replaced);
                 (cfg, layout) = (next_cfg, next_layout);
                 if let Some(a) = &access_log {
                     a.rename(&cfg, &layout);
                 }
             }
         }
+        reloads.poll(control.reloaded.load(Ordering::Acquire));
         if drain_deadline.is_some() && total(&shared, Counter::FlowsActive) == 0 {
             log::info!("drained: no connection left");
             control.stop.store(true, Ordering::Relaxed);
@@ -289,7 +292,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 draining: drain_deadline.is_some(),
                 uptime_s: started.elapsed().as_secs(),
                 upstreams: merged_upstream_stats(&upstream_stats),
-                reload: mgmt::ReloadStatus::default(),
+                reload: reloads.status().clone(),
                 sources: mgmt::Sources {
                     names: &metric_names,
                     ports: &ports,
@@ -348,34 +351,6 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         return Err(RunError::MbufLeak { leaked });
     }
     Ok(())
-}
-
-/// SIGHUP: the new config and layout, or `None` (logged) when the file is
-/// invalid or changes what needs a restart; the running config stays.
-fn reload(running: &Config, layout: &Layout, path: &Path) -> Option<(Config, Layout)> {
-    let next = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!(
-                "SIGHUP: {}; keeping the running config",
-                crate::error::Chain(&e)
-            );
-            return None;
-        }
-    };
-    if let Some(why) = plan::needs_restart(running, &next) {
-        log::error!(
-            "SIGHUP: {}: {why}, which needs a restart; keeping the running config",
-            path.display()
-        );
-        return None;
-    }
-    log::info!(
-        "SIGHUP: {} reloaded (upstream groups, servers, weights, routes, timeouts)",
-        path.display()
-    );
-    let layout = layout.merge(&next);
-    Some((next, layout))
 }
 
 /// One mbuf pool per NUMA node that runs workers, in that node's memory,

@@ -208,3 +208,53 @@ fn check_refuses_a_worker_on_a_missing_cpu_without_saying_ok() {
         "{err}"
     );
 }
+
+#[test]
+fn reload_says_when_it_cannot_reach_the_instance() {
+    let dir = common::TempDir::new("cli-reload");
+    let cfg = dir.path().join("z.toml");
+    // Port 1 on loopback: nothing listens there.
+    let text = std::fs::read_to_string(repo("configs/lab.toml")).unwrap();
+    let text = format!("[management]\naddress = \"127.0.0.1:1\"\n{text}");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zproxy"))
+        .args(["reload", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("zproxy: error: cannot reach the management endpoint at 127.0.0.1:1")
+            && err.contains("is zproxy running"),
+        "{err}"
+    );
+
+    // Not TOML: refused before anything is sent (the instance would refuse it too).
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, format!("{text}\n[[listener]\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zproxy"))
+        .args(["reload", "-c", broken.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("zproxy: reload refused:")
+            && err.contains("broken.toml: not valid TOML")
+            && err.contains("nothing was sent"),
+        "{err}"
+    );
+
+    let off = dir.path().join("off.toml");
+    std::fs::write(&off, text.replace("127.0.0.1:1", "")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zproxy"))
+        .args(["reload", "-c", off.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("management.address is empty") && err.contains("systemctl kill -s HUP zproxy"),
+        "{err}"
+    );
+}

@@ -19,7 +19,7 @@ use crate::net::counters::{Counter, SharedCounters};
 use crate::net::device::BURST;
 use crate::net::handoff::Inboxes;
 use crate::net::link::PortSpec;
-use crate::net::stack::{Event, FlowId, Listen, Stack, StackSpec, CLOCK_ORIGIN_US};
+use crate::net::stack::{Event, FlowId, Listen, ListenSettings, Stack, StackSpec, CLOCK_ORIGIN_US};
 
 /// How often counters are published for the control thread.
 const PUBLISH_US: u64 = 100_000;
@@ -49,6 +49,7 @@ pub struct ListenerSpec {
     pub app: ListenerApp,
     pub idle_timeout_us: u64,
     /// Client networks allowed in (address, prefix length); any when empty.
+    /// The stack takes it: the worker's own copy is empty once running.
     pub allow: Vec<(std::net::Ipv4Addr, u8)>,
     pub header_timeout_us: u64,
     /// Open connections per client address (0: no limit).
@@ -65,6 +66,9 @@ pub struct Control {
     pub reload: Vec<ArrayQueue<Reload>>,
     /// Workers that have returned.
     pub finished: AtomicUsize,
+    /// Reloads applied, summed over the workers (the control thread reports
+    /// a reload done once every worker has it).
+    pub reloaded: AtomicUsize,
 }
 
 impl Control {
@@ -74,15 +78,17 @@ impl Control {
             draining: AtomicBool::new(false),
             reload: (0..workers).map(|_| ArrayQueue::new(1)).collect(),
             finished: AtomicUsize::new(0),
+            reloaded: AtomicUsize::new(0),
         }
     }
 }
 
 /// The reloadable part of the config, in the indices the worker already uses
-/// (see `plan::Layout`).
+/// (see `plan::Layout`). Listeners are the same ones, in the same order
+/// (`reload::TABLE` refuses a reload that adds, removes or moves one).
 pub struct Reload {
     pub groups: Vec<GroupSpec>,
-    pub listeners: Vec<ListenerApp>,
+    pub listeners: Vec<ListenerSpec>,
 }
 
 pub struct WorkerSpec {
@@ -150,15 +156,16 @@ pub struct Worker {
 impl Worker {
     /// Builds every flow slot (sockets and buffers) up front; run this on the
     /// worker's own core so the memory is local to it.
-    pub fn new(spec: WorkerSpec, shared: Arc<SharedCounters>) -> Worker {
+    pub fn new(mut spec: WorkerSpec, shared: Arc<SharedCounters>) -> Worker {
         let listen = spec
             .listeners
-            .iter()
+            .iter_mut()
             .map(|l| Listen {
                 port_index: l.port_index,
                 tcp_port: l.tcp_port,
                 idle_timeout_us: l.idle_timeout_us,
-                allow: l.allow.clone(),
+                // The stack enforces it (and takes a reload's); no copy stays here.
+                allow: std::mem::take(&mut l.allow),
                 max_per_source: l.max_per_source,
                 reserve_peer: !matches!(l.app, ListenerApp::Static(_)),
             })
@@ -263,6 +270,7 @@ impl Worker {
                 self.publish();
                 if let Some(reload) = control.reload[self.index].pop() {
                     self.apply_reload(reload);
+                    control.reloaded.fetch_add(1, Ordering::Release);
                 }
             }
         }
@@ -405,10 +413,30 @@ impl Worker {
         self.proxy.drain(&mut self.stack);
     }
 
+    /// Takes a reloaded config between bursts; open connections keep the
+    /// settings they were accepted with.
     fn apply_reload(&mut self, reload: Reload) {
-        let routes = routes_of(reload.listeners.iter());
-        for (listener, app) in self.listeners.iter_mut().zip(reload.listeners) {
-            listener.app = app;
+        let routes = routes_of(reload.listeners.iter().map(|l| &l.app));
+        for (i, (mine, next)) in self.listeners.iter_mut().zip(reload.listeners).enumerate() {
+            let ListenerSpec {
+                app,
+                idle_timeout_us,
+                allow,
+                header_timeout_us,
+                max_per_source,
+                ..
+            } = next;
+            // The stack enforces these (see `Worker::new`).
+            let settings = ListenSettings {
+                idle_timeout_us,
+                allow,
+                max_per_source,
+            };
+            self.stack.retune_listener(i, settings);
+            mine.app = app;
+            mine.idle_timeout_us = idle_timeout_us;
+            mine.header_timeout_us = header_timeout_us;
+            mine.max_per_source = max_per_source;
         }
         self.proxy.reload(&mut self.stack, reload.groups, routes);
     }

@@ -75,6 +75,60 @@ impl Group {
             spec,
         }
     }
+
+    /// Takes a reload's spec: same servers at the same indices, maybe more.
+    fn reload(&mut self, spec: GroupSpec) {
+        let was_live: Vec<bool> = self
+            .spec
+            .balancer
+            .servers
+            .iter()
+            .map(|s| !s.retired)
+            .collect();
+        let check_changed = self.spec.health != spec.health;
+        self.spec.connect_timeout_us = spec.connect_timeout_us;
+        self.spec.read_timeout_us = spec.read_timeout_us;
+        self.spec.keepalive = spec.keepalive;
+        self.spec.local_ports = spec.local_ports;
+        self.spec.health = spec.health;
+        self.spec.balancer.update(spec.balancer);
+        let n = self.spec.balancer.servers.len();
+        self.pools
+            .resize_with(n, || Vec::with_capacity(spec.keepalive));
+        self.health.resize_with(n, ServerHealth::default);
+        if check_changed {
+            for h in &mut self.health {
+                h.restart();
+            }
+            if self.spec.health.is_none() {
+                // Nothing would ever bring back a server the old check took out.
+                for s in &mut self.spec.balancer.servers {
+                    s.healthy = true;
+                }
+            }
+        }
+        for s in 0..n {
+            // Added now, or back after a reload had retired it: its old
+            // state says nothing about it.
+            if !was_live.get(s).copied().unwrap_or(false) && !self.spec.balancer.servers[s].retired
+            {
+                self.admit(s);
+            }
+        }
+    }
+
+    /// A server a reload brought in: with a health check it takes no
+    /// traffic until its first probe (due at once) passes; without one it
+    /// takes traffic now (connect failures still mark it down).
+    fn admit(&mut self, s: usize) {
+        let checked = self.spec.health.is_some();
+        self.spec.balancer.servers[s].healthy = !checked;
+        self.health[s] = if checked {
+            ServerHealth::undecided()
+        } else {
+            ServerHealth::default()
+        };
+    }
 }
 
 /// What the proxy uses a flow for.
@@ -591,9 +645,21 @@ impl Proxy {
             return;
         };
         let server = &mut group.spec.balancer.servers[s];
+        let first = group.health[s].is_undecided();
+        if first && !ok {
+            log::warn!(
+                "upstream {}: added by a reload, failed its first health check: not in rotation",
+                server.address
+            );
+        }
         if let Some(healthy) = group.health[s].record(ok, server.healthy, check) {
             server.healthy = healthy;
-            if healthy {
+            if first {
+                log::info!(
+                    "upstream {}: added by a reload, passed its first health check: in rotation",
+                    server.address
+                );
+            } else if healthy {
                 log::info!(
                     "upstream {}: health check passed {} times: back in rotation",
                     server.address,
@@ -620,19 +686,14 @@ impl Proxy {
     ) {
         for (i, spec) in groups.into_iter().enumerate() {
             match self.groups.get_mut(i) {
-                Some(g) => {
-                    g.spec.connect_timeout_us = spec.connect_timeout_us;
-                    g.spec.read_timeout_us = spec.read_timeout_us;
-                    g.spec.keepalive = spec.keepalive;
-                    g.spec.local_ports = spec.local_ports;
-                    g.spec.health = spec.health;
-                    g.spec.balancer.update(spec.balancer);
-                    let n = g.spec.balancer.servers.len();
-                    g.pools
-                        .resize_with(n, || Vec::with_capacity(spec.keepalive));
-                    g.health.resize_with(n, ServerHealth::default);
+                Some(g) => g.reload(spec),
+                None => {
+                    let mut g = Group::new(spec, spread(self.seed, i));
+                    for s in 0..g.health.len() {
+                        g.admit(s);
+                    }
+                    self.groups.push(g);
                 }
-                None => self.groups.push(Group::new(spec, spread(self.seed, i))),
             }
         }
         self.routes = routes;
@@ -647,6 +708,9 @@ impl Proxy {
                 }
             }
         }
+        // Added servers' MACs now, so that their first probe (due at once)
+        // does not wait for ARP.
+        self.resolve_servers(stack);
         log::info!(
             "worker: config reloaded ({} upstream groups)",
             self.groups.len()

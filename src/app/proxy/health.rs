@@ -7,7 +7,7 @@ use smoltcp::socket::tcp::{Socket, State};
 
 use crate::config::{HealthCheckConfig, HealthKind};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub http: Option<(String, u16)>,
     pub interval_us: u64,
@@ -35,9 +35,31 @@ pub struct ServerHealth {
     pub probing: bool,
     oks: u32,
     fails: u32,
+    /// Added by a reload and not probed yet: out of rotation until its
+    /// first probe passes (one probe decides, not `rise`).
+    undecided: bool,
 }
 
 impl ServerHealth {
+    /// A server a reload added to a group with a health check.
+    pub fn undecided() -> Self {
+        ServerHealth {
+            undecided: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_undecided(&self) -> bool {
+        self.undecided
+    }
+
+    /// The check changed: counts start over and a probe goes out now.
+    pub fn restart(&mut self) {
+        self.next_probe_us = 0;
+        self.oks = 0;
+        self.fails = 0;
+    }
+
     /// Counts a probe result; `Some(healthy)` when the server changes state.
     pub fn record(
         &mut self,
@@ -46,6 +68,10 @@ impl ServerHealth {
         check: &HealthCheck,
     ) -> Option<bool> {
         self.probing = false;
+        if std::mem::take(&mut self.undecided) {
+            (self.oks, self.fails) = if ok { (1, 0) } else { (0, 1) };
+            return (ok != currently_healthy).then_some(ok);
+        }
         if ok {
             self.fails = 0;
             self.oks += 1;
@@ -124,6 +150,23 @@ mod tests {
         assert_eq!(h.record(false, true, &c), None);
         assert_eq!(h.record(false, true, &c), Some(false));
         assert_eq!(h.record(true, false, &c), None);
+        assert_eq!(h.record(true, false, &c), None);
+        assert_eq!(h.record(true, false, &c), Some(true));
+    }
+
+    #[test]
+    fn a_new_server_is_decided_by_its_first_probe() {
+        let c = check();
+        let mut h = ServerHealth::undecided();
+        assert_eq!(
+            h.record(true, false, &c),
+            Some(true),
+            "in at once, not after rise"
+        );
+        let mut h = ServerHealth::undecided();
+        assert_eq!(h.record(false, false, &c), None, "stays out");
+        assert!(!h.is_undecided());
+        assert_eq!(h.record(true, false, &c), None, "then rise as usual");
         assert_eq!(h.record(true, false, &c), None);
         assert_eq!(h.record(true, false, &c), Some(true));
     }

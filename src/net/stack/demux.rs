@@ -40,7 +40,25 @@ enum Frame {
     Drop(Counter),
 }
 
+/// A listener's settings that may change while it runs (a config reload).
+pub struct ListenSettings {
+    pub idle_timeout_us: u64,
+    pub allow: Vec<(Ipv4Addr, u8)>,
+    pub max_per_source: u32,
+}
+
 impl Stack {
+    /// New settings for listener `index`, for the connections it accepts from
+    /// now on: open ones keep their idle timeout, and stay counted against
+    /// the per-source limit they were accepted under.
+    pub fn retune_listener(&mut self, index: usize, s: ListenSettings) {
+        if let Some(l) = self.listeners.get_mut(index) {
+            l.idle_timeout_us = s.idle_timeout_us;
+            l.allow = s.allow;
+            l.max_per_source = s.max_per_source;
+        }
+    }
+
     /// A frame from this core's own rx queue (`handed` false) or from
     /// another core's (`handed` true: it is ours or no one's; never pass it on).
     pub(super) fn on_frame(&mut self, port: usize, m: Mbuf, handed: bool, now_us: u64) {
@@ -226,10 +244,12 @@ impl Stack {
         self.counters.add(Counter::FlowsAccepted, 1);
         let l = &self.listeners[listener];
         let idle_timeout_us = l.idle_timeout_us;
-        if l.max_per_source > 0 {
+        let counted = l.max_per_source > 0;
+        if counted {
             *self.per_source.entry(key.remote_ip).or_insert(0) += 1;
         }
         self.reset_flow(f, port, Some(listener), idle_timeout_us, now_us);
+        self.flows.get_mut(f).per_source = counted;
         if reserve {
             self.reserve(f);
         }

@@ -13,6 +13,8 @@
 
 mod demux;
 
+pub use demux::ListenSettings;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -158,6 +160,8 @@ struct Flow {
     half_open: bool,
     /// Holds a promised slot for a peer (see `Listen::reserve_peer`).
     reserve: bool,
+    /// Counted in `per_source` (its listener had a limit when it was accepted).
+    per_source: bool,
     /// Not released while closed with bytes unread (its peer still relays them).
     hold_unread: bool,
     /// May be closed to free its slot (an idle pooled connection).
@@ -279,6 +283,7 @@ impl Stack {
                 seq_delta: 0,
                 half_open: false,
                 reserve: false,
+                per_source: false,
                 hold_unread: false,
                 evictable: false,
                 established: false,
@@ -658,6 +663,7 @@ impl Stack {
         flow.seq_delta = 0;
         flow.half_open = false;
         flow.reserve = false;
+        flow.per_source = false;
         flow.hold_unread = false;
         flow.evictable = false;
         flow.established = false;
@@ -819,13 +825,12 @@ impl Stack {
         } else {
             Closed::Ended
         };
-        if let Some(l) = flow.listener {
-            if self.listeners[l].max_per_source > 0 {
-                if let Some(n) = self.per_source.get_mut(&key.remote_ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.per_source.remove(&key.remote_ip);
-                    }
+        // By what it was counted under: a reload may have changed the limit since.
+        if std::mem::take(&mut flow.per_source) {
+            if let Some(n) = self.per_source.get_mut(&key.remote_ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(&key.remote_ip);
                 }
             }
         }
