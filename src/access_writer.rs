@@ -105,11 +105,7 @@ impl Running {
 /// Listeners as "port:tcp_port", servers by layout index.
 fn names_of(cfg: &Config, layout: &Layout) -> Names {
     Names {
-        listeners: cfg
-            .listeners
-            .iter()
-            .map(|l| format!("{}:{}", l.port, l.tcp_port))
-            .collect(),
+        listeners: cfg.listeners.iter().map(|l| l.label()).collect(),
         servers: layout.servers(),
     }
 }

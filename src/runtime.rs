@@ -251,7 +251,10 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         if hangup.swap(false, Ordering::Relaxed) {
             crate::notify::reloading();
             let next = reloads.attempt(&cfg, &layout, config_path);
-            crate::notify::reloaded(&reloads.status().last_message);
+            crate::notify::reloaded(match next {
+                Some(_) => "reloaded",
+                None => "reload refused: running config kept (see the log)",
+            });
             if let Some((next_cfg, next_layout)) = next {
                 let mut replaced = 0;
                 for queue in &control.reload {

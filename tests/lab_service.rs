@@ -456,7 +456,7 @@ fn the_unit_under_systemd_starts_ready_reloads_and_stops() {
     assert_eq!(ct.show("ActiveState"), "active");
     assert!(
         ct.journal()
-            .contains("SIGHUP: /etc/zproxy/zproxy.toml reloaded"),
+            .contains("SIGHUP: reloaded /etc/zproxy/zproxy.toml"),
         "{}",
         ct.journal()
     );

@@ -241,6 +241,14 @@ pub struct Listener {
     pub allow: Vec<String>,
 }
 
+impl Listener {
+    /// How the access log and /metrics name the listener: "PORT:TCP_PORT"
+    /// (listeners have no name of their own).
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.port, self.tcp_port)
+    }
+}
+
 fn idle_timeout_ms() -> u64 {
     60_000
 }

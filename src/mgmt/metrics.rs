@@ -32,11 +32,7 @@ pub struct Names {
 impl Names {
     pub fn of(cfg: &crate::config::Config) -> Names {
         Names {
-            listeners: cfg
-                .listeners
-                .iter()
-                .map(|l| format!("{}:{}", l.port, l.tcp_port))
-                .collect(),
+            listeners: cfg.listeners.iter().map(|l| l.label()).collect(),
             ports: cfg.ports.iter().map(|p| p.name.clone()).collect(),
         }
     }
