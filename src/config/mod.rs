@@ -7,6 +7,7 @@
 //! - `locate`: the line of a key in the n-th `[[table]]`.
 //! - `warn`: `zproxy check`'s extra: warnings and the machine's checks.
 //! - `eal`: the EAL arguments a config asks for.
+//! - `ratelimit`: the rate-limit keys and their checks.
 //! - `error`: [`ConfigError`].
 
 use std::net::Ipv4Addr;
@@ -16,6 +17,7 @@ mod eal;
 mod error;
 mod limits;
 mod locate;
+mod ratelimit;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -34,6 +36,7 @@ pub use types::{
     ListenerMode, Logging, Management, PortSection, Route, Runtime, Server, StaticResponse,
     UpstreamGroup,
 };
+pub use ratelimit::{ConnectionRateLimit, RateLimit, DEFAULT_RATE_LIMIT_ENTRIES};
 pub use warn::Checked;
 
 /// Longest duration any `*_ms` key takes (30 days).

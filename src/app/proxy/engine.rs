@@ -810,6 +810,7 @@ fn cause_counter(cause: Cause) -> Counter {
         Cause::BadResponse => Counter::FailBadResponse,
         Cause::BadRequest => Counter::FailBadRequest,
         Cause::ClientAbort => Counter::FailClientAbort,
+        Cause::RateLimited => Counter::FailRateLimited,
     }
 }
 
