@@ -6,7 +6,7 @@ address, for the netns lab only.
 
 Sends R requests per second (0: as fast as it can) for S seconds and
 prints one JSON object: counts by status, the Retry-After values seen on
-429s, and errors (a refused or reset connection counts as "error")."""
+429s, and errors by kind (e.g. ConnectionRefusedError: a RST to the SYN)."""
 import argparse
 import http.client
 import json
@@ -22,7 +22,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=0)
     ap.add_argument("--duration", type=float, default=3)
     a = ap.parse_args()
-    statuses, retry_after, errors = {}, [], []
+    statuses, retry_after, errors = {}, [], {}
     start = time.monotonic()
     n = 0
     while time.monotonic() - start < a.duration:
@@ -40,7 +40,7 @@ def main() -> int:
                 retry_after.append(r.getheader("Retry-After"))
             c.close()
         except OSError as e:
-            errors.append(type(e).__name__)
+            errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
     print(json.dumps({"sent": n, "statuses": statuses, "retry_after": sorted(set(map(str, retry_after))), "errors": errors}))
     return 0
 
