@@ -129,6 +129,36 @@ mod tests {
     }
 
     #[test]
+    fn a_route_without_its_own_limit_takes_the_listeners() {
+        let l: crate::config::Listener = toml::from_str(
+            r#"
+port = "client"
+tcp_port = 80
+mode = "http"
+upstream = "web"
+rate_limit = { requests_per_second = 2.0, burst = 4 }
+[[route]]
+path_prefix = "/api"
+upstream = "web"
+rate_limit = { requests_per_second = 1.0, burst = 1 }
+[[route]]
+path_prefix = "/static"
+upstream = "web"
+"#,
+        )
+        .unwrap();
+        let own = Some(RouteLimit::new(3, None, 2.0, 4));
+        assert_eq!(
+            route_limits(3, &l),
+            [Some(RouteLimit::new(3, Some(0), 1.0, 1)), own, own]
+        );
+        let mut none = l.clone();
+        none.rate_limit = None;
+        none.routes[0].rate_limit = None;
+        assert!(route_limits(3, &none).is_empty(), "no limit: nothing to look up");
+    }
+
+    #[test]
     fn the_429_page_is_well_formed() {
         let mut buf = [0u8; 192];
         let n = too_many_requests(12, &mut buf);
