@@ -67,7 +67,14 @@ fn a_client_over_its_rate_gets_429_while_another_keeps_full_success() {
     let lab = Lab::up();
     lab.exec_ok(
         "client",
-        ["ip", "addr", "add", &format!("{OTHER_CLIENT_IP}/24"), "dev", CLIENT_IF],
+        [
+            "ip",
+            "addr",
+            "add",
+            &format!("{OTHER_CLIENT_IP}/24"),
+            "dev",
+            CLIENT_IF,
+        ],
     );
     // "/" is limited per client to 5/s with a burst of 5; "/bytes/" is not.
     let body = r#"
@@ -100,7 +107,10 @@ rate_limit = { requests_per_second = 5.0, burst = 5 }
     let (ok, limited) = (count(&greedy, "200"), count(&greedy, "429"));
     assert!(limited > 20, "the greedy client was limited: {greedy}");
     // Its burst plus 5/s over 4 s (plus a little slack for timing).
-    assert!((5..=5 + 4 * 5 + 5).contains(&ok), "200s within its rate: {greedy}");
+    assert!(
+        (5..=5 + 4 * 5 + 5).contains(&ok),
+        "200s within its rate: {greedy}"
+    );
     assert_eq!(greedy["retry_after"], serde_json::json!(["1"]), "{greedy}");
     assert_eq!(errors(&greedy), 0, "{greedy}");
 
@@ -133,7 +143,8 @@ mode = "tcp"
 upstream = "web"
 connection_rate_limit = { connections_per_second = 2.0, burst = 3 }
 "# + &upstream("web", &[("10.72.0.1:80", 1)], "");
-    let cfg = config(16384, &body).replace("max_flows = ", "rate_limit_entries = 1024\nmax_flows = ");
+    let cfg =
+        config(16384, &body).replace("max_flows = ", "rate_limit_entries = 1024\nmax_flows = ");
     let z = ZProxy::start(&lab, "zproxy", &cfg);
     wait_proxy(&lab, &z, 80);
 

@@ -31,12 +31,12 @@ pub use limits::{
     EAL_FLAGS, MAX_ACCESS_LOG_RING, MAX_ACCESS_LOG_SAMPLE, MAX_DESCRIPTORS, MAX_LCORE, MAX_MBUFS,
     MAX_MBUF_CACHE, MAX_MTU, MIN_MTU,
 };
+pub use ratelimit::{ConnectionRateLimit, RateLimit, DEFAULT_RATE_LIMIT_ENTRIES};
 pub use types::{
     AccessLog, AccessLogFormat, Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener,
     ListenerMode, Logging, Management, PortSection, Route, Runtime, Server, StaticResponse,
     UpstreamGroup,
 };
-pub use ratelimit::{ConnectionRateLimit, RateLimit, DEFAULT_RATE_LIMIT_ENTRIES};
 pub use warn::Checked;
 
 /// Longest duration any `*_ms` key takes (30 days).

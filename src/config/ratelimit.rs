@@ -38,18 +38,16 @@ fn check_rate(rate: f64, burst: u32, what: &str) -> Result<(), String> {
         ));
     }
     if !(1..=1_000_000).contains(&burst) {
-        return Err(format!("burst = {burst}: must be 1..=1000000 (1: no burst)"));
+        return Err(format!(
+            "burst = {burst}: must be 1..=1000000 (1: no burst)"
+        ));
     }
     Ok(())
 }
 
 impl Config {
     pub(super) fn validate_rate_limits(&self, text: &str) -> Result<(), ConfigError> {
-        let at = |needle: &str| {
-            text.lines()
-                .position(|l| l.contains(needle))
-                .map(|n| n + 1)
-        };
+        let at = |needle: &str| text.lines().position(|l| l.contains(needle)).map(|n| n + 1);
         let n = self.runtime.rate_limit_entries;
         if !(MIN_RATE_LIMIT_ENTRIES..=MAX_RATE_LIMIT_ENTRIES).contains(&n) {
             return Err(invalid(at("rate_limit_entries"), "runtime.rate_limit_entries", format!("runtime.rate_limit_entries = {n}: must be {}..={MAX_RATE_LIMIT_ENTRIES} (buckets per worker, 16 bytes each)", MIN_RATE_LIMIT_ENTRIES)));
@@ -61,16 +59,31 @@ impl Config {
                 if l.mode != ListenerMode::Http {
                     return Err(invalid(at("requests_per_second").or(lat), "listener.rate_limit", format!("{name}: rate_limit limits HTTP requests and needs mode = \"http\"; for connections use connection_rate_limit")));
                 }
-                check_rate(r.requests_per_second, r.burst, "requests")
-                    .map_err(|m| invalid(at("requests_per_second").or(lat), "listener.rate_limit", format!("{name}: rate_limit {m}")))?;
+                check_rate(r.requests_per_second, r.burst, "requests").map_err(|m| {
+                    invalid(
+                        at("requests_per_second").or(lat),
+                        "listener.rate_limit",
+                        format!("{name}: rate_limit {m}"),
+                    )
+                })?;
             }
             for r in l.routes.iter().filter_map(|r| r.rate_limit.as_ref()) {
-                check_rate(r.requests_per_second, r.burst, "requests")
-                    .map_err(|m| invalid(at("requests_per_second").or(lat), "listener.route.rate_limit", format!("{name}: route rate_limit {m}")))?;
+                check_rate(r.requests_per_second, r.burst, "requests").map_err(|m| {
+                    invalid(
+                        at("requests_per_second").or(lat),
+                        "listener.route.rate_limit",
+                        format!("{name}: route rate_limit {m}"),
+                    )
+                })?;
             }
             if let Some(r) = &l.connection_rate_limit {
-                check_rate(r.connections_per_second, r.burst, "connections")
-                    .map_err(|m| invalid(at("connections_per_second").or(lat), "listener.connection_rate_limit", format!("{name}: connection_rate_limit {m}")))?;
+                check_rate(r.connections_per_second, r.burst, "connections").map_err(|m| {
+                    invalid(
+                        at("connections_per_second").or(lat),
+                        "listener.connection_rate_limit",
+                        format!("{name}: connection_rate_limit {m}"),
+                    )
+                })?;
             }
         }
         Ok(())

@@ -46,7 +46,9 @@ pub fn counter_help(c: Counter) -> &'static str {
         NoUpstream => "Requests that matched no route and no default upstream.",
         ProxyErrors => "Proxied exchanges that failed (all causes; see proxy_failures_total).",
         FailRefused | FailReset | FailTimeout | FailNoServer | FailNoSlot | FailBadResponse
-        | FailBadRequest | FailClientAbort | FailRateLimited => "Proxied exchanges that failed for this cause.",
+        | FailBadRequest | FailClientAbort | FailRateLimited => {
+            "Proxied exchanges that failed for this cause."
+        }
         SynCookiesSent => "SYN cookies sent (SYN backlog full).",
         SynCookiesAccepted => "Connections accepted from a valid SYN cookie.",
         HandoffsOut => "Frames handed to the worker that owns their flow.",
@@ -54,9 +56,15 @@ pub fn counter_help(c: Counter) -> &'static str {
         HandoffDrops => "Frames dropped because the owner's handoff ring was full.",
         BusyCycles => "TSC cycles of loop iterations that found work.",
         TotalCycles => "TSC cycles the worker's loop ran.",
-        RateLimitEntries => "Request rate-limit buckets in use now (bounded by runtime.rate_limit_entries).",
-        ConnRateLimitEntries => "Connection rate-limit buckets in use now (bounded by runtime.rate_limit_entries).",
-        RateLimitEvictions => "Rate-limit buckets dropped before they were full, to make room for another client.",
+        RateLimitEntries => {
+            "Request rate-limit buckets in use now (bounded by runtime.rate_limit_entries)."
+        }
+        ConnRateLimitEntries => {
+            "Connection rate-limit buckets in use now (bounded by runtime.rate_limit_entries)."
+        }
+        RateLimitEvictions => {
+            "Rate-limit buckets dropped before they were full, to make room for another client."
+        }
         AccessLogDropped => "Access log lines dropped because the writer fell behind (ring full).",
     }
 }

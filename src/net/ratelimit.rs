@@ -258,7 +258,9 @@ mod tests {
         let r = Rate::new(1.0, 1);
         for i in 0..WAYS as u64 {
             // Client i spends its token at S + i ms: client 0's bucket refills first.
-            assert!(l.check(1, Ipv4Addr::from(i as u32), r, S + i * 1000).is_ok());
+            assert!(l
+                .check(1, Ipv4Addr::from(i as u32), r, S + i * 1000)
+                .is_ok());
         }
         assert!(l.check(1, B, r, S + 10_000).is_ok());
         assert_eq!(l.evictions(), 1);

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::config::{
-    Balance, ConnectionRateLimit, Cores, RateLimit, HealthKind, ListenerMode, Route, Server, StaticResponse};
+    Balance, ConnectionRateLimit, Cores, HealthKind, ListenerMode, RateLimit, Route, Server,
+    StaticResponse,
+};
 
 const BASE: &str = r#"
 [[port]]

@@ -73,7 +73,10 @@ impl RequestLimiter {
         now_us: u64,
     ) -> Option<u64> {
         let limit = limit?;
-        let wait_us = self.table.check(limit.id, client, limit.rate, now_us).err()?;
+        let wait_us = self
+            .table
+            .check(limit.id, client, limit.rate, now_us)
+            .err()?;
         Some(wait_us.div_ceil(1_000_000).max(1))
     }
 
@@ -155,7 +158,10 @@ upstream = "web"
         let mut none = l.clone();
         none.rate_limit = None;
         none.routes[0].rate_limit = None;
-        assert!(route_limits(3, &none).is_empty(), "no limit: nothing to look up");
+        assert!(
+            route_limits(3, &none).is_empty(),
+            "no limit: nothing to look up"
+        );
     }
 
     #[test]
@@ -169,6 +175,8 @@ upstream = "web"
         assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
         // The longest Retry-After still fits.
         let n = too_many_requests(u64::MAX, &mut buf);
-        assert!(std::str::from_utf8(&buf[..n]).unwrap().ends_with("too many requests\n"));
+        assert!(std::str::from_utf8(&buf[..n])
+            .unwrap()
+            .ends_with("too many requests\n"));
     }
 }

@@ -270,15 +270,14 @@ impl Net {
         let step = if self.session.deadline_us().is_some_and(|d| self.now_us >= d) {
             self.session.timed_out(c, u)
         } else {
-            self.session
-                .drive(
-                    c,
-                    u,
-                    Some(&self.routes),
-                    &mut self.limiter,
-                    &mut self.scratch,
-                    self.now_us,
-                )
+            self.session.drive(
+                c,
+                u,
+                Some(&self.routes),
+                &mut self.limiter,
+                &mut self.scratch,
+                self.now_us,
+            )
         };
         self.note(step)
     }

@@ -586,7 +586,10 @@ impl Stack {
         let c = &mut self.counters;
         c.set(Counter::FlowsActive, self.flows.active() as u64);
         c.set(Counter::TimeWaitEntries, self.time_wait.len() as u64);
-        c.set(Counter::ConnRateLimitEntries, self.syn_limiter.used() as u64);
+        c.set(
+            Counter::ConnRateLimitEntries,
+            self.syn_limiter.used() as u64,
+        );
         c.set(Counter::RateLimitEvictions, self.syn_limiter.evictions());
         c.set(
             Counter::TxFrames,

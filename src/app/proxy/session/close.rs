@@ -4,9 +4,9 @@
 use smoltcp::socket::tcp::Socket;
 
 use super::failure::error_page;
-use crate::app::proxy::ratelimit::too_many_requests;
 use super::relay::at_eof;
 use super::{Cause, Mode, Session, State, Step};
+use crate::app::proxy::ratelimit::too_many_requests;
 use crate::app::{dequeue, send_room};
 
 /// A lingering close reads and drops at most this much client input...
