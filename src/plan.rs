@@ -4,6 +4,7 @@
 //! [`Layout`]: groups and servers only ever get appended; those a new config
 //! drops are retired, not removed.
 
+use crate::net::ratelimit::Rate;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
@@ -95,7 +96,8 @@ pub fn groups(cfg: &Config, layout: &Layout) -> Vec<GroupSpec> {
 pub fn listener_apps(cfg: &Config, layout: &Layout) -> Vec<ListenerApp> {
     cfg.listeners
         .iter()
-        .map(|l| match l.mode {
+        .enumerate()
+        .map(|(i, l)| match l.mode {
             ListenerMode::Static => ListenerApp::Static(Arc::new(Responder::new(
                 l.static_response.as_ref().expect("validated at load"),
             ))),
@@ -115,6 +117,7 @@ pub fn listener_apps(cfg: &Config, layout: &Layout) -> Vec<ListenerApp> {
                     })
                     .collect(),
                 default: l.upstream.as_deref().map(|g| layout.group_index(g)),
+                limits: crate::app::proxy::ratelimit::route_limits(i, l),
             })),
         })
         .collect()
@@ -134,6 +137,9 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             app,
             idle_timeout_us: l.idle_timeout_ms * 1000,
             header_timeout_us: l.header_timeout_ms * 1000,
+            conn_rate: l
+                .connection_rate_limit
+                .map(|r| Rate::new(r.connections_per_second, r.burst)),
             max_per_source: l
                 .max_connections_per_source
                 .unwrap_or(cfg.runtime.max_flows / 4),

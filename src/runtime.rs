@@ -485,6 +485,7 @@ fn worker_spec(
         socket_rx_buffer: rt.socket_rx_buffer as usize,
         socket_tx_buffer: rt.socket_tx_buffer as usize,
         tx_drain_us: u64::from(rt.tx_drain_us),
+        rate_limit_entries: rt.rate_limit_entries as usize,
         pool,
         upstream_stats,
         request_stats,

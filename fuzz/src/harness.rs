@@ -174,6 +174,7 @@ impl Harness {
             allow: Vec::new(),
             header_timeout_us: 2_000_000,
             max_per_source: 0,
+            conn_rate: None,
         };
         let group =
             |name: &str, balance, servers: &[(SocketAddrV4, u32)], keepalive, ports| GroupSpec {
@@ -203,6 +204,7 @@ impl Harness {
                     ListenerApp::Http(Arc::new(Routes {
                         routes: vec![(Some("api.example".into()), "/v1".into(), 1)],
                         default: Some(0),
+                        limits: Vec::new(),
                     })),
                 ),
                 listener(81, ListenerApp::Tcp { group: 0 }),
@@ -233,6 +235,7 @@ impl Harness {
             socket_rx_buffer: 2048,
             socket_tx_buffer: 4096,
             tx_drain_us: 0,
+            rate_limit_entries: 64,
             pool: pool.clone(),
             upstream_stats: Arc::new(Mutex::new(Vec::new())),
             request_stats: Arc::new(zproxy::app::stats::RequestStats::new(4)),

@@ -3,6 +3,8 @@
 //! transmits; timers, health probes, ARP refresh, reloads and counters run
 //! between bursts (DPDK l3fwd's loop shape, with smoltcp per flow).
 
+use super::proxy::ratelimit::RequestLimiter;
+use crate::net::ratelimit::Rate;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -54,6 +56,8 @@ pub struct ListenerSpec {
     pub header_timeout_us: u64,
     /// Open connections per client address (0: no limit).
     pub max_per_source: u32,
+    /// New connections per client address (the stack's SYN admission).
+    pub conn_rate: Option<Rate>,
 }
 
 /// What the control thread tells the workers (relaxed flags, read once per loop).
@@ -99,6 +103,8 @@ pub struct WorkerSpec {
     pub socket_rx_buffer: usize,
     pub socket_tx_buffer: usize,
     pub tx_drain_us: u64,
+    /// Buckets of each rate-limit table (requests, connections).
+    pub rate_limit_entries: usize,
     pub pool: Arc<Mempool>,
     /// Where the worker publishes per-server figures.
     pub upstream_stats: Arc<Mutex<Vec<UpstreamStat>>>,
@@ -167,6 +173,7 @@ impl Worker {
                 // The stack enforces it (and takes a reload's); no copy stays here.
                 allow: std::mem::take(&mut l.allow),
                 max_per_source: l.max_per_source,
+                conn_rate: l.conn_rate,
                 reserve_peer: !matches!(l.app, ListenerApp::Static(_)),
             })
             .collect();
@@ -182,6 +189,7 @@ impl Worker {
             worker_index: spec.worker_index,
             inboxes: spec.inboxes,
             syn_backlog: spec.syn_backlog,
+            rate_limit_entries: spec.rate_limit_entries,
             secrets: spec.secrets.clone(),
         });
         let proxy = Proxy::new(
@@ -190,6 +198,7 @@ impl Worker {
             spec.max_flows,
             scratch_len,
             spec.secrets.iss_seed,
+            RequestLimiter::new(spec.rate_limit_entries, spec.secrets.flow_key),
         );
         let mut w = Worker {
             stack,
@@ -424,6 +433,7 @@ impl Worker {
                 allow,
                 header_timeout_us,
                 max_per_source,
+                conn_rate,
                 ..
             } = next;
             // The stack enforces these (see `Worker::new`).
@@ -431,12 +441,14 @@ impl Worker {
                 idle_timeout_us,
                 allow,
                 max_per_source,
+                conn_rate,
             };
             self.stack.retune_listener(i, settings);
             mine.app = app;
             mine.idle_timeout_us = idle_timeout_us;
             mine.header_timeout_us = header_timeout_us;
             mine.max_per_source = max_per_source;
+            mine.conn_rate = conn_rate;
         }
         self.proxy.reload(&mut self.stack, reload.groups, routes);
     }
@@ -446,6 +458,11 @@ impl Worker {
         self.stack
             .counters
             .set(Counter::UpstreamPooled, self.proxy.pooled());
+        // The stack set its own (connection) evictions; the requests' add to them.
+        let (used, evicted) = self.proxy.rate_limit_state();
+        let c = &mut self.stack.counters;
+        c.set(Counter::RateLimitEntries, used as u64);
+        c.add(Counter::RateLimitEvictions, evicted);
         self.shared.publish(&self.stack.counters);
         // Never wait on the control thread: skip this round if it is reading.
         if let Ok(mut stats) = self.upstream_stats.try_lock() {

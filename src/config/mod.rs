@@ -7,6 +7,7 @@
 //! - `locate`: the line of a key in the n-th `[[table]]`.
 //! - `warn`: `zproxy check`'s extra: warnings and the machine's checks.
 //! - `eal`: the EAL arguments a config asks for.
+//! - `ratelimit`: the rate-limit keys and their checks.
 //! - `error`: [`ConfigError`].
 
 use std::net::Ipv4Addr;
@@ -16,6 +17,7 @@ mod eal;
 mod error;
 mod limits;
 mod locate;
+mod ratelimit;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -29,6 +31,7 @@ pub use limits::{
     EAL_FLAGS, MAX_ACCESS_LOG_RING, MAX_ACCESS_LOG_SAMPLE, MAX_DESCRIPTORS, MAX_LCORE, MAX_MBUFS,
     MAX_MBUF_CACHE, MAX_MTU, MIN_MTU,
 };
+pub use ratelimit::{ConnectionRateLimit, RateLimit, DEFAULT_RATE_LIMIT_ENTRIES};
 pub use types::{
     AccessLog, AccessLogFormat, Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener,
     ListenerMode, Logging, Management, PortSection, Route, Runtime, Server, StaticResponse,

@@ -109,6 +109,13 @@ fn wrong_values_name_key_line_and_fix() {
         (BASE.to_owned() + "[access_log]\npath = \"stdout\"\nsample = 0\n", "access_log.sample = 0: must be 1..=1000000", Some(44)),
         (BASE.to_owned() + "[access_log]\npath = \" /tmp/a.log\"\n", "no NUL bytes or surrounding spaces", Some(43)),
         (BASE.to_owned() + "[access_log]\nformat = \"xml\"\n", "unknown variant `xml`, expected `text` or `json`", Some(43)),
+        (with("upstream = \"web\"\n", "upstream = \"web\"\nrate_limit = { requests_per_second = 0.0, burst = 5 }\n"), "listener on tcp_port 80: rate_limit requests per second = 0: must be 0.001..=1000000000", Some(23)),
+        (with("upstream = \"web\"\n", "upstream = \"web\"\nrate_limit = { requests_per_second = 10.0, burst = 0 }\n"), "listener on tcp_port 80: rate_limit burst = 0: must be 1..=1000000", Some(23)),
+        (with("upstream = \"web\"\n", "upstream = \"web\"\nrate_limit = { requests_per_second = 10.0 }\n"), "missing field `burst`", Some(23)),
+        (with("mode = \"tcp\"\nupstream = \"web\"", "mode = \"tcp\"\nupstream = \"web\"\nrate_limit = { requests_per_second = 10.0, burst = 5 }"), "listener on tcp_port 81: rate_limit limits HTTP requests and needs mode = \"http\"; for connections use connection_rate_limit", Some(29)),
+        (with("mode = \"tcp\"\nupstream = \"web\"", "mode = \"tcp\"\nupstream = \"web\"\nconnection_rate_limit = { connections_per_second = nan, burst = 5 }"), "listener on tcp_port 81: connection_rate_limit connections per second = NaN: must be 0.001..=1000000000", Some(29)),
+        (with("upstream = \"web\"\n", "upstream = \"web\"\n[[listener.route]]\npath_prefix = \"/api\"\nupstream = \"web\"\nrate_limit = { requests_per_second = 1.0, burst = 2000000 }\n"), "listener on tcp_port 80: route rate_limit burst = 2000000: must be 1..=1000000", Some(26)),
+        (with("mbuf_cache = 256", "mbuf_cache = 256\nrate_limit_entries = 2"), "runtime.rate_limit_entries = 2: must be 4..=16777216", Some(6)),
         // An empty group is reported at the group, not at a listener naming it.
         (with("servers = [{ address = \"10.72.0.1:80\" }]", "servers = []"), "upstream 'web': servers is empty", Some(41)),
         // A port's errors point into that port, not at the first mention of its name.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::parse_cidr;
+use super::ratelimit::{ConnectionRateLimit, RateLimit, DEFAULT_RATE_LIMIT_ENTRIES};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +144,9 @@ pub struct Runtime {
     pub tx_drain_us: u32,
     /// Extra EAL arguments, appended as given (e.g. ["--log-level=pmd.net.af_xdp:debug"]).
     pub eal_args: Vec<String>,
+    /// Rate-limit buckets per worker, for each of its two tables (requests,
+    /// connections): fixed at start, 16 bytes each (see INSTALL.md).
+    pub rate_limit_entries: u32,
 }
 
 impl Default for Runtime {
@@ -164,6 +168,7 @@ impl Default for Runtime {
             socket_tx_buffer: 16384,
             tx_drain_us: 100,
             eal_args: Vec::new(),
+            rate_limit_entries: DEFAULT_RATE_LIMIT_ENTRIES,
         }
     }
 }
@@ -239,6 +244,11 @@ pub struct Listener {
     /// Others get a RST and are counted (`refused_acl`).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// For `http` mode: requests per client address, for requests whose
+    /// route has no `rate_limit` of its own; over it: 429.
+    pub rate_limit: Option<RateLimit>,
+    /// New connections per client address, refused at the SYN (a RST).
+    pub connection_rate_limit: Option<ConnectionRateLimit>,
 }
 
 impl Listener {
@@ -265,6 +275,8 @@ pub struct Route {
     #[serde(default = "slash")]
     pub path_prefix: String,
     pub upstream: String,
+    /// Requests per client address on this route; over it: 429.
+    pub rate_limit: Option<RateLimit>,
 }
 
 fn slash() -> String {

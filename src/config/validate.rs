@@ -10,7 +10,7 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 }
 
 /// A value `key` (dotted, e.g. "upstream.local_ports") that the message explains.
-fn invalid(line: Option<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(line: Option<usize>, key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         file: None,
         line,
@@ -297,6 +297,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_rate_limits(text)?;
         self.validate_durations(&at)
     }
 

@@ -32,6 +32,7 @@ pub fn counter_help(c: Counter) -> &'static str {
         FlowsRefused => "Client connections refused (no free flow, draining, or a limit).",
         RefusedAcl => "Client connections refused by a listener's allow list.",
         RefusedPerSource => "Client connections refused by max_connections_per_source.",
+        RefusedRateLimit => "Client connections refused (RST) by connection_rate_limit.",
         FlowsClosed => "Connections closed.",
         FlowsTimedOut => "Connections closed for being idle too long.",
         FlowsActive => "Flows in use now (client and upstream connections).",
@@ -45,7 +46,9 @@ pub fn counter_help(c: Counter) -> &'static str {
         NoUpstream => "Requests that matched no route and no default upstream.",
         ProxyErrors => "Proxied exchanges that failed (all causes; see proxy_failures_total).",
         FailRefused | FailReset | FailTimeout | FailNoServer | FailNoSlot | FailBadResponse
-        | FailBadRequest | FailClientAbort => "Proxied exchanges that failed for this cause.",
+        | FailBadRequest | FailClientAbort | FailRateLimited => {
+            "Proxied exchanges that failed for this cause."
+        }
         SynCookiesSent => "SYN cookies sent (SYN backlog full).",
         SynCookiesAccepted => "Connections accepted from a valid SYN cookie.",
         HandoffsOut => "Frames handed to the worker that owns their flow.",
@@ -53,6 +56,15 @@ pub fn counter_help(c: Counter) -> &'static str {
         HandoffDrops => "Frames dropped because the owner's handoff ring was full.",
         BusyCycles => "TSC cycles of loop iterations that found work.",
         TotalCycles => "TSC cycles the worker's loop ran.",
+        RateLimitEntries => {
+            "Request rate-limit buckets in use now (bounded by runtime.rate_limit_entries)."
+        }
+        ConnRateLimitEntries => {
+            "Connection rate-limit buckets in use now (bounded by runtime.rate_limit_entries)."
+        }
+        RateLimitEvictions => {
+            "Rate-limit buckets dropped before they were full, to make room for another client."
+        }
         AccessLogDropped => "Access log lines dropped because the writer fell behind (ring full).",
     }
 }

@@ -323,7 +323,11 @@ impl Snapshot {
 fn is_gauge(c: Counter) -> bool {
     matches!(
         c,
-        Counter::FlowsActive | Counter::TimeWaitEntries | Counter::UpstreamPooled
+        Counter::FlowsActive
+            | Counter::TimeWaitEntries
+            | Counter::UpstreamPooled
+            | Counter::RateLimitEntries
+            | Counter::ConnRateLimitEntries
     )
 }
 

@@ -21,6 +21,7 @@ pub mod device;
 pub mod flow;
 pub mod handoff;
 pub mod link;
+pub mod ratelimit;
 pub mod rss;
 pub mod segment;
 pub mod stack;

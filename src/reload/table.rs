@@ -42,6 +42,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("runtime.socket_tx_buffer", Restart),
     ("runtime.tx_drain_us", Restart),
     ("runtime.eal_args", Restart),
+    ("runtime.rate_limit_entries", Restart),
     ("port", Restart),
     ("port.name", Restart),
     ("port.vdev", Restart),
@@ -63,6 +64,8 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("listener.header_timeout_ms", Applies),
     ("listener.max_connections_per_source", Applies),
     ("listener.allow", Applies),
+    ("listener.rate_limit", Applies),
+    ("listener.connection_rate_limit", Applies),
     ("upstream", Applies),
     ("upstream.port", Restart),
     ("upstream.servers", Applies),
@@ -255,6 +258,7 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
         socket_tx_buffer,
         tx_drain_us,
         eal_args,
+        rate_limit_entries,
     } = a;
     d.cmp("runtime.main_lcore", "", main_lcore, &b.main_lcore);
     d.cmp("runtime.cores", "", cores, &b.cores);
@@ -282,6 +286,12 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
     );
     d.cmp("runtime.tx_drain_us", "", tx_drain_us, &b.tx_drain_us);
     d.cmp("runtime.eal_args", "", eal_args, &b.eal_args);
+    d.cmp(
+        "runtime.rate_limit_entries",
+        "",
+        rate_limit_entries,
+        &b.rate_limit_entries,
+    );
 }
 
 fn port_diff(d: &mut Diff, a: &PortSection, b: &PortSection) {
@@ -330,6 +340,8 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         header_timeout_ms,
         max_connections_per_source,
         allow,
+        rate_limit,
+        connection_rate_limit,
     } = a;
     let at = format!("listener {port}:{tcp_port}");
     d.cmp("listener.port", &at, port, &b.port);
@@ -357,6 +369,13 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         &b.max_connections_per_source,
     );
     d.cmp("listener.allow", &at, allow, &b.allow);
+    d.cmp("listener.rate_limit", &at, rate_limit, &b.rate_limit);
+    d.cmp(
+        "listener.connection_rate_limit",
+        &at,
+        connection_rate_limit,
+        &b.connection_rate_limit,
+    );
 }
 
 fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {

@@ -1,7 +1,10 @@
 //! The decision table: every key is compared, decided, and documented.
 
 use super::*;
-use crate::config::{Balance, Cores, HealthKind, ListenerMode, Route, Server, StaticResponse};
+use crate::config::{
+    Balance, ConnectionRateLimit, Cores, HealthKind, ListenerMode, RateLimit, Route, Server,
+    StaticResponse,
+};
 
 const BASE: &str = r#"
 [[port]]
@@ -61,6 +64,9 @@ const EDITS: &[Edit] = &[
         c.runtime.socket_tx_buffer = 1
     }),
     ("runtime.tx_drain_us", |c| c.runtime.tx_drain_us = 1),
+    ("runtime.rate_limit_entries", |c| {
+        c.runtime.rate_limit_entries = 64
+    }),
     ("runtime.eal_args", |c| {
         c.runtime.eal_args = vec!["-v".into()]
     }),
@@ -104,6 +110,7 @@ const EDITS: &[Edit] = &[
             host: None,
             path_prefix: "/a".into(),
             upstream: "web".into(),
+            rate_limit: None,
         })
     }),
     ("listener.header_timeout_ms", |c| {
@@ -114,6 +121,18 @@ const EDITS: &[Edit] = &[
     }),
     ("listener.allow", |c| {
         c.listeners[0].allow = vec!["10.0.0.0/8".into()]
+    }),
+    ("listener.rate_limit", |c| {
+        c.listeners[0].rate_limit = Some(RateLimit {
+            requests_per_second: 5.0,
+            burst: 10,
+        })
+    }),
+    ("listener.connection_rate_limit", |c| {
+        c.listeners[0].connection_rate_limit = Some(ConnectionRateLimit {
+            connections_per_second: 5.0,
+            burst: 10,
+        })
     }),
     ("upstream", |c| {
         let mut g = c.upstreams[0].clone();

@@ -3,6 +3,7 @@
 //! figures. It works on flows of the core's [`Stack`] and learns what
 //! happened to them only from the stack's events.
 
+use super::ratelimit::RequestLimiter;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
@@ -169,6 +170,8 @@ pub struct Proxy {
     routes: Vec<Option<Arc<Routes>>>,
     scratch: Box<[u8]>,
     seed: u64,
+    /// Request rate-limit buckets (routes' and listeners' `rate_limit`).
+    limiter: RequestLimiter,
     /// Exchanges that ended, for the worker to take after each event.
     pub outcomes: Outcomes,
 }
@@ -180,6 +183,7 @@ impl Proxy {
         max_flows: usize,
         scratch_len: usize,
         seed: u64,
+        limiter: RequestLimiter,
     ) -> Proxy {
         Proxy {
             groups: groups
@@ -191,8 +195,14 @@ impl Proxy {
             routes,
             scratch: vec![0u8; scratch_len].into_boxed_slice(),
             seed,
+            limiter,
             outcomes: Outcomes::new(),
         }
+    }
+
+    /// Request rate-limit buckets in use; buckets evicted before they were full.
+    pub fn rate_limit_state(&self) -> (usize, u64) {
+        (self.limiter.used(), self.limiter.evictions())
     }
 
     /// A client of a proxying listener arrived (`group`: a TCP listener's).
@@ -392,7 +402,14 @@ impl Proxy {
             session.timed_out(csock, usock)
         } else {
             let routes = self.routes[*listener].as_deref();
-            session.drive(csock, usock, routes, &mut self.scratch, now_us)
+            session.drive(
+                csock,
+                usock,
+                routes,
+                &mut self.limiter,
+                &mut self.scratch,
+                now_us,
+            )
         };
         count_failure(stack, c, session);
         collect(&mut self.outcomes, session);
@@ -810,6 +827,7 @@ fn cause_counter(cause: Cause) -> Counter {
         Cause::BadResponse => Counter::FailBadResponse,
         Cause::BadRequest => Counter::FailBadRequest,
         Cause::ClientAbort => Counter::FailClientAbort,
+        Cause::RateLimited => Counter::FailRateLimited,
     }
 }
 

@@ -4,12 +4,14 @@
 //! - [`balance`]: picking a server of an upstream group.
 //! - [`engine`]: one core's proxy: sessions, groups, pools, connects, probes.
 //! - [`health`]: active health checks.
+//! - [`ratelimit`]: HTTP request rate limits and the 429.
 //! - [`session`]: one client connection's state machine over two sockets.
 
 pub mod balance;
 pub mod engine;
 pub mod health;
 pub mod http;
+pub mod ratelimit;
 pub mod session;
 
 #[cfg(test)]

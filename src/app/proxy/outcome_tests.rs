@@ -120,6 +120,26 @@ fn no_route_is_a_404_without_upstream() {
 }
 
 #[test]
+fn a_client_over_its_rate_gets_429_with_retry_after_and_no_upstream() {
+    use super::ratelimit::RouteLimit;
+    let mut net = Net::http(2048);
+    // The default route's limit: one request per 4 s; the client spent it.
+    let limit = RouteLimit::new(0, None, 0.25, 1);
+    net.routes.limits = vec![Some(limit)];
+    let client = Ipv4Addr::new(10, 0, 0, 1);
+    assert_eq!(net.limiter.check(Some(limit), client, net.now_us), None);
+    net.client.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(net.run_until(STEPS, client_closed));
+    let o = only(&net);
+    assert_eq!((o.status, o.cause), (429, Some(Cause::RateLimited)));
+    assert_eq!((o.upstream, o.connect_us), (None, None));
+    let rx = String::from_utf8_lossy(&net.client.rx).into_owned();
+    assert!(rx.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{rx}");
+    assert!(rx.contains("\r\nRetry-After: 4\r\n"), "{rx}");
+    assert_eq!(net.connects, 0);
+}
+
+#[test]
 fn client_gone_mid_request_is_a_client_abort() {
     let mut net = Net::http(2048);
     net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");

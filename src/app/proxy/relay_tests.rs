@@ -574,7 +574,8 @@ fn causes_have_labels() {
             "no_slot",
             "bad_response",
             "bad_request",
-            "client_abort"
+            "client_abort",
+            "rate_limited"
         ]
     );
 }

@@ -6,6 +6,7 @@
 //! is idle and good, else a new connect), detaches on `ReleaseUpstream` and
 //! reports a closed upstream with `upstream_lost`.
 
+use super::ratelimit::RequestLimiter;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State as TcpState};
@@ -73,6 +74,7 @@ pub struct Net {
     pub servers: Vec<End>,
     scratch: Vec<u8>,
     pub routes: Routes,
+    pub limiter: RequestLimiter,
     next_port: u16,
     buf: usize,
     /// Upstream connects made (not pool reuses).
@@ -171,7 +173,9 @@ impl Net {
             routes: Routes {
                 routes: Vec::new(),
                 default: Some(0),
+                limits: Vec::new(),
             },
+            limiter: RequestLimiter::new(64, [0; 16]),
             next_port: 50000,
             buf,
             connects: 0,
@@ -266,8 +270,14 @@ impl Net {
         let step = if self.session.deadline_us().is_some_and(|d| self.now_us >= d) {
             self.session.timed_out(c, u)
         } else {
-            self.session
-                .drive(c, u, Some(&self.routes), &mut self.scratch, self.now_us)
+            self.session.drive(
+                c,
+                u,
+                Some(&self.routes),
+                &mut self.limiter,
+                &mut self.scratch,
+                self.now_us,
+            )
         };
         self.note(step)
     }

@@ -15,6 +15,7 @@ use crate::net::counters::Counter;
 use crate::net::device::FrameDevice;
 use crate::net::flow::FlowKey;
 use crate::net::handoff::Handoff;
+use crate::net::ratelimit::Rate;
 use crate::net::segment;
 use crate::net::syncookie::CookieJar;
 
@@ -45,6 +46,7 @@ pub struct ListenSettings {
     pub idle_timeout_us: u64,
     pub allow: Vec<(Ipv4Addr, u8)>,
     pub max_per_source: u32,
+    pub conn_rate: Option<Rate>,
 }
 
 impl Stack {
@@ -56,6 +58,7 @@ impl Stack {
             l.idle_timeout_us = s.idle_timeout_us;
             l.allow = s.allow;
             l.max_per_source = s.max_per_source;
+            l.conn_rate = s.conn_rate;
         }
     }
 
@@ -156,6 +159,10 @@ impl Stack {
                 self.counters.add(Counter::RefusedPerSource, 1);
                 return self.answer_stateless(port, m, now_us); // RST: this address holds enough
             }
+            if !self.syn_admitted(l, key.remote_ip, now_us) {
+                self.counters.add(Counter::RefusedRateLimit, 1);
+                return self.answer_stateless(port, m, now_us); // RST: over its connection rate
+            }
         }
         let Some(listener) = listener.filter(|_| !self.draining) else {
             return self.answer_stateless(port, m, now_us); // RST: closed port, or shutting down
@@ -169,6 +176,17 @@ impl Stack {
         self.flows.get_mut(f).half_open = true;
         self.half_open += 1;
         self.ingress(f, m, now_us);
+    }
+
+    /// Within listener `l`'s `conn_rate` for `client` (a fixed-size table:
+    /// a flood of spoofed sources cannot grow it; see `net::ratelimit`).
+    fn syn_admitted(&mut self, l: usize, client: Ipv4Addr, now_us: u64) -> bool {
+        let Some(rate) = self.listeners[l].conn_rate else {
+            return true;
+        };
+        self.syn_limiter
+            .check(l as u32, client, rate, now_us)
+            .is_ok()
     }
 
     /// RFC 5961 3.2: a RST is taken only when its sequence number is exactly

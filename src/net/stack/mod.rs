@@ -15,6 +15,7 @@ mod demux;
 
 pub use demux::ListenSettings;
 
+use crate::net::ratelimit::{Limiter, Rate};
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct Listen {
     pub allow: Vec<(Ipv4Addr, u8)>,
     /// Open connections per client address (0: no limit).
     pub max_per_source: u32,
+    /// New connections per client address, decided at the SYN.
+    pub conn_rate: Option<Rate>,
     /// Each accepted flow is promised a second slot (for its upstream) until
     /// the application takes it with [`Stack::unreserve`].
     pub reserve_peer: bool,
@@ -85,6 +88,8 @@ pub struct StackSpec {
     pub inboxes: Inboxes,
     /// Half-open accepted connections beyond which SYNs get cookies.
     pub syn_backlog: usize,
+    /// Buckets of the connection rate limiter (fixed at start).
+    pub rate_limit_entries: usize,
     /// Keys of the flow table and SYN cookies, seed of smoltcp's ISNs.
     pub secrets: crate::secrets::Secrets,
 }
@@ -212,6 +217,8 @@ pub struct Stack {
     inboxes: Inboxes,
     /// SYN flood defence: cookies once `half_open` reaches `syn_backlog`.
     cookies: CookieJar,
+    /// Per-source connection rates (`Listen::conn_rate`).
+    syn_limiter: Limiter,
     half_open: usize,
     syn_backlog: usize,
     /// Until when an ACK for no flow may carry a cookie we sent.
@@ -313,6 +320,7 @@ impl Stack {
             index: spec.worker_index,
             inboxes: spec.inboxes,
             cookies: CookieJar::new(spec.secrets.cookie_key),
+            syn_limiter: Limiter::new(spec.rate_limit_entries, spec.secrets.flow_key),
             half_open: 0,
             syn_backlog: spec.syn_backlog,
             cookies_valid_until_us: 0,
@@ -578,6 +586,11 @@ impl Stack {
         let c = &mut self.counters;
         c.set(Counter::FlowsActive, self.flows.active() as u64);
         c.set(Counter::TimeWaitEntries, self.time_wait.len() as u64);
+        c.set(
+            Counter::ConnRateLimitEntries,
+            self.syn_limiter.used() as u64,
+        );
+        c.set(Counter::RateLimitEvictions, self.syn_limiter.evictions());
         c.set(
             Counter::TxFrames,
             self.ports.iter().map(|p| p.tx.sent).sum(),

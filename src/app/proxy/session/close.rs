@@ -6,6 +6,7 @@ use smoltcp::socket::tcp::Socket;
 use super::failure::error_page;
 use super::relay::at_eof;
 use super::{Cause, Mode, Session, State, Step};
+use crate::app::proxy::ratelimit::too_many_requests;
 use crate::app::{dequeue, send_room};
 
 /// A lingering close reads and drops at most this much client input...
@@ -161,7 +162,18 @@ impl Session {
 
     /// A complete error response, then close (lingering).
     pub(super) fn respond_error(&mut self, c: &mut Socket, status: u16, cause: Cause) {
-        let page = error_page(status);
+        self.respond_page(c, error_page(status), status, cause);
+    }
+
+    /// The client is over its request rate: 429 with `Retry-After`.
+    pub(super) fn rate_limited(&mut self, c: &mut Socket, retry_after_s: u64) -> Step {
+        let mut buf = [0u8; 192];
+        let len = too_many_requests(retry_after_s, &mut buf);
+        self.respond_page(c, &buf[..len], 429, Cause::RateLimited);
+        Step::Idle
+    }
+
+    fn respond_page(&mut self, c: &mut Socket, page: &[u8], status: u16, cause: Cause) {
         if send_room(c) >= page.len() {
             let _ = c.send_slice(page);
             self.rec.bytes_out += page.len() as u64;

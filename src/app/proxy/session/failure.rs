@@ -20,10 +20,12 @@ pub enum Cause {
     BadRequest,
     /// The client went away mid-request.
     ClientAbort,
+    /// The client was over its request rate (429).
+    RateLimited,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 8] = [
+    pub const ALL: [Cause; 9] = [
         Cause::Refused,
         Cause::Reset,
         Cause::Timeout,
@@ -32,6 +34,7 @@ impl Cause {
         Cause::BadResponse,
         Cause::BadRequest,
         Cause::ClientAbort,
+        Cause::RateLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Cause {
             Cause::BadResponse => "bad_response",
             Cause::BadRequest => "bad_request",
             Cause::ClientAbort => "client_abort",
+            Cause::RateLimited => "rate_limited",
         }
     }
 }

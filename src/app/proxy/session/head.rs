@@ -12,6 +12,7 @@ use super::rewrite::{plan_request, write_request_head, write_response_head};
 use super::{Exchange, HeadStep, Routes, Session, State};
 use crate::app::outcome::Outcome;
 use crate::app::proxy::http::{self, Body, Refusal, MAX_HEADERS};
+use crate::app::proxy::ratelimit::RouteLimit;
 use crate::app::{dequeue, send_room};
 
 /// At most this many interim (1xx) responses per request.
@@ -155,7 +156,7 @@ pub(super) fn parse_request(
     routes: Option<&Routes>,
     draining: bool,
     rec: &mut Outcome,
-) -> Result<(Exchange, usize), u16> {
+) -> Result<(Exchange, usize, Option<RouteLimit>), u16> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(raw) {
@@ -178,8 +179,8 @@ pub(super) fn parse_request(
     if let Some(h) = host {
         rec.host.set(h);
     }
-    let group = routes
-        .and_then(|r| r.find(host, target.route_path()))
+    let (group, limit) = routes
+        .and_then(|r| r.find_limited(host, target.route_path()))
         .ok_or(404u16)?;
     let mut x = Exchange::new();
     x.http11 = info.http11;
@@ -187,7 +188,7 @@ pub(super) fn parse_request(
     x.is_head = info.is_head;
     x.req_body = info.body;
     x.plan = plan_request(&req, raw, head_len);
-    Ok((x, group))
+    Ok((x, group, limit))
 }
 
 /// Looks for the end of a head (an empty line) in `s`'s receive buffer, in

@@ -56,6 +56,7 @@ use self::rewrite::Plan;
 use crate::app::dequeue;
 use crate::app::outcome::Outcome;
 use crate::app::proxy::http::{self, Body, Refusal};
+use crate::app::proxy::ratelimit::{RequestLimiter, RouteLimit};
 
 /// Which protocol a listener proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +84,21 @@ pub struct Routes {
     /// (lower-case host or any, path prefix, group)
     pub routes: Vec<(Option<String>, String, usize)>,
     pub default: Option<usize>,
+    /// The request rate limit of each route, then of the default (empty: none).
+    pub limits: Vec<Option<RouteLimit>>,
 }
 
 impl Routes {
     pub fn find(&self, host: Option<&[u8]>, path: &str) -> Option<usize> {
+        self.find_limited(host, path).map(|(g, _)| g)
+    }
+
+    /// The group and the rate limit a request falls under.
+    pub fn find_limited(
+        &self,
+        host: Option<&[u8]>,
+        path: &str,
+    ) -> Option<(usize, Option<RouteLimit>)> {
         let host = host.map(|h| {
             // Drop the port; compare case-insensitively.
             let h = std::str::from_utf8(h).unwrap_or("").trim();
@@ -94,15 +106,17 @@ impl Routes {
                 .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
                 .map_or(h, |(h, _)| h)
         });
-        self.routes
+        let (index, group) = self
+            .routes
             .iter()
-            .find(|(rh, prefix, _)| {
+            .position(|(rh, prefix, _)| {
                 rh.as_deref()
                     .is_none_or(|rh| host.is_some_and(|h| h.eq_ignore_ascii_case(rh)))
                     && path.starts_with(prefix.as_str())
             })
-            .map(|r| r.2)
-            .or(self.default)
+            .map(|i| (i, self.routes[i].2))
+            .or(self.default.map(|g| (self.routes.len(), g)))?;
+        Some((group, self.limits.get(index).copied().flatten()))
     }
 }
 
@@ -298,6 +312,7 @@ impl Session {
         c: &mut Socket,
         mut u: Option<&mut Socket>,
         routes: Option<&Routes>,
+        limiter: &mut RequestLimiter,
         scratch: &mut [u8],
         now_us: u64,
     ) -> Step {
@@ -351,10 +366,13 @@ impl Session {
                         let raw = head_bytes(c, scratch, head_len);
                         parse_request(raw, head_len, routes, self.draining, &mut self.rec)
                     };
-                    let (x, group) = match parsed {
+                    let (x, group, limit) = match parsed {
                         Ok(r) => r,
                         Err(status) => return self.refuse(c, status),
                     };
+                    if let Some(retry_s) = limiter.check(limit, self.client_ip, now_us) {
+                        return self.rate_limited(c, retry_s);
+                    }
                     self.x = x;
                     self.group = group;
                     self.tried = 0;
@@ -518,6 +536,7 @@ mod tests {
                 (None, "/static".into(), 2),
             ],
             default: Some(0),
+            limits: Vec::new(),
         };
         assert_eq!(r.find(Some(b"API.example:8080"), "/v1/x"), Some(1));
         assert_eq!(r.find(Some(b"other"), "/v1/x"), Some(0));
@@ -525,6 +544,7 @@ mod tests {
         let no_default = Routes {
             routes: vec![(None, "/only".into(), 3)],
             default: None,
+            limits: Vec::new(),
         };
         assert_eq!(no_default.find(None, "/other"), None);
     }
