@@ -14,6 +14,7 @@ use std::path::Path;
 
 mod eal;
 mod error;
+pub mod headers;
 mod limits;
 mod locate;
 #[cfg(test)]

@@ -239,6 +239,18 @@ pub struct Listener {
     /// Others get a RST and are counted (`refused_acl`).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// For `http` mode: header rules and limits (`config::headers`).
+    #[serde(default)]
+    pub request_headers: super::headers::HeaderRules,
+    #[serde(default)]
+    pub response_headers: super::headers::HeaderRules,
+    /// Forward a client's own X-Request-Id instead of a generated one.
+    #[serde(default)]
+    pub trust_request_id: bool,
+    /// More header lines than this (1..=64; unset: 64) get a 431.
+    pub max_header_count: Option<u32>,
+    /// A request head larger than this gets a 431 (unset: the socket buffer).
+    pub max_header_bytes: Option<u32>,
 }
 
 impl Listener {
@@ -265,6 +277,11 @@ pub struct Route {
     #[serde(default = "slash")]
     pub path_prefix: String,
     pub upstream: String,
+    /// Applied after the listener's (`config::headers`).
+    #[serde(default)]
+    pub request_headers: super::headers::HeaderRules,
+    #[serde(default)]
+    pub response_headers: super::headers::HeaderRules,
 }
 
 fn slash() -> String {
