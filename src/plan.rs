@@ -115,6 +115,7 @@ pub fn listener_apps(cfg: &Config, layout: &Layout) -> Vec<ListenerApp> {
                     })
                     .collect(),
                 default: l.upstream.as_deref().map(|g| layout.group_index(g)),
+                headers: crate::app::proxy::headers::Headers::compile(l),
             })),
         })
         .collect()

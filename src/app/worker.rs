@@ -11,6 +11,7 @@ use crossbeam_queue::ArrayQueue;
 use super::access_log::AccessLog;
 use super::outcome::{Outcome, Outcomes, Sink};
 use super::proxy::engine::{GroupSpec, Proxy, UpstreamStat};
+use super::proxy::headers::RequestIds;
 use super::proxy::session::{Mode, Routes};
 use super::responder::{Responder, ResponderState};
 use super::stats::RequestStats;
@@ -148,8 +149,6 @@ pub struct Worker {
     draining: bool,
     /// Requests the static responder answered, taken after each event.
     outcomes: Outcomes,
-    /// Requests (and `tcp` connections) this worker finished so far.
-    finished: u64,
     access_log: Option<AccessLog>,
 }
 
@@ -184,13 +183,14 @@ impl Worker {
             syn_backlog: spec.syn_backlog,
             secrets: spec.secrets.clone(),
         });
-        let proxy = Proxy::new(
+        let mut proxy = Proxy::new(
             spec.groups,
             routes_of(spec.listeners.iter().map(|l| &l.app)),
             spec.max_flows,
             scratch_len,
             spec.secrets.iss_seed,
         );
+        proxy.ids = RequestIds::new(spec.worker_index);
         let mut w = Worker {
             stack,
             proxy,
@@ -206,7 +206,6 @@ impl Worker {
             tsc_per_us: (tsc_hz() / 1_000_000).max(1),
             draining: false,
             outcomes: Outcomes::new(),
-            finished: 0,
             access_log: spec.access_log,
         };
         let now_us = w.now_us();
@@ -313,8 +312,8 @@ impl Worker {
     }
 
     /// Hands the exchanges the last event finished to `on_outcome`, each
-    /// with its request id: the worker's index in the top 16 bits, its
-    /// count in the rest (unique per process).
+    /// with its request id (`RequestIds`: the proxy numbers an HTTP request
+    /// when it is routed, the rest are numbered here).
     fn take_outcomes(&mut self) {
         for i in 0..self.proxy.outcomes.len() {
             let o = self.proxy.outcomes.get(i);
@@ -333,8 +332,9 @@ impl Worker {
     }
 
     fn number(&mut self, mut o: Outcome) {
-        self.finished += 1;
-        o.request_id = (self.index as u64) << 48 | (self.finished & ((1 << 48) - 1));
+        if o.request_id == 0 {
+            o.request_id = self.proxy.ids.next();
+        }
         self.on_outcome(&o);
     }
 

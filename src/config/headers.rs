@@ -139,7 +139,10 @@ pub fn check_rules(rules: &HeaderRules) -> Result<(), String> {
     }
     for (name, value) in rules.set.iter().chain(rules.add.iter()) {
         // Field values: visible ASCII, SP and HTAB, never CR, LF or NUL (RFC 9110 5.5).
-        if value.bytes().any(|b| b != b'\t' && !(b' '..=b'~').contains(&b)) {
+        if value
+            .bytes()
+            .any(|b| b != b'\t' && !(b' '..=b'~').contains(&b))
+        {
             return Err(format!(
                 "header {name}: the value may hold visible ASCII, spaces and tabs only (no CR, LF or other control bytes)"
             ));
@@ -150,10 +153,7 @@ pub fn check_rules(rules: &HeaderRules) -> Result<(), String> {
 }
 
 /// Checks one listener's header rules and limits (its routes' rules too).
-pub fn check_listener(
-    l: &Listener,
-    at: &dyn Fn(&str) -> Option<usize>,
-) -> Result<(), ConfigError> {
+pub fn check_listener(l: &Listener, at: &dyn Fn(&str) -> Option<usize>) -> Result<(), ConfigError> {
     let on = format!("listener on tcp_port {}", l.tcp_port);
     let invalid = |needle: &str, key: &str, message: String| ConfigError::Invalid {
         file: None,
@@ -217,7 +217,9 @@ mod tests {
             ]
         );
         assert_eq!(split_value("").unwrap(), vec![]);
-        assert!(split_value("$nope").unwrap_err().contains("unknown variable '$nope'"));
+        assert!(split_value("$nope")
+            .unwrap_err()
+            .contains("unknown variable '$nope'"));
         assert!(split_value("${request_id").is_err());
     }
 

@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use super::balance::Balancer;
+use super::headers::RequestIds;
 use super::health::{self, HealthCheck, ServerHealth};
 use super::session::{Cause, Mode, Routes, Session, Step};
 use crate::app::outcome::Outcomes;
@@ -171,6 +172,8 @@ pub struct Proxy {
     seed: u64,
     /// Exchanges that ended, for the worker to take after each event.
     pub outcomes: Outcomes,
+    /// This worker's request ids (the worker numbers what the proxy does not).
+    pub ids: RequestIds,
 }
 
 impl Proxy {
@@ -192,6 +195,7 @@ impl Proxy {
             scratch: vec![0u8; scratch_len].into_boxed_slice(),
             seed,
             outcomes: Outcomes::new(),
+            ids: RequestIds::default(),
         }
     }
 
@@ -392,7 +396,14 @@ impl Proxy {
             session.timed_out(csock, usock)
         } else {
             let routes = self.routes[*listener].as_deref();
-            session.drive(csock, usock, routes, &mut self.scratch, now_us)
+            session.drive(
+                csock,
+                usock,
+                routes,
+                &mut self.scratch,
+                &mut self.ids,
+                now_us,
+            )
         };
         count_failure(stack, c, session);
         collect(&mut self.outcomes, session);
@@ -481,6 +492,7 @@ impl Proxy {
             }
         };
         let read_timeout_us = self.groups[group].spec.read_timeout_us;
+        let addr = self.groups[group].spec.balancer.servers[server].address;
         let Conn::Client {
             session, upstream, ..
         } = &mut self.conns[c as usize]
@@ -488,7 +500,7 @@ impl Proxy {
             unreachable!()
         };
         session.tried |= 1 << (server % 64);
-        session.attached(group, server, reused.is_some());
+        session.attached(group, server, addr, reused.is_some());
         session.set_read_timeout_us(read_timeout_us);
         *upstream = Some(u);
         let Conn::Upstream { client, .. } = &mut self.conns[u as usize] else {
