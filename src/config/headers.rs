@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Listener};
+use super::{ConfigError, Listener, ListenerMode};
 
 /// `request_headers = { set = {..}, add = {..}, remove = [..] }` (and
 /// `response_headers`): `remove` drops every line of a name, `set` replaces
@@ -161,6 +161,18 @@ pub fn check_listener(l: &Listener, at: &dyn Fn(&str) -> Option<usize>) -> Resul
         key: key.to_owned(),
         message,
     };
+    let used = !l.request_headers.is_empty()
+        || !l.response_headers.is_empty()
+        || l.trust_request_id
+        || l.max_header_count.is_some()
+        || l.max_header_bytes.is_some();
+    if used && l.mode != ListenerMode::Http {
+        return Err(invalid(
+            "_header",
+            "listener.request_headers",
+            format!("{on}: header rules, trust_request_id and max_header_* apply to mode = \"http\" only: remove them here"),
+        ));
+    }
     if let Some(n) = l.max_header_count {
         if n == 0 || n > MAX_HEADER_COUNT {
             return Err(invalid(
