@@ -333,7 +333,7 @@ impl Worker {
 
     fn number(&mut self, mut o: Outcome) {
         if o.request_id == 0 {
-            o.request_id = self.proxy.ids.next();
+            o.request_id = self.proxy.ids.take();
         }
         self.on_outcome(&o);
     }

@@ -238,7 +238,7 @@ impl RequestIds {
         }
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn take(&mut self) -> u64 {
         self.count += 1;
         self.worker << 48 | (self.count & ((1 << 48) - 1))
     }
@@ -312,8 +312,8 @@ mod tests {
     #[test]
     fn request_ids_carry_the_worker() {
         let mut ids = RequestIds::new(3);
-        assert_eq!(ids.next(), 3 << 48 | 1);
-        assert_eq!(ids.next(), 3 << 48 | 2);
+        assert_eq!(ids.take(), 3 << 48 | 1);
+        assert_eq!(ids.take(), 3 << 48 | 2);
         assert_eq!(RequestId(0xab).to_string(), "00000000000000ab");
     }
 }

@@ -364,7 +364,7 @@ impl Session {
                     self.deadline_us = 0;
                     self.rec.bytes_in = head_len as u64;
                     // Numbered when routed: X-Request-Id and the access log agree.
-                    self.rec.request_id = ids.next();
+                    self.rec.request_id = ids.take();
                     let parsed = {
                         let raw = head_bytes(c, scratch, head_len);
                         parse_request(raw, head_len, routes, self.draining, &mut self.rec)
