@@ -118,8 +118,8 @@ fn is_token(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// What is wrong with a rule set, if anything.
-pub fn check_rules(rules: &HeaderRules) -> Result<(), String> {
+/// What is wrong with a rule set (`request`: a request side's), if anything.
+pub fn check_rules(rules: &HeaderRules, request: bool) -> Result<(), String> {
     let names = rules
         .set
         .keys()
@@ -134,6 +134,11 @@ pub fn check_rules(rules: &HeaderRules) -> Result<(), String> {
         if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
             return Err(format!(
                 "header {name} is set by the proxy itself (framing, hop-by-hop, X-Forwarded-*): a rule may not change it"
+            ));
+        }
+        if request && name.eq_ignore_ascii_case("x-request-id") {
+            return Err(format!(
+                "header {name} goes upstream from the proxy's own id: use trust_request_id to forward the client's instead of a rule"
             ));
         }
     }
@@ -200,7 +205,7 @@ pub fn check_listener(l: &Listener, at: &dyn Fn(&str) -> Option<usize>) -> Resul
         ]
     });
     for (key, rules) in sides.into_iter().chain(routes) {
-        if let Err(e) = check_rules(rules) {
+        if let Err(e) = check_rules(rules, key.ends_with("request_headers")) {
             let needle = key.trim_start_matches("route.");
             return Err(invalid(
                 needle,
@@ -240,12 +245,18 @@ mod tests {
         let rules = |f: fn(&mut HeaderRules)| {
             let mut r = HeaderRules::default();
             f(&mut r);
-            check_rules(&r)
+            check_rules(&r, true)
         };
         assert!(rules(|r| drop(r.set.insert("X-A".into(), "ok $request_id".into()))).is_ok());
         assert!(rules(|r| drop(r.set.insert("X A".into(), "v".into()))).is_err());
         assert!(rules(|r| drop(r.add.insert("X-A".into(), "a\r\nB: c".into()))).is_err());
         assert!(rules(|r| r.remove.push("Content-Length".into())).is_err());
         assert!(rules(|r| drop(r.set.insert("x-forwarded-for".into(), "v".into()))).is_err());
+        assert!(rules(|r| r.remove.push("X-Request-Id".into())).is_err());
+        let mut response = HeaderRules::default();
+        response
+            .set
+            .insert("X-Request-Id".into(), "$request_id".into());
+        assert!(check_rules(&response, false).is_ok());
     }
 }
