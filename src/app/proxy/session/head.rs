@@ -75,7 +75,13 @@ impl Session {
             self.x.client_keep_alive = false;
         }
         let keep_alive = self.x.client_keep_alive || interim;
-        let (rules, vars) = (&self.rules(routes).1, self.vars());
+        // Rules shape the final response; interim ones (100 Continue) go as they came.
+        let rules = if interim {
+            &Rules::EMPTY
+        } else {
+            &self.rules(routes).1
+        };
+        let vars = self.vars();
         let drop_length = info.drop_length;
         let mut len = 0;
         write_response_head(
