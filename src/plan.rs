@@ -118,6 +118,7 @@ pub fn listener_apps(cfg: &Config, layout: &Layout) -> Vec<ListenerApp> {
                     .collect(),
                 default: l.upstream.as_deref().map(|g| layout.group_index(g)),
                 limits: crate::app::proxy::ratelimit::route_limits(i, l),
+                headers: crate::app::proxy::headers::Headers::compile(l),
             })),
         })
         .collect()

@@ -205,6 +205,7 @@ impl Harness {
                         routes: vec![(Some("api.example".into()), "/v1".into(), 1)],
                         default: Some(0),
                         limits: Vec::new(),
+                        headers: Default::default(),
                     })),
                 ),
                 listener(81, ListenerApp::Tcp { group: 0 }),

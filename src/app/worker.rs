@@ -13,6 +13,7 @@ use crossbeam_queue::ArrayQueue;
 use super::access_log::AccessLog;
 use super::outcome::{Outcome, Outcomes, Sink};
 use super::proxy::engine::{GroupSpec, Proxy, UpstreamStat};
+use super::proxy::headers::RequestIds;
 use super::proxy::session::{Mode, Routes};
 use super::responder::{Responder, ResponderState};
 use super::stats::RequestStats;
@@ -154,8 +155,6 @@ pub struct Worker {
     draining: bool,
     /// Requests the static responder answered, taken after each event.
     outcomes: Outcomes,
-    /// Requests (and `tcp` connections) this worker finished so far.
-    finished: u64,
     access_log: Option<AccessLog>,
 }
 
@@ -192,7 +191,7 @@ impl Worker {
             rate_limit_entries: spec.rate_limit_entries,
             secrets: spec.secrets.clone(),
         });
-        let proxy = Proxy::new(
+        let mut proxy = Proxy::new(
             spec.groups,
             routes_of(spec.listeners.iter().map(|l| &l.app)),
             spec.max_flows,
@@ -200,6 +199,7 @@ impl Worker {
             spec.secrets.iss_seed,
             RequestLimiter::new(spec.rate_limit_entries, spec.secrets.flow_key),
         );
+        proxy.ids = RequestIds::new(spec.worker_index);
         let mut w = Worker {
             stack,
             proxy,
@@ -215,7 +215,6 @@ impl Worker {
             tsc_per_us: (tsc_hz() / 1_000_000).max(1),
             draining: false,
             outcomes: Outcomes::new(),
-            finished: 0,
             access_log: spec.access_log,
         };
         let now_us = w.now_us();
@@ -322,8 +321,8 @@ impl Worker {
     }
 
     /// Hands the exchanges the last event finished to `on_outcome`, each
-    /// with its request id: the worker's index in the top 16 bits, its
-    /// count in the rest (unique per process).
+    /// with its request id (`RequestIds`: the proxy numbers an HTTP request
+    /// when it is routed, the rest are numbered here).
     fn take_outcomes(&mut self) {
         for i in 0..self.proxy.outcomes.len() {
             let o = self.proxy.outcomes.get(i);
@@ -342,8 +341,9 @@ impl Worker {
     }
 
     fn number(&mut self, mut o: Outcome) {
-        self.finished += 1;
-        o.request_id = (self.index as u64) << 48 | (self.finished & ((1 << 48) - 1));
+        if o.request_id == 0 {
+            o.request_id = self.proxy.ids.take();
+        }
         self.on_outcome(&o);
     }
 

@@ -15,6 +15,7 @@ use std::path::Path;
 
 mod eal;
 mod error;
+pub mod headers;
 mod limits;
 mod locate;
 mod ratelimit;

@@ -249,6 +249,18 @@ pub struct Listener {
     pub rate_limit: Option<RateLimit>,
     /// New connections per client address, refused at the SYN (a RST).
     pub connection_rate_limit: Option<ConnectionRateLimit>,
+    /// For `http` mode: header rules and limits (`config::headers`).
+    #[serde(default)]
+    pub request_headers: super::headers::HeaderRules,
+    #[serde(default)]
+    pub response_headers: super::headers::HeaderRules,
+    /// Forward a client's own X-Request-Id instead of a generated one.
+    #[serde(default)]
+    pub trust_request_id: bool,
+    /// More header lines than this (1..=64; unset: 64) get a 431.
+    pub max_header_count: Option<u32>,
+    /// A request head larger than this gets a 431 (unset: the socket buffer).
+    pub max_header_bytes: Option<u32>,
 }
 
 impl Listener {
@@ -277,6 +289,11 @@ pub struct Route {
     pub upstream: String,
     /// Requests per client address on this route; over it: 429.
     pub rate_limit: Option<RateLimit>,
+    /// Applied after the listener's (`config::headers`).
+    #[serde(default)]
+    pub request_headers: super::headers::HeaderRules,
+    #[serde(default)]
+    pub response_headers: super::headers::HeaderRules,
 }
 
 fn slash() -> String {

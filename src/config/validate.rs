@@ -122,6 +122,7 @@ impl Config {
             }
         }
         for l in &self.listeners {
+            super::headers::check_listener(l, &at)?;
             if !self.ports.iter().any(|p| p.name == l.port) {
                 let names: Vec<_> = self.ports.iter().map(|p| p.name.as_str()).collect();
                 return Err(invalid(

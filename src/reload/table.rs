@@ -66,6 +66,11 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("listener.allow", Applies),
     ("listener.rate_limit", Applies),
     ("listener.connection_rate_limit", Applies),
+    ("listener.request_headers", Applies),
+    ("listener.response_headers", Applies),
+    ("listener.trust_request_id", Applies),
+    ("listener.max_header_count", Applies),
+    ("listener.max_header_bytes", Applies),
     ("upstream", Applies),
     ("upstream.port", Restart),
     ("upstream.servers", Applies),
@@ -342,6 +347,11 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         allow,
         rate_limit,
         connection_rate_limit,
+        request_headers,
+        response_headers,
+        trust_request_id,
+        max_header_count,
+        max_header_bytes,
     } = a;
     let at = format!("listener {port}:{tcp_port}");
     d.cmp("listener.port", &at, port, &b.port);
@@ -375,6 +385,36 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         &at,
         connection_rate_limit,
         &b.connection_rate_limit,
+    );
+    d.cmp(
+        "listener.request_headers",
+        &at,
+        request_headers,
+        &b.request_headers,
+    );
+    d.cmp(
+        "listener.response_headers",
+        &at,
+        response_headers,
+        &b.response_headers,
+    );
+    d.cmp(
+        "listener.trust_request_id",
+        &at,
+        trust_request_id,
+        &b.trust_request_id,
+    );
+    d.cmp(
+        "listener.max_header_count",
+        &at,
+        max_header_count,
+        &b.max_header_count,
+    );
+    d.cmp(
+        "listener.max_header_bytes",
+        &at,
+        max_header_bytes,
+        &b.max_header_bytes,
     );
 }
 

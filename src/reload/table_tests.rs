@@ -111,6 +111,8 @@ const EDITS: &[Edit] = &[
             path_prefix: "/a".into(),
             upstream: "web".into(),
             rate_limit: None,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
         })
     }),
     ("listener.header_timeout_ms", |c| {
@@ -133,6 +135,21 @@ const EDITS: &[Edit] = &[
             connections_per_second: 5.0,
             burst: 10,
         })
+    }),
+    ("listener.request_headers", |c| {
+        c.listeners[0].request_headers.remove = vec!["X-A".into()]
+    }),
+    ("listener.response_headers", |c| {
+        c.listeners[0].response_headers.remove = vec!["X-A".into()]
+    }),
+    ("listener.trust_request_id", |c| {
+        c.listeners[0].trust_request_id = true
+    }),
+    ("listener.max_header_count", |c| {
+        c.listeners[0].max_header_count = Some(10)
+    }),
+    ("listener.max_header_bytes", |c| {
+        c.listeners[0].max_header_bytes = Some(1000)
     }),
     ("upstream", |c| {
         let mut g = c.upstreams[0].clone();
@@ -246,6 +263,8 @@ fn restart_keys_are_what_start_up_fixes() {
         "listener.header_timeout_ms",
         "listener.max_connections_per_source",
         "listener.route",
+        "listener.request_headers",
+        "listener.max_header_bytes",
         "upstream.servers",
         "upstream.health_check.interval_ms",
         "management.drain_timeout_ms",

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use super::balance::Balancer;
+use super::headers::RequestIds;
 use super::health::{self, HealthCheck, ServerHealth};
 use super::session::{Cause, Mode, Routes, Session, Step};
 use crate::app::outcome::Outcomes;
@@ -174,6 +175,8 @@ pub struct Proxy {
     limiter: RequestLimiter,
     /// Exchanges that ended, for the worker to take after each event.
     pub outcomes: Outcomes,
+    /// This worker's request ids (the worker numbers what the proxy does not).
+    pub ids: RequestIds,
 }
 
 impl Proxy {
@@ -197,6 +200,7 @@ impl Proxy {
             seed,
             limiter,
             outcomes: Outcomes::new(),
+            ids: RequestIds::default(),
         }
     }
 
@@ -408,6 +412,7 @@ impl Proxy {
                 routes,
                 &mut self.limiter,
                 &mut self.scratch,
+                &mut self.ids,
                 now_us,
             )
         };
@@ -498,6 +503,7 @@ impl Proxy {
             }
         };
         let read_timeout_us = self.groups[group].spec.read_timeout_us;
+        let addr = self.groups[group].spec.balancer.servers[server].address;
         let Conn::Client {
             session, upstream, ..
         } = &mut self.conns[c as usize]
@@ -505,7 +511,7 @@ impl Proxy {
             unreachable!()
         };
         session.tried |= 1 << (server % 64);
-        session.attached(group, server, reused.is_some());
+        session.attached(group, server, addr, reused.is_some());
         session.set_read_timeout_us(read_timeout_us);
         *upstream = Some(u);
         let Conn::Upstream { client, .. } = &mut self.conns[u as usize] else {

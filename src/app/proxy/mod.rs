@@ -9,11 +9,14 @@
 
 pub mod balance;
 pub mod engine;
+pub mod headers;
 pub mod health;
 pub mod http;
 pub mod ratelimit;
 pub mod session;
 
+#[cfg(test)]
+mod headers_tests;
 #[cfg(test)]
 mod outcome_tests;
 #[cfg(test)]

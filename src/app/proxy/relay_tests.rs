@@ -51,7 +51,7 @@ fn partial_heads_in_one_byte_segments() {
     let head = server_head(&mut net, 0);
     assert_eq!(
         head,
-        "GET /x?y HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"
+        "GET /x?y HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Request-Id: 0000000000000001\r\n\r\n"
     );
     let resp = b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 2\r\n\r\nok";
     net.server().send(resp);
@@ -514,7 +514,7 @@ fn pipelined_heads_across_the_ring_end() {
         let pad = "p".repeat(i * 7 % 90);
         assert_eq!(
             head,
-            format!("GET /{i} HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n")
+            format!("GET /{i} HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Request-Id: {:016x}\r\n\r\n", i + 1)
         );
         from += head.len();
         net.server().send(b"HTTP/1.1 204 No Content\r\n\r\n");

@@ -19,6 +19,9 @@ use super::session::{Cause, Failure, Mode, Routes, Session, Step};
 const IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 const FRONT: u16 = 80;
 const BACK: u16 = 8080;
+/// What `$upstream_addr` names in these tests.
+const SERVER: std::net::SocketAddrV4 =
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 1), BACK);
 pub const READ_TIMEOUT_US: u64 = 5_000_000;
 pub const HEADER_TIMEOUT_US: u64 = 10_000_000;
 
@@ -73,6 +76,7 @@ pub struct Net {
     /// Upstream connections the server accepted, in order.
     pub servers: Vec<End>,
     scratch: Vec<u8>,
+    ids: crate::app::proxy::headers::RequestIds,
     pub routes: Routes,
     pub limiter: RequestLimiter,
     next_port: u16,
@@ -170,10 +174,12 @@ impl Net {
             listen,
             servers: Vec::new(),
             scratch: vec![0; buf],
+            ids: Default::default(),
             routes: Routes {
                 routes: Vec::new(),
                 default: Some(0),
                 limits: Vec::new(),
+                headers: Default::default(),
             },
             limiter: RequestLimiter::new(64, [0; 16]),
             next_port: 50000,
@@ -276,6 +282,7 @@ impl Net {
                 Some(&self.routes),
                 &mut self.limiter,
                 &mut self.scratch,
+                &mut self.ids,
                 self.now_us,
             )
         };
@@ -362,7 +369,7 @@ impl Net {
             if s.state() == TcpState::Established && s.recv_queue() == 0 && s.may_send() {
                 self.up = Some(u);
                 self.up_established = true;
-                self.session.attached(0, 0, true);
+                self.session.attached(0, 0, SERVER, true);
                 return;
             }
             s.abort();
@@ -379,7 +386,7 @@ impl Net {
         self.up = Some(self.set.add(s));
         self.up_established = false;
         self.session.tried |= 1;
-        self.session.attached(0, 0, false);
+        self.session.attached(0, 0, SERVER, false);
     }
 
     pub fn pooled(&self) -> usize {

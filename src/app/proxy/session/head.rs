@@ -11,6 +11,7 @@ use super::relay::peer_closed;
 use super::rewrite::{plan_request, write_request_head, write_response_head};
 use super::{Exchange, HeadStep, Routes, Session, State};
 use crate::app::outcome::Outcome;
+use crate::app::proxy::headers::{Rules, Vars, NO_RULES};
 use crate::app::proxy::http::{self, Body, Refusal, MAX_HEADERS};
 use crate::app::proxy::ratelimit::RouteLimit;
 use crate::app::{dequeue, send_room};
@@ -28,6 +29,7 @@ impl Session {
         up: &mut Socket,
         scratch: &mut [u8],
         now_us: u64,
+        routes: Option<&Routes>,
     ) -> HeadStep {
         let Some(head_len) = scan_head(up, scratch, &mut self.scanned) else {
             if up.recv_queue() >= up.recv_capacity() || peer_closed(up) {
@@ -74,10 +76,24 @@ impl Session {
             self.x.client_keep_alive = false;
         }
         let keep_alive = self.x.client_keep_alive || interim;
+        // Rules shape the final response; interim ones (100 Continue) go as they came.
+        let rules = if interim {
+            &Rules::EMPTY
+        } else {
+            &self.rules(routes).1
+        };
+        let vars = self.vars();
+        let drop_length = info.drop_length;
         let mut len = 0;
-        write_response_head(&resp, http11, keep_alive, info.drop_length, &mut |b| {
-            len += b.len()
-        });
+        write_response_head(
+            &resp,
+            http11,
+            keep_alive,
+            drop_length,
+            rules,
+            &vars,
+            &mut |b| len += b.len(),
+        );
         if len > c.send_capacity() {
             return HeadStep::Failed(self.fail_upstream(c, 502)); // can never fit: the head is too large
         }
@@ -86,9 +102,17 @@ impl Session {
             self.scanned = head_len.saturating_sub(1);
             return HeadStep::Wait;
         }
-        write_response_head(&resp, http11, keep_alive, info.drop_length, &mut |b| {
-            let _ = c.send_slice(b);
-        });
+        write_response_head(
+            &resp,
+            http11,
+            keep_alive,
+            drop_length,
+            rules,
+            &vars,
+            &mut |b| {
+                let _ = c.send_slice(b);
+            },
+        );
         self.responded(info.status, len);
         dequeue(up, head_len);
         self.scanned = 0;
@@ -116,6 +140,7 @@ impl Session {
         c: &mut Socket,
         up: &mut Socket,
         scratch: &mut [u8],
+        routes: Option<&Routes>,
     ) -> Result<bool, HeadTooLarge> {
         let mut ip = [0u8; 16];
         let ip_len = {
@@ -126,22 +151,42 @@ impl Session {
         let client_ip = &ip[..ip_len];
         let plan = self.x.plan;
         let http11 = self.x.http11;
+        let rules = &self.rules(routes).0;
+        let vars = self.vars();
         {
             let raw = head_bytes(c, scratch, plan.head_len as usize);
             let mut len = 0;
-            write_request_head(raw, &plan, client_ip, http11, &mut |b| len += b.len());
+            write_request_head(raw, &plan, client_ip, http11, rules, &vars, &mut |b| {
+                len += b.len()
+            });
             if len > up.send_capacity() {
                 return Err(HeadTooLarge);
             }
             if send_room(up) < len {
                 return Ok(false);
             }
-            write_request_head(raw, &plan, client_ip, http11, &mut |b| {
+            write_request_head(raw, &plan, client_ip, http11, rules, &vars, &mut |b| {
                 let _ = up.send_slice(b);
             });
         }
         dequeue(c, plan.head_len as usize);
         Ok(true)
+    }
+}
+
+impl Session {
+    /// The (request, response) header rules of the current request.
+    fn rules<'r>(&self, routes: Option<&'r Routes>) -> &'r (Rules, Rules) {
+        routes.map_or(&NO_RULES, |r| r.headers.rules(self.x.route))
+    }
+
+    /// What header rule variables render for the current request.
+    fn vars(&self) -> Vars {
+        Vars {
+            client: self.rec.client,
+            request_id: self.rec.request_id,
+            upstream: self.upstream_addr,
+        }
     }
 }
 
@@ -165,6 +210,10 @@ pub(super) fn parse_request(
         Err(httparse::Error::TooManyHeaders) => return Err(431),
         Err(_) => return Err(400),
     }
+    let headers = routes.map(|r| &r.headers);
+    if headers.is_some_and(|h| req.headers.len() > h.max_count || head_len > h.max_bytes) {
+        return Err(Refusal::HeadTooLarge.status());
+    }
     let host_header = req
         .headers
         .iter()
@@ -179,15 +228,18 @@ pub(super) fn parse_request(
     if let Some(h) = host {
         rec.host.set(h);
     }
-    let (group, limit) = routes
-        .and_then(|r| r.find_limited(host, target.route_path()))
+    let (route, group) = routes
+        .and_then(|r| r.find_route(host, target.route_path()))
         .ok_or(404u16)?;
     let mut x = Exchange::new();
     x.http11 = info.http11;
     x.client_keep_alive = info.keep_alive && !draining;
     x.is_head = info.is_head;
     x.req_body = info.body;
-    x.plan = plan_request(&req, raw, head_len);
+    let h = headers.expect("a route was found");
+    x.plan = plan_request(&req, raw, head_len, &h.rules(route).0, h.trust_request_id);
+    x.route = route;
+    let limit = routes.and_then(|r| r.limit(route));
     Ok((x, group, limit))
 }
 

@@ -45,7 +45,7 @@ mod record;
 mod relay;
 mod rewrite;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use smoltcp::socket::tcp::{Socket, State as TcpState};
 
@@ -55,6 +55,7 @@ use self::relay::{at_eof, peer_closed, relay_body, relay_stream};
 use self::rewrite::Plan;
 use crate::app::dequeue;
 use crate::app::outcome::Outcome;
+use crate::app::proxy::headers::{Headers, RequestIds};
 use crate::app::proxy::http::{self, Body, Refusal};
 use crate::app::proxy::ratelimit::{RequestLimiter, RouteLimit};
 
@@ -86,19 +87,23 @@ pub struct Routes {
     pub default: Option<usize>,
     /// The request rate limit of each route, then of the default (empty: none).
     pub limits: Vec<Option<RouteLimit>>,
+    /// Header rules (per route) and limits.
+    pub headers: Headers,
 }
 
 impl Routes {
     pub fn find(&self, host: Option<&[u8]>, path: &str) -> Option<usize> {
-        self.find_limited(host, path).map(|(g, _)| g)
+        self.find_route(host, path).map(|(_, group)| group)
     }
 
-    /// The group and the rate limit a request falls under.
-    pub fn find_limited(
-        &self,
-        host: Option<&[u8]>,
-        path: &str,
-    ) -> Option<(usize, Option<RouteLimit>)> {
+    /// The request rate limit of a route found by `find_route`.
+    pub fn limit(&self, route: Option<u16>) -> Option<RouteLimit> {
+        let index = route.map_or(self.routes.len(), usize::from);
+        self.limits.get(index).copied().flatten()
+    }
+
+    /// The route (its index; `None` for the default) and group a request goes to.
+    pub fn find_route(&self, host: Option<&[u8]>, path: &str) -> Option<(Option<u16>, usize)> {
         let host = host.map(|h| {
             // Drop the port; compare case-insensitively.
             let h = std::str::from_utf8(h).unwrap_or("").trim();
@@ -106,17 +111,15 @@ impl Routes {
                 .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
                 .map_or(h, |(h, _)| h)
         });
-        let (index, group) = self
-            .routes
+        self.routes
             .iter()
             .position(|(rh, prefix, _)| {
                 rh.as_deref()
                     .is_none_or(|rh| host.is_some_and(|h| h.eq_ignore_ascii_case(rh)))
                     && path.starts_with(prefix.as_str())
             })
-            .map(|i| (i, self.routes[i].2))
-            .or(self.default.map(|g| (self.routes.len(), g)))?;
-        Some((group, self.limits.get(index).copied().flatten()))
+            .map(|i| (Some(i as u16), self.routes[i].2))
+            .or(self.default.map(|g| (None, g)))
     }
 }
 
@@ -154,6 +157,8 @@ struct Exchange {
     /// The final response came before the request body was all sent.
     early: bool,
     plan: Plan,
+    /// The route the request took (`None`: the default upstream), for its header rules.
+    route: Option<u16>,
 }
 
 impl Exchange {
@@ -169,6 +174,7 @@ impl Exchange {
             interim: 0,
             early: false,
             plan: Plan::default(),
+            route: None,
         }
     }
 }
@@ -225,6 +231,8 @@ pub struct Session {
     rec_open: bool,
     /// `rec` ended and waits for `take_outcome`.
     rec_done: bool,
+    /// The attached upstream server (for `$upstream_addr`).
+    upstream_addr: Option<SocketAddrV4>,
 }
 
 impl Session {
@@ -261,6 +269,7 @@ impl Session {
             rec: Outcome::default(),
             rec_open: false,
             rec_done: false,
+            upstream_addr: None,
         }
     }
 
@@ -314,6 +323,7 @@ impl Session {
         routes: Option<&Routes>,
         limiter: &mut RequestLimiter,
         scratch: &mut [u8],
+        ids: &mut RequestIds,
         now_us: u64,
     ) -> Step {
         self.now_us = now_us;
@@ -349,7 +359,8 @@ impl Session {
                             self.deadline_us = 0;
                             return Step::Idle;
                         }
-                        if queued >= c.recv_capacity() {
+                        let max = routes.map_or(usize::MAX, |r| r.headers.max_bytes);
+                        if queued >= c.recv_capacity() || queued > max {
                             self.rec.bytes_in = queued as u64;
                             return self.refuse(c, Refusal::HeadTooLarge.status());
                         }
@@ -362,6 +373,8 @@ impl Session {
                     self.scanned = 0;
                     self.deadline_us = 0;
                     self.rec.bytes_in = head_len as u64;
+                    // Numbered when routed: X-Request-Id and the access log agree.
+                    self.rec.request_id = ids.take();
                     let parsed = {
                         let raw = head_bytes(c, scratch, head_len);
                         parse_request(raw, head_len, routes, self.draining, &mut self.rec)
@@ -399,7 +412,7 @@ impl Session {
                         self.state = State::Relay;
                         continue;
                     }
-                    match self.send_request_head(c, up, scratch) {
+                    match self.send_request_head(c, up, scratch, routes) {
                         Ok(true) => {}
                         Ok(false) => return Step::Idle, // no room yet
                         Err(HeadTooLarge) => {
@@ -438,7 +451,7 @@ impl Session {
                     if up.recv_queue() > 0 {
                         // The upstream answers before the body is all sent:
                         // 100 Continue, or an early final response.
-                        match self.response_head(c, up, scratch, now_us) {
+                        match self.response_head(c, up, scratch, now_us, routes) {
                             HeadStep::Wait => {}
                             HeadStep::Interim => continue,
                             HeadStep::Final => {
@@ -458,7 +471,7 @@ impl Session {
                     let Some(up) = u.as_deref_mut() else {
                         return self.upstream_gone(c);
                     };
-                    match self.response_head(c, up, scratch, now_us) {
+                    match self.response_head(c, up, scratch, now_us, routes) {
                         HeadStep::Wait => return Step::Idle,
                         HeadStep::Interim => continue,
                         HeadStep::Final => self.state = State::ResponseBody,
@@ -537,6 +550,7 @@ mod tests {
             ],
             default: Some(0),
             limits: Vec::new(),
+            headers: Headers::default(),
         };
         assert_eq!(r.find(Some(b"API.example:8080"), "/v1/x"), Some(1));
         assert_eq!(r.find(Some(b"other"), "/v1/x"), Some(0));
@@ -545,6 +559,7 @@ mod tests {
             routes: vec![(None, "/only".into(), 3)],
             default: None,
             limits: Vec::new(),
+            headers: Headers::default(),
         };
         assert_eq!(no_default.find(None, "/other"), None);
     }

@@ -2,6 +2,7 @@
 //! offsets into the client's head ([`Plan`]) and written from there, and
 //! the response head written from its parse.
 
+use crate::app::proxy::headers::{RequestId, Rules, Vars};
 use crate::app::proxy::http;
 
 /// How the request head goes upstream, found when it was parsed: the head
@@ -23,6 +24,8 @@ pub(super) struct Plan {
     drop: u64,
     /// The last X-Forwarded-For value, `[start, end)`.
     forwarded_for: Option<(u32, u32)>,
+    /// The client's X-Request-Id goes on (a trusting listener): no generated one.
+    client_id: bool,
 }
 
 /// Where `part` (a slice of `whole`) starts in `whole`.
@@ -30,8 +33,15 @@ fn offset_in(whole: &[u8], part: &[u8]) -> usize {
     part.as_ptr() as usize - whole.as_ptr() as usize
 }
 
-/// The rewrite of a parsed, checked request head.
-pub(super) fn plan_request(req: &httparse::Request, raw: &[u8], head_len: usize) -> Plan {
+/// The rewrite of a parsed, checked request head; `rules` drop lines,
+/// and a client's X-Request-Id stays only when `trust_id`.
+pub(super) fn plan_request(
+    req: &httparse::Request,
+    raw: &[u8],
+    head_len: usize,
+    rules: &Rules,
+    trust_id: bool,
+) -> Plan {
     let method = req.method.unwrap_or("GET");
     let path = req.path.unwrap_or("/");
     let target = http::request_target(path).expect("a checked target");
@@ -44,6 +54,7 @@ pub(super) fn plan_request(req: &httparse::Request, raw: &[u8], head_len: usize)
         slash: target.route_path() != target.rest,
         drop: 0,
         forwarded_for: None,
+        client_id: false,
     };
     let mut length_seen = false;
     for (i, h) in req.headers.iter().enumerate() {
@@ -54,8 +65,13 @@ pub(super) fn plan_request(req: &httparse::Request, raw: &[u8], head_len: usize)
         } else if h.name.eq_ignore_ascii_case("content-length") {
             // Equal repeats were accepted: exactly one goes on.
             std::mem::replace(&mut length_seen, true)
+        } else if h.name.eq_ignore_ascii_case("x-request-id") {
+            // One id goes on: the client's first (when trusted) or ours.
+            !trust_id || std::mem::replace(&mut plan.client_id, true)
         } else {
-            http::is_hop_by_hop(h.name) || h.name.eq_ignore_ascii_case("x-forwarded-proto")
+            http::is_hop_by_hop(h.name)
+                || h.name.eq_ignore_ascii_case("x-forwarded-proto")
+                || rules.drops(h.name)
         };
         if drop {
             plan.drop |= 1 << i;
@@ -67,12 +83,15 @@ pub(super) fn plan_request(req: &httparse::Request, raw: &[u8], head_len: usize)
 /// Request head for the upstream, from the client's head `raw` as `plan`
 /// says: same method, the target in origin form, HTTP/1.1 (1.0 clients stay
 /// 1.0 and close), the header lines as they came minus hop-by-hop ones,
-/// X-Forwarded-For and X-Forwarded-Proto set.
+/// X-Forwarded-For, X-Forwarded-Proto and X-Request-Id set, then the
+/// listener's and route's header rules.
 pub(super) fn write_request_head(
     raw: &[u8],
     plan: &Plan,
     client_ip: &[u8],
     http11: bool,
+    rules: &Rules,
+    vars: &Vars,
     out: &mut dyn FnMut(&[u8]),
 ) {
     out(&raw[..plan.method_end as usize]);
@@ -106,6 +125,17 @@ pub(super) fn write_request_head(
     }
     out(client_ip);
     out(b"\r\nX-Forwarded-Proto: http\r\n");
+    if !plan.client_id {
+        let mut id = [0u8; 16];
+        let _ = std::io::Write::write_fmt(
+            &mut &mut id[..],
+            format_args!("{}", RequestId(vars.request_id)),
+        );
+        out(b"X-Request-Id: ");
+        out(&id);
+        out(b"\r\n");
+    }
+    rules.write(vars, out);
     if !http11 {
         out(b"Connection: close\r\n");
     }
@@ -114,12 +144,15 @@ pub(super) fn write_request_head(
 
 /// Response head for the client: the upstream's status and headers, minus
 /// hop-by-hop ones (and Content-Length when a transfer coding frames the
-/// body, and a repeated Content-Length), with our own Connection decision.
+/// body, and a repeated Content-Length, and what `rules` drop), with our
+/// own Connection decision and the lines `rules` add.
 pub(super) fn write_response_head(
     resp: &httparse::Response,
     http11: bool,
     keep_alive: bool,
     drop_length: bool,
+    rules: &Rules,
+    vars: &Vars,
     out: &mut dyn FnMut(&[u8]),
 ) {
     out(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
@@ -138,6 +171,7 @@ pub(super) fn write_response_head(
         if http::is_hop_by_hop(h.name)
             || (h.name.eq_ignore_ascii_case("content-length")
                 && std::mem::replace(&mut length_seen, true))
+            || rules.drops(h.name)
         {
             continue;
         }
@@ -146,6 +180,7 @@ pub(super) fn write_response_head(
         out(h.value);
         out(b"\r\n");
     }
+    rules.write(vars, out);
     match (keep_alive, http11) {
         (false, _) => out(b"Connection: close\r\n"),
         (true, false) => out(b"Connection: keep-alive\r\n"),
@@ -164,11 +199,21 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let n = req.parse(raw).unwrap().unwrap();
-        let plan = plan_request(&req, raw, n);
+        let plan = plan_request(&req, raw, n, &Rules::EMPTY, false);
         let mut out = Vec::new();
-        write_request_head(raw, &plan, b"10.0.0.9", true, &mut |b| {
-            out.extend_from_slice(b)
-        });
+        let vars = Vars {
+            request_id: 0x2a,
+            ..Vars::default()
+        };
+        write_request_head(
+            raw,
+            &plan,
+            b"10.0.0.9",
+            true,
+            &Rules::EMPTY,
+            &vars,
+            &mut |b| out.extend_from_slice(b),
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -193,7 +238,7 @@ mod tests {
         let raw = b"GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nX-Forwarded-For: 1.2.3.4\r\nAccept: */*\r\n\r\n";
         assert_eq!(
             rewrite(raw),
-            "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+            "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Request-Id: 000000000000002a\r\n\r\n"
         );
     }
 
@@ -202,7 +247,7 @@ mod tests {
         let raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
         assert_eq!(
             rewrite(raw),
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Request-Id: 000000000000002a\r\n\r\n"
         );
     }
 
@@ -213,7 +258,15 @@ mod tests {
         let mut resp = httparse::Response::new(&mut headers);
         resp.parse(raw).unwrap();
         let mut out = Vec::new();
-        write_response_head(&resp, true, false, false, &mut |b| out.extend_from_slice(b));
+        write_response_head(
+            &resp,
+            true,
+            false,
+            false,
+            &Rules::EMPTY,
+            &Vars::default(),
+            &mut |b| out.extend_from_slice(b),
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
