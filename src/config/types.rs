@@ -239,6 +239,16 @@ pub struct Listener {
     /// Others get a RST and are counted (`refused_acl`).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// For `http` mode: protocols an `Upgrade` request may switch to
+    /// (unset: ["websocket"]); a route's own list replaces it.
+    pub upgrade: Option<Vec<String>>,
+    /// For `http` mode: an upgraded connection (WebSocket) idle this long is closed.
+    #[serde(default = "tunnel_idle_timeout_ms")]
+    pub tunnel_idle_timeout_ms: u64,
+}
+
+fn tunnel_idle_timeout_ms() -> u64 {
+    crate::app::proxy::upgrade::DEFAULT_TUNNEL_IDLE_MS
 }
 
 impl Listener {
@@ -265,6 +275,8 @@ pub struct Route {
     #[serde(default = "slash")]
     pub path_prefix: String,
     pub upstream: String,
+    /// Protocols an `Upgrade` request may switch to here (unset: the listener's).
+    pub upgrade: Option<Vec<String>>,
 }
 
 fn slash() -> String {

@@ -63,6 +63,8 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("listener.header_timeout_ms", Applies),
     ("listener.max_connections_per_source", Applies),
     ("listener.allow", Applies),
+    ("listener.upgrade", Applies),
+    ("listener.tunnel_idle_timeout_ms", Applies),
     ("upstream", Applies),
     ("upstream.port", Restart),
     ("upstream.servers", Applies),
@@ -330,6 +332,8 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         header_timeout_ms,
         max_connections_per_source,
         allow,
+        upgrade,
+        tunnel_idle_timeout_ms,
     } = a;
     let at = format!("listener {port}:{tcp_port}");
     d.cmp("listener.port", &at, port, &b.port);
@@ -357,6 +361,13 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         &b.max_connections_per_source,
     );
     d.cmp("listener.allow", &at, allow, &b.allow);
+    d.cmp("listener.upgrade", &at, upgrade, &b.upgrade);
+    d.cmp(
+        "listener.tunnel_idle_timeout_ms",
+        &at,
+        tunnel_idle_timeout_ms,
+        &b.tunnel_idle_timeout_ms,
+    );
 }
 
 fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {

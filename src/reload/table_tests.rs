@@ -104,6 +104,7 @@ const EDITS: &[Edit] = &[
             host: None,
             path_prefix: "/a".into(),
             upstream: "web".into(),
+            upgrade: None,
         })
     }),
     ("listener.header_timeout_ms", |c| {
@@ -114,6 +115,12 @@ const EDITS: &[Edit] = &[
     }),
     ("listener.allow", |c| {
         c.listeners[0].allow = vec!["10.0.0.0/8".into()]
+    }),
+    ("listener.upgrade", |c| {
+        c.listeners[0].upgrade = Some(vec!["foo".into()])
+    }),
+    ("listener.tunnel_idle_timeout_ms", |c| {
+        c.listeners[0].tunnel_idle_timeout_ms = 1
     }),
     ("upstream", |c| {
         let mut g = c.upstreams[0].clone();
@@ -227,6 +234,8 @@ fn restart_keys_are_what_start_up_fixes() {
         "listener.header_timeout_ms",
         "listener.max_connections_per_source",
         "listener.route",
+        "listener.upgrade",
+        "listener.tunnel_idle_timeout_ms",
         "upstream.servers",
         "upstream.health_check.interval_ms",
         "management.drain_timeout_ms",

@@ -299,7 +299,8 @@ impl Proxy {
                         unreachable!("upstreams are linked to clients")
                     };
                     *upstream = None;
-                    let graceful = why == Closed::Ended && session.mode == Mode::Tcp;
+                    let graceful =
+                        why == Closed::Ended && (session.mode == Mode::Tcp || session.relays());
                     if !graceful {
                         // A failed connect is retried on another server (the request was not sent).
                         let cause = match why {
@@ -364,8 +365,19 @@ impl Proxy {
                 Step::ReleaseUpstream { reusable } => {
                     self.detach_upstream(stack, c, reusable, now_us)
                 }
+                Step::Tunnel { idle_us } => self.tunnel_idle(stack, c, idle_us, now_us),
             }
             step = self.session_step(stack, c, now_us);
+        }
+    }
+
+    /// An upgraded connection: both flows get the tunnel's idle timeout.
+    fn tunnel_idle(&mut self, stack: &mut Stack, c: FlowId, idle_us: u64, now_us: u64) {
+        if let Conn::Client { upstream, .. } = &self.conns[c as usize] {
+            if let Some(u) = *upstream {
+                stack.set_idle_timeout(u, idle_us, now_us);
+            }
+            stack.set_idle_timeout(c, idle_us, now_us);
         }
     }
 

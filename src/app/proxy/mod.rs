@@ -5,12 +5,14 @@
 //! - [`engine`]: one core's proxy: sessions, groups, pools, connects, probes.
 //! - [`health`]: active health checks.
 //! - [`session`]: one client connection's state machine over two sockets.
+//! - [`upgrade`]: which protocol upgrades (WebSocket) go upstream.
 
 pub mod balance;
 pub mod engine;
 pub mod health;
 pub mod http;
 pub mod session;
+pub mod upgrade;
 
 #[cfg(test)]
 mod outcome_tests;
@@ -18,3 +20,5 @@ mod outcome_tests;
 mod relay_tests;
 #[cfg(test)]
 pub(crate) mod testnet;
+#[cfg(test)]
+mod upgrade_tests;

@@ -171,6 +171,7 @@ impl Net {
             routes: Routes {
                 routes: Vec::new(),
                 default: Some(0),
+                upgrade: Default::default(),
             },
             next_port: 50000,
             buf,
@@ -297,7 +298,8 @@ impl Net {
                 || (s.state() == TcpState::TimeWait && s.recv_queue() == 0);
             // A TCP relay's upstream that closed cleanly is just gone (the
             // session then closes the client); anything else was lost.
-            let graceful = s.state() == TcpState::TimeWait && self.session.mode == Mode::Tcp;
+            let graceful = s.state() == TcpState::TimeWait
+                && (self.session.mode == Mode::Tcp || self.session.relays());
             if gone && graceful {
                 self.up = None;
             } else if gone {
@@ -331,6 +333,7 @@ impl Net {
                     return;
                 }
                 Step::NeedUpstream { .. } => self.attach(),
+                Step::Tunnel { .. } => {}
                 Step::ReleaseUpstream { reusable } => {
                     if let Some(u) = self.up.take() {
                         let s = self.set.get_mut::<Socket>(u);

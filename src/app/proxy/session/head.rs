@@ -45,12 +45,15 @@ impl Session {
             }
             _ => Err(http::BadResponse),
         };
+        // 101 only answers an Upgrade that went upstream, once the whole
+        // request is (the new protocol starts after it).
+        let switch_ok = self.x.upgrade && self.state == State::ResponseHead;
         let info = match info {
-            // 101 Switching Protocols is not supported (Upgrade is not forwarded).
-            Ok(info) if info.status != 101 => info,
+            Ok(info) if info.status != 101 || switch_ok => info,
             _ => return HeadStep::Failed(self.fail_upstream(c, 502)),
         };
-        let interim = (100..200).contains(&info.status);
+        let switched = info.status == 101;
+        let interim = (100..200).contains(&info.status) && !switched;
         if interim {
             self.x.interim += 1;
             if self.x.interim > MAX_INTERIM {
@@ -74,9 +77,14 @@ impl Session {
         }
         let keep_alive = self.x.client_keep_alive || interim;
         let mut len = 0;
-        write_response_head(&resp, http11, keep_alive, info.drop_length, &mut |b| {
-            len += b.len()
-        });
+        write_response_head(
+            &resp,
+            http11,
+            keep_alive,
+            switched,
+            info.drop_length,
+            &mut |b| len += b.len(),
+        );
         if len > c.send_capacity() {
             return HeadStep::Failed(self.fail_upstream(c, 502)); // can never fit: the head is too large
         }
@@ -85,9 +93,16 @@ impl Session {
             self.scanned = head_len.saturating_sub(1);
             return HeadStep::Wait;
         }
-        write_response_head(&resp, http11, keep_alive, info.drop_length, &mut |b| {
-            let _ = c.send_slice(b);
-        });
+        write_response_head(
+            &resp,
+            http11,
+            keep_alive,
+            switched,
+            info.drop_length,
+            &mut |b| {
+                let _ = c.send_slice(b);
+            },
+        );
         self.responded(info.status, len);
         dequeue(up, head_len);
         self.scanned = 0;
@@ -100,6 +115,9 @@ impl Session {
             // The response head's read timeout still runs from when the
             // request was sent: interim responses do not extend it.
             return HeadStep::Interim;
+        }
+        if switched {
+            return HeadStep::Switched;
         }
         self.deadline_us = now_us + self.read_timeout_us;
         self.x.resp_body = info.body;
@@ -178,15 +196,17 @@ pub(super) fn parse_request(
     if let Some(h) = host {
         rec.host.set(h);
     }
-    let group = routes
-        .and_then(|r| r.find(host, target.route_path()))
+    let (route, group) = routes
+        .and_then(|r| r.route(host, target.route_path()))
         .ok_or(404u16)?;
+    let upgrade = routes.is_some_and(|r| r.upgrade.allows(&req, route));
     let mut x = Exchange::new();
     x.http11 = info.http11;
     x.client_keep_alive = info.keep_alive && !draining;
     x.is_head = info.is_head;
     x.req_body = info.body;
-    x.plan = plan_request(&req, raw, head_len);
+    x.upgrade = upgrade;
+    x.plan = plan_request(&req, raw, head_len, upgrade);
     Ok((x, group))
 }
 

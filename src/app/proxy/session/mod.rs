@@ -35,6 +35,7 @@
 //! - [`head`]: finding, parsing and sending request and response heads.
 //! - [`rewrite`]: the rewrite of a head for the other side.
 //! - [`relay`]: body bytes from one socket to the other.
+//! - [`tunnel`]: an upgraded connection (101) as a byte tunnel.
 //! - [`close`]: how an exchange ends: failures, timeouts, lingering close.
 //! - [`failure`]: failure causes and error pages.
 
@@ -44,6 +45,7 @@ mod head;
 mod record;
 mod relay;
 mod rewrite;
+mod tunnel;
 
 use std::net::Ipv4Addr;
 
@@ -76,6 +78,10 @@ pub enum Step {
     ReleaseUpstream {
         reusable: bool,
     },
+    /// The exchange became a tunnel (101): both flows get this idle timeout.
+    Tunnel {
+        idle_us: u64,
+    },
 }
 
 /// Routing of one HTTP listener.
@@ -83,10 +89,17 @@ pub struct Routes {
     /// (lower-case host or any, path prefix, group)
     pub routes: Vec<(Option<String>, String, usize)>,
     pub default: Option<usize>,
+    /// Which `Upgrade` requests go upstream, per route.
+    pub upgrade: crate::app::proxy::upgrade::Policy,
 }
 
 impl Routes {
     pub fn find(&self, host: Option<&[u8]>, path: &str) -> Option<usize> {
+        self.route(host, path).map(|(_, group)| group)
+    }
+
+    /// The matching route's index (None: the default) and its group.
+    pub fn route(&self, host: Option<&[u8]>, path: &str) -> Option<(Option<usize>, usize)> {
         let host = host.map(|h| {
             // Drop the port; compare case-insensitively.
             let h = std::str::from_utf8(h).unwrap_or("").trim();
@@ -96,13 +109,13 @@ impl Routes {
         });
         self.routes
             .iter()
-            .find(|(rh, prefix, _)| {
+            .position(|(rh, prefix, _)| {
                 rh.as_deref()
                     .is_none_or(|rh| host.is_some_and(|h| h.eq_ignore_ascii_case(rh)))
                     && path.starts_with(prefix.as_str())
             })
-            .map(|r| r.2)
-            .or(self.default)
+            .map(|i| (Some(i), self.routes[i].2))
+            .or(self.default.map(|g| (None, g)))
     }
 }
 
@@ -115,6 +128,8 @@ enum State {
     ResponseBody,
     /// TCP mode: bytes both ways.
     Relay,
+    /// HTTP mode after a 101: bytes both ways until both sides closed.
+    Tunnel,
     /// The client's side is closed for sending (after an error response or
     /// a response the client must not wait behind): what it still sends is
     /// read and dropped, so that its window stays open and it sees our
@@ -139,6 +154,8 @@ struct Exchange {
     interim: u8,
     /// The final response came before the request body was all sent.
     early: bool,
+    /// The request's `Upgrade` went upstream: a 101 opens a tunnel.
+    upgrade: bool,
     plan: Plan,
 }
 
@@ -154,6 +171,7 @@ impl Exchange {
             responded: false,
             interim: 0,
             early: false,
+            upgrade: false,
             plan: Plan::default(),
         }
     }
@@ -167,6 +185,8 @@ enum HeadStep {
     Interim,
     /// The final response head went to the client; its body follows.
     Final,
+    /// A 101 went to the client: the connection is a tunnel now.
+    Switched,
     /// The exchange failed; return this step.
     Failed(Step),
 }
@@ -273,7 +293,11 @@ impl Session {
     pub fn request_sent(&self) -> bool {
         matches!(
             self.state,
-            State::RequestBody | State::ResponseHead | State::ResponseBody | State::Relay
+            State::RequestBody
+                | State::ResponseHead
+                | State::ResponseBody
+                | State::Relay
+                | State::Tunnel
         )
     }
 
@@ -427,6 +451,7 @@ impl Session {
                                 self.state = State::ResponseBody;
                                 continue;
                             }
+                            HeadStep::Switched => return self.start_tunnel(routes),
                             HeadStep::Failed(step) => return step,
                         }
                     }
@@ -444,6 +469,7 @@ impl Session {
                         HeadStep::Wait => return Step::Idle,
                         HeadStep::Interim => continue,
                         HeadStep::Final => self.state = State::ResponseBody,
+                        HeadStep::Switched => return self.start_tunnel(routes),
                         HeadStep::Failed(step) => return step,
                     }
                 }
@@ -501,6 +527,13 @@ impl Session {
                     }
                     return Step::Idle;
                 }
+                State::Tunnel => {
+                    let Some(up) = u.as_deref_mut() else {
+                        return self.upstream_gone(c);
+                    };
+                    self.tunnel(c, up);
+                    return Step::Idle;
+                }
             }
         }
     }
@@ -518,6 +551,7 @@ mod tests {
                 (None, "/static".into(), 2),
             ],
             default: Some(0),
+            upgrade: Default::default(),
         };
         assert_eq!(r.find(Some(b"API.example:8080"), "/v1/x"), Some(1));
         assert_eq!(r.find(Some(b"other"), "/v1/x"), Some(0));
@@ -525,6 +559,7 @@ mod tests {
         let no_default = Routes {
             routes: vec![(None, "/only".into(), 3)],
             default: None,
+            upgrade: Default::default(),
         };
         assert_eq!(no_default.find(None, "/other"), None);
     }

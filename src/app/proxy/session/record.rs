@@ -89,6 +89,7 @@ impl Session {
                         | State::RequestBody
                         | State::ResponseHead
                         | State::ResponseBody
+                        | State::Tunnel
                 );
                 if in_flight {
                     self.finish(Some(super::Cause::ClientAbort));

@@ -23,6 +23,8 @@ pub(super) struct Plan {
     drop: u64,
     /// The last X-Forwarded-For value, `[start, end)`.
     forwarded_for: Option<(u32, u32)>,
+    /// `Upgrade` goes on, with `Connection: upgrade`.
+    upgrade: bool,
 }
 
 /// Where `part` (a slice of `whole`) starts in `whole`.
@@ -31,7 +33,13 @@ fn offset_in(whole: &[u8], part: &[u8]) -> usize {
 }
 
 /// The rewrite of a parsed, checked request head.
-pub(super) fn plan_request(req: &httparse::Request, raw: &[u8], head_len: usize) -> Plan {
+/// `upgrade`: the request's `Upgrade` goes upstream (see `upgrade::Policy`).
+pub(super) fn plan_request(
+    req: &httparse::Request,
+    raw: &[u8],
+    head_len: usize,
+    upgrade: bool,
+) -> Plan {
     let method = req.method.unwrap_or("GET");
     let path = req.path.unwrap_or("/");
     let target = http::request_target(path).expect("a checked target");
@@ -44,6 +52,7 @@ pub(super) fn plan_request(req: &httparse::Request, raw: &[u8], head_len: usize)
         slash: target.route_path() != target.rest,
         drop: 0,
         forwarded_for: None,
+        upgrade,
     };
     let mut length_seen = false;
     for (i, h) in req.headers.iter().enumerate() {
@@ -54,6 +63,8 @@ pub(super) fn plan_request(req: &httparse::Request, raw: &[u8], head_len: usize)
         } else if h.name.eq_ignore_ascii_case("content-length") {
             // Equal repeats were accepted: exactly one goes on.
             std::mem::replace(&mut length_seen, true)
+        } else if upgrade && h.name.eq_ignore_ascii_case("upgrade") {
+            false
         } else {
             http::is_hop_by_hop(h.name) || h.name.eq_ignore_ascii_case("x-forwarded-proto")
         };
@@ -108,17 +119,21 @@ pub(super) fn write_request_head(
     out(b"\r\nX-Forwarded-Proto: http\r\n");
     if !http11 {
         out(b"Connection: close\r\n");
+    } else if plan.upgrade {
+        out(b"Connection: upgrade\r\n");
     }
     out(b"\r\n");
 }
 
 /// Response head for the client: the upstream's status and headers, minus
 /// hop-by-hop ones (and Content-Length when a transfer coding frames the
-/// body, and a repeated Content-Length), with our own Connection decision.
+/// body, and a repeated Content-Length), with our own Connection decision;
+/// a 101 that `switched` keeps its `Upgrade` and says `Connection: upgrade`.
 pub(super) fn write_response_head(
     resp: &httparse::Response,
     http11: bool,
     keep_alive: bool,
+    switched: bool,
     drop_length: bool,
     out: &mut dyn FnMut(&[u8]),
 ) {
@@ -135,7 +150,8 @@ pub(super) fn write_response_head(
     out(b"\r\n");
     let mut length_seen = drop_length;
     for h in resp.headers.iter() {
-        if http::is_hop_by_hop(h.name)
+        let kept = switched && h.name.eq_ignore_ascii_case("upgrade");
+        if (http::is_hop_by_hop(h.name) && !kept)
             || (h.name.eq_ignore_ascii_case("content-length")
                 && std::mem::replace(&mut length_seen, true))
         {
@@ -147,6 +163,7 @@ pub(super) fn write_response_head(
         out(b"\r\n");
     }
     match (keep_alive, http11) {
+        _ if switched => out(b"Connection: upgrade\r\n"),
         (false, _) => out(b"Connection: close\r\n"),
         (true, false) => out(b"Connection: keep-alive\r\n"),
         (true, true) => {}
@@ -164,7 +181,7 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let n = req.parse(raw).unwrap().unwrap();
-        let plan = plan_request(&req, raw, n);
+        let plan = plan_request(&req, raw, n, false);
         let mut out = Vec::new();
         write_request_head(raw, &plan, b"10.0.0.9", true, &mut |b| {
             out.extend_from_slice(b)
@@ -213,7 +230,9 @@ mod tests {
         let mut resp = httparse::Response::new(&mut headers);
         resp.parse(raw).unwrap();
         let mut out = Vec::new();
-        write_response_head(&resp, true, false, false, &mut |b| out.extend_from_slice(b));
+        write_response_head(&resp, true, false, false, false, &mut |b| {
+            out.extend_from_slice(b)
+        });
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
