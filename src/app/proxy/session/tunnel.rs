@@ -25,8 +25,7 @@ impl Session {
     }
 
     /// One round of the tunnel. It ends (the record with it) once both
-    /// sides sent their FIN and all was relayed; the upstream flow then
-    /// closes on its own and `upstream_gone` finishes the session.
+    /// sides sent their FIN and all was relayed.
     pub(super) fn tunnel(&mut self, c: &mut Socket, up: &mut Socket) {
         self.rec.bytes_in += relay_stream(c, up) as u64;
         self.rec.bytes_out += relay_stream(up, c) as u64;
@@ -38,7 +37,9 @@ impl Session {
             c.close();
         }
         if at_eof(c) && at_eof(up) && !c.may_send() && !up.may_send() {
+            // Both FINs went through: the sockets finish their closes alone.
             self.finish(None);
+            self.state = State::Done;
         }
     }
 
