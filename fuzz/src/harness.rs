@@ -203,6 +203,7 @@ impl Harness {
                     ListenerApp::Http(Arc::new(Routes {
                         routes: vec![(Some("api.example".into()), "/v1".into(), 1)],
                         default: Some(0),
+                        upgrade: Default::default(),
                     })),
                 ),
                 listener(81, ListenerApp::Tcp { group: 0 }),

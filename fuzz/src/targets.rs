@@ -55,6 +55,7 @@ pub fn http_request(data: &[u8]) {
             (None, "/static".into(), 2),
         ],
         default: None,
+        upgrade: Default::default(),
     };
     let target = http::request_target(req.path.unwrap_or("")).expect("an accepted target splits");
     let host = target.authority.map(str::as_bytes).or_else(|| {
