@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn h2c_is_never_forwarded_and_routes_have_their_own_list() {
-        let mine = vec!["foo".to_string(), "h2c".to_string()];
+        let mine = ["foo".to_string(), "h2c".to_string()];
         let p = Policy::new(None, vec![Some(&mine[..]), None], 1);
         let h2c = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
         assert!(!allows(&p, h2c, Some(0)));
