@@ -28,12 +28,18 @@ const PYTHON: &str = "/usr/bin/python3";
 /// HTTP on :80: /ws to the WebSocket upstream, /up to the 100-continue one,
 /// the rest to the lab's nginx.
 fn body() -> String {
+    body_with("", "")
+}
+
+/// `body()` with `front` keys on the listener and `ws` keys on group "ws".
+fn body_with(front: &str, ws: &str) -> String {
     let front = listener(80, "http", "web")
+        + front
         + "[[listener.route]]\npath_prefix = \"/ws\"\nupstream = \"ws\"\n"
         + "[[listener.route]]\npath_prefix = \"/up\"\nupstream = \"cont\"\n";
     one_source_unlimited(&front)
         + &upstream("web", &[("10.72.0.1:80", 1)], "")
-        + &upstream("ws", &[(&format!("{UPSTREAM_IP}:{WS_PORT}"), 1)], "")
+        + &upstream("ws", &[(&format!("{UPSTREAM_IP}:{WS_PORT}"), 1)], ws)
         + &upstream(
             "cont",
             &[(&format!("{UPSTREAM_IP}:{CONTINUE_PORT}"), 1)],
@@ -200,6 +206,33 @@ fn five_hundred_websockets_held_while_plain_http_succeeds() {
     // Still all open and working after the load.
     assert_eq!(held.ask("echo"), "echoed 500");
     assert_eq!(held.ask("close"), "closed 500");
+    stop_clean(z);
+}
+
+/// A quiet tunnel outlives the listener's idle timeout and the group's read
+/// timeout (1 s each), and is closed after its own (4 s).
+#[test]
+fn tunnels_have_their_own_idle_timeout() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let _ws = ws_upstream(&lab);
+    let body = body_with(
+        "idle_timeout_ms = 1000\ntunnel_idle_timeout_ms = 4000\n",
+        "read_timeout_ms = 1000",
+    );
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let ws_url = url(80, "/ws").replace("http:", "ws:");
+    let mut held = Py::start(&lab, "client", "ws_client.py", &[&ws_url, "hold", "5"]);
+    assert_eq!(held.line(), "open 5 errors 0", "zproxy log:\n{}", z.log());
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(held.ask("echo"), "echoed 5", "quiet for 2.5 s: still open");
+    std::thread::sleep(std::time::Duration::from_millis(7000));
+    assert_eq!(held.ask("echo"), "echoed 0", "quiet for 7 s: closed");
+    assert_eq!(held.ask("close"), "closed 5");
     stop_clean(z);
 }
 

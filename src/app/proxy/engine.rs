@@ -371,13 +371,16 @@ impl Proxy {
         }
     }
 
-    /// An upgraded connection: both flows get the tunnel's idle timeout.
+    /// An upgraded connection: both flows (and their sockets' own timeouts,
+    /// set from the listener's idle or the group's read timeout) get the
+    /// tunnel's idle timeout.
     fn tunnel_idle(&mut self, stack: &mut Stack, c: FlowId, idle_us: u64, now_us: u64) {
         if let Conn::Client { upstream, .. } = &self.conns[c as usize] {
-            if let Some(u) = *upstream {
-                stack.set_idle_timeout(u, idle_us, now_us);
+            for f in upstream.iter().copied().chain([c]) {
+                stack.set_idle_timeout(f, idle_us, now_us);
+                let idle = smoltcp::time::Duration::from_micros(idle_us);
+                stack.socket(f).set_timeout(Some(idle));
             }
-            stack.set_idle_timeout(c, idle_us, now_us);
         }
     }
 
