@@ -12,6 +12,7 @@ use crate::app::proxy::balance::{Balancer, ServerState};
 use crate::app::proxy::engine::GroupSpec;
 use crate::app::proxy::health::HealthCheck;
 use crate::app::proxy::session::Routes;
+use crate::app::proxy::upgrade::Policy;
 use crate::app::responder::Responder;
 use crate::app::worker::{ListenerApp, ListenerSpec};
 use crate::config::{Config, ListenerMode, UpstreamGroup};
@@ -119,6 +120,11 @@ pub fn listener_apps(cfg: &Config, layout: &Layout) -> Vec<ListenerApp> {
                 default: l.upstream.as_deref().map(|g| layout.group_index(g)),
                 limits: crate::app::proxy::ratelimit::route_limits(i, l),
                 headers: crate::app::proxy::headers::Headers::compile(l),
+                upgrade: Policy::new(
+                    l.upgrade.as_deref(),
+                    l.routes.iter().map(|r| r.upgrade.as_deref()).collect(),
+                    l.tunnel_idle_timeout_ms * 1000,
+                ),
             })),
         })
         .collect()

@@ -13,6 +13,8 @@ PACKAGES=(
   iproute2 ethtool iputils-ping iputils-arping curl nginx haproxy wrk procps python3
   # lab_metrics: the reference parser of the Prometheus text format
   python3-prometheus-client
+  # lab_upgrade: WebSocket echo server and clients
+  python3-websockets
   # fault injection in the lab (random loss in a namespace)
   nftables
   # the service test: a real systemd in a container (systemd-nspawn)

@@ -206,6 +206,7 @@ impl Harness {
                         default: Some(0),
                         limits: Vec::new(),
                         headers: Default::default(),
+                        upgrade: Default::default(),
                     })),
                 ),
                 listener(81, ListenerApp::Tcp { group: 0 }),

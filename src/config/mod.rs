@@ -6,6 +6,7 @@
 //! - `limits`: values DPDK or the data path cannot take.
 //! - `locate`: the line of a key in the n-th `[[table]]`.
 //! - `warn`: `zproxy check`'s extra: warnings and the machine's checks.
+//! - `upgrade`: the checks of the upgrade keys.
 //! - `eal`: the EAL arguments a config asks for.
 //! - `ratelimit`: the rate-limit keys and their checks.
 //! - `error`: [`ConfigError`].
@@ -24,6 +25,7 @@ mod tests;
 #[cfg(test)]
 mod tests_check;
 mod types;
+mod upgrade;
 mod validate;
 mod warn;
 
@@ -66,6 +68,7 @@ impl Config {
         }
         cfg.validate(text)?;
         cfg.validate_limits(text)?;
+        cfg.validate_upgrade(text)?;
         Ok(cfg)
     }
 

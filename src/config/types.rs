@@ -261,6 +261,16 @@ pub struct Listener {
     pub max_header_count: Option<u32>,
     /// A request head larger than this gets a 431 (unset: the socket buffer).
     pub max_header_bytes: Option<u32>,
+    /// For `http` mode: protocols an `Upgrade` request may switch to
+    /// (unset: ["websocket"]); a route's own list replaces it.
+    pub upgrade: Option<Vec<String>>,
+    /// For `http` mode: an upgraded connection (WebSocket) idle this long is closed.
+    #[serde(default = "tunnel_idle_timeout_ms")]
+    pub tunnel_idle_timeout_ms: u64,
+}
+
+fn tunnel_idle_timeout_ms() -> u64 {
+    crate::app::proxy::upgrade::DEFAULT_TUNNEL_IDLE_MS
 }
 
 impl Listener {
@@ -294,6 +304,8 @@ pub struct Route {
     pub request_headers: super::headers::HeaderRules,
     #[serde(default)]
     pub response_headers: super::headers::HeaderRules,
+    /// Protocols an `Upgrade` request may switch to here (unset: the listener's).
+    pub upgrade: Option<Vec<String>>,
 }
 
 fn slash() -> String {

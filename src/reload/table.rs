@@ -71,6 +71,8 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("listener.trust_request_id", Applies),
     ("listener.max_header_count", Applies),
     ("listener.max_header_bytes", Applies),
+    ("listener.upgrade", Applies),
+    ("listener.tunnel_idle_timeout_ms", Applies),
     ("upstream", Applies),
     ("upstream.port", Restart),
     ("upstream.servers", Applies),
@@ -352,6 +354,8 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         trust_request_id,
         max_header_count,
         max_header_bytes,
+        upgrade,
+        tunnel_idle_timeout_ms,
     } = a;
     let at = format!("listener {port}:{tcp_port}");
     d.cmp("listener.port", &at, port, &b.port);
@@ -415,6 +419,13 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         &at,
         max_header_bytes,
         &b.max_header_bytes,
+    );
+    d.cmp("listener.upgrade", &at, upgrade, &b.upgrade);
+    d.cmp(
+        "listener.tunnel_idle_timeout_ms",
+        &at,
+        tunnel_idle_timeout_ms,
+        &b.tunnel_idle_timeout_ms,
     );
 }
 

@@ -113,6 +113,7 @@ const EDITS: &[Edit] = &[
             rate_limit: None,
             request_headers: Default::default(),
             response_headers: Default::default(),
+            upgrade: None,
         })
     }),
     ("listener.header_timeout_ms", |c| {
@@ -150,6 +151,12 @@ const EDITS: &[Edit] = &[
     }),
     ("listener.max_header_bytes", |c| {
         c.listeners[0].max_header_bytes = Some(1000)
+    }),
+    ("listener.upgrade", |c| {
+        c.listeners[0].upgrade = Some(vec!["foo".into()])
+    }),
+    ("listener.tunnel_idle_timeout_ms", |c| {
+        c.listeners[0].tunnel_idle_timeout_ms = 1
     }),
     ("upstream", |c| {
         let mut g = c.upstreams[0].clone();
@@ -265,6 +272,8 @@ fn restart_keys_are_what_start_up_fixes() {
         "listener.route",
         "listener.request_headers",
         "listener.max_header_bytes",
+        "listener.upgrade",
+        "listener.tunnel_idle_timeout_ms",
         "upstream.servers",
         "upstream.health_check.interval_ms",
         "management.drain_timeout_ms",

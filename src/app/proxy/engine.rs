@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::balance::Balancer;
 use super::headers::RequestIds;
 use super::health::{self, HealthCheck, ServerHealth};
-use super::session::{Cause, Mode, Routes, Session, Step};
+use super::session::{Cause, Lent, Mode, Routes, Session, Step};
 use crate::app::outcome::Outcomes;
 use crate::net::counters::Counter;
 use crate::net::stack::{Closed, Connect, FlowId, Stack};
@@ -313,7 +313,8 @@ impl Proxy {
                         unreachable!("upstreams are linked to clients")
                     };
                     *upstream = None;
-                    let graceful = why == Closed::Ended && session.mode == Mode::Tcp;
+                    let graceful =
+                        why == Closed::Ended && (session.mode == Mode::Tcp || session.relays());
                     if !graceful {
                         // A failed connect is retried on another server (the request was not sent).
                         let cause = match why {
@@ -378,8 +379,22 @@ impl Proxy {
                 Step::ReleaseUpstream { reusable } => {
                     self.detach_upstream(stack, c, reusable, now_us)
                 }
+                Step::Tunnel { idle_us } => self.tunnel_idle(stack, c, idle_us, now_us),
             }
             step = self.session_step(stack, c, now_us);
+        }
+    }
+
+    /// An upgraded connection: both flows (and their sockets' own timeouts,
+    /// set from the listener's idle or the group's read timeout) get the
+    /// tunnel's idle timeout.
+    fn tunnel_idle(&mut self, stack: &mut Stack, c: FlowId, idle_us: u64, now_us: u64) {
+        if let Conn::Client { upstream, .. } = &self.conns[c as usize] {
+            for f in upstream.iter().copied().chain([c]) {
+                stack.set_idle_timeout(f, idle_us, now_us);
+                let idle = smoltcp::time::Duration::from_micros(idle_us);
+                stack.socket(f).set_timeout(Some(idle));
+            }
         }
     }
 
@@ -409,10 +424,12 @@ impl Proxy {
             session.drive(
                 csock,
                 usock,
-                routes,
-                &mut self.limiter,
-                &mut self.scratch,
-                &mut self.ids,
+                Lent {
+                    routes,
+                    limiter: &mut self.limiter,
+                    ids: &mut self.ids,
+                    scratch: &mut self.scratch,
+                },
                 now_us,
             )
         };

@@ -6,6 +6,7 @@
 //! - [`health`]: active health checks.
 //! - [`ratelimit`]: HTTP request rate limits and the 429.
 //! - [`session`]: one client connection's state machine over two sockets.
+//! - [`upgrade`]: which protocol upgrades (WebSocket) go upstream.
 
 pub mod balance;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod ratelimit;
 pub mod session;
+pub mod upgrade;
 
 #[cfg(test)]
 mod headers_tests;
@@ -23,3 +25,5 @@ mod outcome_tests;
 mod relay_tests;
 #[cfg(test)]
 pub(crate) mod testnet;
+#[cfg(test)]
+mod upgrade_tests;

@@ -415,7 +415,7 @@ fn interim_responses_are_not_sent_to_http10_clients() {
     );
 }
 
-/// (d) 101 Switching Protocols is not supported.
+/// (d) A 101 that no forwarded Upgrade asked for is a bad response (see upgrade_tests).
 #[test]
 fn switching_protocols_is_a_bad_response() {
     let mut net = Net::http(2048);

@@ -14,7 +14,7 @@ use smoltcp::socket::AnySocket;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
-use super::session::{Cause, Failure, Mode, Routes, Session, Step};
+use super::session::{Cause, Failure, Lent, Mode, Routes, Session, Step};
 
 const IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 const FRONT: u16 = 80;
@@ -180,6 +180,7 @@ impl Net {
                 default: Some(0),
                 limits: Vec::new(),
                 headers: Default::default(),
+                upgrade: Default::default(),
             },
             limiter: RequestLimiter::new(64, [0; 16]),
             next_port: 50000,
@@ -279,10 +280,12 @@ impl Net {
             self.session.drive(
                 c,
                 u,
-                Some(&self.routes),
-                &mut self.limiter,
-                &mut self.scratch,
-                &mut self.ids,
+                Lent {
+                    routes: Some(&self.routes),
+                    limiter: &mut self.limiter,
+                    ids: &mut self.ids,
+                    scratch: &mut self.scratch,
+                },
                 self.now_us,
             )
         };
@@ -314,7 +317,8 @@ impl Net {
                 || (s.state() == TcpState::TimeWait && s.recv_queue() == 0);
             // A TCP relay's upstream that closed cleanly is just gone (the
             // session then closes the client); anything else was lost.
-            let graceful = s.state() == TcpState::TimeWait && self.session.mode == Mode::Tcp;
+            let graceful = s.state() == TcpState::TimeWait
+                && (self.session.mode == Mode::Tcp || self.session.relays());
             if gone && graceful {
                 self.up = None;
             } else if gone {
@@ -348,6 +352,7 @@ impl Net {
                     return;
                 }
                 Step::NeedUpstream { .. } => self.attach(),
+                Step::Tunnel { .. } => {}
                 Step::ReleaseUpstream { reusable } => {
                     if let Some(u) = self.up.take() {
                         let s = self.set.get_mut::<Socket>(u);

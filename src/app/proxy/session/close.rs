@@ -72,7 +72,10 @@ impl Session {
     /// was released): a finished TCP relay closes the client gracefully,
     /// anything else is cut.
     pub(super) fn upstream_gone(&mut self, c: &mut Socket) -> Step {
-        if self.state == State::Relay {
+        if self.relays() {
+            if self.state == State::Tunnel {
+                self.finish(None); // it closed cleanly: the tunnel ends
+            }
             c.close();
         } else {
             c.abort();

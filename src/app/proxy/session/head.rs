@@ -48,12 +48,15 @@ impl Session {
             }
             _ => Err(http::BadResponse),
         };
+        // 101 only answers an Upgrade that went upstream, once the whole
+        // request is (the new protocol starts after it).
+        let switch_ok = self.x.upgrade && self.state == State::ResponseHead;
         let info = match info {
-            // 101 Switching Protocols is not supported (Upgrade is not forwarded).
-            Ok(info) if info.status != 101 => info,
+            Ok(info) if info.status != 101 || switch_ok => info,
             _ => return HeadStep::Failed(self.fail_upstream(c, 502)),
         };
-        let interim = (100..200).contains(&info.status);
+        let switched = info.status == 101;
+        let interim = (100..200).contains(&info.status) && !switched;
         if interim {
             self.x.interim += 1;
             if self.x.interim > MAX_INTERIM {
@@ -89,6 +92,7 @@ impl Session {
             &resp,
             http11,
             keep_alive,
+            switched,
             drop_length,
             rules,
             &vars,
@@ -106,6 +110,7 @@ impl Session {
             &resp,
             http11,
             keep_alive,
+            switched,
             drop_length,
             rules,
             &vars,
@@ -125,6 +130,9 @@ impl Session {
             // The response head's read timeout still runs from when the
             // request was sent: interim responses do not extend it.
             return HeadStep::Interim;
+        }
+        if switched {
+            return HeadStep::Switched;
         }
         self.deadline_us = now_us + self.read_timeout_us;
         self.x.resp_body = info.body;
@@ -231,13 +239,22 @@ pub(super) fn parse_request(
     let (route, group) = routes
         .and_then(|r| r.find_route(host, target.route_path()))
         .ok_or(404u16)?;
+    let upgrade = routes.is_some_and(|r| r.upgrade.allows(&req, route.map(usize::from)));
     let mut x = Exchange::new();
     x.http11 = info.http11;
     x.client_keep_alive = info.keep_alive && !draining;
     x.is_head = info.is_head;
     x.req_body = info.body;
+    x.upgrade = upgrade;
     let h = headers.expect("a route was found");
-    x.plan = plan_request(&req, raw, head_len, &h.rules(route).0, h.trust_request_id);
+    x.plan = plan_request(
+        &req,
+        raw,
+        head_len,
+        &h.rules(route).0,
+        h.trust_request_id,
+        upgrade,
+    );
     x.route = route;
     let limit = routes.and_then(|r| r.limit(route));
     Ok((x, group, limit))

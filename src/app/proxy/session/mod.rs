@@ -35,6 +35,7 @@
 //! - [`head`]: finding, parsing and sending request and response heads.
 //! - [`rewrite`]: the rewrite of a head for the other side.
 //! - [`relay`]: body bytes from one socket to the other.
+//! - [`tunnel`]: an upgraded connection (101) as a byte tunnel.
 //! - [`close`]: how an exchange ends: failures, timeouts, lingering close.
 //! - [`failure`]: failure causes and error pages.
 
@@ -44,6 +45,7 @@ mod head;
 mod record;
 mod relay;
 mod rewrite;
+mod tunnel;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -78,6 +80,19 @@ pub enum Step {
     ReleaseUpstream {
         reusable: bool,
     },
+    /// The exchange became a tunnel (101): both flows get this idle timeout.
+    Tunnel {
+        idle_us: u64,
+    },
+}
+
+/// What the worker lends a session while it drives it.
+pub struct Lent<'a> {
+    pub routes: Option<&'a Routes>,
+    pub limiter: &'a mut RequestLimiter,
+    pub ids: &'a mut RequestIds,
+    /// For heads that wrap the receive ring's end.
+    pub scratch: &'a mut [u8],
 }
 
 /// Routing of one HTTP listener.
@@ -89,6 +104,8 @@ pub struct Routes {
     pub limits: Vec<Option<RouteLimit>>,
     /// Header rules (per route) and limits.
     pub headers: Headers,
+    /// Which `Upgrade` requests go upstream, per route.
+    pub upgrade: crate::app::proxy::upgrade::Policy,
 }
 
 impl Routes {
@@ -132,6 +149,8 @@ enum State {
     ResponseBody,
     /// TCP mode: bytes both ways.
     Relay,
+    /// HTTP mode after a 101: bytes both ways until both sides closed.
+    Tunnel,
     /// The client's side is closed for sending (after an error response or
     /// a response the client must not wait behind): what it still sends is
     /// read and dropped, so that its window stays open and it sees our
@@ -156,6 +175,8 @@ struct Exchange {
     interim: u8,
     /// The final response came before the request body was all sent.
     early: bool,
+    /// The request's `Upgrade` went upstream: a 101 opens a tunnel.
+    upgrade: bool,
     plan: Plan,
     /// The route the request took (`None`: the default upstream), for its header rules.
     route: Option<u16>,
@@ -173,6 +194,7 @@ impl Exchange {
             responded: false,
             interim: 0,
             early: false,
+            upgrade: false,
             plan: Plan::default(),
             route: None,
         }
@@ -187,6 +209,8 @@ enum HeadStep {
     Interim,
     /// The final response head went to the client; its body follows.
     Final,
+    /// A 101 went to the client: the connection is a tunnel now.
+    Switched,
     /// The exchange failed; return this step.
     Failed(Step),
 }
@@ -296,7 +320,11 @@ impl Session {
     pub fn request_sent(&self) -> bool {
         matches!(
             self.state,
-            State::RequestBody | State::ResponseHead | State::ResponseBody | State::Relay
+            State::RequestBody
+                | State::ResponseHead
+                | State::ResponseBody
+                | State::Relay
+                | State::Tunnel
         )
     }
 
@@ -320,12 +348,15 @@ impl Session {
         &mut self,
         c: &mut Socket,
         mut u: Option<&mut Socket>,
-        routes: Option<&Routes>,
-        limiter: &mut RequestLimiter,
-        scratch: &mut [u8],
-        ids: &mut RequestIds,
+        lent: Lent<'_>,
         now_us: u64,
     ) -> Step {
+        let Lent {
+            routes,
+            limiter,
+            ids,
+            scratch,
+        } = lent;
         self.now_us = now_us;
         loop {
             match self.state {
@@ -458,6 +489,7 @@ impl Session {
                                 self.state = State::ResponseBody;
                                 continue;
                             }
+                            HeadStep::Switched => return self.start_tunnel(routes),
                             HeadStep::Failed(step) => return step,
                         }
                     }
@@ -475,6 +507,7 @@ impl Session {
                         HeadStep::Wait => return Step::Idle,
                         HeadStep::Interim => continue,
                         HeadStep::Final => self.state = State::ResponseBody,
+                        HeadStep::Switched => return self.start_tunnel(routes),
                         HeadStep::Failed(step) => return step,
                     }
                 }
@@ -532,6 +565,13 @@ impl Session {
                     }
                     return Step::Idle;
                 }
+                State::Tunnel => {
+                    let Some(up) = u.as_deref_mut() else {
+                        return self.upstream_gone(c);
+                    };
+                    self.tunnel(c, up);
+                    return Step::Idle;
+                }
             }
         }
     }
@@ -551,6 +591,7 @@ mod tests {
             default: Some(0),
             limits: Vec::new(),
             headers: Headers::default(),
+            upgrade: Default::default(),
         };
         assert_eq!(r.find(Some(b"API.example:8080"), "/v1/x"), Some(1));
         assert_eq!(r.find(Some(b"other"), "/v1/x"), Some(0));
@@ -560,6 +601,7 @@ mod tests {
             default: None,
             limits: Vec::new(),
             headers: Headers::default(),
+            upgrade: Default::default(),
         };
         assert_eq!(no_default.find(None, "/other"), None);
     }

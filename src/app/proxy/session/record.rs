@@ -61,7 +61,7 @@ impl Session {
         if self.rec.response_us.is_none() {
             self.rec.response_us = Some(self.now_us.saturating_sub(self.rec.start_us));
         }
-        if !(100..200).contains(&status) {
+        if !(100..200).contains(&status) || status == 101 {
             self.rec.status = status;
         }
     }
@@ -90,6 +90,7 @@ impl Session {
                         | State::RequestBody
                         | State::ResponseHead
                         | State::ResponseBody
+                        | State::Tunnel
                 );
                 if in_flight {
                     self.finish(Some(super::Cause::ClientAbort));

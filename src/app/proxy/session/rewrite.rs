@@ -26,6 +26,8 @@ pub(super) struct Plan {
     forwarded_for: Option<(u32, u32)>,
     /// The client's X-Request-Id goes on (a trusting listener): no generated one.
     client_id: bool,
+    /// `Upgrade` goes on, with `Connection: upgrade`.
+    upgrade: bool,
 }
 
 /// Where `part` (a slice of `whole`) starts in `whole`.
@@ -34,13 +36,15 @@ fn offset_in(whole: &[u8], part: &[u8]) -> usize {
 }
 
 /// The rewrite of a parsed, checked request head; `rules` drop lines,
-/// and a client's X-Request-Id stays only when `trust_id`.
+/// a client's X-Request-Id stays only when `trust_id`, and `upgrade`: the
+/// request's `Upgrade` goes upstream (see `upgrade::Policy`).
 pub(super) fn plan_request(
     req: &httparse::Request,
     raw: &[u8],
     head_len: usize,
     rules: &Rules,
     trust_id: bool,
+    upgrade: bool,
 ) -> Plan {
     let method = req.method.unwrap_or("GET");
     let path = req.path.unwrap_or("/");
@@ -55,6 +59,7 @@ pub(super) fn plan_request(
         drop: 0,
         forwarded_for: None,
         client_id: false,
+        upgrade,
     };
     let mut length_seen = false;
     for (i, h) in req.headers.iter().enumerate() {
@@ -68,6 +73,8 @@ pub(super) fn plan_request(
         } else if h.name.eq_ignore_ascii_case("x-request-id") {
             // One id goes on: the client's first (when trusted) or ours.
             !trust_id || std::mem::replace(&mut plan.client_id, true)
+        } else if upgrade && h.name.eq_ignore_ascii_case("upgrade") {
+            false
         } else {
             http::is_hop_by_hop(h.name)
                 || h.name.eq_ignore_ascii_case("x-forwarded-proto")
@@ -138,6 +145,8 @@ pub(super) fn write_request_head(
     rules.write(vars, out);
     if !http11 {
         out(b"Connection: close\r\n");
+    } else if plan.upgrade {
+        out(b"Connection: upgrade\r\n");
     }
     out(b"\r\n");
 }
@@ -145,11 +154,14 @@ pub(super) fn write_request_head(
 /// Response head for the client: the upstream's status and headers, minus
 /// hop-by-hop ones (and Content-Length when a transfer coding frames the
 /// body, and a repeated Content-Length, and what `rules` drop), with our
-/// own Connection decision and the lines `rules` add.
+/// own Connection decision and the lines `rules` add; a 101 that `switched`
+/// keeps its `Upgrade` and says `Connection: upgrade`.
+#[allow(clippy::too_many_arguments)] // flags and the rules' inputs, all plain
 pub(super) fn write_response_head(
     resp: &httparse::Response,
     http11: bool,
     keep_alive: bool,
+    switched: bool,
     drop_length: bool,
     rules: &Rules,
     vars: &Vars,
@@ -168,7 +180,8 @@ pub(super) fn write_response_head(
     out(b"\r\n");
     let mut length_seen = drop_length;
     for h in resp.headers.iter() {
-        if http::is_hop_by_hop(h.name)
+        let kept = switched && h.name.eq_ignore_ascii_case("upgrade");
+        if (http::is_hop_by_hop(h.name) && !kept)
             || (h.name.eq_ignore_ascii_case("content-length")
                 && std::mem::replace(&mut length_seen, true))
             || rules.drops(h.name)
@@ -182,6 +195,7 @@ pub(super) fn write_response_head(
     }
     rules.write(vars, out);
     match (keep_alive, http11) {
+        _ if switched => out(b"Connection: upgrade\r\n"),
         (false, _) => out(b"Connection: close\r\n"),
         (true, false) => out(b"Connection: keep-alive\r\n"),
         (true, true) => {}
@@ -199,7 +213,7 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let n = req.parse(raw).unwrap().unwrap();
-        let plan = plan_request(&req, raw, n, &Rules::EMPTY, false);
+        let plan = plan_request(&req, raw, n, &Rules::EMPTY, false, false);
         let mut out = Vec::new();
         let vars = Vars {
             request_id: 0x2a,
@@ -261,6 +275,7 @@ mod tests {
         write_response_head(
             &resp,
             true,
+            false,
             false,
             false,
             &Rules::EMPTY,
