@@ -29,6 +29,7 @@ pub fn http_request(data: &[u8]) {
     let Some((&split, raw)) = data.split_first() else {
         return;
     };
+    proxy_header(raw);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     // As in ReadHead: Partial waits for more (or 431 when the buffer is
@@ -81,6 +82,23 @@ pub fn http_request(data: &[u8]) {
                 );
             }
             Err(_) => assert_eq!(strict::chunked_len(rest), None, "a valid body refused"),
+        }
+    }
+}
+
+/// A PROXY protocol header at the start of a trusted connection: any bytes
+/// parse without panic, a header stays within its bound and the input, and
+/// each of its prefixes only asks for more bytes.
+fn proxy_header(raw: &[u8]) {
+    use zproxy::app::proxy::proxy_protocol::{parse, Parsed, V2_MAX};
+    if let Parsed::Header { len, .. } = parse(raw) {
+        assert!(len <= raw.len() && len <= V2_MAX);
+        for k in 0..len {
+            assert_eq!(
+                parse(&raw[..k]),
+                Parsed::Incomplete,
+                "prefix {k} of a header"
+            );
         }
     }
 }

@@ -4,12 +4,14 @@
 //! - [`balance`]: picking a server of an upstream group.
 //! - [`engine`]: one core's proxy: sessions, groups, pools, connects, probes.
 //! - [`health`]: active health checks.
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, read and written.
 //! - [`session`]: one client connection's state machine over two sockets.
 
 pub mod balance;
 pub mod engine;
 pub mod health;
 pub mod http;
+pub mod proxy_protocol;
 pub mod session;
 
 #[cfg(test)]
