@@ -6,6 +6,8 @@
 //! - `limits`: values DPDK or the data path cannot take.
 //! - `locate`: the line of a key in the n-th `[[table]]`.
 //! - `warn`: `zproxy check`'s extra: warnings and the machine's checks.
+//! - `resolve`: upstream host names, resolved at load.
+//! - `proxy_keys`: the PROXY protocol keys' checks.
 //! - `eal`: the EAL arguments a config asks for.
 //! - `error`: [`ConfigError`].
 
@@ -16,6 +18,8 @@ mod eal;
 mod error;
 mod limits;
 mod locate;
+mod proxy_keys;
+pub mod resolve;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -31,7 +35,7 @@ pub use limits::{
 };
 pub use types::{
     AccessLog, AccessLogFormat, Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener,
-    ListenerMode, Logging, Management, PortSection, Route, Runtime, Server, StaticResponse,
+    ListenerMode, Logging, Management, PortSection, ProxyProtocol, Route, Runtime, Server, StaticResponse,
     UpstreamGroup,
 };
 pub use warn::Checked;
@@ -56,11 +60,22 @@ impl Config {
     /// As `parse`, with the machine's topology (for `cores = "auto"`) read
     /// under `sysfs` (normally `/sys`).
     pub fn parse_on(text: &str, sysfs: &Path) -> Result<Config, ConfigError> {
+        Self::parse_with(text, sysfs, &resolve::system)
+    }
+
+    /// As `parse_on`, with host names looked up by `resolve`.
+    pub fn parse_with(
+        text: &str,
+        sysfs: &Path,
+        resolve: resolve::Resolve,
+    ) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| syntax(text, &e))?;
         if cfg.runtime.cores == Some(Cores::Auto) {
             cfg.choose_worker_cores(text, sysfs)?;
         }
+        cfg.resolve_servers(text, resolve)?;
         cfg.validate(text)?;
+        cfg.validate_proxy_keys(text)?;
         cfg.validate_limits(text)?;
         Ok(cfg)
     }

@@ -63,6 +63,8 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("listener.header_timeout_ms", Applies),
     ("listener.max_connections_per_source", Applies),
     ("listener.allow", Applies),
+    ("listener.accept_proxy_protocol", Applies),
+    ("listener.trusted_proxies", Applies),
     ("upstream", Applies),
     ("upstream.port", Restart),
     ("upstream.servers", Applies),
@@ -72,6 +74,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("upstream.keepalive", Applies),
     ("upstream.local_ports", Applies),
     ("upstream.health_check", Applies),
+    ("upstream.proxy_protocol", Applies),
     ("upstream.health_check.kind", Applies),
     ("upstream.health_check.path", Applies),
     ("upstream.health_check.expect_status", Applies),
@@ -330,6 +333,8 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         header_timeout_ms,
         max_connections_per_source,
         allow,
+        accept_proxy_protocol,
+        trusted_proxies,
     } = a;
     let at = format!("listener {port}:{tcp_port}");
     d.cmp("listener.port", &at, port, &b.port);
@@ -357,6 +362,18 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         &b.max_connections_per_source,
     );
     d.cmp("listener.allow", &at, allow, &b.allow);
+    d.cmp(
+        "listener.accept_proxy_protocol",
+        &at,
+        accept_proxy_protocol,
+        &b.accept_proxy_protocol,
+    );
+    d.cmp(
+        "listener.trusted_proxies",
+        &at,
+        trusted_proxies,
+        &b.trusted_proxies,
+    );
 }
 
 fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
@@ -370,6 +387,7 @@ fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
         keepalive,
         local_ports,
         health_check,
+        proxy_protocol,
     } = a;
     let at = format!("upstream \"{name}\"");
     d.cmp("upstream.port", &at, port, &b.port);
@@ -406,6 +424,12 @@ fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
     );
     d.cmp("upstream.keepalive", &at, keepalive, &b.keepalive);
     d.cmp("upstream.local_ports", &at, local_ports, &b.local_ports);
+    d.cmp(
+        "upstream.proxy_protocol",
+        &at,
+        proxy_protocol,
+        &b.proxy_protocol,
+    );
     match (health_check, &b.health_check) {
         (Some(h), Some(n)) => health_diff(d, &at, h, n),
         (None, Some(_)) => d.push("upstream.health_check", at, "added".into()),

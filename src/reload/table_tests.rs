@@ -1,7 +1,9 @@
 //! The decision table: every key is compared, decided, and documented.
 
 use super::*;
-use crate::config::{Balance, Cores, HealthKind, ListenerMode, Route, Server, StaticResponse};
+use crate::config::{
+    Balance, Cores, HealthKind, ListenerMode, ProxyProtocol, Route, Server, StaticResponse,
+};
 
 const BASE: &str = r#"
 [[port]]
@@ -115,6 +117,12 @@ const EDITS: &[Edit] = &[
     ("listener.allow", |c| {
         c.listeners[0].allow = vec!["10.0.0.0/8".into()]
     }),
+    ("listener.accept_proxy_protocol", |c| {
+        c.listeners[0].accept_proxy_protocol = true
+    }),
+    ("listener.trusted_proxies", |c| {
+        c.listeners[0].trusted_proxies = vec!["10.0.0.0/8".into()]
+    }),
     ("upstream", |c| {
         let mut g = c.upstreams[0].clone();
         g.name = "api".into();
@@ -123,6 +131,7 @@ const EDITS: &[Edit] = &[
     ("upstream.port", |c| c.upstreams[0].port = "client".into()),
     ("upstream.servers", |c| {
         c.upstreams[0].servers.push(Server {
+            given: "10.1.0.6:80".into(),
             address: "10.1.0.6:80".parse().unwrap(),
             weight: 1,
         })
@@ -142,6 +151,9 @@ const EDITS: &[Edit] = &[
     }),
     ("upstream.health_check", |c| {
         c.upstreams[0].health_check = None
+    }),
+    ("upstream.proxy_protocol", |c| {
+        c.upstreams[0].proxy_protocol = Some(ProxyProtocol::V2)
     }),
     ("upstream.health_check.kind", |c| {
         hc(c).kind = HealthKind::Http
@@ -256,6 +268,7 @@ fn messages_name_each_key_and_where() {
     next.listeners[0].allow = vec!["10.0.0.0/8".into()];
     next.upstreams[0].servers[0].weight = 3;
     next.upstreams[0].servers.push(Server {
+        given: "10.1.0.6:80".into(),
         address: "10.1.0.6:80".parse().unwrap(),
         weight: 1,
     });
