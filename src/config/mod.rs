@@ -35,8 +35,8 @@ pub use limits::{
 };
 pub use types::{
     AccessLog, AccessLogFormat, Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener,
-    ListenerMode, Logging, Management, PortSection, ProxyProtocol, Route, Runtime, Server, StaticResponse,
-    UpstreamGroup,
+    ListenerMode, Logging, Management, PortSection, ProxyProtocol, Route, Runtime, Server,
+    StaticResponse, UpstreamGroup,
 };
 pub use warn::Checked;
 

@@ -37,14 +37,21 @@ impl Config {
                     message: format!("upstream '{}': server \"{}\" {message}", u.name, s.given),
                 };
                 if let Ok(a) = s.given.parse::<SocketAddrV4>() {
-                    out.push(Server { address: a, ..s.clone() });
+                    out.push(Server {
+                        address: a,
+                        ..s.clone()
+                    });
                     continue;
                 }
                 let Some((host, port)) = s.given.rsplit_once(':') else {
-                    return Err(bad("is not A.B.C.D:port or HOST:port (e.g. \"web1.lab:80\")".into()));
+                    return Err(bad(
+                        "is not A.B.C.D:port or HOST:port (e.g. \"web1.lab:80\")".into(),
+                    ));
                 };
                 if !is_host_name(host) || port.parse::<u16>().map_or(true, |p| p == 0) {
-                    return Err(bad("is not A.B.C.D:port or HOST:port (e.g. \"web1.lab:80\")".into()));
+                    return Err(bad(
+                        "is not A.B.C.D:port or HOST:port (e.g. \"web1.lab:80\")".into(),
+                    ));
                 }
                 let found = resolve(&s.given).map_err(|e| {
                     bad(format!("cannot be resolved ({e}): fix the name, /etc/hosts or the DNS, or give A.B.C.D:port"))
@@ -59,9 +66,14 @@ impl Config {
                 v4.sort_unstable();
                 v4.dedup();
                 if v4.is_empty() {
-                    return Err(bad("resolves to no IPv4 address (upstreams are IPv4 only)".into()));
+                    return Err(bad(
+                        "resolves to no IPv4 address (upstreams are IPv4 only)".into()
+                    ));
                 }
-                out.extend(v4.into_iter().map(|a| Server { address: a, ..s.clone() }));
+                out.extend(v4.into_iter().map(|a| Server {
+                    address: a,
+                    ..s.clone()
+                }));
             }
             u.servers = out;
         }
@@ -141,7 +153,10 @@ servers = [{ address = "10.72.0.1:80" }, { address = "web1.lab:8080", weight = 3
     #[test]
     fn bad_or_unresolvable_names_are_refused_clearly() {
         for (entry, want) in [
-            ("nowhere.lab:80", "server \"nowhere.lab:80\" cannot be resolved (no such host)"),
+            (
+                "nowhere.lab:80",
+                "server \"nowhere.lab:80\" cannot be resolved (no such host)",
+            ),
             ("six.lab:80", "resolves to no IPv4 address"),
             ("web1.lab", "is not A.B.C.D:port or HOST:port"),
             ("web1.lab:0", "is not A.B.C.D:port or HOST:port"),

@@ -109,6 +109,14 @@ fn wrong_values_name_key_line_and_fix() {
         (BASE.to_owned() + "[access_log]\npath = \"stdout\"\nsample = 0\n", "access_log.sample = 0: must be 1..=1000000", Some(44)),
         (BASE.to_owned() + "[access_log]\npath = \" /tmp/a.log\"\n", "no NUL bytes or surrounding spaces", Some(43)),
         (BASE.to_owned() + "[access_log]\nformat = \"xml\"\n", "unknown variant `xml`, expected `text` or `json`", Some(43)),
+        // PROXY protocol keys.
+        (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\n"), "tcp_port 80: accept_proxy_protocol = true needs trusted_proxies", Some(22)),
+        (with("mode = \"http\"\n", "mode = \"http\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n"), "tcp_port 80: trusted_proxies does nothing without accept_proxy_protocol = true", Some(22)),
+        (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0\"]\n"), "trusted_proxies entry \"10.0.0.0\" is not A.B.C.D/prefix", Some(23)),
+        (with("mode = \"static\"", "mode = \"static\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]"), "tcp_port 8080: accept_proxy_protocol needs mode = \"tcp\" or \"http\"", Some(34)),
+        (with("port = \"upstream\"\n", "port = \"upstream\"\nproxy_protocol = \"v3\"\n"), "unknown variant `v3`, expected `v1` or `v2`", Some(41)),
+        // Servers by name: a typo is refused before it reaches the resolver.
+        (with("10.72.0.1:80", "web_1.lab:80"), "upstream 'web': server \"web_1.lab:80\" is not A.B.C.D:port or HOST:port", Some(41)),
         // An empty group is reported at the group, not at a listener naming it.
         (with("servers = [{ address = \"10.72.0.1:80\" }]", "servers = []"), "upstream 'web': servers is empty", Some(41)),
         // A port's errors point into that port, not at the first mention of its name.
