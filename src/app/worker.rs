@@ -11,6 +11,7 @@ use crossbeam_queue::ArrayQueue;
 use super::access_log::AccessLog;
 use super::outcome::{Outcome, Outcomes, Sink};
 use super::proxy::engine::{GroupSpec, Proxy, UpstreamStat};
+use super::proxy::proxy_protocol::AcceptProxy;
 use super::proxy::session::{Mode, Routes};
 use super::responder::{Responder, ResponderState};
 use super::stats::RequestStats;
@@ -54,6 +55,8 @@ pub struct ListenerSpec {
     pub header_timeout_us: u64,
     /// Open connections per client address (0: no limit).
     pub max_per_source: u32,
+    /// `accept_proxy_protocol`: whose PROXY headers are read, and the allow-list for the real client.
+    pub accept_proxy: Option<Arc<AcceptProxy>>,
 }
 
 /// What the control thread tells the workers (relaxed flags, read once per loop).
@@ -370,6 +373,7 @@ impl Worker {
             mode,
             group,
             header_timeout_us,
+            l.accept_proxy.as_ref(),
             now_us,
         );
     }
@@ -424,6 +428,7 @@ impl Worker {
                 allow,
                 header_timeout_us,
                 max_per_source,
+                accept_proxy,
                 ..
             } = next;
             // The stack enforces these (see `Worker::new`).
@@ -437,6 +442,7 @@ impl Worker {
             mine.idle_timeout_us = idle_timeout_us;
             mine.header_timeout_us = header_timeout_us;
             mine.max_per_source = max_per_source;
+            mine.accept_proxy = accept_proxy;
         }
         self.proxy.reload(&mut self.stack, reload.groups, routes);
     }

@@ -16,6 +16,24 @@ pub const V2_MAX: usize = 16 + 1024;
 /// Room [`write`] needs.
 pub const HEADER_ROOM: usize = V1_MAX;
 
+/// A listener's `accept_proxy_protocol` policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptProxy {
+    /// Peers whose header is read (others' bytes are data).
+    pub trusted: Vec<(Ipv4Addr, u8)>,
+    /// The listener's allow-list, checked again on the real client (the
+    /// stack checked it on the peer at SYN time, with `trusted` added).
+    pub allow: Vec<(Ipv4Addr, u8)>,
+}
+
+impl AcceptProxy {
+    pub fn trusts(&self, peer: Ipv4Addr) -> bool {
+        self.trusted
+            .iter()
+            .any(|&(net, len)| crate::config::in_network(peer, net, len))
+    }
+}
+
 /// Which version to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {

@@ -37,10 +37,12 @@
 //! - [`relay`]: body bytes from one socket to the other.
 //! - [`close`]: how an exchange ends: failures, timeouts, lingering close.
 //! - [`failure`]: failure causes and error pages.
+//! - [`proxied`]: PROXY protocol headers read from clients, written to upstreams.
 
 mod close;
 mod failure;
 mod head;
+mod proxied;
 mod record;
 mod relay;
 mod rewrite;
@@ -108,6 +110,8 @@ impl Routes {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// A trusted proxy's PROXY protocol header comes first (`proxied`).
+    ReadProxy,
     ReadHead,
     WaitUpstream,
     RequestBody,
@@ -211,6 +215,7 @@ pub struct Session {
     rec_open: bool,
     /// `rec` ended and waits for `take_outcome`.
     rec_done: bool,
+    pp: proxied::Proxied,
 }
 
 impl Session {
@@ -247,6 +252,7 @@ impl Session {
             rec: Outcome::default(),
             rec_open: false,
             rec_done: false,
+            pp: proxied::Proxied::default(),
         }
     }
 
@@ -308,6 +314,11 @@ impl Session {
                 State::Linger => {
                     self.linger(c);
                     return Step::Idle;
+                }
+                State::ReadProxy => {
+                    if let Some(step) = self.read_proxy_header(c, scratch, now_us) {
+                        return step;
+                    }
                 }
                 State::ReadHead => {
                     if at_eof(c) {
@@ -377,6 +388,9 @@ impl Session {
                         return Step::Idle; // connecting; failures come through `upstream_lost`
                     }
                     self.upstream_usable();
+                    if !self.write_proxy_header(up) {
+                        return Step::Idle;
+                    }
                     if self.mode == Mode::Tcp {
                         self.state = State::Relay;
                         continue;
