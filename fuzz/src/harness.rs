@@ -174,6 +174,7 @@ impl Harness {
             allow: Vec::new(),
             header_timeout_us: 2_000_000,
             max_per_source: 0,
+            accept_proxy: None,
         };
         let group =
             |name: &str, balance, servers: &[(SocketAddrV4, u32)], keepalive, ports| GroupSpec {
@@ -191,6 +192,7 @@ impl Harness {
                 keepalive,
                 local_ports: ports,
                 health: None,
+                proxy_protocol: None,
             };
         let spec = WorkerSpec {
             ports: vec![

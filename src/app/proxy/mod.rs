@@ -17,6 +17,8 @@ pub mod session;
 #[cfg(test)]
 mod outcome_tests;
 #[cfg(test)]
+mod proxied_tests;
+#[cfg(test)]
 mod relay_tests;
 #[cfg(test)]
 pub(crate) mod testnet;
