@@ -10,10 +10,10 @@ use std::sync::Arc;
 use crate::app::proxy::balance::{Balancer, ServerState};
 use crate::app::proxy::engine::GroupSpec;
 use crate::app::proxy::health::HealthCheck;
+use crate::app::proxy::proxy_protocol::{AcceptProxy, Version};
 use crate::app::proxy::session::Routes;
 use crate::app::responder::Responder;
 use crate::app::worker::{ListenerApp, ListenerSpec};
-use crate::app::proxy::proxy_protocol::{AcceptProxy, Version};
 use crate::config::{parse_cidr, Config, ListenerMode, ProxyProtocol, UpstreamGroup};
 
 /// Every group and server ever configured, in index order.

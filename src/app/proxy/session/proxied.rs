@@ -112,7 +112,12 @@ impl Session {
         };
         let port = self.rec.client.map_or(0, |(_, p)| p);
         let mut buf = [0u8; HEADER_ROOM];
-        let n = proxy_protocol::write(version, SocketAddrV4::new(self.client_ip, port), local, &mut buf);
+        let n = proxy_protocol::write(
+            version,
+            SocketAddrV4::new(self.client_ip, port),
+            local,
+            &mut buf,
+        );
         if send_room(up) < n {
             return false;
         }
@@ -123,5 +128,8 @@ impl Session {
 }
 
 fn allowed(allow: &[(Ipv4Addr, u8)], ip: Ipv4Addr) -> bool {
-    allow.is_empty() || allow.iter().any(|&(net, len)| crate::config::in_network(ip, net, len))
+    allow.is_empty()
+        || allow
+            .iter()
+            .any(|&(net, len)| crate::config::in_network(ip, net, len))
 }
