@@ -136,7 +136,7 @@ allow = ["192.0.2.0/24"]
     // Accepting: the trusted balancer's header names 192.0.2.7, which the
     // allow-list admits; the log and X-Forwarded-For say so.
     let mut admitted = v2([192, 0, 2, 7], 40007);
-    admitted.extend_from_slice(b"GET /pp HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    admitted.extend_from_slice(b"GET /?pp HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     let answer = raw_exchange(&lab, 82, &admitted);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     let line = wait_until(Duration::from_secs(10), || {
@@ -152,14 +152,14 @@ allow = ["192.0.2.0/24"]
     );
     let nginx = std::fs::read_to_string(lab.run_dir().join("access.log")).unwrap_or_default();
     assert!(
-        nginx.lines().any(|l| l.contains("/pp")),
-        "nginx saw no /pp: {nginx}"
+        nginx.lines().any(|l| l.contains("/?pp")),
+        "nginx saw no /?pp: {nginx}"
     );
 
     // 198.51.100.9 is not in the allow-list: reset after the header, nothing upstream.
     let refused_before = stat(&lab, "refused_acl");
     let mut refused = v2([198, 51, 100, 9], 40009);
-    refused.extend_from_slice(b"GET /refused HTTP/1.1\r\nHost: a\r\n\r\n");
+    refused.extend_from_slice(b"GET /?refused HTTP/1.1\r\nHost: a\r\n\r\n");
     let answer = raw_exchange(&lab, 82, &refused);
     assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
     wait_for(Duration::from_secs(5), "refused_acl to count it", || {
@@ -169,6 +169,6 @@ allow = ["192.0.2.0/24"]
     let answer = raw_exchange(&lab, 82, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
     let nginx = std::fs::read_to_string(lab.run_dir().join("access.log")).unwrap_or_default();
-    assert!(!nginx.contains("/refused"), "{nginx}");
+    assert!(!nginx.contains("/?refused"), "{nginx}");
     stop_clean(z);
 }
