@@ -145,11 +145,7 @@ allow = ["192.0.2.0/24"]
             .lines()
             .any(|l| l.contains("client:82") && l.contains("192.0.2.7:40007"))
     });
-    assert!(
-        line,
-        "access log: {:?}",
-        std::fs::read_to_string(&access)
-    );
+    assert!(line, "access log: {:?}", std::fs::read_to_string(&access));
     let nginx = std::fs::read_to_string(lab.run_dir().join("access.log")).unwrap_or_default();
     assert!(
         nginx.lines().any(|l| l.contains("/?pp")),
