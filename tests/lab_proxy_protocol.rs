@@ -168,3 +168,64 @@ allow = ["192.0.2.0/24"]
     assert!(!nginx.contains("/?refused"), "{nginx}");
     stop_clean(z);
 }
+
+/// A line of /etc/hosts for the test's life (removed on drop, also when
+/// the test fails).
+struct HostsEntry(String);
+
+impl HostsEntry {
+    fn add(ip: &str, name: &str) -> HostsEntry {
+        let line = format!("{ip} {name}");
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+        std::fs::write("/etc/hosts", format!("{hosts}{line}\n")).unwrap();
+        HostsEntry(line)
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let kept: String = hosts
+            .lines()
+            .filter(|l| *l != self.0)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let _ = std::fs::write("/etc/hosts", kept);
+    }
+}
+
+/// `servers` by host name: resolved (here from /etc/hosts, with a name
+/// unique to this run) when zproxy starts; a name that resolves nowhere
+/// fails `zproxy check`, naming the server.
+#[test]
+fn upstream_host_names_resolve_at_start() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let name = format!("zproxy-web-{}.lab", std::process::id());
+    let _entry = HostsEntry::add(UPSTREAM_IP, &name);
+    let body = listener(80, "http", "web") + &upstream("web", &[(&format!("{name}:80"), 1)], "");
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let (status, got) = curl(&lab, &[&url(80, "/")]);
+    assert_eq!((status, got.as_str()), (200, UPSTREAM_BODY), "{}", z.log());
+    stop_clean(z);
+
+    let bad = lab.run_dir().join("zproxy-badname.toml");
+    let nowhere = format!("nowhere-{}.invalid:80", std::process::id());
+    let body = listener(80, "http", "web") + &upstream("web", &[(&nowhere, 1)], "");
+    std::fs::write(&bad, config(16384, &body)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zproxy"))
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check passed: {}", describe(&out));
+    assert!(
+        err.contains(&format!("server \"{nowhere}\" cannot be resolved")),
+        "{err}"
+    );
+}
