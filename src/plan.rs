@@ -11,11 +11,12 @@ use std::sync::Arc;
 use crate::app::proxy::balance::{Balancer, ServerState};
 use crate::app::proxy::engine::GroupSpec;
 use crate::app::proxy::health::HealthCheck;
+use crate::app::proxy::proxy_protocol::{AcceptProxy, Version};
 use crate::app::proxy::session::Routes;
 use crate::app::proxy::upgrade::Policy;
 use crate::app::responder::Responder;
 use crate::app::worker::{ListenerApp, ListenerSpec};
-use crate::config::{Config, ListenerMode, UpstreamGroup};
+use crate::config::{parse_cidr, Config, ListenerMode, ProxyProtocol, UpstreamGroup};
 
 /// Every group and server ever configured, in index order.
 #[derive(Debug, Clone, Default)]
@@ -82,12 +83,21 @@ pub fn groups(cfg: &Config, layout: &Layout) -> Vec<GroupSpec> {
                 balancer: Balancer::new(g.balance, servers),
                 connect_timeout_us: g.connect_timeout_ms * 1000,
                 read_timeout_us: g.read_timeout_ms * 1000,
-                keepalive: g.keepalive as usize,
+                // A PROXY header names one client: its connection serves no other.
+                keepalive: if g.proxy_protocol.is_some() {
+                    0
+                } else {
+                    g.keepalive as usize
+                },
                 local_ports: (g.local_ports[0], g.local_ports[1]),
                 // A retired group is not probed.
                 health: live
                     .and_then(|u| u.health_check.as_ref())
                     .map(HealthCheck::new),
+                proxy_protocol: g.proxy_protocol.map(|v| match v {
+                    ProxyProtocol::V1 => Version::V1,
+                    ProxyProtocol::V2 => Version::V2,
+                }),
             }
         })
         .collect()
@@ -150,13 +160,32 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             max_per_source: l
                 .max_connections_per_source
                 .unwrap_or(cfg.runtime.max_flows / 4),
-            allow: l
-                .allow
-                .iter()
-                .map(|a| crate::config::parse_cidr(a).expect("validated at load"))
-                .collect(),
+            allow: stack_allow(l),
+            accept_proxy: l.accept_proxy_protocol.then(|| {
+                Arc::new(AcceptProxy {
+                    trusted: cidrs(&l.trusted_proxies),
+                    allow: cidrs(&l.allow),
+                })
+            }),
         })
         .collect()
+}
+
+fn cidrs(nets: &[String]) -> Vec<(std::net::Ipv4Addr, u8)> {
+    nets.iter()
+        .map(|a| parse_cidr(a).expect("validated at load"))
+        .collect()
+}
+
+/// The allow-list the stack checks at SYN time, on the peer: a listener
+/// that accepts PROXY headers lets its trusted proxies in too (the session
+/// checks the real client after the header).
+fn stack_allow(l: &crate::config::Listener) -> Vec<(std::net::Ipv4Addr, u8)> {
+    let mut allow = cidrs(&l.allow);
+    if l.accept_proxy_protocol && !allow.is_empty() {
+        allow.extend(cidrs(&l.trusted_proxies));
+    }
+    allow
 }
 
 /// The worker binding this config asks for, checked against the machine's

@@ -175,6 +175,7 @@ impl Harness {
             header_timeout_us: 2_000_000,
             max_per_source: 0,
             conn_rate: None,
+            accept_proxy: None,
         };
         let group =
             |name: &str, balance, servers: &[(SocketAddrV4, u32)], keepalive, ports| GroupSpec {
@@ -192,6 +193,7 @@ impl Harness {
                 keepalive,
                 local_ports: ports,
                 health: None,
+                proxy_protocol: None,
             };
         let spec = WorkerSpec {
             ports: vec![

@@ -29,6 +29,7 @@ pub fn http_request(data: &[u8]) {
     let Some((&split, raw)) = data.split_first() else {
         return;
     };
+    proxy_header(raw);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     // As in ReadHead: Partial waits for more (or 431 when the buffer is
@@ -88,6 +89,23 @@ pub fn http_request(data: &[u8]) {
     }
 }
 
+/// A PROXY protocol header at the start of a trusted connection: any bytes
+/// parse without panic, a header stays within its bound and the input, and
+/// each of its prefixes only asks for more bytes.
+fn proxy_header(raw: &[u8]) {
+    use zproxy::app::proxy::proxy_protocol::{parse, Parsed, V2_MAX};
+    if let Parsed::Header { len, .. } = parse(raw) {
+        assert!(len <= raw.len() && len <= V2_MAX);
+        for k in 0..len {
+            assert_eq!(
+                parse(&raw[..k]),
+                Parsed::Incomplete,
+                "prefix {k} of a header"
+            );
+        }
+    }
+}
+
 /// Scans `buf` in pieces of `step` bytes, as relay_body does across reads.
 fn scan_all(
     mut s: ChunkedScanner,
@@ -118,7 +136,10 @@ pub fn config(data: &[u8], sysfs: &Path) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let cfg = match Config::parse_on(text, sysfs) {
+    let cfg = match Config::parse_with(text, sysfs, &|_| {
+        // Fuzzed names must not reach the system resolver (the network).
+        Err(std::io::Error::other("no resolver while fuzzing"))
+    }) {
         Ok(cfg) => cfg,
         Err(e) => {
             assert!(!e.to_string().is_empty());

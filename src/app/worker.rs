@@ -14,6 +14,7 @@ use super::access_log::AccessLog;
 use super::outcome::{Outcome, Outcomes, Sink};
 use super::proxy::engine::{GroupSpec, Proxy, UpstreamStat};
 use super::proxy::headers::RequestIds;
+use super::proxy::proxy_protocol::AcceptProxy;
 use super::proxy::session::{Mode, Routes};
 use super::responder::{Responder, ResponderState};
 use super::stats::RequestStats;
@@ -59,6 +60,8 @@ pub struct ListenerSpec {
     pub max_per_source: u32,
     /// New connections per client address (the stack's SYN admission).
     pub conn_rate: Option<Rate>,
+    /// `accept_proxy_protocol`: whose PROXY headers are read, and the allow-list for the real client.
+    pub accept_proxy: Option<Arc<AcceptProxy>>,
 }
 
 /// What the control thread tells the workers (relaxed flags, read once per loop).
@@ -379,6 +382,7 @@ impl Worker {
             mode,
             group,
             header_timeout_us,
+            l.accept_proxy.as_ref(),
             now_us,
         );
     }
@@ -434,6 +438,7 @@ impl Worker {
                 header_timeout_us,
                 max_per_source,
                 conn_rate,
+                accept_proxy,
                 ..
             } = next;
             // The stack enforces these (see `Worker::new`).
@@ -449,6 +454,7 @@ impl Worker {
             mine.header_timeout_us = header_timeout_us;
             mine.max_per_source = max_per_source;
             mine.conn_rate = conn_rate;
+            mine.accept_proxy = accept_proxy;
         }
         self.proxy.reload(&mut self.stack, reload.groups, routes);
     }

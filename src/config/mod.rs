@@ -7,6 +7,8 @@
 //! - `locate`: the line of a key in the n-th `[[table]]`.
 //! - `warn`: `zproxy check`'s extra: warnings and the machine's checks.
 //! - `upgrade`: the checks of the upgrade keys.
+//! - `resolve`: upstream host names, resolved at load.
+//! - `proxy_keys`: the PROXY protocol keys' checks.
 //! - `eal`: the EAL arguments a config asks for.
 //! - `ratelimit`: the rate-limit keys and their checks.
 //! - `error`: [`ConfigError`].
@@ -19,7 +21,9 @@ mod error;
 pub mod headers;
 mod limits;
 mod locate;
+mod proxy_keys;
 mod ratelimit;
+pub mod resolve;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -37,8 +41,8 @@ pub use limits::{
 pub use ratelimit::{ConnectionRateLimit, RateLimit, DEFAULT_RATE_LIMIT_ENTRIES};
 pub use types::{
     AccessLog, AccessLogFormat, Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener,
-    ListenerMode, Logging, Management, PortSection, Route, Runtime, Server, StaticResponse,
-    UpstreamGroup,
+    ListenerMode, Logging, Management, PortSection, ProxyProtocol, Route, Runtime, Server,
+    StaticResponse, UpstreamGroup,
 };
 pub use warn::Checked;
 
@@ -62,11 +66,22 @@ impl Config {
     /// As `parse`, with the machine's topology (for `cores = "auto"`) read
     /// under `sysfs` (normally `/sys`).
     pub fn parse_on(text: &str, sysfs: &Path) -> Result<Config, ConfigError> {
+        Self::parse_with(text, sysfs, &resolve::system)
+    }
+
+    /// As `parse_on`, with host names looked up by `resolve`.
+    pub fn parse_with(
+        text: &str,
+        sysfs: &Path,
+        resolve: resolve::Resolve,
+    ) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| syntax(text, &e))?;
         if cfg.runtime.cores == Some(Cores::Auto) {
             cfg.choose_worker_cores(text, sysfs)?;
         }
+        cfg.resolve_servers(text, resolve)?;
         cfg.validate(text)?;
+        cfg.validate_proxy_keys(text)?;
         cfg.validate_limits(text)?;
         cfg.validate_upgrade(text)?;
         Ok(cfg)

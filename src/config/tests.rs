@@ -210,7 +210,7 @@ fn bad_configs_name_key_and_line() {
         (&proxy.replace("upstream = \"web\"\n", "upstream = \"web\"\nallow = [\"10.0.0.0\"]\n"), "allow entry \"10.0.0.0\" is not A.B.C.D/prefix"),
         (&(proxy.clone() + "[logging]\nlevel = \"loud\"\n"), "logging.level = \"loud\": use error, warn, info, debug or trace"),
         (&(proxy.clone() + "[[listener]]\nport = \"client\"\ntcp_port = 80\nmode = \"tcp\"\nupstream = \"web\"\n"), "two listeners on port 'client' tcp_port 80"),
-        (&proxy.replace("servers = [{ address = \"10.71.0.9:80\" }]", "servers = [{ address = \"10.71.0.9\" }]"), "line 20: invalid IPv4 socket address syntax"),
+        (&proxy.replace("servers = [{ address = \"10.71.0.9:80\" }]", "servers = [{ address = \"10.71.0.9\" }]"), "line 20: upstream 'web': server \"10.71.0.9\" is not A.B.C.D:port or HOST:port"),
         // Found by fuzz/ (config): accepted, then `ms * 1000` overflowed in plan.
         (&proxy.replace("upstream = \"web\"\n", "upstream = \"web\"\nidle_timeout_ms = 9223372036854775807\n"), "line 16: listener on tcp_port 80: idle_timeout_ms = 9223372036854775807: at most 2592000000 ms (30 days)"),
         (&proxy.replace("10.71.0.9:80\" }]", "10.71.0.9:80\" }]\nread_timeout_ms = 18446744073709552"), "upstream 'web': read_timeout_ms = 18446744073709552: at most"),

@@ -129,6 +129,14 @@ fn wrong_values_name_key_line_and_fix() {
         (with("mode = \"tcp\"\nupstream = \"web\"", "mode = \"tcp\"\nupstream = \"web\"\nconnection_rate_limit = { connections_per_second = nan, burst = 5 }"), "listener on tcp_port 81: connection_rate_limit connections per second = NaN: must be 0.001..=1000000000", Some(29)),
         (with("upstream = \"web\"\n", "upstream = \"web\"\n[[listener.route]]\npath_prefix = \"/api\"\nupstream = \"web\"\nrate_limit = { requests_per_second = 1.0, burst = 2000000 }\n"), "listener on tcp_port 80: route rate_limit burst = 2000000: must be 1..=1000000", Some(26)),
         (with("mbuf_cache = 256", "mbuf_cache = 256\nrate_limit_entries = 2"), "runtime.rate_limit_entries = 2: must be 4..=16777216", Some(6)),
+        // PROXY protocol keys.
+        (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\n"), "tcp_port 80: accept_proxy_protocol = true needs trusted_proxies", Some(22)),
+        (with("mode = \"http\"\n", "mode = \"http\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n"), "tcp_port 80: trusted_proxies does nothing without accept_proxy_protocol = true", Some(22)),
+        (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0\"]\n"), "trusted_proxies entry \"10.0.0.0\" is not A.B.C.D/prefix", Some(23)),
+        (with("mode = \"static\"", "mode = \"static\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]"), "tcp_port 8080: accept_proxy_protocol needs mode = \"tcp\" or \"http\"", Some(34)),
+        (with("port = \"upstream\"\n", "port = \"upstream\"\nproxy_protocol = \"v3\"\n"), "unknown variant `v3`, expected `v1` or `v2`", Some(41)),
+        // Servers by name: a typo is refused before it reaches the resolver.
+        (with("10.72.0.1:80", "web_1.lab:80"), "upstream 'web': server \"web_1.lab:80\" is not A.B.C.D:port or HOST:port", Some(41)),
         // An empty group is reported at the group, not at a listener naming it.
         (with("servers = [{ address = \"10.72.0.1:80\" }]", "servers = []"), "upstream 'web': servers is empty", Some(41)),
         // A port's errors point into that port, not at the first mention of its name.

@@ -267,6 +267,13 @@ pub struct Listener {
     /// For `http` mode: an upgraded connection (WebSocket) idle this long is closed.
     #[serde(default = "tunnel_idle_timeout_ms")]
     pub tunnel_idle_timeout_ms: u64,
+    /// Connections from `trusted_proxies` must start with a PROXY protocol
+    /// (v1 or v2) header naming the real client (see `proxy_protocol.rs`).
+    #[serde(default)]
+    pub accept_proxy_protocol: bool,
+    /// Networks ("A.B.C.D/len") whose PROXY headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn tunnel_idle_timeout_ms() -> u64 {
@@ -336,6 +343,16 @@ pub struct UpstreamGroup {
     /// Active health checks (none when absent: connect failures still mark
     /// a server down for a while).
     pub health_check: Option<HealthCheckConfig>,
+    /// Send a PROXY protocol header ("v1" or "v2") naming the client before
+    /// its first byte; such a group pools no connections.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    V1,
+    V2,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -398,10 +415,19 @@ fn local_ports() -> [u16; 2] {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
-    /// "A.B.C.D:port"
+    /// As written: "A.B.C.D:port" or "host.name:port".
+    #[serde(rename = "address")]
+    pub given: String,
+    /// `given`, resolved at load (`resolve.rs`; a name with several IPv4
+    /// addresses becomes one server per address).
+    #[serde(skip, default = "unresolved")]
     pub address: SocketAddrV4,
     #[serde(default = "weight")]
     pub weight: u32,
+}
+
+fn unresolved() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)
 }
 
 fn weight() -> u32 {

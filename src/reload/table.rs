@@ -73,6 +73,8 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("listener.max_header_bytes", Applies),
     ("listener.upgrade", Applies),
     ("listener.tunnel_idle_timeout_ms", Applies),
+    ("listener.accept_proxy_protocol", Applies),
+    ("listener.trusted_proxies", Applies),
     ("upstream", Applies),
     ("upstream.port", Restart),
     ("upstream.servers", Applies),
@@ -82,6 +84,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("upstream.keepalive", Applies),
     ("upstream.local_ports", Applies),
     ("upstream.health_check", Applies),
+    ("upstream.proxy_protocol", Applies),
     ("upstream.health_check.kind", Applies),
     ("upstream.health_check.path", Applies),
     ("upstream.health_check.expect_status", Applies),
@@ -356,6 +359,8 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         max_header_bytes,
         upgrade,
         tunnel_idle_timeout_ms,
+        accept_proxy_protocol,
+        trusted_proxies,
     } = a;
     let at = format!("listener {port}:{tcp_port}");
     d.cmp("listener.port", &at, port, &b.port);
@@ -427,6 +432,18 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         tunnel_idle_timeout_ms,
         &b.tunnel_idle_timeout_ms,
     );
+    d.cmp(
+        "listener.accept_proxy_protocol",
+        &at,
+        accept_proxy_protocol,
+        &b.accept_proxy_protocol,
+    );
+    d.cmp(
+        "listener.trusted_proxies",
+        &at,
+        trusted_proxies,
+        &b.trusted_proxies,
+    );
 }
 
 fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
@@ -440,6 +457,7 @@ fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
         keepalive,
         local_ports,
         health_check,
+        proxy_protocol,
     } = a;
     let at = format!("upstream \"{name}\"");
     d.cmp("upstream.port", &at, port, &b.port);
@@ -476,6 +494,12 @@ fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
     );
     d.cmp("upstream.keepalive", &at, keepalive, &b.keepalive);
     d.cmp("upstream.local_ports", &at, local_ports, &b.local_ports);
+    d.cmp(
+        "upstream.proxy_protocol",
+        &at,
+        proxy_protocol,
+        &b.proxy_protocol,
+    );
     match (health_check, &b.health_check) {
         (Some(h), Some(n)) => health_diff(d, &at, h, n),
         (None, Some(_)) => d.push("upstream.health_check", at, "added".into()),

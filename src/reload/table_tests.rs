@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::config::{
-    Balance, ConnectionRateLimit, Cores, HealthKind, ListenerMode, RateLimit, Route, Server,
-    StaticResponse,
+    Balance, ConnectionRateLimit, Cores, HealthKind, ListenerMode, ProxyProtocol, RateLimit, Route,
+    Server, StaticResponse,
 };
 
 const BASE: &str = r#"
@@ -158,6 +158,12 @@ const EDITS: &[Edit] = &[
     ("listener.tunnel_idle_timeout_ms", |c| {
         c.listeners[0].tunnel_idle_timeout_ms = 1
     }),
+    ("listener.accept_proxy_protocol", |c| {
+        c.listeners[0].accept_proxy_protocol = true
+    }),
+    ("listener.trusted_proxies", |c| {
+        c.listeners[0].trusted_proxies = vec!["10.0.0.0/8".into()]
+    }),
     ("upstream", |c| {
         let mut g = c.upstreams[0].clone();
         g.name = "api".into();
@@ -166,6 +172,7 @@ const EDITS: &[Edit] = &[
     ("upstream.port", |c| c.upstreams[0].port = "client".into()),
     ("upstream.servers", |c| {
         c.upstreams[0].servers.push(Server {
+            given: "10.1.0.6:80".into(),
             address: "10.1.0.6:80".parse().unwrap(),
             weight: 1,
         })
@@ -185,6 +192,9 @@ const EDITS: &[Edit] = &[
     }),
     ("upstream.health_check", |c| {
         c.upstreams[0].health_check = None
+    }),
+    ("upstream.proxy_protocol", |c| {
+        c.upstreams[0].proxy_protocol = Some(ProxyProtocol::V2)
     }),
     ("upstream.health_check.kind", |c| {
         hc(c).kind = HealthKind::Http
@@ -303,6 +313,7 @@ fn messages_name_each_key_and_where() {
     next.listeners[0].allow = vec!["10.0.0.0/8".into()];
     next.upstreams[0].servers[0].weight = 3;
     next.upstreams[0].servers.push(Server {
+        given: "10.1.0.6:80".into(),
         address: "10.1.0.6:80".parse().unwrap(),
         weight: 1,
     });

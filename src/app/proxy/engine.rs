@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::balance::Balancer;
 use super::headers::RequestIds;
 use super::health::{self, HealthCheck, ServerHealth};
+use super::proxy_protocol::{AcceptProxy, Version};
 use super::session::{Cause, Lent, Mode, Routes, Session, Step};
 use crate::app::outcome::Outcomes;
 use crate::net::counters::Counter;
@@ -32,6 +33,8 @@ pub struct GroupSpec {
     pub keepalive: usize,
     pub local_ports: (u16, u16),
     pub health: Option<HealthCheck>,
+    /// The PROXY protocol header sent first on each connection (no pooling then).
+    pub proxy_protocol: Option<Version>,
 }
 
 impl GroupSpec {
@@ -93,6 +96,7 @@ impl Group {
         self.spec.keepalive = spec.keepalive;
         self.spec.local_ports = spec.local_ports;
         self.spec.health = spec.health;
+        self.spec.proxy_protocol = spec.proxy_protocol;
         self.spec.balancer.update(spec.balancer);
         let n = self.spec.balancer.servers.len();
         self.pools
@@ -219,6 +223,7 @@ impl Proxy {
         mode: Mode,
         group: usize,
         header_timeout_us: u64,
+        accept_proxy: Option<&Arc<AcceptProxy>>,
         now_us: u64,
     ) {
         let Some(key) = stack.key(f) else {
@@ -231,6 +236,8 @@ impl Proxy {
         };
         let mut session = Session::new(mode, client_ip, group, read_timeout_us, header_timeout_us);
         session.set_origin(listener, (client_ip, key.remote_port), now_us);
+        let trusted = accept_proxy.filter(|a| a.trusts(client_ip)).cloned();
+        session.set_proxying(SocketAddrV4::new(key.local_ip, key.local_port), trusted);
         self.conns[f as usize] = Conn::Client {
             session,
             listener,
@@ -521,6 +528,7 @@ impl Proxy {
         };
         let read_timeout_us = self.groups[group].spec.read_timeout_us;
         let addr = self.groups[group].spec.balancer.servers[server].address;
+        let proxy_header = self.groups[group].spec.proxy_protocol;
         let Conn::Client {
             session, upstream, ..
         } = &mut self.conns[c as usize]
@@ -529,6 +537,7 @@ impl Proxy {
         };
         session.tried |= 1 << (server % 64);
         session.attached(group, server, addr, reused.is_some());
+        session.send_proxy_header(proxy_header.filter(|_| reused.is_none()));
         session.set_read_timeout_us(read_timeout_us);
         *upstream = Some(u);
         let Conn::Upstream { client, .. } = &mut self.conns[u as usize] else {
@@ -825,6 +834,9 @@ fn collect(outcomes: &mut Outcomes, session: &mut Session) {
 
 /// Counts the session's failure, if it had one, by cause (and says why at debug level).
 fn count_failure(stack: &mut Stack, c: FlowId, session: &mut Session) {
+    if session.take_acl_refusal() {
+        stack.counters.add(Counter::RefusedAcl, 1);
+    }
     let Some(failure) = session.take_error() else {
         return;
     };

@@ -5,6 +5,7 @@
 //! - [`engine`]: one core's proxy: sessions, groups, pools, connects, probes.
 //! - [`health`]: active health checks.
 //! - [`ratelimit`]: HTTP request rate limits and the 429.
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, read and written.
 //! - [`session`]: one client connection's state machine over two sockets.
 //! - [`upgrade`]: which protocol upgrades (WebSocket) go upstream.
 
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod headers;
 pub mod health;
 pub mod http;
+pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod session;
 pub mod upgrade;
@@ -21,6 +23,8 @@ pub mod upgrade;
 mod headers_tests;
 #[cfg(test)]
 mod outcome_tests;
+#[cfg(test)]
+mod proxied_tests;
 #[cfg(test)]
 mod relay_tests;
 #[cfg(test)]

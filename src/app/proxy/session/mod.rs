@@ -38,10 +38,12 @@
 //! - [`tunnel`]: an upgraded connection (101) as a byte tunnel.
 //! - [`close`]: how an exchange ends: failures, timeouts, lingering close.
 //! - [`failure`]: failure causes and error pages.
+//! - [`proxied`]: PROXY protocol headers read from clients, written to upstreams.
 
 mod close;
 mod failure;
 mod head;
+mod proxied;
 mod record;
 mod relay;
 mod rewrite;
@@ -142,6 +144,8 @@ impl Routes {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// A trusted proxy's PROXY protocol header comes first (`proxied`).
+    ReadProxy,
     ReadHead,
     WaitUpstream,
     RequestBody,
@@ -257,6 +261,7 @@ pub struct Session {
     rec_done: bool,
     /// The attached upstream server (for `$upstream_addr`).
     upstream_addr: Option<SocketAddrV4>,
+    pp: proxied::Proxied,
 }
 
 impl Session {
@@ -294,6 +299,7 @@ impl Session {
             rec_open: false,
             rec_done: false,
             upstream_addr: None,
+            pp: proxied::Proxied::default(),
         }
     }
 
@@ -364,6 +370,11 @@ impl Session {
                 State::Linger => {
                     self.linger(c);
                     return Step::Idle;
+                }
+                State::ReadProxy => {
+                    if let Some(step) = self.read_proxy_header(c, scratch, now_us) {
+                        return step;
+                    }
                 }
                 State::ReadHead => {
                     if at_eof(c) {
@@ -439,6 +450,9 @@ impl Session {
                         return Step::Idle; // connecting; failures come through `upstream_lost`
                     }
                     self.upstream_usable();
+                    if !self.write_proxy_header(up) {
+                        return Step::Idle;
+                    }
                     if self.mode == Mode::Tcp {
                         self.state = State::Relay;
                         continue;

@@ -1,0 +1,135 @@
+//! The PROXY protocol in a session: reading the header a trusted load
+//! balancer puts first (the real client then replaces the peer for the
+//! access log, X-Forwarded-For, `source_hash` and the allow-list), and
+//! writing one to an upstream before any client byte.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use smoltcp::socket::tcp::Socket;
+
+use super::relay::at_eof;
+use super::{Session, State, Step};
+use crate::app::proxy::proxy_protocol::{self, AcceptProxy, Parsed, Version, HEADER_ROOM, V2_MAX};
+use crate::app::{dequeue, send_room};
+
+/// A session's PROXY protocol duties.
+#[derive(Default)]
+pub(super) struct Proxied {
+    /// Where the client reached us (the header's destination).
+    local: Option<SocketAddrV4>,
+    /// The peer is a trusted proxy of this listener: its header comes first.
+    accept: Option<Arc<AcceptProxy>>,
+    /// The attached upstream still needs its header.
+    send: Option<Version>,
+    /// The real client's address is refused by the allow-list (counted by the engine).
+    refused: bool,
+}
+
+impl Session {
+    /// Where the client reached us, and - when the peer is one of the
+    /// listener's trusted proxies - the policy its header is read under.
+    pub fn set_proxying(&mut self, local: SocketAddrV4, accept: Option<Arc<AcceptProxy>>) {
+        self.pp.local = Some(local);
+        if accept.is_some() {
+            self.pp.accept = accept;
+            self.state = State::ReadProxy;
+        }
+    }
+
+    /// A new upstream connection was attached: it owes the header first.
+    pub fn send_proxy_header(&mut self, version: Option<Version>) {
+        self.pp.send = version;
+    }
+
+    /// The real client was refused by the allow-list, once.
+    pub fn take_acl_refusal(&mut self) -> bool {
+        std::mem::take(&mut self.pp.refused)
+    }
+
+    /// `ReadProxy`: `None` once the header is read and the session moved
+    /// on; else the step to return (waiting, or the connection was cut).
+    pub(super) fn read_proxy_header(
+        &mut self,
+        c: &mut Socket,
+        scratch: &mut [u8],
+        now_us: u64,
+    ) -> Option<Step> {
+        let room = V2_MAX.min(scratch.len());
+        let n = c.peek_slice(&mut scratch[..room]).unwrap_or(0);
+        match proxy_protocol::parse(&scratch[..n]) {
+            Parsed::Incomplete if !at_eof(c) && c.recv_queue() < c.recv_capacity() => {
+                if self.deadline_us == 0 && self.header_timeout_us != 0 {
+                    self.deadline_us = now_us + self.header_timeout_us;
+                }
+                Some(Step::Idle)
+            }
+            // Broken, cut short, or not a header at all: a trusted peer
+            // that sends no header is misconfigured; nothing is relayed.
+            Parsed::Incomplete | Parsed::Invalid => Some(self.cut(c)),
+            Parsed::Header { len, source } => {
+                dequeue(c, len);
+                self.deadline_us = 0;
+                let allow = &self.pp.accept.as_ref()?.allow;
+                let admitted = match source {
+                    Some(src) => {
+                        self.client_ip = *src.ip();
+                        self.rec.client = Some((*src.ip(), src.port()));
+                        allowed(allow, *src.ip())
+                    }
+                    // LOCAL (a health check) or no IPv4 client: the peer
+                    // stays the client, and an allow-list cannot admit it.
+                    None => allow.is_empty(),
+                };
+                if !admitted {
+                    self.pp.refused = true;
+                    return Some(self.cut(c));
+                }
+                self.state = if self.mode == super::Mode::Tcp {
+                    State::WaitUpstream
+                } else {
+                    State::ReadHead
+                };
+                None
+            }
+        }
+    }
+
+    /// Resets the client; its exchange ends unlogged as a failure.
+    fn cut(&mut self, c: &mut Socket) -> Step {
+        c.abort();
+        self.state = State::Done;
+        self.deadline_us = 0;
+        self.rec_open = false;
+        Step::Idle
+    }
+
+    /// Writes the header the attached upstream owes; false while its send
+    /// ring has no room (a fresh connection always has).
+    pub(super) fn write_proxy_header(&mut self, up: &mut Socket) -> bool {
+        let (Some(version), Some(local)) = (self.pp.send, self.pp.local) else {
+            return true;
+        };
+        let port = self.rec.client.map_or(0, |(_, p)| p);
+        let mut buf = [0u8; HEADER_ROOM];
+        let n = proxy_protocol::write(
+            version,
+            SocketAddrV4::new(self.client_ip, port),
+            local,
+            &mut buf,
+        );
+        if send_room(up) < n {
+            return false;
+        }
+        let _ = up.send_slice(&buf[..n]);
+        self.pp.send = None;
+        true
+    }
+}
+
+fn allowed(allow: &[(Ipv4Addr, u8)], ip: Ipv4Addr) -> bool {
+    allow.is_empty()
+        || allow
+            .iter()
+            .any(|&(net, len)| crate::config::in_network(ip, net, len))
+}

@@ -1,0 +1,172 @@
+//! Upstream servers given by host name ("web1.lab:80"): resolved with the
+//! system resolver when the config is loaded - at start, on SIGHUP and by
+//! `zproxy check` - on the control thread, never by a worker. IPv4 only; a
+//! name with several IPv4 addresses becomes one server per address (each
+//! with the entry's weight), so a reload that sees new addresses adds and
+//! retires servers as an edited address list would.
+
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, ToSocketAddrs};
+
+use super::locate::Place;
+use super::{Config, ConfigError, Server};
+
+/// How names are looked up: the system resolver, or a stand-in (fuzzing and
+/// tests must not reach the network).
+pub type Resolve<'a> = &'a dyn Fn(&str) -> io::Result<Vec<SocketAddr>>;
+
+/// `getaddrinfo` through std (/etc/hosts, then DNS as nsswitch says).
+pub fn system(host_port: &str) -> io::Result<Vec<SocketAddr>> {
+    host_port.to_socket_addrs().map(Iterator::collect)
+}
+
+impl Config {
+    /// Fills every server's `address` from what was written.
+    pub(super) fn resolve_servers(
+        &mut self,
+        text: &str,
+        resolve: Resolve,
+    ) -> Result<(), ConfigError> {
+        for (i, u) in self.upstreams.iter_mut().enumerate() {
+            let mut out = Vec::with_capacity(u.servers.len());
+            for s in &u.servers {
+                let bad = |message: String| ConfigError::Invalid {
+                    file: None,
+                    line: Place::new("upstream", i).line(text, "servers"),
+                    key: "upstream.servers.address".into(),
+                    message: format!("upstream '{}': server \"{}\" {message}", u.name, s.given),
+                };
+                if let Ok(a) = s.given.parse::<SocketAddrV4>() {
+                    out.push(Server {
+                        address: a,
+                        ..s.clone()
+                    });
+                    continue;
+                }
+                let Some((host, port)) = s.given.rsplit_once(':') else {
+                    return Err(bad(
+                        "is not A.B.C.D:port or HOST:port (e.g. \"web1.lab:80\")".into(),
+                    ));
+                };
+                if !is_host_name(host) || port.parse::<u16>().map_or(true, |p| p == 0) {
+                    return Err(bad(
+                        "is not A.B.C.D:port or HOST:port (e.g. \"web1.lab:80\")".into(),
+                    ));
+                }
+                let found = resolve(&s.given).map_err(|e| {
+                    bad(format!("cannot be resolved ({e}): fix the name, /etc/hosts or the DNS, or give A.B.C.D:port"))
+                })?;
+                let mut v4: Vec<SocketAddrV4> = found
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        SocketAddr::V4(a) => Some(a),
+                        SocketAddr::V6(_) => None,
+                    })
+                    .collect();
+                v4.sort_unstable();
+                v4.dedup();
+                if v4.is_empty() {
+                    return Err(bad(
+                        "resolves to no IPv4 address (upstreams are IPv4 only)".into()
+                    ));
+                }
+                out.extend(v4.into_iter().map(|a| Server {
+                    address: a,
+                    ..s.clone()
+                }));
+            }
+            u.servers = out;
+        }
+        Ok(())
+    }
+}
+
+/// Letters, digits, '-' and '.', labels of 1..=63 (RFC 1123): anything else
+/// is a typo, not something to send to the resolver.
+fn is_host_name(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        // All digits and dots is an IPv4 address gone wrong, not a name.
+        && !h.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    const BASE: &str = r#"[[port]]
+name = "u"
+vdev = "net_null0"
+address = "10.72.0.2/24"
+
+[[upstream]]
+name = "web"
+port = "u"
+servers = [{ address = "10.72.0.1:80" }, { address = "web1.lab:8080", weight = 3 }]
+"#;
+
+    fn fake(host_port: &str) -> io::Result<Vec<SocketAddr>> {
+        let port = |a: &str| format!("{a}:{}", host_port.rsplit_once(':').unwrap().1);
+        match host_port.rsplit_once(':').unwrap().0 {
+            "web1.lab" => Ok(vec![
+                port("10.72.0.9").parse().unwrap(),
+                port("[::1]").parse().unwrap(),
+                port("10.72.0.8").parse().unwrap(),
+                port("10.72.0.9").parse().unwrap(),
+            ]),
+            "six.lab" => Ok(vec![port("[::1]").parse().unwrap()]),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such host")),
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, std::path::Path::new("/nonexistent"), &fake)
+    }
+
+    #[test]
+    fn names_become_one_server_per_ipv4_address() {
+        let c = parse(BASE).unwrap();
+        let got: Vec<(SocketAddrV4, u32, &str)> = c.upstreams[0]
+            .servers
+            .iter()
+            .map(|s| (s.address, s.weight, s.given.as_str()))
+            .collect();
+        let a = |ip: [u8; 4], port| SocketAddrV4::new(Ipv4Addr::from(ip), port);
+        assert_eq!(
+            got,
+            [
+                (a([10, 72, 0, 1], 80), 1, "10.72.0.1:80"),
+                (a([10, 72, 0, 8], 8080), 3, "web1.lab:8080"),
+                (a([10, 72, 0, 9], 8080), 3, "web1.lab:8080"),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_or_unresolvable_names_are_refused_clearly() {
+        for (entry, want) in [
+            (
+                "nowhere.lab:80",
+                "server \"nowhere.lab:80\" cannot be resolved (no such host)",
+            ),
+            ("six.lab:80", "resolves to no IPv4 address"),
+            ("web1.lab", "is not A.B.C.D:port or HOST:port"),
+            ("web1.lab:0", "is not A.B.C.D:port or HOST:port"),
+            ("10.72.0.1:99999", "is not A.B.C.D:port or HOST:port"),
+            ("web 1.lab:80", "is not A.B.C.D:port or HOST:port"),
+        ] {
+            let text = BASE.replace("web1.lab:8080", entry);
+            let e = parse(&text).unwrap_err();
+            assert!(e.to_string().contains(want), "{entry}: {e}");
+            assert_eq!(e.line(), Some(9), "{entry}: {e}");
+        }
+    }
+}

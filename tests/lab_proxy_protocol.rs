@@ -1,0 +1,231 @@
+//! The PROXY protocol end to end in the netns lab. Sending: HAProxy with
+//! `accept-proxy` as the upstream of a `tcp` listener whose group sends v2
+//! sees (answers and logs) the real client, 10.71.0.1, not ZProxy's upstream
+//! address. Accepting: a client in the client namespace plays a load
+//! balancer in `trusted_proxies` and sends a PROXY v2 header naming another
+//! client; ZProxy's access log shows that client (X-Forwarded-For is
+//! checked in `proxied_tests`), and the listener's allow-list admits or
+//! resets by it; a trusted peer without a header is cut.
+//!
+//! Root only; takes the lab lock like the other lab tests.
+
+mod common;
+
+use std::fs::File;
+use std::process::Child;
+use std::time::Duration;
+
+use common::proxy::*;
+use common::*;
+
+const HAPROXY_PORT: u16 = 8443;
+
+/// HAProxy in the upstream namespace: takes PROXY headers on :8443 and
+/// answers (and logs) the client address they name.
+struct Haproxy(Child);
+
+impl Haproxy {
+    fn start(lab: &Lab) -> (Haproxy, std::path::PathBuf) {
+        let dir = lab.run_dir();
+        let cfg = dir.join("haproxy-pp.cfg");
+        let log = dir.join("haproxy-pp.log");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"global
+    log stdout format raw local0
+defaults
+    mode http
+    log global
+    log-format "haproxy client=%ci"
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend pp
+    bind {UPSTREAM_IP}:{HAPROXY_PORT} accept-proxy
+    http-request return status 200 content-type text/plain lf-string "client=%[src]\n"
+"#
+            ),
+        )
+        .unwrap();
+        let child = lab
+            .command("upstream", "haproxy")
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdin(std::process::Stdio::null())
+            .stdout(File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn haproxy");
+        let up = wait_until(Duration::from_secs(10), || {
+            accepts(lab, "upstream", UPSTREAM_IP, HAPROXY_PORT)
+        });
+        assert!(up, "haproxy did not listen on {HAPROXY_PORT}");
+        (Haproxy(child), log)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A PROXY v2 header for TCP over IPv4 from `client` to the proxy's :82.
+fn v2(client: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&client);
+    h.extend_from_slice(&[10, 71, 0, 2]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&82u16.to_be_bytes());
+    h
+}
+
+#[test]
+fn proxy_protocol_sent_to_haproxy_and_accepted_from_a_balancer() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let (_haproxy, haproxy_log) = Haproxy::start(&lab);
+    let access = lab.run_dir().join("access-pp.log");
+    let _ = std::fs::remove_file(&access);
+    let body = web("")
+        + &listener(81, "tcp", "pp")
+        + &upstream(
+            "pp",
+            &[(&format!("{UPSTREAM_IP}:{HAPROXY_PORT}"), 1)],
+            "proxy_protocol = \"v2\"",
+        )
+        + &format!(
+            r#"
+[[listener]]
+port = "client"
+tcp_port = 82
+mode = "http"
+upstream = "web"
+accept_proxy_protocol = true
+trusted_proxies = ["{CLIENT_IP}/32"]
+allow = ["192.0.2.0/24"]
+"#
+        )
+        + &format!("\n[access_log]\npath = \"{}\"\n", access.display());
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+
+    // Sending: HAProxy (accept-proxy) sees the client, not 10.72.0.2.
+    let answer = raw_exchange(&lab, 81, b"GET / HTTP/1.0\r\n\r\n");
+    assert!(
+        answer.ends_with(&format!("client={CLIENT_IP}\n")),
+        "haproxy answered {answer:?}\nzproxy log:\n{}",
+        z.log()
+    );
+    let logged = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&haproxy_log)
+            .unwrap_or_default()
+            .contains(&format!("haproxy client={CLIENT_IP}"))
+    });
+    assert!(
+        logged,
+        "haproxy log: {:?}",
+        std::fs::read_to_string(&haproxy_log)
+    );
+
+    // Accepting: the trusted balancer's header names 192.0.2.7, which the
+    // allow-list admits; the log and X-Forwarded-For say so.
+    let mut admitted = v2([192, 0, 2, 7], 40007);
+    admitted.extend_from_slice(b"GET /?pp HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let answer = raw_exchange(&lab, 82, &admitted);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let line = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&access)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("client:82") && l.contains("192.0.2.7:40007"))
+    });
+    assert!(line, "access log: {:?}", std::fs::read_to_string(&access));
+    let nginx = std::fs::read_to_string(lab.run_dir().join("access.log")).unwrap_or_default();
+    assert!(
+        nginx.lines().any(|l| l.contains("/?pp")),
+        "nginx saw no /?pp: {nginx}"
+    );
+
+    // 198.51.100.9 is not in the allow-list: reset after the header, nothing upstream.
+    let refused_before = stat(&lab, "refused_acl");
+    let mut refused = v2([198, 51, 100, 9], 40009);
+    refused.extend_from_slice(b"GET /?refused HTTP/1.1\r\nHost: a\r\n\r\n");
+    let answer = raw_exchange(&lab, 82, &refused);
+    assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
+    wait_for(Duration::from_secs(5), "refused_acl to count it", || {
+        stat(&lab, "refused_acl") > refused_before
+    });
+    // Without a header the trusted balancer's connection is cut unanswered.
+    let answer = raw_exchange(&lab, 82, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
+    let nginx = std::fs::read_to_string(lab.run_dir().join("access.log")).unwrap_or_default();
+    assert!(!nginx.contains("/?refused"), "{nginx}");
+    stop_clean(z);
+}
+
+/// A line of /etc/hosts for the test's life (removed on drop, also when
+/// the test fails).
+struct HostsEntry(String);
+
+impl HostsEntry {
+    fn add(ip: &str, name: &str) -> HostsEntry {
+        let line = format!("{ip} {name}");
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+        std::fs::write("/etc/hosts", format!("{hosts}{line}\n")).unwrap();
+        HostsEntry(line)
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let kept: String = hosts
+            .lines()
+            .filter(|l| *l != self.0)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let _ = std::fs::write("/etc/hosts", kept);
+    }
+}
+
+/// `servers` by host name: resolved (here from /etc/hosts, with a name
+/// unique to this run) when zproxy starts; a name that resolves nowhere
+/// fails `zproxy check`, naming the server.
+#[test]
+fn upstream_host_names_resolve_at_start() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let name = format!("zproxy-web-{}.lab", std::process::id());
+    let _entry = HostsEntry::add(UPSTREAM_IP, &name);
+    let body = listener(80, "http", "web") + &upstream("web", &[(&format!("{name}:80"), 1)], "");
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let (status, got) = curl(&lab, &[&url(80, "/")]);
+    assert_eq!((status, got.as_str()), (200, UPSTREAM_BODY), "{}", z.log());
+    stop_clean(z);
+
+    let bad = lab.run_dir().join("zproxy-badname.toml");
+    let nowhere = format!("nowhere-{}.invalid:80", std::process::id());
+    let body = listener(80, "http", "web") + &upstream("web", &[(&nowhere, 1)], "");
+    std::fs::write(&bad, config(16384, &body)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zproxy"))
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check passed: {}", describe(&out));
+    assert!(
+        err.contains(&format!("server \"{nowhere}\" cannot be resolved")),
+        "{err}"
+    );
+}
