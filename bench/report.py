@@ -23,6 +23,7 @@ MAIN_ROWS = [
     ("zproxy", "ZProxy (HTTP proxy, DPDK)"),
     ("zproxy+log", "ZProxy, access log on (file)"),
     ("zproxy-baseline", "ZProxy, `--baseline` build"),
+    ("zproxy+rules", "ZProxy, header rules and rate limits set, not hit"),
     ("haproxy", "HAProxy 2.6 (proxy, kernel TCP)"),
     ("haproxy+log", "HAProxy 2.6, httplog on (UNIX socket, sink to a file)"),
     ("nginx", "nginx 1.22 (proxy, kernel TCP)"),
@@ -244,7 +245,9 @@ if any(loaded.values()):
             lines.append(s)
 
     ratio("zproxy", "zproxy-baseline", "ZProxy vs its `--baseline` build")
-    for label, name in (("zproxy", "ZProxy"), ("zproxy-baseline", "ZProxy `--baseline` build")):
+    ratio("zproxy+rules", "zproxy", "ZProxy with header rules and rate limits (not hit) vs without")
+    for label, name in (("zproxy", "ZProxy"), ("zproxy-baseline", "ZProxy `--baseline` build"),
+                        ("zproxy+rules", "ZProxy with header rules and rate limits")):
         x = loaded.get(label)
         ticks = x.meta.get("user_ticks") if x else None
         if ticks is not None:

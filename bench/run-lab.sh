@@ -28,13 +28,17 @@
 #                 access log on (text, to a file) and HAProxy with its log on
 #                 (option httplog, to a UNIX socket a sink appends to a file):
 #                 rows zproxy+log and haproxy+log
+#   --gateway     also run the connection benchmark through ZProxy with header
+#                 rules (set, remove, a response header from $request_id) and
+#                 request and connection rate limits set far above the load
+#                 (configured, never hit): row zproxy+rules
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
-BASELINE="" ACCESS_LOG=0
+BASELINE="" ACCESS_LOG=0 GATEWAY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -56,7 +60,8 @@ while [ $# -gt 0 ]; do
     --sweep-levels) SWEEP_LEVELS=$2; shift 2 ;;
     --baseline) BASELINE=$2; shift 2 ;;
     --access-log) ACCESS_LOG=1; shift ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    --gateway) GATEWAY=1; shift ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -269,6 +274,20 @@ make_configs() {
   # The main config with the access log on (--access-log).
   cp "$RUN/zproxy.toml" "$RUN/zproxy+log.toml"
   printf '\n[access_log]\npath = "%s"\nformat = "text"\n' "$RUN/zproxy-access.log" >> "$RUN/zproxy+log.toml"
+  # The main config with the gateway's per-request rules on the :80 listener (--gateway).
+  python3 - "$RUN/zproxy.toml" "$RUN/zproxy+rules.toml" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+rules = """tcp_port = 80
+request_headers = { set = { "X-Gateway" = "zproxy", "X-Client" = "$client_addr:$client_port" }, remove = ["X-Debug"] }
+response_headers = { set = { "X-Request-Id" = "$request_id" } }
+rate_limit = { requests_per_second = 1000000000.0, burst = 1000000 }
+connection_rate_limit = { connections_per_second = 1000000000.0, burst = 1000000 }
+"""
+if "tcp_port = 80\n" not in text:
+    sys.exit("run-lab: no tcp_port = 80 listener for --gateway")
+open(sys.argv[2], "w").write(text.replace("tcp_port = 80\n", rules, 1))
+PY
 }
 SIZES="1m:1048576 100m:104857600"
 tp_args() { BENCH_ARGS=(--path "/bytes/$1" --expect-size "$1" --concurrency "$TP_CONC" --keep-alive on
@@ -288,6 +307,7 @@ zproxy_phase() {
       rm -f "$RUN/zproxy-access.log"
       zproxy_run "zproxy+log$SFX" "$RUN/zproxy+log.toml" 80
     fi
+    if wants zproxy && [ $GATEWAY = 1 ]; then zproxy_run "zproxy+rules$SFX" "$RUN/zproxy+rules.toml" 80; fi
     if wants zproxy && [ -n "$BASELINE" ]; then
       local current=$ZPROXY
       ZPROXY=$BASELINE; zproxy_run "zproxy-baseline$SFX" "$RUN/zproxy.toml" 80; ZPROXY=$current

@@ -26,15 +26,8 @@ struct Haproxy(Child);
 
 impl Haproxy {
     fn start(lab: &Lab) -> (Haproxy, std::path::PathBuf) {
-        let dir = lab.run_dir();
-        let cfg = dir.join("haproxy-pp.cfg");
-        let log = dir.join("haproxy-pp.log");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"global
-    log stdout format raw local0
-defaults
+        let frontend = format!(
+            r#"defaults
     mode http
     log global
     log-format "haproxy client=%ci"
@@ -45,21 +38,38 @@ frontend pp
     bind {UPSTREAM_IP}:{HAPROXY_PORT} accept-proxy
     http-request return status 200 content-type text/plain lf-string "client=%[src]\n"
 "#
-            ),
+        );
+        Haproxy::run(lab, "upstream", "pp", &frontend, UPSTREAM_IP, HAPROXY_PORT)
+    }
+
+    /// HAProxy in `role`'s namespace with `body` (after a `global` that
+    /// logs to stdout, kept in `<name>.log`); waits for `ip:port`.
+    fn run(
+        lab: &Lab,
+        role: &str,
+        name: &str,
+        body: &str,
+        ip: &str,
+        port: u16,
+    ) -> (Haproxy, std::path::PathBuf) {
+        let dir = lab.run_dir();
+        let cfg = dir.join(format!("haproxy-{name}.cfg"));
+        let log = dir.join(format!("haproxy-{name}.log"));
+        std::fs::write(
+            &cfg,
+            format!("global\n    log stdout format raw local0\n{body}"),
         )
         .unwrap();
         let child = lab
-            .command("upstream", "haproxy")
+            .command(role, "haproxy")
             .args(["-db", "-f"])
             .arg(&cfg)
             .stdin(std::process::Stdio::null())
             .stdout(File::create(&log).unwrap())
             .spawn()
             .expect("spawn haproxy");
-        let up = wait_until(Duration::from_secs(10), || {
-            accepts(lab, "upstream", UPSTREAM_IP, HAPROXY_PORT)
-        });
-        assert!(up, "haproxy did not listen on {HAPROXY_PORT}");
+        let up = wait_until(Duration::from_secs(10), || accepts(lab, role, ip, port));
+        assert!(up, "haproxy did not listen on {ip}:{port}");
         (Haproxy(child), log)
     }
 }
@@ -165,6 +175,78 @@ allow = ["192.0.2.0/24"]
     let answer = raw_exchange(&lab, 82, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
     let nginx = std::fs::read_to_string(lab.run_dir().join("access.log")).unwrap_or_default();
+    assert!(!nginx.contains("/?refused"), "{nginx}");
+    stop_clean(z);
+}
+
+/// A real HAProxy in front: in the client namespace, on loopback, sending
+/// PROXY v2 to ZProxy; curl on loopback is the real client (127.0.0.1),
+/// the balancer is 10.71.0.1. ZProxy logs 127.0.0.1, its allow-list on
+/// :84 admits 127.0.0.1 and on :85 (127.0.0.2 only) resets it.
+#[test]
+fn behind_a_real_haproxy_sending_proxy_v2() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    lab.exec("client", &["ip", "link", "set", "lo", "up"]);
+    let access = lab.run_dir().join("access-behind.log");
+    let _ = std::fs::remove_file(&access);
+    let accepting = |tcp_port: u16, allow: &str| {
+        format!(
+            r#"
+[[listener]]
+port = "client"
+tcp_port = {tcp_port}
+mode = "http"
+upstream = "web"
+accept_proxy_protocol = true
+trusted_proxies = ["{CLIENT_IP}/32"]
+allow = ["{allow}"]
+"#
+        )
+    };
+    let body = web("")
+        + &accepting(84, "127.0.0.1/32")
+        + &accepting(85, "127.0.0.2/32")
+        + &format!("\n[access_log]\npath = \"{}\"\n", access.display());
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let front = format!(
+        r#"defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+listen admitted
+    bind 127.0.0.1:8084
+    server zp {PROXY_CLIENT_IP}:84 send-proxy-v2
+listen refused
+    bind 127.0.0.1:8085
+    server zp {PROXY_CLIENT_IP}:85 send-proxy-v2
+"#
+    );
+    let (_front, _) = Haproxy::run(&lab, "client", "front", &front, "127.0.0.1", 8084);
+
+    let (code, _) = curl(&lab, &["http://127.0.0.1:8084/?viahaproxy"]);
+    assert_eq!(code, 200, "through HAProxy:\n{}", z.log());
+    let logged = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&access)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("client:84 GET") && l.contains(" 127.0.0.1:"))
+    });
+    assert!(logged, "access log: {:?}", std::fs::read_to_string(&access));
+
+    let refused_before = stat(&lab, "refused_acl");
+    let (code, _) = curl(&lab, &["http://127.0.0.1:8085/?refused"]);
+    assert_eq!(code, 0, "127.0.0.1 is not allowed on :85");
+    wait_for(Duration::from_secs(5), "refused_acl to count it", || {
+        stat(&lab, "refused_acl") > refused_before
+    });
+    let nginx = std::fs::read_to_string(lab.run_dir().join("access.log")).unwrap_or_default();
+    assert!(nginx.contains("/?viahaproxy"), "{nginx}");
     assert!(!nginx.contains("/?refused"), "{nginx}");
     stop_clean(z);
 }

@@ -11,6 +11,8 @@ mod common;
 
 use std::process::Stdio;
 
+use std::time::Duration;
+
 use common::proxy::*;
 use common::*;
 use serde_json::Value;
@@ -121,8 +123,10 @@ rate_limit = { requests_per_second = 5.0, burst = 5 }
     // Per route: the limited client still gets an unlimited route.
     let (code, _) = curl(&lab, &[&url(80, "/bytes/100")]);
     assert_eq!(code, 200);
-    let rl = stat(&lab, "failures_rate_limited");
-    assert_eq!(rl, limited, "every 429 counted");
+    // Counters are published every 100 ms: wait for the last of them.
+    wait_for(Duration::from_secs(5), "every 429 counted", || {
+        stat(&lab, "failures_rate_limited") == limited
+    });
     assert!(stat(&lab, "rate_limit_entries") >= 2);
     stop_clean(z);
 }
@@ -157,7 +161,9 @@ connection_rate_limit = { connections_per_second = 2.0, burst = 3 }
     assert_eq!(errors(&r), refused, "only refused connections: {r}");
     assert!((3..=4).contains(&ok), "{r}");
     assert!(refused >= 5, "{r}");
-    assert_eq!(stat(&lab, "refused_rate_limit"), refused, "{r}");
+    wait_for(Duration::from_secs(5), "every refusal counted", || {
+        stat(&lab, "refused_rate_limit") == refused
+    });
     // At 1/s (under 2/s) every connection gets through.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let r = result(spawn_client(&lab, CLIENT_IP, 81, "/", "1", "3"));

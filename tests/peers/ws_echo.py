@@ -26,7 +26,9 @@ async def echo(ws, path):
 
 
 async def main():
-    async with websockets.serve(echo, ip, port, max_size=None, max_queue=4, compression=None):
+    # backlog: 500 clients open at once; the default 100 drops SYNs, and a
+    # connect that waits for a retransmit marks the server down.
+    async with websockets.serve(echo, ip, port, max_size=None, max_queue=4, compression=None, backlog=1024):
         print("listening", flush=True)
         await asyncio.Future()
 
