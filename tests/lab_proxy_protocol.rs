@@ -190,7 +190,7 @@ fn behind_a_real_haproxy_sending_proxy_v2() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    lab.exec("client", &["ip", "link", "set", "lo", "up"]);
+    lab.exec("client", ["ip", "link", "set", "lo", "up"]);
     let access = lab.run_dir().join("access-behind.log");
     let _ = std::fs::remove_file(&access);
     let accepting = |tcp_port: u16, allow: &str| {
