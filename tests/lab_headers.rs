@@ -50,28 +50,6 @@ request_headers = { set = { "X-Route" = "r" } }
     config(16384, &body)
 }
 
-/// curl in the client namespace with `args`: (status, response head, body).
-fn fetch(lab: &Lab, args: &[&str]) -> (u32, String, String) {
-    let mut cmd = vec![
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        "-D",
-        "/dev/stderr",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-    ];
-    cmd.extend(args);
-    let out = lab.exec("client", &cmd);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let head = String::from_utf8_lossy(&out.stderr).into_owned();
-    (code.trim().parse().unwrap_or(0), head, body.to_owned())
-}
-
 /// The value of response header `name` (case-insensitive), if any.
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
@@ -105,7 +83,7 @@ fn rules_reach_the_upstream_and_the_client_and_ids_agree() {
     wait_proxy(&lab, &z, 80);
 
     let u = url(80, "/r/x");
-    let (status, head, body) = fetch(
+    let (status, head, body) = curl_with_head(
         &lab,
         &["-H", "Cookie: s=1", "-H", "X-Request-Id: forged", &u],
     );
@@ -132,7 +110,7 @@ fn rules_reach_the_upstream_and_the_client_and_ids_agree() {
     assert_eq!(header(&head, "server"), None, "{head}");
     assert_eq!(header(&head, "x-secret"), None, "{head}");
     // Off the route: the listener's rules only.
-    let (_, _, body) = fetch(&lab, &[&url(80, "/other")]);
+    let (_, _, body) = curl_with_head(&lab, &[&url(80, "/other")]);
     assert_eq!(echoed(&body, "route"), "[]", "{body}");
     // The access log prints the same id.
     let line = format!(" id={id} ");
@@ -144,14 +122,14 @@ fn rules_reach_the_upstream_and_the_client_and_ids_agree() {
     );
 
     // A trusting listener forwards the client's id; others get one generated.
-    let (_, head, body) = fetch(&lab, &["-H", "X-Request-Id: client-42", &url(82, "/")]);
+    let (_, head, body) = curl_with_head(&lab, &["-H", "X-Request-Id: client-42", &url(82, "/")]);
     assert_eq!(echoed(&body, "id"), "client-42", "{body}");
     assert_eq!(
         header(&head, "server").map(|s| s.starts_with("nginx")),
         Some(true),
         "no rules on :82: {head}"
     );
-    let (_, _, body) = fetch(&lab, &[&url(82, "/")]);
+    let (_, _, body) = curl_with_head(&lab, &[&url(82, "/")]);
     assert_eq!(echoed(&body, "id").len(), 16, "{body}");
 
     // Header limits: 431, and the upstream never sees the request.
@@ -159,11 +137,17 @@ fn rules_reach_the_upstream_and_the_client_and_ids_agree() {
     let mut args: Vec<&str> = many.iter().flat_map(|h| ["-H", h.as_str()]).collect();
     let u = url(80, "/too-many");
     args.push(&u);
-    assert_eq!(fetch(&lab, &args).0, 431);
+    assert_eq!(curl_with_head(&lab, &args).0, 431);
     let big = format!("X-Big: {}", "b".repeat(3000));
-    assert_eq!(fetch(&lab, &["-H", &big, &url(80, "/too-big")]).0, 431);
+    assert_eq!(
+        curl_with_head(&lab, &["-H", &big, &url(80, "/too-big")]).0,
+        431
+    );
     // Within the limits on the same listener: served.
-    assert_eq!(fetch(&lab, &["-H", "X-H: 1", &url(80, "/fine")]).0, 200);
+    assert_eq!(
+        curl_with_head(&lab, &["-H", "X-H: 1", &url(80, "/fine")]).0,
+        200
+    );
     let text = std::fs::read_to_string(_echo.access_log()).unwrap();
     assert!(
         !text.contains("/too-many") && !text.contains("/too-big"),

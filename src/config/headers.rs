@@ -38,18 +38,11 @@ pub const VARIABLES: [&str; 5] = [
     "upstream_addr",
 ];
 
-/// Headers whose lines the proxy itself decides (framing, hop-by-hop,
-/// X-Forwarded-*): a rule may not touch them.
-const RESERVED: [&str; 11] = [
+/// Headers whose lines the proxy itself decides besides the hop-by-hop ones
+/// (`http::is_hop_by_hop`): framing and X-Forwarded-*. A rule may not touch them.
+const RESERVED: [&str; 4] = [
     "content-length",
     "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
     "x-forwarded-for",
     "x-forwarded-proto",
 ];
@@ -131,7 +124,9 @@ pub fn check_rules(rules: &HeaderRules, request: bool) -> Result<(), String> {
                 "header name {name:?} is not a token (letters, digits and !#$%&'*+-.^_`|~ only)"
             ));
         }
-        if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+        if crate::app::proxy::http::is_hop_by_hop(name)
+            || RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r))
+        {
             return Err(format!(
                 "header {name} is set by the proxy itself (framing, hop-by-hop, X-Forwarded-*): a rule may not change it"
             ));

@@ -134,11 +134,19 @@ pub fn url(port: u16, path: &str) -> String {
 
 /// `curl` in the client namespace: (http status or 0, body).
 pub fn curl(lab: &Lab, args: &[&str]) -> (u32, String) {
+    let (code, _, body) = curl_with_head(lab, args);
+    (code, body)
+}
+
+/// `curl` in the client namespace: (http status or 0, response head, body).
+pub fn curl_with_head(lab: &Lab, args: &[&str]) -> (u32, String, String) {
     let mut cmd = vec![
         "curl",
         "-sS",
         "--max-time",
         "10",
+        "-D",
+        "/dev/stderr",
         "-o",
         "-",
         "-w",
@@ -148,7 +156,8 @@ pub fn curl(lab: &Lab, args: &[&str]) -> (u32, String) {
     let out = lab.exec("client", &cmd);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    let head = String::from_utf8_lossy(&out.stderr).into_owned();
+    (code.trim().parse().unwrap_or(0), head, body.to_owned())
 }
 
 /// Waits until a GET through the proxy gets a 200 (the device warms up).

@@ -87,17 +87,21 @@ impl Session {
         };
         let vars = self.vars();
         let drop_length = info.drop_length;
+        // Measured first, then written: it goes in whole or waits.
+        let write = |out: &mut dyn FnMut(&[u8])| {
+            write_response_head(
+                &resp,
+                http11,
+                keep_alive,
+                switched,
+                drop_length,
+                rules,
+                &vars,
+                out,
+            )
+        };
         let mut len = 0;
-        write_response_head(
-            &resp,
-            http11,
-            keep_alive,
-            switched,
-            drop_length,
-            rules,
-            &vars,
-            &mut |b| len += b.len(),
-        );
+        write(&mut |b| len += b.len());
         if len > c.send_capacity() {
             return HeadStep::Failed(self.fail_upstream(c, 502)); // can never fit: the head is too large
         }
@@ -106,18 +110,9 @@ impl Session {
             self.scanned = head_len.saturating_sub(1);
             return HeadStep::Wait;
         }
-        write_response_head(
-            &resp,
-            http11,
-            keep_alive,
-            switched,
-            drop_length,
-            rules,
-            &vars,
-            &mut |b| {
-                let _ = c.send_slice(b);
-            },
-        );
+        write(&mut |b| {
+            let _ = c.send_slice(b);
+        });
         self.responded(info.status, len);
         dequeue(up, head_len);
         self.scanned = 0;
@@ -163,17 +158,18 @@ impl Session {
         let vars = self.vars();
         {
             let raw = head_bytes(c, scratch, plan.head_len as usize);
+            let write = |out: &mut dyn FnMut(&[u8])| {
+                write_request_head(raw, &plan, client_ip, http11, rules, &vars, out)
+            };
             let mut len = 0;
-            write_request_head(raw, &plan, client_ip, http11, rules, &vars, &mut |b| {
-                len += b.len()
-            });
+            write(&mut |b| len += b.len());
             if len > up.send_capacity() {
                 return Err(HeadTooLarge);
             }
             if send_room(up) < len {
                 return Ok(false);
             }
-            write_request_head(raw, &plan, client_ip, http11, rules, &vars, &mut |b| {
+            write(&mut |b| {
                 let _ = up.send_slice(b);
             });
         }
