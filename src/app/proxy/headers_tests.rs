@@ -17,18 +17,6 @@ fn net_with(extra: &str) -> Net {
     net
 }
 
-fn upstream_head(net: &mut Net) -> String {
-    assert!(
-        net.run_until(STEPS, |n| n
-            .servers
-            .last()
-            .is_some_and(|s| head_len(&s.rx).is_some())),
-        "no request head reached the server"
-    );
-    let rx = &net.servers.last().unwrap().rx;
-    String::from_utf8_lossy(&rx[..head_len(rx).unwrap()]).into_owned()
-}
-
 fn client_head(net: &mut Net) -> String {
     assert!(
         net.run_until(STEPS, |n| head_len(&n.client.rx).is_some()),
@@ -49,7 +37,7 @@ fn rules_rewrite_both_heads_and_the_id_is_generated() {
     net.client.send(
         b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: curl\r\nCookie: s=1\r\nX-Request-Id: forged\r\nAccept: */*\r\n\r\n",
     );
-    let head = upstream_head(&mut net);
+    let head = net.server_head(0, STEPS);
     assert!(
         head.starts_with(
             "GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\n"
@@ -84,7 +72,7 @@ fn a_trusting_listener_forwards_the_clients_id() {
     let mut net = net_with("trust_request_id = true\n");
     net.client
         .send(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-1\r\nX-Request-Id: abc-2\r\n\r\n");
-    let head = upstream_head(&mut net);
+    let head = net.server_head(0, STEPS);
     assert_eq!(head.matches("X-Request-Id").count(), 1, "{head}");
     assert!(head.contains("X-Request-Id: abc-1\r\n"), "{head}");
 }
@@ -119,5 +107,5 @@ fn too_many_or_too_large_headers_get_431() {
     let mut net = net_with("max_header_count = 2\nmax_header_bytes = 100\n");
     net.client
         .send(b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\n\r\n");
-    assert!(upstream_head(&mut net).starts_with("GET / HTTP/1.1\r\n"));
+    assert!(net.server_head(0, STEPS).starts_with("GET / HTTP/1.1\r\n"));
 }

@@ -4,24 +4,12 @@
 use smoltcp::socket::tcp::State as TcpState;
 
 use super::session::{Cause, Failure, Step};
-use super::testnet::{chunked, head_len, pattern, Net, READ_TIMEOUT_US};
+use super::testnet::{chunked, pattern, Net, READ_TIMEOUT_US};
 
 const STEPS: usize = 20_000;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs until the last server connection holds a complete head (after `from`).
-fn server_head(net: &mut Net, from: usize) -> String {
-    assert!(
-        net.run_until(STEPS, |n| n.servers.last().is_some_and(|s| s.rx.len()
-            > from
-            && head_len(&s.rx[from..]).is_some())),
-        "no request head reached the server"
-    );
-    let rx = &net.servers.last().unwrap().rx[from..];
-    text(&rx[..head_len(rx).unwrap()])
 }
 
 fn client_has(net: &mut Net, n: usize) {
@@ -48,7 +36,7 @@ fn partial_heads_in_one_byte_segments() {
     net.server_chunk = 1;
     net.client
         .send(b"GET /x?y HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n");
-    let head = server_head(&mut net, 0);
+    let head = net.server_head(0, STEPS);
     assert_eq!(
         head,
         "GET /x?y HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Request-Id: 0000000000000001\r\n\r\n"
@@ -77,7 +65,7 @@ fn large_bodies_are_relayed_byte_for_byte() {
         .as_bytes(),
     );
     net.client.send(&up);
-    let head = server_head(&mut net, 0);
+    let head = net.server_head(0, STEPS);
     assert!(head.contains("Content-Length: 1048576\r\n"), "{head}");
     let at = head.len();
     assert!(net.run_until(STEPS * 50, |n| n.servers[0].rx.len() >= at + up.len()));
@@ -105,7 +93,7 @@ fn chunked_request_and_length_response() {
     net.client
         .send(b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
     net.client.send(&up);
-    let head = server_head(&mut net, 0);
+    let head = net.server_head(0, STEPS);
     let at = head.len();
     assert!(net.run_until(STEPS * 10, |n| n.servers[0].rx.len() >= at + up.len()));
     assert!(net.servers[0].rx[at..] == up[..]);
@@ -130,7 +118,7 @@ fn pipelined_requests_keep_their_order_on_one_upstream() {
     let mut want = Vec::new();
     let mut from = 0;
     for (i, body) in ["one", "two!", "three"].iter().enumerate() {
-        let head = server_head(&mut net, from);
+        let head = net.server_head(from, STEPS);
         assert!(head.contains(&format!("/{} HTTP/1.1", i + 1)), "{head}");
         from += head.len();
         if i == 1 {
@@ -155,7 +143,7 @@ fn pipelined_requests_keep_their_order_on_one_upstream() {
 fn keep_alive_reuses_the_upstream() {
     let mut net = Net::http(2048);
     net.client.send(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA";
     net.server().send(resp);
     client_has(&mut net, resp.len());
@@ -167,7 +155,7 @@ fn keep_alive_reuses_the_upstream() {
     assert_eq!(net.pooled(), 1);
     let from = net.servers[0].rx.len();
     net.client.send(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
-    let head = server_head(&mut net, from);
+    let head = net.server_head(from, STEPS);
     assert!(head.starts_with("GET /b "));
     net.server().send(resp);
     client_has(&mut net, 2 * resp.len());
@@ -178,7 +166,7 @@ fn keep_alive_reuses_the_upstream() {
 fn upstream_close_mid_body_cuts_the_client() {
     let mut net = Net::http(2048);
     net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     net.server()
         .send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
     net.server().fin = true;
@@ -202,7 +190,7 @@ fn interim_responses_go_to_http11_clients() {
     let mut net = Net::http(2048);
     net.client
         .send(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     net.server().send(b"HTTP/1.1 100 Continue\r\n\r\n");
     client_has(&mut net, 25);
     assert_eq!(text(&net.client.rx), "HTTP/1.1 100 Continue\r\n\r\n");
@@ -218,7 +206,7 @@ fn interim_responses_go_to_http11_clients() {
 fn head_response_has_no_body() {
     let mut net = Net::http(2048);
     net.client.send(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
     net.server().send(resp);
     client_has(&mut net, resp.len());
@@ -230,7 +218,7 @@ fn head_response_has_no_body() {
     // The next request on the same connection is served.
     let from = net.servers[0].rx.len();
     net.client.send(b"GET /n HTTP/1.1\r\nHost: a\r\n\r\n");
-    server_head(&mut net, from);
+    net.server_head(from, STEPS);
     net.server()
         .send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
     client_has(&mut net, resp.len() + 40);
@@ -243,7 +231,7 @@ fn client_abort_mid_upload() {
     net.client
         .send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n");
     net.client.send(&pattern(1000, 1));
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     net.client.fin = true;
     assert!(net.run_until(STEPS, |n| n.session.is_done()));
     assert_eq!(
@@ -267,7 +255,7 @@ fn client_abort_mid_upload() {
 fn response_with_length_and_chunked_goes_on_without_length() {
     let mut net = Net::http(2048);
     net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     net.server().send(
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     );
@@ -287,7 +275,7 @@ fn response_with_length_and_chunked_goes_on_without_length() {
 fn response_with_length_and_other_coding_is_read_to_close() {
     let mut net = Net::http(2048);
     net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     net.server()
         .send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\nabcdefgh");
     net.server().fin = true;
@@ -304,7 +292,7 @@ fn overflowing_chunk_size_is_refused_before_forwarding() {
     let mut net = Net::http(2048);
     net.client
         .send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
-    let head = server_head(&mut net, 0);
+    let head = net.server_head(0, STEPS);
     net.client.send(b"ffffffffffffffff\r\nxyz");
     assert!(net.run_until(STEPS, |n| n.client.rx.starts_with(b"HTTP/1.1 400 ")));
     net.run(20);
@@ -330,7 +318,7 @@ fn early_final_response_closes_both() {
     net.client
         .send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n");
     net.client.send(&pattern(3000, 2));
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     let resp = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!";
     net.server().send(resp);
     assert!(
@@ -352,7 +340,7 @@ fn early_final_response_closes_both() {
 fn interim_responses_are_bounded() {
     let mut net = Net::http(2048);
     net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     for _ in 0..9 {
         net.server().send(b"HTTP/1.1 102 Processing\r\n\r\n");
     }
@@ -378,7 +366,7 @@ fn interim_responses_are_bounded() {
 fn interim_responses_do_not_extend_the_read_timeout() {
     let mut net = Net::http(2048);
     net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     let sent = net.now_us;
     // One interim response every 2 s: 8 of them would take 16 s.
     for _ in 0..8 {
@@ -404,7 +392,7 @@ fn interim_responses_do_not_extend_the_read_timeout() {
 fn interim_responses_are_not_sent_to_http10_clients() {
     let mut net = Net::http(2048);
     net.client.send(b"GET / HTTP/1.0\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     net.server().send(b"HTTP/1.1 100 Continue\r\n\r\n");
     net.server()
         .send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -420,7 +408,7 @@ fn interim_responses_are_not_sent_to_http10_clients() {
 fn switching_protocols_is_a_bad_response() {
     let mut net = Net::http(2048);
     net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    server_head(&mut net, 0);
+    net.server_head(0, STEPS);
     net.server()
         .send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nraw bytes");
     assert!(net.run_until(STEPS, client_closed));
@@ -433,7 +421,7 @@ fn equal_content_lengths_go_upstream_once() {
     let mut net = Net::http(2048);
     net.client
         .send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi");
-    let head = server_head(&mut net, 0);
+    let head = net.server_head(0, STEPS);
     assert_eq!(head.matches("Content-Length").count(), 1, "{head}");
 }
 
@@ -510,7 +498,7 @@ fn pipelined_heads_across_the_ring_end() {
     net.client.send(&all);
     let mut from = 0;
     for i in 0..40 {
-        let head = server_head(&mut net, from);
+        let head = net.server_head(from, STEPS);
         let pad = "p".repeat(i * 7 % 90);
         assert_eq!(
             head,

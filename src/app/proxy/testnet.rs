@@ -253,6 +253,21 @@ impl Net {
         self.now_us += 1000;
     }
 
+    /// Runs (up to `steps`) until the last server connection holds a
+    /// complete request head after its first `from` bytes; that head.
+    pub fn server_head(&mut self, from: usize, steps: usize) -> String {
+        assert!(
+            self.run_until(steps, |n| {
+                n.servers
+                    .last()
+                    .is_some_and(|s| s.rx.len() > from && head_len(&s.rx[from..]).is_some())
+            }),
+            "no request head reached the server"
+        );
+        let rx = &self.servers.last().unwrap().rx[from..];
+        String::from_utf8_lossy(&rx[..head_len(rx).unwrap()]).into_owned()
+    }
+
     /// Steps until `done` holds (true) or `max` steps went by (false).
     pub fn run_until(&mut self, max: usize, mut done: impl FnMut(&mut Net) -> bool) -> bool {
         for _ in 0..max {

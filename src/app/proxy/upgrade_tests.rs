@@ -3,7 +3,7 @@
 use smoltcp::socket::tcp::State as TcpState;
 
 use super::session::Step;
-use super::testnet::{head_len, pattern, Net};
+use super::testnet::{pattern, Net};
 use super::upgrade::Policy;
 
 const STEPS: usize = 200_000;
@@ -15,19 +15,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The first request head the (last) server connection got.
-fn server_head(net: &mut Net) -> String {
-    assert!(
-        net.run_until(STEPS, |n| n
-            .servers
-            .last()
-            .is_some_and(|s| head_len(&s.rx).is_some())),
-        "no request head reached the server"
-    );
-    let rx = &net.servers.last().unwrap().rx;
-    text(&rx[..head_len(rx).unwrap()])
-}
-
 fn closed(s: TcpState) -> bool {
     matches!(s, TcpState::Closed | TcpState::TimeWait)
 }
@@ -37,7 +24,7 @@ fn websocket_upgrade_becomes_a_tunnel_with_half_close() {
     let mut net = Net::http(4096);
     net.routes.upgrade = Policy::new(None, Vec::new(), 123_000_000);
     net.client.send(WS_REQUEST);
-    let head = server_head(&mut net);
+    let head = net.server_head(0, STEPS);
     assert!(head.contains("\r\nUpgrade: websocket\r\n"), "{head}");
     assert!(head.contains("\r\nConnection: upgrade\r\n"), "{head}");
     assert!(head.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
@@ -94,7 +81,7 @@ fn websocket_upgrade_becomes_a_tunnel_with_half_close() {
 fn a_close_from_the_upstream_closes_the_client() {
     let mut net = Net::http(4096);
     net.client.send(WS_REQUEST);
-    server_head(&mut net);
+    net.server_head(0, STEPS);
     net.server().send(SWITCH);
     net.server().send(b"bye");
     net.server().fin = true;
@@ -112,7 +99,7 @@ fn a_close_from_the_upstream_closes_the_client() {
 fn upgrade_refused_by_the_upstream_keeps_http() {
     let mut net = Net::http(2048);
     net.client.send(WS_REQUEST);
-    server_head(&mut net);
+    net.server_head(0, STEPS);
     let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno";
     net.server().send(resp);
     assert!(net.run_until(STEPS, |n| n.client.rx.ends_with(b"no")));
@@ -134,7 +121,7 @@ fn not_allowed_and_h2c_upgrades_are_not_forwarded() {
             format!("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: {offer}\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
                 .as_bytes(),
         );
-        let head = server_head(&mut net);
+        let head = net.server_head(0, STEPS);
         assert!(!head.to_ascii_lowercase().contains("upgrade"), "{head}");
         // A 101 nobody asked for is a bad response.
         net.server()
@@ -158,7 +145,7 @@ fn continue_crosses_a_body_sent_without_waiting() {
         .as_bytes(),
     );
     net.client.send(&body);
-    let head = server_head(&mut net);
+    let head = net.server_head(0, STEPS);
     assert!(head.contains("\r\nExpect: 100-continue\r\n"), "{head}");
     let hl = head.len();
     net.server().send(b"HTTP/1.1 100 Continue\r\n\r\n");
