@@ -42,21 +42,7 @@ fn balancing_failover_and_recovery() {
     let backends: Vec<Nginx> = BACKENDS
         .iter()
         .enumerate()
-        .map(|(i, ip)| {
-            lab.exec_ok(
-                "upstream",
-                ["ip", "addr", "add", &format!("{ip}/24"), "dev", UPSTREAM_IF],
-            );
-            Nginx::start(
-                &lab,
-                &format!("b{i}"),
-                ip,
-                80,
-                &format!(
-                    "location / {{ default_type text/plain; return 200 \"server {ip}\\n\"; }}"
-                ),
-            )
-        })
+        .map(|(i, ip)| Nginx::named(&lab, &format!("b{i}"), ip))
         .collect();
     let servers = |w: [u32; 3]| -> Vec<(String, u32)> {
         (0..3)
@@ -235,21 +221,7 @@ fn two_backends(lab: &Lab) -> Vec<Nginx> {
     BACKENDS[..2]
         .iter()
         .enumerate()
-        .map(|(i, ip)| {
-            lab.exec_ok(
-                "upstream",
-                ["ip", "addr", "add", &format!("{ip}/24"), "dev", UPSTREAM_IF],
-            );
-            Nginx::start(
-                lab,
-                &format!("b{i}"),
-                ip,
-                80,
-                &format!(
-                    "location / {{ default_type text/plain; return 200 \"server {ip}\\n\"; }}"
-                ),
-            )
-        })
+        .map(|(i, ip)| Nginx::named(lab, &format!("b{i}"), ip))
         .collect()
 }
 

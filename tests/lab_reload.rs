@@ -236,21 +236,12 @@ fn backends(lab: &Lab) -> Vec<Nginx> {
         .iter()
         .enumerate()
         .filter_map(|(i, ip)| {
-            lab.exec_ok(
-                "upstream",
-                ["ip", "addr", "add", &format!("{ip}/24"), "dev", UPSTREAM_IF],
-            );
-            (i < 2).then(|| {
-                Nginx::start(
-                    lab,
-                    &format!("b{i}"),
-                    ip,
-                    80,
-                    &format!(
-                        "location / {{ default_type text/plain; return 200 \"server {ip}\\n\"; }}"
-                    ),
-                )
-            })
+            if i < 2 {
+                Some(Nginx::named(lab, &format!("b{i}"), ip))
+            } else {
+                Nginx::add_address(lab, ip);
+                None
+            }
         })
         .collect()
 }

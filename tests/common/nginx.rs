@@ -14,6 +14,27 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// Gives the upstream namespace the address `ip` (a server that may be down).
+    pub fn add_address(lab: &Lab, ip: &str) {
+        lab.exec_ok(
+            "upstream",
+            ["ip", "addr", "add", &format!("{ip}/24"), "dev", UPSTREAM_IF],
+        );
+    }
+
+    /// An nginx on a new address `ip` of the upstream namespace, answering
+    /// "server IP" on :80 (balancing tests tell servers apart by it).
+    pub fn named(lab: &Lab, name: &str, ip: &str) -> Nginx {
+        Nginx::add_address(lab, ip);
+        Nginx::start(
+            lab,
+            name,
+            ip,
+            80,
+            &format!("location / {{ default_type text/plain; return 200 \"server {ip}\\n\"; }}"),
+        )
+    }
+
     /// Writes a config around `server` (the body of one `server {}` block,
     /// without the listen line) and starts it.
     pub fn start(lab: &Lab, name: &str, ip: &str, port: u16, server: &str) -> Nginx {
