@@ -144,7 +144,8 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
     cfg.listeners
         .iter()
         .zip(listener_apps(cfg, layout))
-        .map(|(l, app)| ListenerSpec {
+        .enumerate()
+        .map(|(i, (l, app))| ListenerSpec {
             port_index: cfg
                 .ports
                 .iter()
@@ -154,21 +155,30 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             app,
             idle_timeout_us: l.idle_timeout_ms * 1000,
             header_timeout_us: l.header_timeout_ms * 1000,
-            conn_rate: l
-                .connection_rate_limit
-                .map(|r| Rate::new(r.connections_per_second, r.burst)),
-            max_per_source: l
-                .max_connections_per_source
-                .unwrap_or(cfg.runtime.max_flows / 4),
+            conn_rate: conn_rate(l),
+            max_per_source: max_per_source(cfg, l),
             allow: stack_allow(l),
             accept_proxy: l.accept_proxy_protocol.then(|| {
                 Arc::new(AcceptProxy {
                     trusted: cidrs(&l.trusted_proxies),
                     allow: cidrs(&l.allow),
+                    max_per_source: max_per_source(cfg, l),
+                    conn_rate: conn_rate(l),
+                    limit_id: AcceptProxy::limit_id_of(i),
                 })
             }),
         })
         .collect()
+}
+
+fn conn_rate(l: &crate::config::Listener) -> Option<Rate> {
+    l.connection_rate_limit
+        .map(|r| Rate::new(r.connections_per_second, r.burst))
+}
+
+fn max_per_source(cfg: &Config, l: &crate::config::Listener) -> u32 {
+    l.max_connections_per_source
+        .unwrap_or(cfg.runtime.max_flows / 4)
 }
 
 fn cidrs(nets: &[String]) -> Vec<(std::net::Ipv4Addr, u8)> {

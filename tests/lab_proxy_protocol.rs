@@ -5,7 +5,9 @@
 //! balancer in `trusted_proxies` and sends a PROXY v2 header naming another
 //! client; ZProxy's access log shows that client (X-Forwarded-For is
 //! checked in `proxied_tests`), and the listener's allow-list admits or
-//! resets by it; a trusted peer without a header is cut.
+//! resets by it; a trusted peer without a header is cut. Behind a real
+//! HAProxy sending v2, the allow-list and `max_connections_per_source`
+//! apply to the real clients, not to the balancer they share.
 //!
 //! Root only; takes the lab lock like the other lab tests.
 
@@ -207,9 +209,23 @@ allow = ["{allow}"]
 "#
         )
     };
+    // Two open connections per real client (not per balancer).
+    let limited = format!(
+        r#"
+[[listener]]
+port = "client"
+tcp_port = 86
+mode = "tcp"
+upstream = "web"
+accept_proxy_protocol = true
+trusted_proxies = ["{CLIENT_IP}/32"]
+max_connections_per_source = 2
+"#
+    );
     let body = web("")
         + &accepting(84, "127.0.0.1/32")
         + &accepting(85, "127.0.0.2/32")
+        + &limited
         + &format!("\n[access_log]\npath = \"{}\"\n", access.display());
     let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
     wait_proxy(&lab, &z, 80);
@@ -217,14 +233,17 @@ allow = ["{allow}"]
         r#"defaults
     mode tcp
     timeout connect 1s
-    timeout client 5s
-    timeout server 5s
+    timeout client 30s
+    timeout server 30s
 listen admitted
     bind 127.0.0.1:8084
     server zp {PROXY_CLIENT_IP}:84 send-proxy-v2
 listen refused
     bind 127.0.0.1:8085
     server zp {PROXY_CLIENT_IP}:85 send-proxy-v2
+listen limited
+    bind 127.0.0.1:8086
+    server zp {PROXY_CLIENT_IP}:86 send-proxy-v2
 "#
     );
     let (_front, _) = Haproxy::run(&lab, "client", "front", &front, "127.0.0.1", 8084);
@@ -248,6 +267,56 @@ listen refused
     let nginx = std::fs::read_to_string(lab.run_dir().join("access.log")).unwrap_or_default();
     assert!(nginx.contains("/?viahaproxy"), "{nginx}");
     assert!(!nginx.contains("/?refused"), "{nginx}");
+
+    // 127.0.0.1 holds its two connections through HAProxy (idle for less
+    // than its 30 s timeouts); a third of its
+    // own is refused, while 127.0.0.2 behind the same balancer gets in.
+    let accepted = stat(&lab, "flows_accepted");
+    let mut holder = lab.spawn(
+        "client",
+        [
+            "/usr/bin/python3",
+            "-c",
+            "import socket,time\n\
+             s=[socket.create_connection(('127.0.0.1',8086)) for _ in range(2)]\n\
+             [c.sendall(b'GET /?held HTTP/1.1\\r\\n') for c in s]\n\
+             time.sleep(30)",
+        ],
+    );
+    wait_for(Duration::from_secs(10), "two held client flows", || {
+        stat(&lab, "flows_accepted") >= accepted + 2
+    });
+    let refused_before = stat(&lab, "refused_per_source");
+    let (code, _) = curl(&lab, &["http://127.0.0.1:8086/?third"]);
+    assert_eq!(
+        code,
+        0,
+        "a third connection of 127.0.0.1 is refused:\n{}",
+        z.log()
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "refused_per_source to count it",
+        || stat(&lab, "refused_per_source") > refused_before,
+    );
+    let (code, _) = curl(
+        &lab,
+        &["--interface", "127.0.0.2", "http://127.0.0.1:8086/?other"],
+    );
+    assert_eq!(
+        code,
+        200,
+        "another client behind the balancer:\n{}",
+        z.log()
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // Their close gives the count back: 127.0.0.1 gets in again.
+    wait_for(
+        Duration::from_secs(10),
+        "127.0.0.1 to be admitted again",
+        || curl(&lab, &["http://127.0.0.1:8086/?again"]).0 == 200,
+    );
     stop_clean(z);
 }
 

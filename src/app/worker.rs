@@ -176,6 +176,7 @@ impl Worker {
                 allow: std::mem::take(&mut l.allow),
                 max_per_source: l.max_per_source,
                 conn_rate: l.conn_rate,
+                exempt: exempt(&l.accept_proxy),
                 reserve_peer: !matches!(l.app, ListenerApp::Static(_)),
             })
             .collect();
@@ -203,6 +204,9 @@ impl Worker {
             RequestLimiter::new(spec.rate_limit_entries, spec.secrets.flow_key),
         );
         proxy.ids = RequestIds::new(spec.worker_index);
+        if spec.listeners.iter().any(|l| l.accept_proxy.is_some()) {
+            proxy.open.reserve(spec.max_flows);
+        }
         let mut w = Worker {
             stack,
             proxy,
@@ -447,6 +451,7 @@ impl Worker {
                 allow,
                 max_per_source,
                 conn_rate,
+                exempt: exempt(&accept_proxy),
             };
             self.stack.retune_listener(i, settings);
             mine.app = app;
@@ -455,6 +460,9 @@ impl Worker {
             mine.max_per_source = max_per_source;
             mine.conn_rate = conn_rate;
             mine.accept_proxy = accept_proxy;
+        }
+        if self.listeners.iter().any(|l| l.accept_proxy.is_some()) {
+            self.proxy.open.reserve(self.apps.len()); // between bursts: may allocate
         }
         self.proxy.reload(&mut self.stack, reload.groups, routes);
     }
@@ -495,6 +503,12 @@ impl Worker {
 }
 
 /// Each listener's routes (HTTP listeners only), by listener index.
+/// The stack leaves trusted proxies' connections to the session's limits
+/// (`proxy::client_limits`), which see the real client.
+fn exempt(accept: &Option<Arc<AcceptProxy>>) -> Vec<(std::net::Ipv4Addr, u8)> {
+    accept.as_ref().map_or_else(Vec::new, |a| a.trusted.clone())
+}
+
 fn routes_of<'a>(apps: impl Iterator<Item = &'a ListenerApp>) -> Vec<Option<Arc<Routes>>> {
     apps.map(|a| match a {
         ListenerApp::Http(routes) => Some(routes.clone()),

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use super::balance::Balancer;
+use super::client_limits::{OpenPerClient, Refused};
 use super::headers::RequestIds;
 use super::health::{self, HealthCheck, ServerHealth};
 use super::proxy_protocol::{AcceptProxy, Version};
@@ -177,6 +178,8 @@ pub struct Proxy {
     seed: u64,
     /// Request rate-limit buckets (routes' and listeners' `rate_limit`).
     limiter: RequestLimiter,
+    /// Connections per real client behind trusted proxies (see `client_limits`).
+    pub open: OpenPerClient,
     /// Exchanges that ended, for the worker to take after each event.
     pub outcomes: Outcomes,
     /// This worker's request ids (the worker numbers what the proxy does not).
@@ -203,6 +206,7 @@ impl Proxy {
             scratch: vec![0u8; scratch_len].into_boxed_slice(),
             seed,
             limiter,
+            open: OpenPerClient::default(),
             outcomes: Outcomes::new(),
             ids: RequestIds::default(),
         }
@@ -287,6 +291,9 @@ impl Proxy {
             } => {
                 session.client_gone(now_us);
                 collect(&mut self.outcomes, &mut session);
+                if let Some(client) = session.take_counted() {
+                    self.open.release(client);
+                }
                 if let Some(u) = upstream {
                     // The client is gone: its upstream exchange cannot finish.
                     self.unlink_upstream(stack, u);
@@ -434,6 +441,7 @@ impl Proxy {
                 Lent {
                     routes,
                     limiter: &mut self.limiter,
+                    open: &mut self.open,
                     ids: &mut self.ids,
                     scratch: &mut self.scratch,
                 },
@@ -834,8 +842,13 @@ fn collect(outcomes: &mut Outcomes, session: &mut Session) {
 
 /// Counts the session's failure, if it had one, by cause (and says why at debug level).
 fn count_failure(stack: &mut Stack, c: FlowId, session: &mut Session) {
-    if session.take_acl_refusal() {
-        stack.counters.add(Counter::RefusedAcl, 1);
+    if let Some(why) = session.take_refusal() {
+        let counter = match why {
+            Refused::Acl => Counter::RefusedAcl,
+            Refused::PerSource => Counter::RefusedPerSource,
+            Refused::Rate => Counter::RefusedRateLimit,
+        };
+        stack.counters.add(counter, 1);
     }
     let Some(failure) = session.take_error() else {
         return;

@@ -10,6 +10,7 @@
 //! - [`upgrade`]: which protocol upgrades (WebSocket) go upstream.
 
 pub mod balance;
+pub mod client_limits;
 pub mod engine;
 pub mod headers;
 pub mod health;

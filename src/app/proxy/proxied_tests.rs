@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use smoltcp::socket::tcp::State as TcpState;
 
+use super::client_limits::Refused;
 use super::proxy_protocol::{write, AcceptProxy, Version, HEADER_ROOM};
 use super::session::Mode;
 use super::testnet::{head_len, Net, HEADER_TIMEOUT_US};
@@ -26,15 +27,27 @@ fn header(v: Version, client: SocketAddrV4) -> Vec<u8> {
 
 /// A session whose peer is a trusted proxy, with the listener's allow-list.
 fn behind_proxy(mode: Mode, allow: &[(Ipv4Addr, u8)]) -> Net {
+    behind_limited_proxy(mode, allow, 0)
+}
+
+/// The same, with `max_connections_per_source` for the real client.
+fn behind_limited_proxy(mode: Mode, allow: &[(Ipv4Addr, u8)], max_per_source: u32) -> Net {
     let mut net = Net::new(mode, 2048);
-    let accept = AcceptProxy {
-        trusted: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
-        allow: allow.to_vec(),
-    };
+    let accept = policy(allow, max_per_source);
     assert!(accept.trusts(HERE));
     net.session
         .set_proxying(SocketAddrV4::new(HERE, 80), Some(Arc::new(accept)));
     net
+}
+
+fn policy(allow: &[(Ipv4Addr, u8)], max_per_source: u32) -> AcceptProxy {
+    AcceptProxy {
+        trusted: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
+        allow: allow.to_vec(),
+        max_per_source,
+        conn_rate: None,
+        limit_id: AcceptProxy::limit_id_of(0),
+    }
 }
 
 fn reset(net: &mut Net) -> bool {
@@ -103,7 +116,7 @@ fn the_allow_list_is_checked_on_the_real_client() {
     net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(reset(&mut net), "a refused client is reset");
     assert!(net.servers.is_empty(), "nothing went upstream");
-    assert!(net.session.take_acl_refusal());
+    assert_eq!(net.session.take_refusal(), Some(Refused::Acl));
     // A LOCAL header (the balancer's health check) has no client to admit.
     let mut net = behind_proxy(Mode::Tcp, &[(Ipv4Addr::new(198, 51, 100, 0), 24)]);
     net.client.send(b"PROXY UNKNOWN\r\n");
@@ -112,12 +125,45 @@ fn the_allow_list_is_checked_on_the_real_client() {
 }
 
 #[test]
+fn per_source_limits_count_the_real_client_not_the_balancer() {
+    // The real client already holds its one connection (on another flow).
+    let mut net = behind_limited_proxy(Mode::Tcp, &[], 1);
+    let held = *real().ip();
+    let policy = policy(&[], 1);
+    assert_eq!(net.open.admit(&policy, held, &mut net.limiter, 0), Ok(()));
+    net.client.send(&header(Version::V2, real()));
+    assert!(reset(&mut net), "its second connection is reset");
+    assert!(net.servers.is_empty(), "nothing went upstream");
+    assert_eq!(net.session.take_refusal(), Some(Refused::PerSource));
+    assert_eq!(
+        net.session.take_counted(),
+        None,
+        "a refused one is not counted"
+    );
+
+    // Another client behind the same balancer still gets in, and is counted.
+    let mut net = behind_limited_proxy(Mode::Tcp, &[], 1);
+    assert_eq!(
+        net.open
+            .admit(&policy, Ipv4Addr::new(192, 0, 2, 99), &mut net.limiter, 0),
+        Ok(())
+    );
+    net.client.send(&header(Version::V2, real()));
+    net.client.send(b"hello");
+    assert!(net.run_until(STEPS, |n| n
+        .servers
+        .last()
+        .is_some_and(|s| s.rx == b"hello")));
+    assert_eq!(net.session.take_counted(), Some(held));
+}
+
+#[test]
 fn a_trusted_peer_without_a_header_is_cut() {
     let mut net = behind_proxy(Mode::Tcp, &[]);
     net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(reset(&mut net));
     assert!(net.servers.is_empty(), "no byte of it was relayed");
-    assert!(!net.session.take_acl_refusal());
+    assert_eq!(net.session.take_refusal(), None);
 }
 
 #[test]

@@ -24,9 +24,30 @@ pub struct AcceptProxy {
     /// The listener's allow-list, checked again on the real client (the
     /// stack checked it on the peer at SYN time, with `trusted` added).
     pub allow: Vec<(Ipv4Addr, u8)>,
+    /// `max_connections_per_source` and `connection_rate_limit`, taken on
+    /// the real client (the stack exempts the trusted proxies from them).
+    pub max_per_source: u32,
+    pub conn_rate: Option<crate::net::ratelimit::Rate>,
+    /// Names the listener's connection-rate buckets ([`AcceptProxy::limit_id_of`]).
+    pub limit_id: u32,
 }
 
 impl AcceptProxy {
+    /// Bucket ids of connection rates: the top bit keeps them apart from
+    /// request limits' (`RouteLimit::id`), which share the worker's table.
+    pub fn limit_id_of(listener: usize) -> u32 {
+        0x8000_0000 | (listener as u32 & 0x7fff_ffff)
+    }
+
+    /// The real client is in the listener's `allow` networks (any when empty).
+    pub fn allows(&self, client: Ipv4Addr) -> bool {
+        self.allow.is_empty()
+            || self
+                .allow
+                .iter()
+                .any(|&(net, len)| crate::config::in_network(client, net, len))
+    }
+
     pub fn trusts(&self, peer: Ipv4Addr) -> bool {
         self.trusted
             .iter()

@@ -80,6 +80,13 @@ impl RequestLimiter {
         Some(wait_us.div_ceil(1_000_000).max(1))
     }
 
+    /// One new connection of `client` within `rate` (bucket `id`: see
+    /// `AcceptProxy::limit_id_of`).
+    #[inline]
+    pub fn admit_connection(&mut self, id: u32, rate: Rate, client: Ipv4Addr, now_us: u64) -> bool {
+        self.table.check(id, client, rate, now_us).is_ok()
+    }
+
     pub fn used(&self) -> usize {
         self.table.used()
     }

@@ -79,6 +79,7 @@ pub struct Net {
     ids: crate::app::proxy::headers::RequestIds,
     pub routes: Routes,
     pub limiter: RequestLimiter,
+    pub open: crate::app::proxy::client_limits::OpenPerClient,
     next_port: u16,
     buf: usize,
     /// Upstream connects made (not pool reuses).
@@ -183,6 +184,7 @@ impl Net {
                 upgrade: Default::default(),
             },
             limiter: RequestLimiter::new(64, [0; 16]),
+            open: Default::default(),
             next_port: 50000,
             buf,
             connects: 0,
@@ -298,6 +300,7 @@ impl Net {
                 Lent {
                     routes: Some(&self.routes),
                     limiter: &mut self.limiter,
+                    open: &mut self.open,
                     ids: &mut self.ids,
                     scratch: &mut self.scratch,
                 },

@@ -47,6 +47,7 @@ pub struct ListenSettings {
     pub allow: Vec<(Ipv4Addr, u8)>,
     pub max_per_source: u32,
     pub conn_rate: Option<Rate>,
+    pub exempt: Vec<(Ipv4Addr, u8)>,
 }
 
 impl Stack {
@@ -59,6 +60,7 @@ impl Stack {
             l.allow = s.allow;
             l.max_per_source = s.max_per_source;
             l.conn_rate = s.conn_rate;
+            l.exempt = s.exempt;
         }
     }
 
@@ -148,7 +150,7 @@ impl Stack {
             self.counters.add(Counter::RefusedAcl, 1);
             return self.answer_stateless(port, m, now_us); // RST: not an allowed client network
         }
-        if let Some(l) = listener {
+        if let Some(l) = listener.filter(|&l| !self.listeners[l].exempts(key.remote_ip)) {
             let max = self.listeners[l].max_per_source;
             if max > 0
                 && self
@@ -262,7 +264,7 @@ impl Stack {
         self.counters.add(Counter::FlowsAccepted, 1);
         let l = &self.listeners[listener];
         let idle_timeout_us = l.idle_timeout_us;
-        let counted = l.max_per_source > 0;
+        let counted = l.max_per_source > 0 && !l.exempts(key.remote_ip);
         if counted {
             *self.per_source.entry(key.remote_ip).or_insert(0) += 1;
         }

@@ -59,6 +59,9 @@ pub struct Listen {
     pub max_per_source: u32,
     /// New connections per client address, decided at the SYN.
     pub conn_rate: Option<Rate>,
+    /// Peers neither limit counts: balancers whose clients the application
+    /// limits itself once it knows them (the PROXY protocol).
+    pub exempt: Vec<(Ipv4Addr, u8)>,
     /// Each accepted flow is promised a second slot (for its upstream) until
     /// the application takes it with [`Stack::unreserve`].
     pub reserve_peer: bool,
@@ -71,6 +74,12 @@ impl Listen {
                 .allow
                 .iter()
                 .any(|&(net, len)| in_network(client, net, len))
+    }
+
+    fn exempts(&self, peer: Ipv4Addr) -> bool {
+        self.exempt
+            .iter()
+            .any(|&(net, len)| in_network(peer, net, len))
     }
 }
 

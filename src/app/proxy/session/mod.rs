@@ -92,6 +92,8 @@ pub enum Step {
 pub struct Lent<'a> {
     pub routes: Option<&'a Routes>,
     pub limiter: &'a mut RequestLimiter,
+    /// Open connections per real client (listeners that accept PROXY headers).
+    pub open: &'a mut crate::app::proxy::client_limits::OpenPerClient,
     pub ids: &'a mut RequestIds,
     /// For heads that wrap the receive ring's end.
     pub scratch: &'a mut [u8],
@@ -360,6 +362,7 @@ impl Session {
         let Lent {
             routes,
             limiter,
+            open,
             ids,
             scratch,
         } = lent;
@@ -372,7 +375,8 @@ impl Session {
                     return Step::Idle;
                 }
                 State::ReadProxy => {
-                    if let Some(step) = self.read_proxy_header(c, scratch, now_us) {
+                    if let Some(step) = self.read_proxy_header(c, scratch, (open, limiter), now_us)
+                    {
                         return step;
                     }
                 }

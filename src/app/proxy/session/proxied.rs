@@ -10,7 +10,9 @@ use smoltcp::socket::tcp::Socket;
 
 use super::relay::at_eof;
 use super::{Session, State, Step};
+use crate::app::proxy::client_limits::{OpenPerClient, Refused};
 use crate::app::proxy::proxy_protocol::{self, AcceptProxy, Parsed, Version, HEADER_ROOM, V2_MAX};
+use crate::app::proxy::ratelimit::RequestLimiter;
 use crate::app::{dequeue, send_room};
 
 /// A session's PROXY protocol duties.
@@ -22,8 +24,10 @@ pub(super) struct Proxied {
     accept: Option<Arc<AcceptProxy>>,
     /// The attached upstream still needs its header.
     send: Option<Version>,
-    /// The real client's address is refused by the allow-list (counted by the engine).
-    refused: bool,
+    /// Why the real client was turned away (counted by the engine).
+    refused: Option<Refused>,
+    /// The real client this connection counts against (released at close).
+    counted: Option<Ipv4Addr>,
 }
 
 impl Session {
@@ -42,9 +46,14 @@ impl Session {
         self.pp.send = version;
     }
 
-    /// The real client was refused by the allow-list, once.
-    pub fn take_acl_refusal(&mut self) -> bool {
-        std::mem::take(&mut self.pp.refused)
+    /// Why the real client was turned away, once.
+    pub fn take_refusal(&mut self) -> Option<Refused> {
+        self.pp.refused.take()
+    }
+
+    /// The real client counted in [`OpenPerClient`], once (at close).
+    pub fn take_counted(&mut self) -> Option<Ipv4Addr> {
+        self.pp.counted.take()
     }
 
     /// `ReadProxy`: `None` once the header is read and the session moved
@@ -53,6 +62,7 @@ impl Session {
         &mut self,
         c: &mut Socket,
         scratch: &mut [u8],
+        (open, rates): (&mut OpenPerClient, &mut RequestLimiter),
         now_us: u64,
     ) -> Option<Step> {
         let room = V2_MAX.min(scratch.len());
@@ -70,20 +80,24 @@ impl Session {
             Parsed::Header { len, source } => {
                 dequeue(c, len);
                 self.deadline_us = 0;
-                let allow = &self.pp.accept.as_ref()?.allow;
+                let policy = self.pp.accept.as_ref()?;
                 let admitted = match source {
                     Some(src) => {
                         self.client_ip = *src.ip();
                         self.rec.client = Some((*src.ip(), src.port()));
-                        allowed(allow, *src.ip())
+                        open.admit(policy, *src.ip(), rates, now_us)
                     }
                     // LOCAL (a health check) or no IPv4 client: the peer
                     // stays the client, and an allow-list cannot admit it.
-                    None => allow.is_empty(),
+                    None if policy.allow.is_empty() => Ok(()),
+                    None => Err(Refused::Acl),
                 };
-                if !admitted {
-                    self.pp.refused = true;
-                    return Some(self.cut(c));
+                match admitted {
+                    Ok(()) => self.pp.counted = source.map(|s| *s.ip()),
+                    Err(why) => {
+                        self.pp.refused = Some(why);
+                        return Some(self.cut(c));
+                    }
                 }
                 self.state = if self.mode == super::Mode::Tcp {
                     State::WaitUpstream
@@ -125,11 +139,4 @@ impl Session {
         self.pp.send = None;
         true
     }
-}
-
-fn allowed(allow: &[(Ipv4Addr, u8)], ip: Ipv4Addr) -> bool {
-    allow.is_empty()
-        || allow
-            .iter()
-            .any(|&(net, len)| crate::config::in_network(ip, net, len))
 }

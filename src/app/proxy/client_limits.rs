@@ -1,0 +1,140 @@
+//! Connection limits on the real client behind a trusted load balancer.
+//!
+//! The stack applies `max_connections_per_source` and
+//! `connection_rate_limit` at the SYN, to the peer; behind a balancer that
+//! sends the PROXY protocol every client is that one peer. So the stack
+//! leaves a listener's trusted proxies alone (`Listen::exempt`) and a
+//! session takes these limits here, once the header has named the client.
+//! Like the stack's, they are per worker.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use super::proxy_protocol::AcceptProxy;
+use super::ratelimit::RequestLimiter;
+
+/// Why a real client was turned away after its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not in the listener's `allow` networks.
+    Acl,
+    /// It holds `max_connections_per_source` connections already.
+    PerSource,
+    /// Over its `connection_rate_limit`.
+    Rate,
+}
+
+/// Open connections per real client, on listeners that accept PROXY headers.
+#[derive(Default)]
+pub struct OpenPerClient {
+    open: HashMap<Ipv4Addr, u32>,
+}
+
+impl OpenPerClient {
+    /// Room for `flows` clients, so counting never allocates in the loop:
+    /// a worker never holds more connections than flow slots.
+    pub fn reserve(&mut self, flows: usize) {
+        self.open.reserve(flows.saturating_sub(self.open.len()));
+    }
+
+    /// Admits one more connection of `client` under `policy` at `now_us`,
+    /// counting it (release it with [`OpenPerClient::release`]).
+    pub fn admit(
+        &mut self,
+        policy: &AcceptProxy,
+        client: Ipv4Addr,
+        rates: &mut RequestLimiter,
+        now_us: u64,
+    ) -> Result<(), Refused> {
+        if !policy.allows(client) {
+            return Err(Refused::Acl);
+        }
+        let open = self.open.get(&client).copied().unwrap_or(0);
+        if policy.max_per_source > 0 && open >= policy.max_per_source {
+            return Err(Refused::PerSource);
+        }
+        if let Some(rate) = policy.conn_rate {
+            if !rates.admit_connection(policy.limit_id, rate, client, now_us) {
+                return Err(Refused::Rate);
+            }
+        }
+        *self.open.entry(client).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// A connection [`OpenPerClient::admit`] counted has closed.
+    pub fn release(&mut self, client: Ipv4Addr) {
+        if let Some(n) = self.open.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(&client);
+            }
+        }
+    }
+
+    /// Clients with an open connection counted here.
+    pub fn clients(&self) -> usize {
+        self.open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::ratelimit::Rate;
+
+    const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+    fn policy(max: u32, rate: Option<Rate>) -> AcceptProxy {
+        AcceptProxy {
+            trusted: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
+            allow: vec![(Ipv4Addr::new(192, 0, 2, 0), 24)],
+            max_per_source: max,
+            conn_rate: rate,
+            limit_id: AcceptProxy::limit_id_of(0),
+        }
+    }
+
+    #[test]
+    fn counts_open_connections_per_real_client() {
+        let (mut open, mut rates) = (OpenPerClient::default(), RequestLimiter::new(64, [1; 16]));
+        let p = policy(2, None);
+        assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(()));
+        assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(()));
+        assert_eq!(open.admit(&p, A, &mut rates, 1), Err(Refused::PerSource));
+        assert_eq!(open.admit(&p, B, &mut rates, 1), Ok(()), "another client");
+        open.release(A);
+        assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(()), "one closed");
+        for c in [A, A, B] {
+            open.release(c);
+        }
+        assert_eq!(open.clients(), 0, "nothing left behind");
+    }
+
+    #[test]
+    fn no_limit_still_counts_and_checks_the_allow_list() {
+        let (mut open, mut rates) = (OpenPerClient::default(), RequestLimiter::new(64, [1; 16]));
+        let p = policy(0, None);
+        for _ in 0..100 {
+            assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(()));
+        }
+        let outside = Ipv4Addr::new(198, 51, 100, 7);
+        assert_eq!(open.admit(&p, outside, &mut rates, 1), Err(Refused::Acl));
+    }
+
+    #[test]
+    fn connection_rate_is_per_real_client() {
+        let (mut open, mut rates) = (OpenPerClient::default(), RequestLimiter::new(64, [1; 16]));
+        let p = policy(0, Some(Rate::new(1.0, 2)));
+        assert_eq!(open.admit(&p, A, &mut rates, 1_000_000), Ok(()));
+        assert_eq!(open.admit(&p, A, &mut rates, 1_000_000), Ok(()));
+        assert_eq!(open.admit(&p, A, &mut rates, 1_000_000), Err(Refused::Rate));
+        assert_eq!(open.admit(&p, B, &mut rates, 1_000_000), Ok(()));
+        assert_eq!(
+            open.admit(&p, A, &mut rates, 2_000_000),
+            Ok(()),
+            "a second later"
+        );
+    }
+}
