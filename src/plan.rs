@@ -129,6 +129,7 @@ pub fn listener_apps(cfg: &Config, layout: &Layout) -> Vec<ListenerApp> {
                     .collect(),
                 default: l.upstream.as_deref().map(|g| layout.group_index(g)),
                 limits: crate::app::proxy::ratelimit::route_limits(i, l),
+                hash_keys: hash_keys(cfg, l),
                 headers: crate::app::proxy::headers::Headers::compile(l),
                 upgrade: Policy::new(
                     l.upgrade.as_deref(),
@@ -169,6 +170,28 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             }),
         })
         .collect()
+}
+
+/// Per route of `l`, then for its default upstream: what its group hashes;
+/// empty when every one hashes the client address.
+fn hash_keys(cfg: &Config, l: &crate::config::Listener) -> Vec<crate::config::HashKey> {
+    let of = |group: Option<&str>| {
+        cfg.upstreams
+            .iter()
+            .find(|g| Some(g.name.as_str()) == group)
+            .map(|g| g.hash_key.clone())
+            .unwrap_or_default()
+    };
+    let keys: Vec<_> = l
+        .routes
+        .iter()
+        .map(|r| of(Some(&r.upstream)))
+        .chain([of(l.upstream.as_deref())])
+        .collect();
+    if keys.iter().all(|k| *k == crate::config::HashKey::Client) {
+        return Vec::new();
+    }
+    keys
 }
 
 fn conn_rate(l: &crate::config::Listener) -> Option<Rate> {

@@ -1,5 +1,5 @@
 //! Upstream groups, end to end in the netns lab: balancing (round robin,
-//! weights, least connections, source hash), failover and recovery, active
+//! weights, least connections, source hash, consistent hash), failover and recovery, active
 //! health checks, and SIGHUP adding and removing servers under load, with
 //! extra nginx servers in the upstream namespace.
 //!
@@ -217,6 +217,83 @@ fn balancing_failover_and_recovery() {
 // ---- the appliance: health checks, reload, drain, metrics ------------------------------
 
 /// Two extra nginx servers on 10.72.0.11 and .12 answering their own name.
+/// Which server answers each of `users` (by `X-User`), through `port`.
+fn servers_of(lab: &Lab, port: u16, users: &[String]) -> Vec<String> {
+    users
+        .iter()
+        .map(|user| {
+            let header = format!("X-User: {user}");
+            let (code, body) = curl(lab, &["-H", &header, &url(port, "/")]);
+            assert_eq!(code, 200, "{user}: {body}");
+            body.trim().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn consistent_hash_keeps_each_key_on_its_server() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let backends: Vec<Nginx> = BACKENDS
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| Nginx::named(&lab, &format!("c{i}"), ip))
+        .collect();
+    let body = |order: [usize; 3]| {
+        let servers: Vec<(String, u32)> = order
+            .iter()
+            .map(|&i| (format!("{}:80", BACKENDS[i]), 1))
+            .collect();
+        let s: Vec<(&str, u32)> = servers.iter().map(|(a, w)| (a.as_str(), *w)).collect();
+        listener(84, "http", "ch")
+            + &upstream(
+                "ch",
+                &s,
+                "balance = \"consistent_hash\"\nhash_key = \"header:X-User\"",
+            )
+    };
+    let users: Vec<String> = (0..24).map(|u| format!("user{u}")).collect();
+    let z = ZProxy::start(&lab, "zproxy", &config(4096, &body([0, 1, 2])));
+    wait_proxy(&lab, &z, 84);
+    let first = servers_of(&lab, 84, &users);
+    assert_eq!(
+        servers_of(&lab, 84, &users),
+        first,
+        "a key keeps its server"
+    );
+    let used: std::collections::BTreeSet<&String> = first.iter().collect();
+    eprintln!(
+        "consistent_hash: 24 users over {} servers: {first:?}",
+        used.len()
+    );
+    assert_eq!(used.len(), 3, "24 keys reach every server: {first:?}");
+
+    // Server 2 stops: only its keys move (a refused connect is retried on
+    // the key's next server, so no request fails).
+    let lost = BACKENDS[1];
+    backends[1].stop(&lab);
+    let without = servers_of(&lab, 84, &users);
+    for ((user, was), now) in users.iter().zip(&first).zip(&without) {
+        if was.contains(lost) {
+            assert!(!now.contains(lost), "{user} still on the stopped server");
+        } else {
+            assert_eq!(was, now, "{user} moved although its server is up");
+        }
+    }
+    backends[1].launch(&lab);
+    stop_clean(z);
+
+    // Another instance, whose config lists the servers in another order,
+    // sends every key where the first one did.
+    let z = ZProxy::start(&lab, "zproxy", &config(4096, &body([2, 1, 0])));
+    wait_proxy(&lab, &z, 84);
+    assert_eq!(servers_of(&lab, 84, &users), first);
+    stop_clean(z);
+}
+
 fn two_backends(lab: &Lab) -> Vec<Nginx> {
     BACKENDS[..2]
         .iter()

@@ -209,6 +209,7 @@ impl Harness {
                         limits: Vec::new(),
                         headers: Default::default(),
                         upgrade: Default::default(),
+                        hash_keys: Vec::new(),
                     })),
                 ),
                 listener(81, ListenerApp::Tcp { group: 0 }),

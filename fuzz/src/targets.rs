@@ -59,6 +59,7 @@ pub fn http_request(data: &[u8]) {
         limits: Vec::new(),
         headers: Default::default(),
         upgrade: Default::default(),
+        hash_keys: Vec::new(),
     };
     let target = http::request_target(req.path.unwrap_or("")).expect("an accepted target splits");
     let host = target.authority.map(str::as_bytes).or_else(|| {

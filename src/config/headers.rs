@@ -104,7 +104,7 @@ pub fn split_value(value: &str) -> Result<Vec<Piece>, String> {
 }
 
 /// A field name is a token (RFC 9110 5.1).
-fn is_token(name: &str) -> bool {
+pub(super) fn is_token(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

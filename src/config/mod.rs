@@ -18,6 +18,7 @@ use std::path::Path;
 
 mod eal;
 mod error;
+mod hashkey;
 pub mod headers;
 mod limits;
 mod locate;
@@ -34,6 +35,7 @@ mod validate;
 mod warn;
 
 pub use error::ConfigError;
+pub use hashkey::HashKey;
 pub use limits::{
     EAL_FLAGS, MAX_ACCESS_LOG_RING, MAX_ACCESS_LOG_SAMPLE, MAX_DESCRIPTORS, MAX_LCORE, MAX_MBUFS,
     MAX_MBUF_CACHE, MAX_MTU, MIN_MTU,
@@ -82,6 +84,7 @@ impl Config {
         cfg.resolve_servers(text, resolve)?;
         cfg.validate(text)?;
         cfg.validate_proxy_keys(text)?;
+        cfg.validate_hash_keys(text)?;
         cfg.validate_limits(text)?;
         cfg.validate_upgrade(text)?;
         Ok(cfg)

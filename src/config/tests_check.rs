@@ -135,6 +135,10 @@ fn wrong_values_name_key_line_and_fix() {
         (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0\"]\n"), "trusted_proxies entry \"10.0.0.0\" is not A.B.C.D/prefix", Some(23)),
         (with("mode = \"static\"", "mode = \"static\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]"), "tcp_port 8080: accept_proxy_protocol needs mode = \"tcp\" or \"http\"", Some(34)),
         (with("port = \"upstream\"\n", "port = \"upstream\"\nproxy_protocol = \"v3\"\n"), "unknown variant `v3`, expected `v1` or `v2`", Some(41)),
+        // Consistent hashing keys.
+        (with("port = \"upstream\"\n", "port = \"upstream\"\nhash_key = \"header:X-User\"\n"), "upstream \"web\": hash_key is used by balance = \"consistent_hash\" only", Some(41)),
+        (with("port = \"upstream\"\n", "port = \"upstream\"\nbalance = \"consistent_hash\"\nhash_key = \"header:X User\"\n"), "hash_key \"header:X User\": \"X User\" is not a valid header name", Some(42)),
+        (with("port = \"upstream\"\n", "port = \"upstream\"\nbalance = \"consistent_hash\"\nhash_key = \"query:id\"\n"), "is not \"client\", \"header:NAME\" or \"cookie:NAME\"", Some(42)),
         // Servers by name: a typo is refused before it reaches the resolver.
         (with("10.72.0.1:80", "web_1.lab:80"), "upstream 'web': server \"web_1.lab:80\" is not A.B.C.D:port or HOST:port", Some(41)),
         // An empty group is reported at the group, not at a listener naming it.

@@ -346,6 +346,9 @@ pub struct UpstreamGroup {
     /// Send a PROXY protocol header ("v1" or "v2") naming the client before
     /// its first byte; such a group pools no connections.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// What `balance = "consistent_hash"` hashes (client address by default).
+    #[serde(default)]
+    pub hash_key: super::HashKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -444,6 +447,10 @@ pub enum Balance {
     LeastConn,
     /// Hash of the client's IP address: a client keeps its server.
     SourceHash,
+    /// Rendezvous hashing of `hash_key` over the servers' addresses: every
+    /// instance of a fleet picks the same server for a key, and a server's
+    /// loss moves only its own keys.
+    ConsistentHash,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

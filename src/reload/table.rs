@@ -85,6 +85,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("upstream.local_ports", Applies),
     ("upstream.health_check", Applies),
     ("upstream.proxy_protocol", Applies),
+    ("upstream.hash_key", Applies),
     ("upstream.health_check.kind", Applies),
     ("upstream.health_check.path", Applies),
     ("upstream.health_check.expect_status", Applies),
@@ -458,6 +459,7 @@ fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
         local_ports,
         health_check,
         proxy_protocol,
+        hash_key,
     } = a;
     let at = format!("upstream \"{name}\"");
     d.cmp("upstream.port", &at, port, &b.port);
@@ -480,6 +482,7 @@ fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
         d.push("upstream.servers", at.clone(), what.join(" "));
     }
     d.cmp("upstream.balance", &at, balance, &b.balance);
+    d.cmp("upstream.hash_key", &at, hash_key, &b.hash_key);
     d.cmp(
         "upstream.connect_timeout_ms",
         &at,

@@ -196,6 +196,9 @@ const EDITS: &[Edit] = &[
     ("upstream.proxy_protocol", |c| {
         c.upstreams[0].proxy_protocol = Some(ProxyProtocol::V2)
     }),
+    ("upstream.hash_key", |c| {
+        c.upstreams[0].hash_key = crate::config::HashKey::Header("x-user".into())
+    }),
     ("upstream.health_check.kind", |c| {
         hc(c).kind = HealthKind::Http
     }),

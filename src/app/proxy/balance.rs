@@ -1,6 +1,7 @@
-//! Upstream server choice: weighted round robin, least connections and
-//! source-IP hash over the servers that are not marked down, with passive
-//! health marking (connect failures take a server out for a while).
+//! Upstream server choice: weighted round robin, least connections,
+//! source-IP hash and consistent (rendezvous) hash over the servers that
+//! are not marked down, with passive health marking (connect failures take
+//! a server out for a while).
 
 use std::hash::Hasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -17,9 +18,29 @@ const SOURCE_HASH_KEY: (u64, u64) = (0x7a70_726f_7879_2073, 0x6f75_7263_6520_697
 
 /// Where `client` falls in source-hash balancing (SipHash-1-3 of its octets).
 fn source_hash(client: Ipv4Addr) -> u64 {
+    key_hash(&client.octets())
+}
+
+/// A request key's hash (a header's or cookie's value, or a client
+/// address): the same on every instance, as `SOURCE_HASH_KEY` says.
+pub fn key_hash(bytes: &[u8]) -> u64 {
     let mut h = SipHasher13::new_with_keys(SOURCE_HASH_KEY.0, SOURCE_HASH_KEY.1);
-    h.write(&client.octets());
+    h.write(bytes);
     h.finish()
+}
+
+/// Rendezvous (highest random weight) score of `server` for `key`, with
+/// weights as Schindelhauer and Schomaker's logarithmic method gives them:
+/// `weight / -ln(u)`, `u` uniform in (0, 1) from a hash of (key, server).
+/// It depends on the server's address, not its place in the config, so
+/// every instance agrees, and a server's loss moves only the keys it held.
+fn rendezvous_score(key: u64, server: SocketAddrV4, weight: u32) -> f64 {
+    let mut h = SipHasher13::new_with_keys(SOURCE_HASH_KEY.0, SOURCE_HASH_KEY.1);
+    h.write_u64(key);
+    h.write(&server.ip().octets());
+    h.write_u16(server.port());
+    let u = ((h.finish() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    f64::from(weight) / -u.ln()
 }
 
 /// Consecutive connect failures that mark a server down.
@@ -101,6 +122,19 @@ impl Balancer {
     /// Picks a server for a client, skipping `exclude` (already tried for
     /// this request) and servers marked down. `None`: no server is usable.
     pub fn pick(&mut self, client: Ipv4Addr, now_us: u64, exclude: u64) -> Option<usize> {
+        self.pick_for(client, None, now_us, exclude)
+    }
+
+    /// [`Balancer::pick`] for a request whose `hash_key` hashed to
+    /// `request_key` (`None`: the group hashes the client, or the request
+    /// had no such header or cookie).
+    pub fn pick_for(
+        &mut self,
+        client: Ipv4Addr,
+        request_key: Option<u64>,
+        now_us: u64,
+        exclude: u64,
+    ) -> Option<usize> {
         let usable = |i: usize, s: &ServerState| s.is_up(now_us) && exclude & (1 << (i % 64)) == 0;
         match self.balance {
             Balance::RoundRobin => {
@@ -157,6 +191,16 @@ impl Balancer {
                     point -= u64::from(s.weight);
                 }
                 None
+            }
+            Balance::ConsistentHash => {
+                let key = request_key.unwrap_or_else(|| source_hash(client));
+                self.servers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| usable(*i, s) && s.weight > 0)
+                    .map(|(i, s)| (i, rendezvous_score(key, s.address, s.weight)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(i, _)| i)
             }
         }
     }
@@ -300,5 +344,64 @@ mod tests {
             (0..20).any(|_| b.pick(C, 0, 0) == Some(2)),
             "new server never picked"
         );
+    }
+
+    /// Which server each of `keys` goes to.
+    fn choices(b: &mut Balancer, keys: u64) -> Vec<Option<SocketAddrV4>> {
+        (0..keys)
+            .map(|k| {
+                let i = b.pick_for(C, Some(key_hash(&k.to_le_bytes())), 0, 0);
+                i.map(|i| b.servers[i].address)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consistent_hash_spreads_by_weight_and_agrees_across_instances() {
+        let mut b = group(Balance::ConsistentHash, &[1, 1, 2]);
+        let mut counts = [0usize; 3];
+        for k in 0..40_000u64 {
+            counts[b
+                .pick_for(C, Some(key_hash(&k.to_le_bytes())), 0, 0)
+                .unwrap()] += 1;
+        }
+        // 10k, 10k, 20k expected; 5 % slack.
+        for (n, want) in counts.iter().zip([10_000usize, 10_000, 20_000]) {
+            assert!(n * 100 >= want * 95 && n * 100 <= want * 105, "{counts:?}");
+        }
+        // Another instance listing the servers in another order agrees.
+        let mut other = group(Balance::ConsistentHash, &[1, 1, 2]);
+        other.servers.reverse();
+        assert_eq!(choices(&mut b, 2000), choices(&mut other, 2000));
+        // Without a request key, the client address is the key.
+        let first = b.pick(C, 0, 0);
+        assert!((0..10).all(|_| b.pick(C, 0, 0) == first));
+    }
+
+    #[test]
+    fn consistent_hash_moves_only_the_lost_servers_keys() {
+        let mut b = group(Balance::ConsistentHash, &[1, 1, 1, 1]);
+        let before = choices(&mut b, 4000);
+        let lost = b.servers[1].address;
+        b.servers[1].healthy = false;
+        let after = choices(&mut b, 4000);
+        let mut moved = 0;
+        for (was, now) in before.iter().zip(&after) {
+            if *was == Some(lost) {
+                assert_ne!(*now, Some(lost));
+                moved += 1;
+            } else {
+                assert_eq!(was, now, "a key of a live server moved");
+            }
+        }
+        assert!((800..1200).contains(&moved), "{moved} of 4000 on one of 4");
+        // It comes back: its keys return, the others stay.
+        b.servers[1].healthy = true;
+        assert_eq!(choices(&mut b, 4000), before);
+        // A retry skips the server that failed, to the key's next choice.
+        let k = Some(key_hash(b"alice"));
+        let first = b.pick_for(C, k, 0, 0).unwrap();
+        let second = b.pick_for(C, k, 0, 1 << first).unwrap();
+        assert_ne!(first, second);
     }
 }

@@ -478,7 +478,8 @@ impl Proxy {
         };
         let (client_ip, tried): (Ipv4Addr, u64) = (session.client_ip, session.tried);
         let g = &mut self.groups[group];
-        let Some(server) = g.spec.balancer.pick(client_ip, now_us, tried) else {
+        let key = session.request_key();
+        let Some(server) = g.spec.balancer.pick_for(client_ip, key, now_us, tried) else {
             return Err(Cause::NoServer);
         };
         // Reuse an idle connection when one is still good.

@@ -12,6 +12,7 @@
 pub mod balance;
 pub mod client_limits;
 pub mod engine;
+pub mod hash_key;
 pub mod headers;
 pub mod health;
 pub mod http;

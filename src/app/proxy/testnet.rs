@@ -182,6 +182,7 @@ impl Net {
                 limits: Vec::new(),
                 headers: Default::default(),
                 upgrade: Default::default(),
+                hash_keys: Vec::new(),
             },
             limiter: RequestLimiter::new(64, [0; 16]),
             open: Default::default(),

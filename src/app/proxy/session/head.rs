@@ -252,6 +252,9 @@ pub(super) fn parse_request(
         upgrade,
     );
     x.route = route;
+    x.request_key = routes
+        .and_then(|r| r.hash_key(route))
+        .and_then(|k| crate::app::proxy::hash_key::request_key(k, req.headers));
     let limit = routes.and_then(|r| r.limit(route));
     Ok((x, group, limit))
 }

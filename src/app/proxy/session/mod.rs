@@ -110,9 +110,18 @@ pub struct Routes {
     pub headers: Headers,
     /// Which `Upgrade` requests go upstream, per route.
     pub upgrade: crate::app::proxy::upgrade::Policy,
+    /// What each route's group hashes, then the default's (empty: only
+    /// client addresses, nothing to read from a request).
+    pub hash_keys: Vec<crate::config::HashKey>,
 }
 
 impl Routes {
+    /// The request key a route found by `find_route` balances on.
+    pub fn hash_key(&self, route: Option<u16>) -> Option<&crate::config::HashKey> {
+        self.hash_keys
+            .get(route.map_or(self.routes.len(), usize::from))
+    }
+
     pub fn find(&self, host: Option<&[u8]>, path: &str) -> Option<usize> {
         self.find_route(host, path).map(|(_, group)| group)
     }
@@ -186,6 +195,8 @@ struct Exchange {
     plan: Plan,
     /// The route the request took (`None`: the default upstream), for its header rules.
     route: Option<u16>,
+    /// Its `hash_key` value's hash, for `consistent_hash` balancing.
+    request_key: Option<u64>,
 }
 
 impl Exchange {
@@ -203,6 +214,7 @@ impl Exchange {
             upgrade: false,
             plan: Plan::default(),
             route: None,
+            request_key: None,
         }
     }
 }
@@ -267,6 +279,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The current request's `hash_key` hash, if its group hashes one.
+    pub fn request_key(&self) -> Option<u64> {
+        self.x.request_key
+    }
+
     pub fn new(
         mode: Mode,
         client_ip: Ipv4Addr,
@@ -610,6 +627,7 @@ mod tests {
             limits: Vec::new(),
             headers: Headers::default(),
             upgrade: Default::default(),
+            hash_keys: Vec::new(),
         };
         assert_eq!(r.find(Some(b"API.example:8080"), "/v1/x"), Some(1));
         assert_eq!(r.find(Some(b"other"), "/v1/x"), Some(0));
@@ -620,6 +638,7 @@ mod tests {
             limits: Vec::new(),
             headers: Headers::default(),
             upgrade: Default::default(),
+            hash_keys: Vec::new(),
         };
         assert_eq!(no_default.find(None, "/other"), None);
     }
