@@ -372,7 +372,7 @@ mod tests {
         // Another instance listing the servers in another order agrees.
         let mut other = group(Balance::ConsistentHash, &[1, 1, 2]);
         other.servers.reverse();
-        assert_eq!(choices(&mut b, 2000), choices(&mut other, 2000));
+        assert_eq!(choices(&mut b, 10_000), choices(&mut other, 10_000));
         // Without a request key, the client address is the key.
         let first = b.pick(C, 0, 0);
         assert!((0..10).all(|_| b.pick(C, 0, 0) == first));
@@ -380,11 +380,11 @@ mod tests {
 
     #[test]
     fn consistent_hash_moves_only_the_lost_servers_keys() {
-        let mut b = group(Balance::ConsistentHash, &[1, 1, 1, 1]);
-        let before = choices(&mut b, 4000);
+        let mut b = group(Balance::ConsistentHash, &[1, 1, 1, 1, 1]);
+        let before = choices(&mut b, 10_000);
         let lost = b.servers[1].address;
         b.servers[1].healthy = false;
-        let after = choices(&mut b, 4000);
+        let after = choices(&mut b, 10_000);
         let mut moved = 0;
         for (was, now) in before.iter().zip(&after) {
             if *was == Some(lost) {
@@ -394,10 +394,10 @@ mod tests {
                 assert_eq!(was, now, "a key of a live server moved");
             }
         }
-        assert!((800..1200).contains(&moved), "{moved} of 4000 on one of 4");
+        assert!((1800..2200).contains(&moved), "{moved} of 10000 on one of 5");
         // It comes back: its keys return, the others stay.
         b.servers[1].healthy = true;
-        assert_eq!(choices(&mut b, 4000), before);
+        assert_eq!(choices(&mut b, 10_000), before);
         // A retry skips the server that failed, to the key's next choice.
         let k = Some(key_hash(b"alice"));
         let first = b.pick_for(C, k, 0, 0).unwrap();
