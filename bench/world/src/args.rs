@@ -45,8 +45,9 @@ pub struct WorldArgs {
     /// Requests in flight at most.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
-    /// Requests (connections, with keep-alive off) started per second at
-    /// most; unlimited (closed loop) when absent.
+    /// Requests started per second at most (with keep-alive off, each a
+    /// new connection; with it on, a kept connection waits for its turn);
+    /// unlimited (closed loop) when absent.
     #[arg(long)]
     pub rate: Option<f64>,
     #[arg(long, value_enum, default_value_t = KeepAlive::Off)]

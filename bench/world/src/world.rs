@@ -30,6 +30,8 @@ enum Role {
     None,
     /// A generator connection with a request in flight (index into `clients`).
     Gen { client: u32, established: bool },
+    /// A kept generator connection waiting for the rate to allow its next request.
+    GenIdle { client: u32 },
     /// A generator connection whose exchange is over, closing.
     GenDone,
     /// An origin connection (index into `served`).
@@ -68,7 +70,10 @@ pub struct World {
     served: Vec<Served>,
     free_served: Vec<u32>,
     next_local_port: u16,
+    /// Generator connections open and not closing (with a request in flight or parked).
     in_flight: usize,
+    /// Kept connections waiting for a token (rate-limited keep-alive), oldest first.
+    parked: std::collections::VecDeque<(FlowId, u32)>,
     tsc_origin: u64,
     tsc_per_us: u64,
     pub stats: ThreadStats,
@@ -89,6 +94,7 @@ impl World {
             free_served: Vec::new(),
             next_local_port: LOCAL_PORTS.0,
             in_flight: 0,
+            parked: std::collections::VecDeque::with_capacity(max_flows),
             tsc_origin: rdtsc(),
             tsc_per_us: (tsc_hz() / 1_000_000).max(1),
             stats: ThreadStats::new(),
@@ -166,6 +172,17 @@ impl World {
     /// up to the concurrency and the rate; how many it opened.
     fn start_requests(&mut self, s: &Schedule, tokens: &mut f64, now_us: u64) -> usize {
         let mut started = 0;
+        while started < STARTS_PER_POLL && *tokens >= 1.0 {
+            let Some((f, client)) = self.parked.pop_front() else {
+                break;
+            };
+            if !matches!(self.roles[f as usize], Role::GenIdle { client: c } if c == client) {
+                continue; // closed while parked
+            }
+            *tokens -= 1.0;
+            started += 1;
+            self.next_request(f, client, s, now_us);
+        }
         while self.in_flight < s.concurrency && started < STARTS_PER_POLL {
             if s.rate.is_some() {
                 if *tokens < 1.0 {
@@ -246,7 +263,7 @@ impl World {
                     }
                 }
                 Role::Origin { served } => self.serve(f, served),
-                Role::GenDone | Role::None => {}
+                Role::GenIdle { .. } | Role::GenDone | Role::None => {}
             },
             Event::Closed { flow, why } => {
                 match self.roles[flow as usize] {
@@ -266,6 +283,11 @@ impl World {
                         self.release(flow, client);
                     }
                     Role::Origin { served } => self.free_served.push(served),
+                    Role::GenIdle { client } => {
+                        // The server closed a kept connection between requests.
+                        self.free_clients.push(client);
+                        self.in_flight -= 1;
+                    }
                     Role::GenDone | Role::None => {}
                 }
                 self.roles[flow as usize] = Role::None;
@@ -281,10 +303,14 @@ impl World {
         };
         self.record(client, out, s, now_us);
         if matches!(out, Response::Ok { close: false }) && self.plan.keep_alive && now_us < s.end_us {
-            // The next request on the same connection.
-            self.clients[client as usize].begin(now_us, now_us >= s.window_start_us);
-            self.stack.set_deadline(f, Some(now_us + self.plan.timeout_us));
-            return self.exchange(f, client, s, now_us);
+            if s.rate.is_some() {
+                // Its next request waits for the rate (`start_requests`).
+                self.roles[f as usize] = Role::GenIdle { client };
+                self.stack.set_deadline(f, None);
+                self.parked.push_back((f, client));
+                return;
+            }
+            return self.next_request(f, client, s, now_us);
         }
         self.release(f, client);
         let sock = self.stack.socket(f);
@@ -294,6 +320,17 @@ impl World {
             sock.abort();
         }
         self.stack.set_deadline(f, None);
+    }
+
+    /// The next request on a kept connection.
+    fn next_request(&mut self, f: FlowId, client: u32, s: &Schedule, now_us: u64) {
+        self.clients[client as usize].begin(now_us, now_us >= s.window_start_us);
+        self.roles[f as usize] = Role::Gen {
+            client,
+            established: true,
+        };
+        self.stack.set_deadline(f, Some(now_us + self.plan.timeout_us));
+        self.exchange(f, client, s, now_us);
     }
 
     /// Counts a request's outcome.
