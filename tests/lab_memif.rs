@@ -72,7 +72,8 @@ fn spawn_world(dir: &Path, tag: &str, alone: bool, extra: &[&str]) -> Child {
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join(format!("{tag}.out"))).unwrap())
         .stderr(std::fs::File::create(dir.join(format!("{tag}.err"))).unwrap());
-    cmd.spawn().expect("spawn zproxy-world (cargo build --release -p zproxy-world)")
+    cmd.spawn()
+        .expect("spawn zproxy-world (cargo build --release -p zproxy-world)")
 }
 
 /// Waits for the world's run; on failure shows its errors and `context` (ZProxy's log).
@@ -83,10 +84,16 @@ fn finish_world(dir: &Path, tag: &str, mut child: Child, context: &dyn Fn() -> S
         status.is_some()
     });
     let err = std::fs::read_to_string(dir.join(format!("{tag}.err"))).unwrap_or_default();
-    assert!(status.unwrap().success(), "zproxy-world failed:\n{err}\n{}", context());
+    assert!(
+        status.unwrap().success(),
+        "zproxy-world failed:\n{err}\n{}",
+        context()
+    );
     let read = |f: String| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}\n{err}")))
-            .unwrap()
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}\n{err}")),
+        )
+        .unwrap()
     };
     WorldRun {
         results: read(format!("{tag}.json")),
@@ -101,20 +108,29 @@ fn assert_all_ok(what: &str, run: &WorldRun) {
     assert_eq!(r["failures_total"], 0, "{what}: failures {}", r["failures"]);
     assert_eq!(r["completed"].as_u64().unwrap(), ok, "{what}");
     let want = RATE * SECONDS;
-    assert!(ok >= want * 9 / 10 && ok <= want * 11 / 10, "{what}: {ok} successes, about {want} expected");
-    assert_eq!(run.world["origin_aborts"], 0, "{what}: the origin refused a request (a corrupt upload?)");
+    assert!(
+        ok >= want * 9 / 10 && ok <= want * 11 / 10,
+        "{what}: {ok} successes, about {want} expected"
+    );
+    assert_eq!(
+        run.world["origin_aborts"], 0,
+        "{what}: the origin refused a request (a corrupt upload?)"
+    );
     assert_eq!(run.world["connect_shortages"], 0, "{what}");
 }
 
 fn zproxy_config(dir: &Path, keepalive: u32) -> String {
-    let template = std::fs::read_to_string(repo_root().join("bench/peers/zproxy-memif.toml")).unwrap();
+    let template =
+        std::fs::read_to_string(repo_root().join("bench/peers/zproxy-memif.toml")).unwrap();
     let text = template
         .replace("@RUN@", &dir.display().to_string())
         .replace("127.0.0.1:@MGMT@", MGMT)
         .replace("max_flows = 65536", "max_flows = 4096")
         .replace("mbufs = 32767", "mbufs = 16383")
         .replace("keepalive = 0", &format!("keepalive = {keepalive}"));
-    assert!(text.contains("max_flows = 4096") && text.contains(&format!("keepalive = {keepalive}")));
+    assert!(
+        text.contains("max_flows = 4096") && text.contains(&format!("keepalive = {keepalive}"))
+    );
     text
 }
 
@@ -123,8 +139,14 @@ fn zproxy_requests() -> u64 {
         .args(["stats", "-a", MGMT])
         .output()
         .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("zproxy stats: {}", describe(&out)));
-    v["workers"].as_array().unwrap().iter().map(|w| w["requests"].as_u64().unwrap()).sum()
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("zproxy stats: {}", describe(&out)));
+    v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["requests"].as_u64().unwrap())
+        .sum()
 }
 
 /// The world through a fresh ZProxy; ZProxy's `requests` counter at the end.
@@ -147,10 +169,16 @@ fn proxied(dir: &Path, tag: &str, keepalive: u32, extra: &[&str]) -> (WorldRun, 
         .unwrap();
     let run = finish_world(dir, tag, world, &|| {
         let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-        format!("zproxy:\n{}{}", read(format!("{tag}.log")), read(format!("{tag}.stderr")))
+        format!(
+            "zproxy:\n{}{}",
+            read(format!("{tag}.log")),
+            read(format!("{tag}.stderr"))
+        )
     });
     let requests = zproxy_requests();
-    let _ = Command::new("kill").args(["-INT", &z.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &z.id().to_string()])
+        .status();
     let mut status = None;
     wait_for(Duration::from_secs(20), "zproxy to exit", || {
         status = z.try_wait().unwrap();
@@ -174,8 +202,20 @@ fn world_alone_and_through_zproxy_over_memif_byte_exact() {
     let dir = tmp.path();
 
     // A 10,000-byte response spans several segments; a 3,000-byte upload too.
-    let sizes = ["--response-size", "10000", "--request-size", "3000", "--concurrency", "16"];
-    let alone = finish_world(dir, "alone", spawn_world(dir, "alone", true, &sizes), &String::new);
+    let sizes = [
+        "--response-size",
+        "10000",
+        "--request-size",
+        "3000",
+        "--concurrency",
+        "16",
+    ];
+    let alone = finish_world(
+        dir,
+        "alone",
+        spawn_world(dir, "alone", true, &sizes),
+        &String::new,
+    );
     assert_all_ok("world alone", &alone);
     assert_eq!(
         alone.world["origin_requests"].as_u64().unwrap(),
@@ -186,7 +226,10 @@ fn world_alone_and_through_zproxy_over_memif_byte_exact() {
     let (close, requests) = proxied(dir, "close", 0, &sizes);
     assert_all_ok("through ZProxy, keep-alive off", &close);
     let ok = close.results["results"]["successes"].as_u64().unwrap();
-    assert!(requests >= ok, "ZProxy proxied {requests} requests, the world saw {ok} succeed");
+    assert!(
+        requests >= ok,
+        "ZProxy proxied {requests} requests, the world saw {ok} succeed"
+    );
 
     // Keep-alive on: 4 kept connections take turns at the same rate, and
     // ZProxy keeps its upstream connections in a pool.
@@ -201,5 +244,8 @@ fn world_alone_and_through_zproxy_over_memif_byte_exact() {
         r["connections_opened"]
     );
     let ok = r["successes"].as_u64().unwrap();
-    assert!(requests >= ok, "ZProxy proxied {requests} requests, the world saw {ok} succeed");
+    assert!(
+        requests >= ok,
+        "ZProxy proxied {requests} requests, the world saw {ok} succeed"
+    );
 }

@@ -173,7 +173,8 @@ impl WorldArgs {
             argv.extend(["--label".into(), l.clone()]);
         }
         use clap::Parser as _;
-        zproxy_bench::Args::try_parse_from(argv).expect("the world's arguments are valid bench arguments")
+        zproxy_bench::Args::try_parse_from(argv)
+            .expect("the world's arguments are valid bench arguments")
     }
 }
 
@@ -201,7 +202,15 @@ mod tests {
 
     #[test]
     fn parses_and_maps_to_bench_args() {
-        let a = args(&["--keep-alive", "on", "--response-size", "1048576", "--rate", "1000"]).unwrap();
+        let a = args(&[
+            "--keep-alive",
+            "on",
+            "--response-size",
+            "1048576",
+            "--rate",
+            "1000",
+        ])
+        .unwrap();
         assert_eq!(a.client_addr, (Ipv4Addr::new(10, 81, 0, 1), 24));
         a.validate().unwrap();
         let b = a.bench_args();
@@ -215,7 +224,10 @@ mod tests {
     fn refuses_bad_values_with_what_to_do() {
         assert!(args(&["--client-addr", "10.81.0.1"]).is_err());
         assert!(args(&["--client-addr", "10.81.0.1/40"]).is_err());
-        let e = args(&["--concurrency", "10000"]).unwrap().validate().unwrap_err();
+        let e = args(&["--concurrency", "10000"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(e.contains("give at least 20064"), "{e}");
         assert!(args(&["--rate", "0"]).unwrap().validate().is_err());
     }

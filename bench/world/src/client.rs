@@ -77,7 +77,10 @@ impl Client {
         }
         let peer_closed = matches!(
             sock.state(),
-            tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::Closing
+                | tcp::State::TimeWait
         );
         if peer_closed {
             return self.reader.eof();

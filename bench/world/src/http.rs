@@ -155,7 +155,9 @@ fn wants_close(headers: &[httparse::Header]) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Response {
     /// Complete, 2xx, the expected size and (when checked) the expected bytes.
-    Ok { close: bool },
+    Ok {
+        close: bool,
+    },
     Failed(FailureKind),
 }
 

@@ -9,16 +9,24 @@ fn response(body_len: u64, close: bool) -> Vec<u8> {
 }
 
 /// Feeds `data` in pieces of `step` bytes; the outcome and the bytes used.
-fn feed_in_steps(reader: &mut ResponseReader, data: &[u8], step: usize) -> (usize, Option<Response>) {
+fn feed_in_steps(
+    reader: &mut ResponseReader,
+    data: &[u8],
+    step: usize,
+) -> (usize, Option<Response>) {
     let mut used = 0;
     while used < data.len() {
-        let end = (used + step).min(data.len());
-        let (n, out) = reader.feed(&data[used..end]);
+        let piece = &data[used..(used + step).min(data.len())];
+        let (n, out) = reader.feed(piece);
         used += n;
         if out.is_some() {
             return (used, out);
         }
-        assert_eq!(n, end - used + n, "a reader without an outcome takes everything");
+        assert_eq!(
+            n,
+            piece.len(),
+            "a reader without an outcome takes everything"
+        );
     }
     (used, None)
 }
@@ -28,7 +36,10 @@ fn pattern_fills_and_checks_at_any_offset() {
     let mut buf = vec![0u8; 10_000];
     fill_body(7, &mut buf);
     assert!(body_matches(7, &buf));
-    assert!(!body_matches(8, &buf), "an off-by-one offset must not match");
+    assert!(
+        !body_matches(8, &buf),
+        "an off-by-one offset must not match"
+    );
     assert_eq!(buf[0], b'A' + 7);
     assert_eq!(buf[PERIOD], buf[0]);
     buf[5000] ^= 1;
@@ -58,7 +69,10 @@ fn leaves_the_next_response_unread() {
     assert_eq!(out, Some(Response::Ok { close: false }));
     assert_eq!(used, two.len() / 2);
     reader.reset();
-    assert_eq!(reader.feed(&two[used..]), (used, Some(Response::Ok { close: false })));
+    assert_eq!(
+        reader.feed(&two[used..]),
+        (used, Some(Response::Ok { close: false }))
+    );
 }
 
 #[test]
@@ -67,7 +81,10 @@ fn a_changed_body_byte_or_size_fails() {
     let last = r.len() - 1;
     r[last] ^= 0x20;
     let mut reader = ResponseReader::new(1000, true);
-    assert_eq!(reader.feed(&r).1, Some(Response::Failed(FailureKind::SizeMismatch)));
+    assert_eq!(
+        reader.feed(&r).1,
+        Some(Response::Failed(FailureKind::SizeMismatch))
+    );
     // Unchecked, the same bytes pass.
     let mut reader = ResponseReader::new(1000, false);
     assert_eq!(reader.feed(&r).1, Some(Response::Ok { close: true }));
@@ -81,18 +98,32 @@ fn a_changed_body_byte_or_size_fails() {
 #[test]
 fn bad_heads_fail_by_kind() {
     let cases: [(&[u8], FailureKind); 4] = [
-        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", FailureKind::Status),
+        (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+            FailureKind::Status,
+        ),
         (b"HTTP/1.1 200 OK\r\n\r\n", FailureKind::Malformed),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", FailureKind::Malformed),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            FailureKind::Malformed,
+        ),
         (b"garbage\r\n\r\n", FailureKind::Malformed),
     ];
     for (head, kind) in cases {
         let mut reader = ResponseReader::new(0, true);
-        assert_eq!(reader.feed(head).1, Some(Response::Failed(kind)), "{:?}", String::from_utf8_lossy(head));
+        assert_eq!(
+            reader.feed(head).1,
+            Some(Response::Failed(kind)),
+            "{:?}",
+            String::from_utf8_lossy(head)
+        );
     }
     let mut reader = ResponseReader::new(0, true);
     let long = vec![b'x'; HEAD_MAX + 1];
-    assert_eq!(reader.feed(&long).1, Some(Response::Failed(FailureKind::Malformed)));
+    assert_eq!(
+        reader.feed(&long).1,
+        Some(Response::Failed(FailureKind::Malformed))
+    );
 }
 
 #[test]
@@ -101,7 +132,10 @@ fn eof_mid_response_is_truncated() {
     let mut reader = ResponseReader::new(64, true);
     assert_eq!(reader.feed(&r[..r.len() - 1]).1, None);
     assert_eq!(reader.eof(), Some(Response::Failed(FailureKind::Truncated)));
-    assert_eq!(reader.feed(&r[r.len() - 1..]).1, Some(Response::Ok { close: true }));
+    assert_eq!(
+        reader.feed(&r[r.len() - 1..]).1,
+        Some(Response::Ok { close: true })
+    );
     assert_eq!(reader.eof(), None);
 }
 
@@ -119,7 +153,11 @@ fn origin_reads_requests_with_and_without_bodies() {
                 used += n;
                 out = o;
             }
-            assert_eq!(out, Some(Request::Complete { close: !keep_alive }), "body {body} step {step}");
+            assert_eq!(
+                out,
+                Some(Request::Complete { close: !keep_alive }),
+                "body {body} step {step}"
+            );
             assert_eq!(used, req.len());
         }
     }
@@ -131,7 +169,10 @@ fn origin_refuses_a_corrupt_body_or_garbage() {
     let last = req.len() - 1;
     req[last] = b'!';
     assert_eq!(RequestReader::new().feed(&req).1, Some(Request::Bad));
-    assert_eq!(RequestReader::new().feed(b"\x16\x03\x01 hello\r\n\r\n").1, Some(Request::Bad));
+    assert_eq!(
+        RequestReader::new().feed(b"\x16\x03\x01 hello\r\n\r\n").1,
+        Some(Request::Bad)
+    );
 }
 
 #[test]

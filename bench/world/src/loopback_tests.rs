@@ -62,8 +62,11 @@ impl Net {
 
     fn poll(&mut self) {
         self.now_ms += 1;
-        self.iface
-            .poll(Instant::from_millis(self.now_ms), &mut self.dev, &mut self.sockets);
+        self.iface.poll(
+            Instant::from_millis(self.now_ms),
+            &mut self.dev,
+            &mut self.sockets,
+        );
     }
 
     fn now_us(&self) -> u64 {
@@ -76,7 +79,14 @@ impl Net {
 
     /// Runs both sides until the client's request ends (or `rounds` pass);
     /// the origin's last decision comes back too.
-    fn exchange(&mut self, c: &mut Client, plan: &Plan, o: &mut Served, reply: &Reply, serve: bool) -> (Option<Response>, Next) {
+    fn exchange(
+        &mut self,
+        c: &mut Client,
+        plan: &Plan,
+        o: &mut Served,
+        reply: &Reply,
+        serve: bool,
+    ) -> (Option<Response>, Next) {
         let mut next = Next::Wait;
         for _ in 0..20_000 {
             let now = self.now_us();
@@ -117,7 +127,11 @@ fn one_request_per_connection_ends_with_the_origins_close() {
     c.begin(net.now_us(), true);
     let (out, next) = net.exchange(&mut c, &p, &mut o, &reply, true);
     assert_eq!(out, Some(Response::Ok { close: true }));
-    assert_eq!(next, Next::Close, "the origin closes after answering a Connection: close request");
+    assert_eq!(
+        next,
+        Next::Close,
+        "the origin closes after answering a Connection: close request"
+    );
     assert_eq!(o.answered, 1);
     assert_eq!(c.sent(), p.request.len());
     assert_eq!(c.received(), reply_len(&reply));
@@ -180,7 +194,9 @@ fn a_response_of_the_wrong_size_fails_and_a_close_midway_truncates() {
     let mut c = Client::new(&p);
     c.begin(net.now_us(), true);
     let server = net.server;
-    net.sock(server).send_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\nABC").unwrap();
+    net.sock(server)
+        .send_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\nABC")
+        .unwrap();
     net.sock(server).close();
     let (out, _) = net.exchange(&mut c, &p, &mut Served::default(), &Reply::new(64), false);
     assert_eq!(out, Some(Response::Failed(FailureKind::Truncated)));

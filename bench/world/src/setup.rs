@@ -50,8 +50,20 @@ pub fn eal_args(a: &WorldArgs) -> Vec<String> {
 pub fn bring_up(a: &WorldArgs) -> Result<Dpdk, String> {
     let eal = Eal::init(&eal_args(a)).map_err(|e| format!("starting DPDK: {}", chain(&e)))?;
     let pool = Arc::new(
-        Mempool::new(&eal, "zpworld_mbufs", a.mbufs, 256, MBUF_DEFAULT_BUF_SIZE, -1)
-            .map_err(|e| format!("making the mbuf pool (are hugepages reserved? hugepages/setup.sh): {}", chain(&e)))?,
+        Mempool::new(
+            &eal,
+            "zpworld_mbufs",
+            a.mbufs,
+            256,
+            MBUF_DEFAULT_BUF_SIZE,
+            -1,
+        )
+        .map_err(|e| {
+            format!(
+                "making the mbuf pool (are hugepages reserved? hugepages/setup.sh): {}",
+                chain(&e)
+            )
+        })?,
     );
     let cfg = PortConfig {
         rx_queues: 1,

@@ -29,13 +29,20 @@ const LOCAL_PORTS: (u16, u16) = (1024, 65535);
 enum Role {
     None,
     /// A generator connection with a request in flight (index into `clients`).
-    Gen { client: u32, established: bool },
+    Gen {
+        client: u32,
+        established: bool,
+    },
     /// A kept generator connection waiting for the rate to allow its next request.
-    GenIdle { client: u32 },
+    GenIdle {
+        client: u32,
+    },
     /// A generator connection whose exchange is over, closing.
     GenDone,
     /// An origin connection (index into `served`).
-    Origin { served: u32 },
+    Origin {
+        served: u32,
+    },
 }
 
 /// How the run is timed, in the stack's microseconds.
@@ -81,7 +88,13 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(stack: Stack, plan: Plan, reply: Reply, target: SocketAddrV4, max_flows: usize) -> World {
+    pub fn new(
+        stack: Stack,
+        plan: Plan,
+        reply: Reply,
+        target: SocketAddrV4,
+        max_flows: usize,
+    ) -> World {
         World {
             stack,
             plan,
@@ -207,7 +220,8 @@ impl World {
                         client,
                         established: false,
                     };
-                    self.stack.set_deadline(f, Some(now_us + self.plan.timeout_us));
+                    self.stack
+                        .set_deadline(f, Some(now_us + self.plan.timeout_us));
                     self.stats.connections += 1;
                     self.in_flight += 1;
                     started += 1;
@@ -258,7 +272,12 @@ impl World {
                 Role::Gen { client, .. } => {
                     if now_us >= self.clients[client as usize].started_us + self.plan.timeout_us {
                         self.stack.socket(f).abort();
-                        self.record(client, Response::Failed(FailureKind::ConnectTimeout), s, now_us);
+                        self.record(
+                            client,
+                            Response::Failed(FailureKind::ConnectTimeout),
+                            s,
+                            now_us,
+                        );
                         self.release(f, client);
                     }
                 }
@@ -302,7 +321,8 @@ impl World {
             return;
         };
         self.record(client, out, s, now_us);
-        if matches!(out, Response::Ok { close: false }) && self.plan.keep_alive && now_us < s.end_us {
+        if matches!(out, Response::Ok { close: false }) && self.plan.keep_alive && now_us < s.end_us
+        {
             if s.rate.is_some() {
                 // Its next request waits for the rate (`start_requests`).
                 self.roles[f as usize] = Role::GenIdle { client };
@@ -329,7 +349,8 @@ impl World {
             client,
             established: true,
         };
-        self.stack.set_deadline(f, Some(now_us + self.plan.timeout_us));
+        self.stack
+            .set_deadline(f, Some(now_us + self.plan.timeout_us));
         self.exchange(f, client, s, now_us);
     }
 

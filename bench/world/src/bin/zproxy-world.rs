@@ -38,7 +38,13 @@ fn run(a: &WorldArgs) -> Result<ExitCode, String> {
         verify: a.verify,
         timeout_us: a.timeout.as_micros() as u64,
     };
-    let mut world = World::new(stack, plan, Reply::new(a.response_size), a.target, a.max_flows);
+    let mut world = World::new(
+        stack,
+        plan,
+        Reply::new(a.response_size),
+        a.target,
+        a.max_flows,
+    );
     world.resolve_target();
     let started_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -94,8 +100,16 @@ fn world_markdown(f: &WorldFigures) -> String {
     let mut o = String::from("\n### The world itself (generator and origin, one core)\n\n| Figure | Value |\n| --- | --- |\n");
     let _ = writeln!(o, "| busy | {:.1} % |", 100.0 * f.busy);
     let _ = writeln!(o, "| origin requests answered | {} |", f.origin_requests);
-    let _ = writeln!(o, "| origin connections reset (bad requests) | {} |", f.origin_aborts);
-    let _ = writeln!(o, "| connects the world could not make (its own slots or ports) | {} |", f.connect_shortages);
+    let _ = writeln!(
+        o,
+        "| origin connections reset (bad requests) | {} |",
+        f.origin_aborts
+    );
+    let _ = writeln!(
+        o,
+        "| connects the world could not make (its own slots or ports) | {} |",
+        f.connect_shortages
+    );
     for (name, v) in &f.counters {
         let _ = writeln!(o, "| stack {name} | {v} |");
     }
