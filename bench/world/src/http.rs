@@ -163,8 +163,52 @@ pub enum Response {
 
 enum ReadState {
     Head,
-    Body { left: u64, offset: u64, close: bool },
+    Body(Body),
     Done,
+}
+
+/// A body being read: what is left of it, where it is in the pattern, and
+/// whether the connection closes after it.
+struct Body {
+    left: u64,
+    offset: u64,
+    close: bool,
+}
+
+/// What a body took of the bytes it was given.
+enum Took {
+    /// `n` bytes (all it could), more to come.
+    More(usize),
+    /// `n` bytes, the last.
+    Last(usize),
+    /// `n` bytes that were not the pattern.
+    Wrong(usize),
+}
+
+impl Body {
+    fn new(len: u64, close: bool) -> ReadState {
+        ReadState::Body(Body {
+            left: len,
+            offset: 0,
+            close,
+        })
+    }
+
+    fn take(&mut self, data: &[u8], verify: bool) -> Took {
+        let n = data
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if verify && !body_matches(self.offset, &data[..n]) {
+            return Took::Wrong(n);
+        }
+        self.left -= n as u64;
+        self.offset += n as u64;
+        if self.left == 0 {
+            Took::Last(n)
+        } else {
+            Took::More(n)
+        }
+    }
 }
 
 /// Reads one response at a time (the generator's side).
@@ -216,27 +260,20 @@ impl ResponseReader {
                 }
             }
         }
-        if let ReadState::Body {
-            left,
-            offset,
-            close,
-        } = &mut self.state
-        {
-            let n = (data.len() - used).min(*left as usize);
-            let body = &data[used..used + n];
-            if self.verify && !body_matches(*offset, body) {
-                return self.fail(used + n, FailureKind::SizeMismatch);
-            }
-            *left -= n as u64;
-            *offset += n as u64;
-            used += n;
-            self.received += used as u64;
-            if *left == 0 {
-                let close = *close;
-                self.state = ReadState::Done;
-                return (used, Some(Response::Ok { close }));
-            }
-            return (used, None);
+        if let ReadState::Body(body) = &mut self.state {
+            let close = body.close;
+            return match body.take(&data[used..], self.verify) {
+                Took::Wrong(n) => self.fail(used + n, FailureKind::SizeMismatch),
+                Took::More(n) => {
+                    self.received += (used + n) as u64;
+                    (used + n, None)
+                }
+                Took::Last(n) => {
+                    self.received += (used + n) as u64;
+                    self.state = ReadState::Done;
+                    (used + n, Some(Response::Ok { close }))
+                }
+            };
         }
         (used, None)
     }
@@ -268,11 +305,7 @@ impl ResponseReader {
         }
         let close = wants_close(res.headers) || res.version == Some(0);
         // An empty body completes at once (the body step sees 0 left).
-        self.state = ReadState::Body {
-            left: len,
-            offset: 0,
-            close,
-        };
+        self.state = Body::new(len, close);
         Ok(())
     }
 
@@ -338,32 +371,20 @@ impl RequestReader {
                         return (used, Some(Request::Bad));
                     };
                     let close = wants_close(req.headers) || req.version == Some(0);
-                    self.state = ReadState::Body {
-                        left: len.unwrap_or(0),
-                        offset: 0,
-                        close,
-                    };
+                    self.state = Body::new(len.unwrap_or(0), close);
                 }
             }
         }
-        if let ReadState::Body {
-            left,
-            offset,
-            close,
-        } = &mut self.state
-        {
-            let n = (data.len() - used).min(*left as usize);
-            if !body_matches(*offset, &data[used..used + n]) {
-                return (used + n, Some(Request::Bad));
-            }
-            *left -= n as u64;
-            *offset += n as u64;
-            used += n;
-            if *left == 0 {
-                let close = *close;
-                self.state = ReadState::Done;
-                return (used, Some(Request::Complete { close }));
-            }
+        if let ReadState::Body(body) = &mut self.state {
+            let close = body.close;
+            return match body.take(&data[used..], true) {
+                Took::Wrong(n) => (used + n, Some(Request::Bad)),
+                Took::More(n) => (used + n, None),
+                Took::Last(n) => {
+                    self.state = ReadState::Done;
+                    (used + n, Some(Request::Complete { close }))
+                }
+            };
         }
         (used, None)
     }
