@@ -186,7 +186,7 @@ enum Took {
 }
 
 impl Body {
-    fn new(len: u64, close: bool) -> ReadState {
+    fn state(len: u64, close: bool) -> ReadState {
         ReadState::Body(Body {
             left: len,
             offset: 0,
@@ -305,7 +305,7 @@ impl ResponseReader {
         }
         let close = wants_close(res.headers) || res.version == Some(0);
         // An empty body completes at once (the body step sees 0 left).
-        self.state = Body::new(len, close);
+        self.state = Body::state(len, close);
         Ok(())
     }
 
@@ -371,7 +371,7 @@ impl RequestReader {
                         return (used, Some(Request::Bad));
                     };
                     let close = wants_close(req.headers) || req.version == Some(0);
-                    self.state = Body::new(len.unwrap_or(0), close);
+                    self.state = Body::state(len.unwrap_or(0), close);
                 }
             }
         }
