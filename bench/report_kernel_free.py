@@ -6,7 +6,8 @@ Reads, per run LABEL (kf-*), OUT_DIR/LABEL.json (zproxy-world, in
 zproxy-bench's shape), OUT_DIR/LABEL.world.json (the world's own busy share
 and stack counters) and OUT_DIR/LABEL.meta (ZProxy's counters 0.5 s into the
 measured window and 0.5 s before its end, and its TSC rate); writes
-OUT_DIR/kernel-free.md and prints it.
+OUT_DIR/kernel-free.md and prints it; appends it to OUT_DIR/report.md (the veth
+report of an earlier bench/run-lab.sh run) when there is one.
 """
 import datetime
 import json
@@ -145,7 +146,19 @@ lines += [
     "between two samples inside the measured window; CPU µs = busy seconds x 1e6 / requests; at 100 % busy = "
     "the rate one core would carry if all its time went to such work (1 / CPU µs). Bulk rows: the Gbit/s "
     "received divided by ZProxy's busy share.",
+    "- At low load these overstate the cost: an iteration that found any work counts whole, with the polls "
+    "around it; read CPU µs from rows where ZProxy is busy (above about 50 %).",
+    "- The world's capacity bounds what it can show: where the world is near 100 % busy and ZProxy is not, the "
+    "rate at 100 % busy is an extrapolation, not a measured rate.",
 ]
 text = "\n".join(lines) + "\n"
 open(f"{out}/kernel-free.md", "w").write(text)
+# The veth report of an earlier run into the same directory gets this section
+# (in place of an older one), so one report answers both questions.
+report = f"{out}/report.md"
+if os.path.exists(report):
+    veth = open(report).read()
+    cut = veth.find("\n## Kernel-free: ")
+    veth = (veth if cut < 0 else veth[:cut]).rstrip("\n")
+    open(report, "w").write(veth + "\n\n" + text)
 print(text)
