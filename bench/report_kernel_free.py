@@ -120,9 +120,9 @@ if over:
         "",
         "A client ZProxy admitted and then reset shows as `reset`; one refused at the SYN as `connect_refused`.",
         "",
-        "| offered | served | of peak | resets to admitted clients | refused at SYN | other failures "
+        "| offered | opened | served | of peak | resets to admitted clients | refused at SYN | other failures "
         "| ZProxy busy | flows refused | SYN cookies | proxy errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for lv, run in over:
         r, z = run["r"], zproxy(run)
@@ -130,8 +130,12 @@ if over:
         refused = r["failures"].get("connect_refused", 0)
         other = r["failures_total"] - resets - refused
         served = r["connections_per_sec"]
+        # Connections the world really opened per second (warm-up included):
+        # below the offered rate, the world could not offer more.
+        opened = r["connections_opened"] / max(r["elapsed_secs"] + run["cfg"]["warmup_secs"], 1e-9)
         lines.append(
-            f"| {lv}x ({run['cfg']['rate'] or 0:,.0f}/s) | {served:,.0f}/s | {100 * served / max(peak, 1):.0f} % | "
+            f"| {lv}x ({run['cfg']['rate'] or 0:,.0f}/s) | {opened:,.0f}/s | {served:,.0f}/s | "
+            f"{100 * served / max(peak, 1):.0f} % | "
             f"{resets} | {refused} | {other} | {fmt(z and 100 * z['busy'], '.0f')} % | "
             f"{fmt(z and z['refused'], 'd')} | {fmt(z and z['cookies'], 'd')} | {fmt(z and z['proxy_errors'], 'd')} |"
         )
