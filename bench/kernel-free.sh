@@ -16,10 +16,12 @@
 # Runs: keep-alive off with 64-byte responses (the seed shape: a fresh
 # upstream connection per request), keep-alive on, and 1 MiB responses
 # (Gbit/s); each as world alone and through ZProxy. With --overload, the
-# seed shape again at 0.5x to 3x of the rate ZProxy served.
+# seed shape again at 0.5x to 3x of the rate ZProxy served. With --stall, at
+# 70 % of that rate, ZProxy frozen (SIGSTOP/SIGCONT) for 20 ms and 200 ms,
+# --stall-runs times each: back to the offered rate within 1 s, no errors?
 #
 #   bench/kernel-free.sh [--duration 10s] [--concurrency 256] [--out DIR] [--no-build] [--overload]
-#                        [--levels 0.5,1,1.5,2,2.5,3] [--rate N]
+#                        [--levels 0.5,1,1.5,2,2.5,3] [--stall [--stalls 20,200] [--stall-runs 10]] [--rate N]
 # --rate caps new connections per second in every run (for smoke tests; the
 # measurement runs closed-loop).
 set -euo pipefail
@@ -27,6 +29,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
+STALL=0 STALLS=20,200 STALL_RUNS=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -35,8 +38,11 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --overload) OVERLOAD=1; shift ;;
     --levels) LEVELS=$2; shift 2 ;;
+    --stall) STALL=1; shift ;;
+    --stalls) STALLS=$2; shift 2 ;;
+    --stall-runs) STALL_RUNS=$2; shift 2 ;;
     --rate) RATE=(--rate "$2"); shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "kernel-free: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -83,7 +89,7 @@ world() {
   else
     ports=(--client-vdev "net_memif0,role=server,socket=$RUN/client.sock,$MEMIF,mac=02:00:00:00:81:01" --client-addr 10.81.0.1/24
            --origin-vdev "net_memif1,role=server,socket=$RUN/origin.sock,$MEMIF,mac=02:00:00:00:82:01" --origin-addr 10.82.0.1/24
-           --target 10.81.0.2:80)
+           --target 10.81.0.2:80 --linger 30s)
   fi
   rm -f "$RUN"/*.sock
   "$WORLD" "${ports[@]}" --cpu 0 --file-prefix "zpkf$$" --duration "$DURATION" --warmup "${WARMUP_S}s" \
@@ -136,17 +142,31 @@ proxied() {
   sleep "$(python3 -c "print($WARMUP_S + 0.5)")"
   local z0 z1 t0 t1
   t0=$(date +%s.%N); z0=$("$ZPROXY" stats -a "127.0.0.1:$MGMT")
-  sleep "$(python3 -c "print(max($DUR_S - 1, 0.2))")"
+  local stall=""
+  if [ -n "${STALL_MS:-}" ]; then
+    # Freeze ZProxy (every thread) 1 s after the first sample, as a
+    # competing process or a page fault storm would.
+    sleep 1
+    local s0 s1
+    s0=$(date +%s.%N); kill -STOP "$ZPID"; sleep "$(python3 -c "print($STALL_MS / 1000)")"; kill -CONT "$ZPID"; s1=$(date +%s.%N)
+    stall=$(awk -v a="$t0" -v b="$s0" -v c="$s1" 'BEGIN { printf ", \"stall\": [%.3f, %.3f]", b - a + 0.5, c - a + 0.5 }')
+    sleep "$(python3 -c "print(max($DUR_S - 2 - $STALL_MS / 1000, 0.2))")"
+  else
+    sleep "$(python3 -c "print(max($DUR_S - 1, 0.2))")"
+  fi
   t1=$(date +%s.%N); z1=$("$ZPROXY" stats -a "127.0.0.1:$MGMT")
-  wait "$WPID" || { cat "$RUN/$label.world.log"; tail -20 "$RUN/$label.log"; echo "kernel-free: the world failed" >&2; exit 1; }
-  WPID=""
+  # The world writes its results, then waits (--linger) for ZProxy to go
+  # first: a memif side that still polls when its peer leaves may crash.
+  for _ in $(seq 300); do [ -e "$OUT/$label.world.json" ] || ! kill -0 "$WPID" 2>/dev/null && break; sleep 0.1; done
   kill -INT "$ZPID"; wait "$ZPID" || { tail -20 "$RUN/$label.log"; echo "kernel-free: ZProxy exited with an error" >&2; exit 1; }
   ZPID=""
+  wait "$WPID" || { cat "$RUN/$label.world.log"; tail -20 "$RUN/$label.log"; echo "kernel-free: the world failed" >&2; exit 1; }
+  WPID=""
   cp "$RUN/$label.log" "$OUT/$label.log"
   local hz
   hz=$(grep "final counters" "$RUN/$label.log" | grep -o 'tsc_hz=[0-9]*' | cut -d= -f2)
-  printf '{"zproxy": [%s, %s], "tsc_hz": %s, "wall_s": %s}\n' "$z0" "$z1" "${hz:-null}" \
-    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" > "$OUT/$label.meta"
+  printf '{"zproxy": [%s, %s], "tsc_hz": %s, "wall_s": %s%s}\n' "$z0" "$z1" "${hz:-null}" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" "$stall" > "$OUT/$label.meta"
   summary "$label"
 }
 
@@ -175,5 +195,20 @@ if [ $OVERLOAD = 1 ]; then
   done
 fi
 
+if [ $STALL = 1 ]; then
+  PEAK=$(python3 -c "import json; print(json.load(open('$OUT/kf-zproxy-close.json'))['results']['connections_per_sec'])")
+  rate=$(python3 -c "print(round($PEAK * 0.7))")
+  step "stalls: ZProxy frozen (SIGSTOP) for ${STALLS//,/ ms, } ms at 70 % of its peak ($rate conn/s), $STALL_RUNS runs each, 4 s windows"
+  RATE=() saved=$DURATION saved_s=$DUR_S
+  DURATION=4s DUR_S=4
+  for ms in ${STALLS//,/ }; do
+    for n in $(seq "$STALL_RUNS"); do
+      STALL_MS=$ms proxied "kf-stall-$ms-$n" 0 16384 65536 --concurrency 8192 --keep-alive off \
+        --response-size 64 --max-flows 65536 --rate "$rate" --timeout 5s
+    done
+  done
+  DURATION=$saved DUR_S=$saved_s
+fi
+
 step "report"
-python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS"
+python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS" "$STALLS" "$STALL_RUNS"

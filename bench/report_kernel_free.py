@@ -1,6 +1,6 @@
 """The kernel-free section of the report, from one bench/kernel-free.sh run.
 
-Usage: report_kernel_free.py OUT_DIR DURATION [LEVELS]
+Usage: report_kernel_free.py OUT_DIR DURATION [LEVELS [STALLS STALL_RUNS]]
 
 Reads, per run LABEL (kf-*), OUT_DIR/LABEL.json (zproxy-world, in
 zproxy-bench's shape), OUT_DIR/LABEL.world.json (the world's own busy share
@@ -16,6 +16,8 @@ import sys
 
 out, dur = sys.argv[1:3]
 levels = sys.argv[3].split(",") if len(sys.argv) > 3 else []
+stalls = sys.argv[4].split(",") if len(sys.argv) > 4 else []
+stall_runs = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 
 SHAPES = [
     ("close", "keep-alive off, 64 B (a fresh upstream connection per request)", "conn"),
@@ -139,6 +141,55 @@ if over:
             f"{resets} | {refused} | {other} | {fmt(z and 100 * z['busy'], '.0f')} % | "
             f"{fmt(z and z['refused'], 'd')} | {fmt(z and z['cookies'], 'd')} | {fmt(z and z['proxy_errors'], 'd')} |"
         )
+
+def recovery(run):
+    """Seconds from the end of the stall until the rate is back (five 100 ms
+    ticks in a row at 90 % of the offered rate or more), or None."""
+    stall = run["meta"].get("stall")
+    rate = run["cfg"]["rate"]
+    t = run["r"]["timeline"]
+    if not stall or not rate:
+        return None
+    per_tick = rate * t["interval_ms"] / 1000
+    ticks = t["successes"]
+    start = int(stall[1] * 1000 // t["interval_ms"])
+    for i in range(start, len(ticks) - 4):
+        if all(x >= 0.9 * per_tick for x in ticks[i : i + 5]):
+            return max(0.0, i * t["interval_ms"] / 1000 - stall[1])
+    return None
+
+
+stall_rows = []
+for ms in stalls:
+    for n in range(1, stall_runs + 1):
+        run = load(f"kf-stall-{ms}-{n}")
+        if run:
+            stall_rows.append((ms, n, run))
+if stall_rows:
+    lines += [
+        "",
+        "### Stalls (ZProxy frozen by SIGSTOP/SIGCONT at 70 % of its peak, keep-alive off, 64 B)",
+        "",
+        "Passes when the rate is back within 1 s of the stall's end (five 100 ms ticks at 90 % of the offered "
+        "rate) and no request failed. The stall's place in the window is taken from the script's clock "
+        "(about ±0.2 s).",
+        "",
+        "| stall | run | offered | served | failures | back after | pass |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    passed = {}
+    for ms, n, run in stall_rows:
+        r, back = run["r"], recovery(run)
+        ok = back is not None and back <= 1.0 and r["failures_total"] == 0
+        passed.setdefault(ms, []).append(ok)
+        lines.append(
+            f"| {ms} ms | {n} | {run['cfg']['rate'] or 0:,.0f}/s | {r['connections_per_sec']:,.0f}/s | "
+            f"{fail_text(r)} | {'never' if back is None else f'{back:.2f} s'} | {'yes' if ok else 'no'} |"
+        )
+    lines.append("")
+    lines.append(
+        "Passed: " + ", ".join(f"{ms} ms: {sum(v)} of {len(v)}" for ms, v in passed.items()) + "."
+    )
 
 lines += [
     "",

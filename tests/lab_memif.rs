@@ -65,7 +65,12 @@ fn spawn_world(dir: &Path, tag: &str, alone: bool, extra: &[&str]) -> Child {
         .args(["--duration", &format!("{SECONDS}s"), "--warmup", "1s"])
         .args(["--rate", &RATE.to_string()])
         .args(["--mbufs", "8191", "--max-flows", "4096", "--verify"])
-        .args(["--link-timeout", "20s"])
+        .args([
+            "--link-timeout",
+            "20s",
+            "--linger",
+            if alone { "0s" } else { "30s" },
+        ])
         .args(["--json", &format!("{d}/{tag}.json")])
         .args(["--world-json", &format!("{d}/{tag}.world.json")])
         .args(extra)
@@ -167,13 +172,11 @@ fn proxied(dir: &Path, tag: &str, keepalive: u32, extra: &[&str]) -> (WorldRun, 
         .stderr(std::fs::File::create(dir.join(format!("{tag}.stderr"))).unwrap())
         .spawn()
         .unwrap();
-    let run = finish_world(dir, tag, world, &|| {
-        let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-        format!(
-            "zproxy:\n{}{}",
-            read(format!("{tag}.log")),
-            read(format!("{tag}.stderr"))
-        )
+    let mut world = world;
+    // The world writes its results (the world JSON last), then lingers until
+    // ZProxy has left: a memif side still polling when its peer goes may crash.
+    wait_for(Duration::from_secs(60), "the world's results", || {
+        dir.join(format!("{tag}.world.json")).exists() || world.try_wait().unwrap().is_some()
     });
     let requests = zproxy_requests();
     let _ = Command::new("kill")
@@ -186,6 +189,14 @@ fn proxied(dir: &Path, tag: &str, keepalive: u32, extra: &[&str]) -> (WorldRun, 
     });
     let stderr = std::fs::read_to_string(dir.join(format!("{tag}.stderr"))).unwrap_or_default();
     assert!(status.unwrap().success(), "zproxy failed:\n{stderr}");
+    let run = finish_world(dir, tag, world, &|| {
+        let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        format!(
+            "zproxy:\n{}{}",
+            read(format!("{tag}.log")),
+            read(format!("{tag}.stderr"))
+        )
+    });
     for s in ["client.sock", "origin.sock"] {
         let _ = std::fs::remove_file(dir.join(s));
     }

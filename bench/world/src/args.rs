@@ -67,6 +67,12 @@ pub struct WorldArgs {
     /// How long to wait for both ports' links (the memif peers) to come up.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub link_timeout: Duration,
+    /// After the run, keep the ports up (unpolled) until the peer's links go
+    /// down or this long: stop ZProxy first, then the world leaves (see
+    /// `setup::linger`). Results are all written before (the `--world-json`
+    /// file last).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub linger: Duration,
 
     /// Flow slots of the world's stack (generator and origin flows together).
     #[arg(long, default_value_t = 16384)]

@@ -137,6 +137,19 @@ pub fn stack(a: &WorldArgs, d: &Dpdk) -> Result<Stack, String> {
     }))
 }
 
+/// After the run: the ports stay up, unpolled, until every link is down
+/// (the memif peer left) or `max` passes. A memif peer must stop polling
+/// before its partner goes: the PMD unmaps the shared regions on disconnect
+/// (in its interrupt thread) while a poll may still be reading them, and
+/// ZProxy's worker crashed so (SIGSEGV in librte_net_memif) when the world
+/// left first after a stall. Unpolled, the world has no such race itself.
+pub fn linger(d: &Dpdk, max: Duration) {
+    let deadline = Instant::now() + max;
+    while Instant::now() < deadline && d.ports.iter().any(|p| p.link().is_ok_and(|l| l.up)) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// An error with its causes, one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -63,7 +63,6 @@ fn run(a: &WorldArgs) -> Result<ExitCode, String> {
     let stats = std::mem::take(&mut world.stats);
     let figures = world.figures.clone();
     drop(world);
-    drop(dpdk);
     let run = Run {
         args: a.bench_args(),
         target: std::net::SocketAddr::V4(a.target),
@@ -83,12 +82,15 @@ fn run(a: &WorldArgs) -> Result<ExitCode, String> {
     if let Some(p) = &a.json {
         write(p, &run.to_json())?;
     }
-    if let Some(p) = &a.world_json {
-        write(p, &world_json(&figures))?;
-    }
     if let Some(prefix) = &a.plots {
         zproxy_bench::plot::write_plots(&run, prefix).map_err(|e| format!("plots: {e}"))?;
     }
+    // Last: a script waiting for this file knows every result is written.
+    if let Some(p) = &a.world_json {
+        write(p, &world_json(&figures))?;
+    }
+    setup::linger(&dpdk, a.linger);
+    drop(dpdk);
     Ok(if a.fail_on_error && run.has_failures() {
         ExitCode::from(1)
     } else {
