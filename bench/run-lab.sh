@@ -32,13 +32,18 @@
 #                 rules (set, remove, a response header from $request_id) and
 #                 request and connection rate limits set far above the load
 #                 (configured, never hit): row zproxy+rules
+#   --kernel-free only the kernel-free bench (bench/kernel-free.sh): ZProxy's
+#                 own per-core capacity between zproxy-world's generator and
+#                 origin over memif (no kernel, no veth lab); report in
+#                 OUT/kernel-free.md. With --overload also 0.5x..3x of its peak;
+#                 with --stall, 20 and 200 ms freezes of ZProxy at 70 % of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
-BASELINE="" ACCESS_LOG=0 GATEWAY=0
+BASELINE="" ACCESS_LOG=0 GATEWAY=0 KERNEL_FREE=0 OVERLOAD=0 STALL=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -61,11 +66,23 @@ while [ $# -gt 0 ]; do
     --baseline) BASELINE=$2; shift 2 ;;
     --access-log) ACCESS_LOG=1; shift ;;
     --gateway) GATEWAY=1; shift ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    --kernel-free) KERNEL_FREE=1; shift ;;
+    --overload) OVERLOAD=1; shift ;;
+    --stall) STALL=1; shift ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 TP_DURATION=${TP_DURATION:-$DURATION}
+if [ $KERNEL_FREE = 1 ]; then
+  KF=(--duration "$DURATION" --out "$OUT")
+  [ $BUILD = 1 ] || KF+=(--no-build)
+  [ $OVERLOAD = 0 ] || KF+=(--overload)
+  [ $STALL = 0 ] || KF+=(--stall)
+  [ $BUILD = 0 ] || bash tests/deps.sh
+  exec bash bench/kernel-free.sh "${KF[@]}"
+fi
+[ $OVERLOAD = 0 ] && [ $STALL = 0 ] || { echo "run-lab: --overload and --stall go with --kernel-free" >&2; exit 2; }
 vdevs() { # DEVICE QUEUES -> "client-vdev upstream-vdev"
   case "$1" in
     af_xdp) echo "net_af_xdp0,iface=cli1,start_queue=0,queue_count=$2 net_af_xdp1,iface=ups1,start_queue=0,queue_count=$2" ;;

@@ -1,0 +1,219 @@
+"""The kernel-free section of the report, from one bench/kernel-free.sh run.
+
+Usage: report_kernel_free.py OUT_DIR DURATION [LEVELS [STALLS STALL_RUNS]]
+
+Reads, per run LABEL (kf-*), OUT_DIR/LABEL.json (zproxy-world, in
+zproxy-bench's shape), OUT_DIR/LABEL.world.json (the world's own busy share
+and stack counters) and OUT_DIR/LABEL.meta (ZProxy's counters 0.5 s into the
+measured window and 0.5 s before its end, and its TSC rate); writes
+OUT_DIR/kernel-free.md and prints it; appends it to OUT_DIR/report.md (the veth
+report of an earlier bench/run-lab.sh run) when there is one.
+"""
+import datetime
+import json
+import os
+import sys
+
+out, dur = sys.argv[1:3]
+levels = sys.argv[3].split(",") if len(sys.argv) > 3 else []
+stalls = sys.argv[4].split(",") if len(sys.argv) > 4 else []
+stall_runs = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+
+SHAPES = [
+    ("close", "keep-alive off, 64 B (a fresh upstream connection per request)", "conn"),
+    ("ka", "keep-alive on, 64 B (64 connections, pooled upstream)", "req"),
+    ("1m", "1 MiB responses, keep-alive on (4 streams, 256 KiB socket buffers)", "bulk"),
+]
+
+
+def load(label):
+    try:
+        doc = json.load(open(f"{out}/{label}.json"))
+        world = json.load(open(f"{out}/{label}.world.json"))
+        meta = json.load(open(f"{out}/{label}.meta"))
+    except FileNotFoundError:
+        return None
+    return {"r": doc["results"], "cfg": doc["config"], "world": world, "meta": meta}
+
+
+def zproxy(run):
+    """ZProxy's busy share, busy seconds and requests between the two samples."""
+    z = run["meta"].get("zproxy")
+    hz = run["meta"].get("tsc_hz")
+    if not z or not hz:
+        return None
+    before, after = z
+    d = lambda k: sum(a[k] - b[k] for a, b in zip(after["workers"], before["workers"]))
+    busy, total = d("busy_cycles"), d("total_cycles")
+    return {
+        "busy": busy / max(total, 1),
+        "busy_s": busy / hz,
+        "requests": d("requests"),
+        "refused": d("flows_refused"),
+        "cookies": d("syn_cookies_sent"),
+        "proxy_errors": d("proxy_errors"),
+    }
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def fail_text(r):
+    if not r["failures_total"]:
+        return "0"
+    kinds = ", ".join(f"{k} {v}" for k, v in r["failures"].items() if v)
+    return f"{r['failures_total']} ({kinds})"
+
+
+lines = [
+    f"## Kernel-free: ZProxy's own capacity per core ({datetime.date.today()}, {dur} per run)",
+    "",
+    "The question this section answers: how much one ZProxy core carries when nothing else is the limit. "
+    "zproxy-world (a load generator and an origin on DPDK + the project's own smoltcp stack, one process on "
+    "core 0) and ZProxy (core 1) are joined by two `net_memif` pairs: no kernel anywhere on the path, and "
+    "nothing else on ZProxy's core. The world alone (its generator straight to its origin over a memif pair) "
+    "runs in the same session, so a reader sees whether ZProxy or the world was the limit. The veth sections "
+    "answer a different question (ZProxy side by side with HAProxy and nginx, all behind the same kernel "
+    "client and upstream); their figures include kernel work charged to the server's core and a saturated "
+    "client core, so the two are not comparable row by row.",
+    "",
+    "| shape | path | rate | success | failures | p50 ms | p99 ms | world busy | ZProxy busy "
+    "| ZProxy CPU µs per conn/req | at 100 % busy | charts |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+]
+for key, name, unit in SHAPES:
+    for path, label in (("world alone", f"kf-world-{key}"), ("through ZProxy", f"kf-zproxy-{key}")):
+        run = load(label)
+        if not run:
+            continue
+        r, z = run["r"], zproxy(run)
+        if unit == "bulk":
+            rate = f"{r['gbit_per_sec']:.2f} Gbit/s"
+        else:
+            rate = f"{r['connections_per_sec']:,.0f}/s"
+        per = at_full = None
+        if z and z["requests"]:
+            per = z["busy_s"] * 1e6 / z["requests"]
+            if unit == "bulk":
+                at_full = f"{r['gbit_per_sec'] / max(z['busy'], 1e-9):.1f} Gbit/s"
+            else:
+                at_full = f"{1e6 / per:,.0f}/s"
+        lat = lambda k: f"{r['latency'][k] / 1000:.3f}" if r["successes"] else "-"
+        charts = " ".join(
+            f"[{n}](plots/{label}-{k}.svg)"
+            for k, n in (("latency", "CDF"), ("rate", "rate"))
+            if os.path.exists(f"{out}/plots/{label}-{k}.svg")
+        )
+        lines.append(
+            f"| {name} | {path} | {rate} | {r['success_rate']:.2f} % | {fail_text(r)} | {lat('p50_us')} | "
+            f"{lat('p99_us')} | {100 * run['world']['busy']:.0f} % | "
+            f"{fmt(z and 100 * z['busy'], '.0f')}{' %' if z else ''} | {fmt(per, '.2f')} | {at_full or '-'} | "
+            f"{charts or '-'} |"
+        )
+
+over = [(lv, load(f"kf-overload-{lv}")) for lv in levels]
+over = [(lv, run) for lv, run in over if run]
+if over:
+    peak = (load("kf-zproxy-close") or {"r": {"connections_per_sec": 0}})["r"]["connections_per_sec"]
+    lines += [
+        "",
+        f"### Overload (keep-alive off, 64 B; offered as a multiple of the {peak:,.0f} conn/s ZProxy served above)",
+        "",
+        "A client ZProxy admitted and then reset shows as `reset`; one refused at the SYN as `connect_refused`.",
+        "",
+        "| offered | opened | served | of peak | resets to admitted clients | refused at SYN | other failures "
+        "| ZProxy busy | flows refused | SYN cookies | proxy errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for lv, run in over:
+        r, z = run["r"], zproxy(run)
+        resets = r["failures"].get("reset", 0)
+        refused = r["failures"].get("connect_refused", 0)
+        other = r["failures_total"] - resets - refused
+        served = r["connections_per_sec"]
+        # Connections the world really opened per second (warm-up included):
+        # below the offered rate, the world could not offer more.
+        opened = r["connections_opened"] / max(r["elapsed_secs"] + run["cfg"]["warmup_secs"], 1e-9)
+        lines.append(
+            f"| {lv}x ({run['cfg']['rate'] or 0:,.0f}/s) | {opened:,.0f}/s | {served:,.0f}/s | "
+            f"{100 * served / max(peak, 1):.0f} % | "
+            f"{resets} | {refused} | {other} | {fmt(z and 100 * z['busy'], '.0f')} % | "
+            f"{fmt(z and z['refused'], 'd')} | {fmt(z and z['cookies'], 'd')} | {fmt(z and z['proxy_errors'], 'd')} |"
+        )
+
+def recovery(run):
+    """Seconds from the end of the stall until the rate is back (five 100 ms
+    ticks in a row at 90 % of the offered rate or more), or None."""
+    stall = run["meta"].get("stall")
+    rate = run["cfg"]["rate"]
+    t = run["r"]["timeline"]
+    if not stall or not rate:
+        return None
+    per_tick = rate * t["interval_ms"] / 1000
+    ticks = t["successes"]
+    start = int(stall[1] * 1000 // t["interval_ms"])
+    for i in range(start, len(ticks) - 4):
+        if all(x >= 0.9 * per_tick for x in ticks[i : i + 5]):
+            return max(0.0, i * t["interval_ms"] / 1000 - stall[1])
+    return None
+
+
+stall_rows = []
+for ms in stalls:
+    for n in range(1, stall_runs + 1):
+        run = load(f"kf-stall-{ms}-{n}")
+        if run:
+            stall_rows.append((ms, n, run))
+if stall_rows:
+    lines += [
+        "",
+        "### Stalls (ZProxy frozen by SIGSTOP/SIGCONT at 70 % of its peak, keep-alive off, 64 B)",
+        "",
+        "Passes when the rate is back within 1 s of the stall's end (five 100 ms ticks at 90 % of the offered "
+        "rate) and no request failed. The stall's place in the window is taken from the script's clock "
+        "(about ±0.2 s).",
+        "",
+        "| stall | run | offered | served | failures | back after | pass |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    passed = {}
+    for ms, n, run in stall_rows:
+        r, back = run["r"], recovery(run)
+        ok = back is not None and back <= 1.0 and r["failures_total"] == 0
+        passed.setdefault(ms, []).append(ok)
+        lines.append(
+            f"| {ms} ms | {n} | {run['cfg']['rate'] or 0:,.0f}/s | {r['connections_per_sec']:,.0f}/s | "
+            f"{fail_text(r)} | {'never' if back is None else f'{back:.2f} s'} | {'yes' if ok else 'no'} |"
+        )
+    lines.append("")
+    lines.append(
+        "Passed: " + ", ".join(f"{ms} ms: {sum(v)} of {len(v)}" for ms, v in passed.items()) + "."
+    )
+
+lines += [
+    "",
+    "- rate: successful requests (keep-alive off: connections) per second of the measured window, or Gbit/s of "
+    "response bytes received.",
+    "- world busy: the world's share of loop time that did work (core 0). Near 100 % the world, not ZProxy, was "
+    "the limit.",
+    "- ZProxy busy, CPU µs: ZProxy's busy cycles (loop iterations that did work) and its `requests` counter "
+    "between two samples inside the measured window; CPU µs = busy seconds x 1e6 / requests; at 100 % busy = "
+    "the rate one core would carry if all its time went to such work (1 / CPU µs). Bulk rows: the Gbit/s "
+    "received divided by ZProxy's busy share.",
+    "- At low load these overstate the cost: an iteration that found any work counts whole, with the polls "
+    "around it; read CPU µs from rows where ZProxy is busy (above about 50 %).",
+    "- The world's capacity bounds what it can show: where the world is near 100 % busy and ZProxy is not, the "
+    "rate at 100 % busy is an extrapolation, not a measured rate.",
+]
+text = "\n".join(lines) + "\n"
+open(f"{out}/kernel-free.md", "w").write(text)
+# The veth report of an earlier run into the same directory gets this section
+# (in place of an older one), so one report answers both questions.
+report = f"{out}/report.md"
+if os.path.exists(report):
+    veth = open(report).read()
+    cut = veth.find("\n## Kernel-free: ")
+    veth = (veth if cut < 0 else veth[:cut]).rstrip("\n")
+    open(report, "w").write(veth + "\n\n" + text)
+print(text)
