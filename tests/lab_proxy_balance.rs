@@ -24,6 +24,15 @@ use serde_json::Value;
 
 const BACKENDS: [&str; 3] = ["10.72.0.11", "10.72.0.12", "10.72.0.13"];
 
+/// An nginx on each of `BACKENDS`, answering with its own address.
+fn three_backends(lab: &Lab, tag: &str) -> Vec<Nginx> {
+    BACKENDS
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| Nginx::named(lab, &format!("{tag}{i}"), ip))
+        .collect()
+}
+
 fn backend_requests(b: &[Nginx]) -> Vec<usize> {
     b.iter().map(Nginx::requests).collect()
 }
@@ -39,11 +48,7 @@ fn balancing_failover_and_recovery() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    let backends: Vec<Nginx> = BACKENDS
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| Nginx::named(&lab, &format!("b{i}"), ip))
-        .collect();
+    let backends = three_backends(&lab, "b");
     let servers = |w: [u32; 3]| -> Vec<(String, u32)> {
         (0..3)
             .map(|i| (format!("{}:80", BACKENDS[i]), w[i]))
@@ -237,11 +242,7 @@ fn consistent_hash_keeps_each_key_on_its_server() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    let backends: Vec<Nginx> = BACKENDS
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| Nginx::named(&lab, &format!("c{i}"), ip))
-        .collect();
+    let backends = three_backends(&lab, "c");
     let body = |order: [usize; 3]| {
         let servers: Vec<(String, u32)> = order
             .iter()
