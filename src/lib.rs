@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod dpdk;
 pub mod error;
+pub mod exception;
 pub mod mgmt;
 pub mod net;
 pub mod notify;

@@ -43,6 +43,8 @@ pub struct Sources<'a> {
     pub requests: &'a [Arc<RequestStats>],
     /// Each worker's busy share (`BusyWindow`).
     pub busy_ratio: &'a [f64],
+    /// The control core's counters (the exception path), when it has any.
+    pub control: Option<&'a SharedCounters>,
 }
 
 impl Sources<'static> {
@@ -58,6 +60,7 @@ impl Sources<'static> {
             pools: &[],
             requests: &[],
             busy_ratio: &[],
+            control: None,
         }
     }
 }
@@ -171,6 +174,15 @@ pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
             )
         })
         .collect();
+    let control = g.sources.control.map_or(String::new(), |c| {
+        let fields: Vec<String> = c
+            .snapshot()
+            .iter()
+            .filter(|(k, _)| k.starts_with("exception_"))
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!("\"control\":{{{}}},", fields.join(","))
+    });
     let r = &g.reload;
     // What `zproxy reload` needs: whom to signal, and the outcome to wait for.
     let reload = format!(
@@ -183,7 +195,7 @@ pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
         serde_json::Value::from(r.last_message.as_str())
     );
     format!(
-        "{{{reload}\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}],\"upstreams\":[{}]}}\n",
+        "{{{reload}{control}\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}],\"upstreams\":[{}]}}\n",
         g.uptime_s,
         g.draining,
         g.mbufs_in_use,

@@ -162,6 +162,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         of_worker: worker_pools,
     } = node_pools(&eal, rt)?;
     let ports = bring_up_ports(&eal, &cfg, &worker_pools)?;
+    let exception = crate::exception::ExceptionPath::start(&eal, &cfg, &ports)?;
+    let to_kernel = crate::exception::worker_side(&cfg, &exception.rings);
+    let control_counters = exception.counters.clone();
     let workers = rt.worker_lcores.len();
     let control = Arc::new(Control::new(workers));
     let inboxes = handoff_inboxes(workers);
@@ -187,10 +190,13 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             inboxes.clone(),
             secrets.for_worker(index),
         )?;
-        let spec = WorkerSpec {
+        let mut spec = WorkerSpec {
             access_log: access_log.as_ref().map(|a| a.for_worker(index)),
             ..spec
         };
+        for (p, k) in spec.ports.iter_mut().zip(&to_kernel) {
+            p.exception = k.clone();
+        }
         let (control, shared) = (control.clone(), shared[index].clone());
         let polling = ready.counter();
         let job = lcore::launch(lcore_id, move || {
@@ -210,6 +216,19 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         })?;
         launched.push(job);
     }
+    drop(to_kernel);
+    let exception_thread = match exception.is_on() {
+        true => Some(
+            exception
+                .spawn(control.clone())
+                .map_err(|e| RunError::Exception {
+                    port: String::new(),
+                    iface: String::new(),
+                    message: format!("cannot start its thread: {e}"),
+                })?,
+        ),
+        false => None,
+    };
     let mut cfg = cfg;
     if let Some(ep) = &endpoint {
         log::info!(
@@ -302,6 +321,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                     pools: &pools,
                     requests: &request_stats,
                     busy_ratio: busy.ratios(),
+                    control: exception_thread.as_ref().map(|_| &*control_counters),
                 },
             };
             ep.poll(&per_worker, &gauges);
@@ -321,6 +341,11 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             (w.wait() != 0).then_some(lcore_id)
         })
         .collect();
+    if let Some(t) = exception_thread {
+        if t.join().is_err() {
+            log::error!("the exception path's thread panicked");
+        }
+    }
     if let Some(a) = access_log {
         a.stop();
     }
@@ -407,13 +432,14 @@ fn bring_up_ports(
     let queue_pools: Vec<&Mempool> = worker_pools.iter().map(|p| &**p).collect();
     cfg.ports
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let port = Port::start(
                 eal,
                 p.device(),
                 &PortConfig {
                     rx_queues: cfg.runtime.worker_lcores.len() as u16,
-                    tx_queues: cfg.runtime.worker_lcores.len() as u16,
+                    tx_queues: crate::exception::tx_queues(cfg, i),
                     rx_descriptors: p.rx_descriptors,
                     tx_descriptors: p.tx_descriptors,
                     mtu: p.mtu,
@@ -473,6 +499,7 @@ fn worker_spec(
                 0 => 128,
                 n => u32::from(n),
             },
+            exception: None,
         })
         .collect();
     let listeners = plan::listeners(cfg, layout);

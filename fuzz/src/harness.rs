@@ -165,6 +165,7 @@ impl Harness {
             ip_mtu: IP_MTU,
             rx_checksum_offload: false,
             reta_size: 128,
+            exception: None,
         };
         let listener = |tcp_port, app| ListenerSpec {
             port_index: 0,

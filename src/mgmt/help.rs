@@ -54,6 +54,22 @@ pub fn counter_help(c: Counter) -> &'static str {
         HandoffsOut => "Frames handed to the worker that owns their flow.",
         HandoffsIn => "Frames received from another worker for a flow this one owns.",
         HandoffDrops => "Frames dropped because the owner's handoff ring was full.",
+        ExceptionToKernel => "Frames queued for the kernel's exception interface (not ZProxy's).",
+        ExceptionRateDrops => "Frames for the kernel dropped over port.exception.rate.",
+        ExceptionRingDrops => {
+            "Frames for the kernel dropped because the control core's ring was full."
+        }
+        ExceptionFromKernel => {
+            "Frames the kernel sent that went out of the port (worker=\"control\")."
+        }
+        ExceptionTxDrops => {
+            "Frames the kernel sent that the port did not take (worker=\"control\")."
+        }
+        ExceptionKernelDrops => {
+            "Frames for the kernel its interface did not take (worker=\"control\")."
+        }
+        CaptureFrames => "Frames copied to a running `zproxy capture`.",
+        CaptureDrops => "Frames a running `zproxy capture` missed (its ring was full).",
         BusyCycles => "TSC cycles of loop iterations that found work.",
         TotalCycles => "TSC cycles the worker's loop ran.",
         RateLimitEntries => {
