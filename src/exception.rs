@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig, PortQueue, QueueId};
 use crate::error::RunError;
 use crate::net::counters::{Counter, Counters, SharedCounters};
-use crate::net::exception::Rings;
+use crate::net::exception::{ExceptionSpec, Rings};
 
 /// Mbufs for frames the kernel sends (its TAP rx queue).
 const POOL_MBUFS: u32 = 2047;
@@ -37,8 +37,9 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// One port's kernel side.
 struct KernelPort {
     tap: PortQueue,
-    /// The data port's tx queue kept for the control core.
-    wire: PortQueue,
+    /// The data port's tx queue kept for the control core; `None`: the
+    /// kernel's frames go to worker 0 over `Rings::from_kernel`.
+    wire: Option<PortQueue>,
     rings: Arc<Rings>,
 }
 
@@ -47,17 +48,19 @@ pub struct ExceptionPath {
     ports: Vec<KernelPort>,
     /// Kept open for the thread's life; dropping one removes its interface.
     devices: Vec<Port>,
-    /// Per config port: its rings, for the workers.
-    pub rings: Vec<Option<Arc<Rings>>>,
+    /// Per config port: its rings, and whether worker 0 sends the kernel's frames.
+    pub rings: Vec<Option<(Arc<Rings>, bool)>>,
     pub counters: Arc<SharedCounters>,
     pool: Option<Arc<Mempool>>,
 }
 
 /// The data port's tx queue count: one per worker, plus the control
-/// core's when the port has an exception path.
-pub fn tx_queues(cfg: &Config, port: usize) -> u16 {
+/// core's when the port has an exception path and the device has a queue
+/// to spare (`max`; otherwise worker 0 sends the kernel's frames).
+pub fn tx_queues(cfg: &Config, port: usize, max: u16) -> u16 {
     let workers = cfg.runtime.worker_lcores.len() as u16;
-    workers + u16::from(cfg.ports[port].exception.is_some())
+    let own = cfg.ports[port].exception.is_some() && max > workers;
+    workers + u16::from(own)
 }
 
 impl ExceptionPath {
@@ -130,10 +133,14 @@ impl ExceptionPath {
                 pc.name, e.iface, e.rate
             );
             let rings = Rings::new();
-            path.rings[i] = Some(rings.clone());
+            let own_queue = port.tx_queues() > workers;
+            if !own_queue {
+                log::info!("port '{}': the device has no tx queue to spare for the control core: worker 0 sends the kernel's frames", pc.name);
+            }
+            path.rings[i] = Some((rings.clone(), !own_queue));
             path.ports.push(KernelPort {
                 tap: dev.queue(QueueId(0)),
-                wire: port.queue(QueueId(workers)),
+                wire: own_queue.then(|| port.queue(QueueId(workers))),
                 rings,
             });
             path.devices.push(dev);
@@ -164,10 +171,20 @@ impl ExceptionPath {
                 let n = p.tap.rx_burst(&mut burst);
                 if n > 0 {
                     work += n;
-                    c.add(
-                        Counter::ExceptionFromKernel,
-                        p.wire.tx_burst(&mut burst) as u64,
-                    );
+                    match p.wire {
+                        Some(q) => {
+                            let sent = q.tx_burst(&mut burst);
+                            c.add(Counter::ExceptionFromKernel, sent as u64);
+                        }
+                        // Worker 0 sends them (and counts them).
+                        None => {
+                            for m in burst.drain() {
+                                if p.rings.from_kernel.push(m).is_err() {
+                                    c.add(Counter::ExceptionTxDrops, 1);
+                                }
+                            }
+                        }
+                    }
                     c.add(Counter::ExceptionTxDrops, burst.len() as u64);
                     burst.drain().for_each(drop);
                 }
@@ -236,14 +253,21 @@ fn ip(args: &[&str]) -> Result<(), String> {
 /// the burst of the port's exception path, if on.
 pub fn worker_side(
     cfg: &Config,
-    rings: &[Option<Arc<Rings>>],
-) -> Vec<Option<(Arc<Rings>, u32, u32)>> {
+    rings: &[Option<(Arc<Rings>, bool)>],
+    worker: usize,
+) -> Vec<Option<ExceptionSpec>> {
     cfg.ports
         .iter()
         .zip(rings)
         .map(|(p, r)| {
             let e = p.exception.as_ref()?;
-            Some((r.clone()?, e.rate, e.burst))
+            let (rings, by_worker_0) = r.clone()?;
+            Some(ExceptionSpec {
+                rings,
+                rate: e.rate,
+                burst: e.burst,
+                transmits: by_worker_0 && worker == 0,
+            })
         })
         .collect()
 }

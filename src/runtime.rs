@@ -163,7 +163,6 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     } = node_pools(&eal, rt)?;
     let ports = bring_up_ports(&eal, &cfg, &worker_pools)?;
     let exception = crate::exception::ExceptionPath::start(&eal, &cfg, &ports)?;
-    let to_kernel = crate::exception::worker_side(&cfg, &exception.rings);
     let control_counters = exception.counters.clone();
     let workers = rt.worker_lcores.len();
     let control = Arc::new(Control::new(workers));
@@ -194,8 +193,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             access_log: access_log.as_ref().map(|a| a.for_worker(index)),
             ..spec
         };
-        for (p, k) in spec.ports.iter_mut().zip(&to_kernel) {
-            p.exception = k.clone();
+        let to_kernel = crate::exception::worker_side(&cfg, &exception.rings, index);
+        for (p, k) in spec.ports.iter_mut().zip(to_kernel) {
+            p.exception = k;
         }
         let (control, shared) = (control.clone(), shared[index].clone());
         let polling = ready.counter();
@@ -216,7 +216,6 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         })?;
         launched.push(job);
     }
-    drop(to_kernel);
     let exception_thread = match exception.is_on() {
         true => Some(
             exception
@@ -439,7 +438,11 @@ fn bring_up_ports(
                 p.device(),
                 &PortConfig {
                     rx_queues: cfg.runtime.worker_lcores.len() as u16,
-                    tx_queues: crate::exception::tx_queues(cfg, i),
+                    tx_queues: crate::exception::tx_queues(
+                        cfg,
+                        i,
+                        Port::max_tx_queues(eal, p.device()).unwrap_or(0),
+                    ),
                     rx_descriptors: p.rx_descriptors,
                     tx_descriptors: p.tx_descriptors,
                     mtu: p.mtu,

@@ -64,6 +64,12 @@ impl TxQueue {
         }
     }
 
+    /// Queues a frame built elsewhere (the kernel's, on the exception path).
+    pub fn push_frame(&mut self, m: Mbuf) {
+        self.sent_bytes += m.data().len() as u64;
+        self.push(m);
+    }
+
     fn push(&mut self, m: Mbuf) {
         if self.pending.is_empty() {
             self.pending_since = rdtsc();

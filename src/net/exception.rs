@@ -32,10 +32,13 @@ pub enum Class {
     Other,
 }
 
-/// The two rings from every worker to the control core, for one port.
+/// The two rings from every worker to the control core, for one port,
+/// and the one back for a port with no tx queue to spare for the control
+/// core (then worker 0 sends what the kernel sends).
 pub struct Rings {
     pub control: ArrayQueue<Mbuf>,
     pub other: ArrayQueue<Mbuf>,
+    pub from_kernel: ArrayQueue<Mbuf>,
 }
 
 impl Rings {
@@ -43,8 +46,20 @@ impl Rings {
         Arc::new(Rings {
             control: ArrayQueue::new(CONTROL_RING),
             other: ArrayQueue::new(OTHER_RING),
+            from_kernel: ArrayQueue::new(OTHER_RING),
         })
     }
+}
+
+/// A port's exception path as one worker is given it.
+#[derive(Clone)]
+pub struct ExceptionSpec {
+    pub rings: Arc<Rings>,
+    /// Frames per second per class this worker passes to the kernel.
+    pub rate: u32,
+    pub burst: u32,
+    /// This worker sends the kernel's frames (`Rings::from_kernel`).
+    pub transmits: bool,
 }
 
 /// A token bucket: `rate` frames per second, up to `burst` at once.
@@ -94,14 +109,26 @@ pub struct ToKernel {
     rings: Arc<Rings>,
     control: Bucket,
     other: Bucket,
+    transmits: bool,
 }
 
 impl ToKernel {
-    pub fn new(rings: Arc<Rings>, rate: u32, burst: u32) -> ToKernel {
+    pub fn new(spec: &ExceptionSpec) -> ToKernel {
         ToKernel {
-            rings,
-            control: Bucket::new(rate, burst),
-            other: Bucket::new(rate, burst),
+            rings: spec.rings.clone(),
+            control: Bucket::new(spec.rate, spec.burst),
+            other: Bucket::new(spec.rate, spec.burst),
+            transmits: spec.transmits,
+        }
+    }
+
+    /// The next frame the kernel sent, for the worker that transmits them.
+    #[inline]
+    pub fn from_kernel(&self) -> Option<Mbuf> {
+        if self.transmits {
+            self.rings.from_kernel.pop()
+        } else {
+            None
         }
     }
 

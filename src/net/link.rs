@@ -35,7 +35,7 @@ pub struct PortSpec {
     /// Entries in the port's RSS redirection table (see `rss::Steering`).
     pub reta_size: u32,
     /// The port's exception path (rings to the control core, rate, burst), if on.
-    pub exception: Option<(Arc<super::exception::Rings>, u32, u32)>,
+    pub exception: Option<super::exception::ExceptionSpec>,
 }
 
 /// True when `ip` is inside `net`/`len`.
@@ -105,9 +105,7 @@ impl Link {
             rx_checksum_offload: p.rx_checksum_offload,
             steering: Steering::new(&RSS_KEY, p.reta_size, workers),
             gleaned: HashMap::with_capacity(GLEANED_NEIGHBOURS),
-            to_kernel: p.exception.as_ref().map(|(rings, rate, burst)| {
-                super::exception::ToKernel::new(rings.clone(), *rate, *burst)
-            }),
+            to_kernel: p.exception.as_ref().map(super::exception::ToKernel::new),
         }
     }
 

@@ -109,6 +109,22 @@ impl Stack {
         }
     }
 
+    /// Sends what the kernel sent on ports whose control core has no tx
+    /// queue of its own (this worker transmits for it; see `ExceptionSpec`).
+    pub(super) fn take_from_kernel(&mut self) -> usize {
+        let mut sent = 0;
+        for p in self.ports.iter_mut() {
+            let Some(k) = &p.to_kernel else { continue };
+            while sent < HANDOFFS_PER_POLL {
+                let Some(m) = k.from_kernel() else { break };
+                p.tx.push_frame(m);
+                sent += 1;
+            }
+        }
+        self.counters.add(Counter::ExceptionFromKernel, sent as u64);
+        sent
+    }
+
     /// The kernel keeps its own neighbour table: give it a copy of ARP too.
     fn copy_to_kernel(&mut self, port: usize, m: &Mbuf, now_us: u64) {
         let Some(mut copy) = self.pool.alloc() else {

@@ -347,6 +347,7 @@ impl Stack {
             }
         }
         work += self.take_handoffs(now_us);
+        work += self.take_from_kernel();
         work += self.run_timers(now_us);
         self.time_wait.expire(now_us);
         work
