@@ -20,6 +20,7 @@
 pub mod access_format;
 pub mod access_writer;
 pub mod app;
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod dpdk;

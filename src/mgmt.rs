@@ -45,6 +45,8 @@ pub struct Sources<'a> {
     pub busy_ratio: &'a [f64],
     /// The control core's counters (the exception path), when it has any.
     pub control: Option<&'a SharedCounters>,
+    /// Where `/capture` posts a session for the workers.
+    pub capture: Option<&'a Arc<crate::capture::Board>>,
 }
 
 impl Sources<'static> {
@@ -61,6 +63,7 @@ impl Sources<'static> {
             requests: &[],
             busy_ratio: &[],
             control: None,
+            capture: None,
         }
     }
 }
@@ -129,6 +132,11 @@ fn serve(
     }
     let request = std::str::from_utf8(&buf[..n]).unwrap_or("");
     let path = request.split_whitespace().nth(1).unwrap_or("");
+    if let (Some(query), Some(board)) = (path.strip_prefix("/capture?"), gauges.sources.capture) {
+        let ports = &gauges.sources.names.ports;
+        crate::capture::serve::start(stream, query, ports, workers.len(), board);
+        return Ok(());
+    }
     let (status, ctype, body) = match path {
         "/metrics" => ("200 OK", metrics::CONTENT_TYPE, prometheus(workers, gauges)),
         "/stats" => ("200 OK", "application/json", json(workers, gauges)),

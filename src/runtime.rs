@@ -166,6 +166,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let control_counters = exception.counters.clone();
     let workers = rt.worker_lcores.len();
     let control = Arc::new(Control::new(workers));
+    let capture = Arc::new(crate::capture::Board::default());
     let inboxes = handoff_inboxes(workers);
     let mut layout = Layout::default().merge(&cfg);
     let shared: Vec<Arc<SharedCounters>> = (0..workers).map(|_| Arc::default()).collect();
@@ -191,6 +192,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         )?;
         let mut spec = WorkerSpec {
             access_log: access_log.as_ref().map(|a| a.for_worker(index)),
+            capture: capture.clone(),
             ..spec
         };
         let to_kernel = crate::exception::worker_side(&cfg, &exception.rings, index);
@@ -321,6 +323,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                     requests: &request_stats,
                     busy_ratio: busy.ratios(),
                     control: exception_thread.as_ref().map(|_| &*control_counters),
+                    capture: Some(&capture),
                 },
             };
             ep.poll(&per_worker, &gauges);
@@ -525,6 +528,7 @@ fn worker_spec(
         syn_backlog: cfg.runtime.syn_backlog as usize,
         secrets,
         access_log: None,
+        capture: Arc::default(),
     })
 }
 

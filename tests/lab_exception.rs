@@ -237,11 +237,15 @@ fn a_bgp_session_over_the_exception_path_holds_under_load() {
         proxy_bird.session(&lab),
         z.log()
     );
-    // Each side learnt the other's prefix.
-    let routes = router.show(&lab, &["show", "route", "protocol", "peer"]);
-    assert!(routes.contains("192.0.2.0/24"), "{routes}");
-    let routes = proxy_bird.show(&lab, &["show", "route", "protocol", "peer"]);
-    assert!(routes.contains("198.51.100.0/24"), "{routes}");
+    // Each side learns the other's prefix.
+    for (bird, prefix) in [(&router, "192.0.2.0/24"), (&proxy_bird, "198.51.100.0/24")] {
+        let mut routes = String::new();
+        let learnt = wait_until(Duration::from_secs(15), || {
+            routes = bird.show(&lab, &["show", "route", "all"]);
+            routes.contains(prefix)
+        });
+        assert!(learnt, "{} did not learn {prefix}: {routes}", bird.role);
+    }
 
     // 60 s of HTTP load through ZProxy; the session must not drop meanwhile.
     let load = lab

@@ -68,8 +68,6 @@ pub fn counter_help(c: Counter) -> &'static str {
         ExceptionKernelDrops => {
             "Frames for the kernel its interface did not take (worker=\"control\")."
         }
-        CaptureFrames => "Frames copied to a running `zproxy capture`.",
-        CaptureDrops => "Frames a running `zproxy capture` missed (its ring was full).",
         BusyCycles => "TSC cycles of loop iterations that found work.",
         TotalCycles => "TSC cycles the worker's loop ran.",
         RateLimitEntries => {

@@ -73,8 +73,6 @@ counters! {
     ExceptionFromKernel => "exception_from_kernel",
     ExceptionTxDrops => "exception_tx_drops",
     ExceptionKernelDrops => "exception_kernel_drops",
-    CaptureFrames => "capture_frames",
-    CaptureDrops => "capture_drops",
     BusyCycles => "busy_cycles",
     TotalCycles => "total_cycles",
 }

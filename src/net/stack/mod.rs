@@ -12,6 +12,7 @@
 //!   (including SYN cookies, TIME-WAIT and handoff to the owning core).
 
 mod demux;
+mod tap;
 
 pub use demux::ListenSettings;
 
@@ -229,6 +230,8 @@ pub struct Stack {
     challenge_acks_left: u32,
     challenge_window_end_us: u64,
     draining: bool,
+    /// A running `zproxy capture` of one of this core's ports.
+    capture: Option<Arc<crate::capture::Session>>,
 }
 
 impl Stack {
@@ -328,6 +331,7 @@ impl Stack {
             challenge_acks_left: 0,
             challenge_window_end_us: 0,
             draining: false,
+            capture: None,
         }
     }
 
@@ -339,6 +343,7 @@ impl Stack {
         let mut work = 0;
         for p in 0..self.ports.len() {
             let n = self.ports[p].rx.rx_burst(rx);
+            self.capture_rx(p, rx);
             work += n;
             self.counters.add(Counter::RxFrames, n as u64);
             for m in rx.drain() {
