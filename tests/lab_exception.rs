@@ -287,3 +287,115 @@ fn a_bgp_session_over_the_exception_path_holds_under_load() {
     assert_eq!(u(&s["workers"][0]["exception_ring_drops"]), 0, "{s}");
     stop_clean(z);
 }
+
+/// Starts `zproxy capture` of `port` in the proxy namespace for `secs`,
+/// writing `file`; returns once the capture is live (the pcap header is
+/// written only then).
+fn start_capture(lab: &Lab, port: &str, secs: u64, file: &std::path::Path, filter: &[&str]) -> std::process::Child {
+    let mut args = vec![
+        env!("CARGO_BIN_EXE_zproxy").to_owned(),
+        "capture".into(),
+        "--port".into(),
+        port.into(),
+        "--seconds".into(),
+        secs.to_string(),
+        "-w".into(),
+        file.display().to_string(),
+    ];
+    args.extend(filter.iter().map(|s| s.to_string()));
+    let child = lab
+        .command("proxy", &args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zproxy capture");
+    wait_for(Duration::from_secs(5), "the capture to go live", || {
+        std::fs::metadata(file).is_ok_and(|m| m.len() >= 24)
+    });
+    child
+}
+
+/// Waits for a capture to end; its summary line (stderr).
+fn end_capture(child: std::process::Child) -> String {
+    let out = child.wait_with_output().expect("wait for zproxy capture");
+    let summary = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "zproxy capture failed: {summary}");
+    summary
+}
+
+/// `tcpdump -n -r FILE` (with `-A`: payloads as text).
+fn tcpdump(file: &std::path::Path) -> String {
+    let out = std::process::Command::new("tcpdump")
+        .args(["-n", "-A", "-r"])
+        .arg(file)
+        .output()
+        .expect("run tcpdump");
+    assert!(out.status.success(), "tcpdump -r: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The summary lines of a tcpdump listing (one per frame).
+fn frames(listing: &str) -> Vec<&str> {
+    listing.lines().filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()) && l.contains(" IP ") || l.contains(" ARP,")).collect()
+}
+
+#[test]
+fn capture_of_a_request_through_the_proxy_reads_back_with_tcpdump() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let z = ZProxy::start(&lab, "capture", &config(16384, &web("keepalive = 0")));
+    wait_proxy(&lab, &z, 80);
+    let dir = TempDir::new("capture");
+
+    // Both sides of one request, filtered to `tcp port 80`, with ping noise.
+    let client_side = dir.path().join("client.pcap");
+    let upstream_side = dir.path().join("upstream.pcap");
+    let everything = dir.path().join("all.pcap");
+    let cap = start_capture(&lab, "client", 3, &client_side, &["tcp", "port", "80"]);
+    let ping = lab.exec("client", ["ping", "-c", "2", "-i", "0.2", PROXY_CLIENT_IP]);
+    assert!(ping.status.success(), "{}", describe(&ping));
+    let (code, body) = curl(&lab, &[&url(80, "/")]);
+    assert_eq!((code, body.as_str()), (200, UPSTREAM_BODY));
+    let summary = end_capture(cap);
+    assert!(summary.contains("0 dropped"), "{summary}");
+    let listing = tcpdump(&client_side);
+    let f = frames(&listing);
+    assert!(!f.is_empty(), "{listing}");
+    assert!(f.iter().all(|l| l.contains(".80 ") || l.contains(".80:")), "only port 80: {listing}");
+    assert!(!listing.contains("ICMP"), "the filter keeps ping out: {listing}");
+    let client = format!("{CLIENT_IP}.");
+    for (what, needle) in [
+        ("SYN", "Flags [S]"),
+        ("SYN-ACK", "Flags [S.]"),
+        ("request", "GET / HTTP/1.1"),
+        ("response", "HTTP/1.1 200"),
+        ("FIN", "Flags [F."),
+    ] {
+        assert!(listing.contains(needle), "no {what} ({needle}) in:\n{listing}");
+    }
+    assert!(f.iter().any(|l| l.contains(&client)), "{listing}");
+
+    let cap = start_capture(&lab, "upstream", 3, &upstream_side, &["tcp", "port", "80"]);
+    let (code, _) = curl(&lab, &[&url(80, "/")]);
+    assert_eq!(code, 200);
+    end_capture(cap);
+    let listing = tcpdump(&upstream_side);
+    let upstream = format!("{UPSTREAM_IP}.80");
+    for needle in ["Flags [S]", "Flags [S.]", "GET / HTTP/1.1", "HTTP/1.1 200", "Flags [F."] {
+        assert!(listing.contains(needle), "no {needle} upstream:\n{listing}");
+    }
+    assert!(frames(&listing).iter().all(|l| l.contains(&upstream)), "{listing}");
+
+    // Without a filter the same ping is there: the filter is what kept it out.
+    let cap = start_capture(&lab, "client", 2, &everything, &[]);
+    let ping = lab.exec("client", ["ping", "-c", "2", "-i", "0.2", PROXY_CLIENT_IP]);
+    assert!(ping.status.success(), "{}", describe(&ping));
+    end_capture(cap);
+    let listing = tcpdump(&everything);
+    assert!(listing.contains("ICMP echo request") && listing.contains("ICMP echo reply"), "{listing}");
+    stop_clean(z);
+}

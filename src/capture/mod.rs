@@ -17,7 +17,7 @@ pub mod compile;
 pub mod pcap;
 pub mod serve;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::ArrayQueue;
@@ -50,6 +50,8 @@ pub struct Session {
     pub dropped: AtomicU64,
     /// Set when the capture ends: the workers let go of it.
     pub done: AtomicBool,
+    /// Workers that have seen it (the capture is live once all have).
+    pub attached: AtomicUsize,
     /// Unix time (µs) at `tsc0`, and the TSC's rate: timestamps without a syscall.
     unix_us0: u64,
     tsc0: u64,
@@ -86,6 +88,7 @@ impl Session {
             captured: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             done: AtomicBool::new(false),
+            attached: AtomicUsize::new(0),
             unix_us0,
             tsc0: rdtsc(),
             tsc_per_us: (crate::dpdk::tsc_hz() / 1_000_000).max(1),

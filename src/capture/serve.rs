@@ -17,6 +17,8 @@ pub const PCAP_CHUNK: u8 = 0;
 pub const SUMMARY_CHUNK: u8 = 1;
 /// How long the capture thread sleeps when no frame waits.
 const IDLE: Duration = Duration::from_millis(2);
+/// Longest wait for the workers to take a new session.
+const ATTACH_WAIT: Duration = Duration::from_secs(2);
 /// Longest capture without a count or a time (a client that hangs up ends it sooner).
 const LONGEST: Duration = Duration::from_secs(24 * 3600);
 
@@ -104,10 +106,19 @@ pub fn start(
             "another capture is running: one at a time",
         );
     }
+    log::info!("capture on port {} started", ports[r.port]);
     let board = board.clone();
     let spawned = std::thread::Builder::new()
         .name("zp-capture".into())
         .spawn(move || {
+            // Live once every worker has it (they look every 100 ms): what
+            // the client does after the head arrives is captured.
+            let t = Instant::now();
+            while session.attached.load(Ordering::Acquire) < workers
+                && t.elapsed() < ATTACH_WAIT
+            {
+                std::thread::sleep(IDLE);
+            }
             let end = run(&mut stream, &session, &r);
             board.end(&session);
             // Frames still in the ring are not written; they count as captured-but-unsent.

@@ -12,6 +12,10 @@ impl Stack {
     /// Starts (`Some`) or stops (`None`) capturing for `s`, if it is about
     /// one of this core's queues.
     pub fn set_capture(&mut self, s: Option<Arc<Session>>) {
+        if let Some(s) = &s {
+            s.attached
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
         let s = s.filter(|s| s.port < self.ports.len() && s.wants(s.port, self.index));
         for (i, p) in self.ports.iter_mut().enumerate() {
             p.tx.set_capture(s.clone().filter(|s| s.port == i));
