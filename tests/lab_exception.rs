@@ -273,8 +273,7 @@ fn a_bgp_session_over_the_exception_path_holds_under_load() {
     let requests: u64 = report
         .lines()
         .find_map(|l| {
-            l.trim()
-                .split_whitespace()
+            l.split_whitespace()
                 .next()?
                 .parse()
                 .ok()
@@ -291,7 +290,13 @@ fn a_bgp_session_over_the_exception_path_holds_under_load() {
 /// Starts `zproxy capture` of `port` in the proxy namespace for `secs`,
 /// writing `file`; returns once the capture is live (the pcap header is
 /// written only then).
-fn start_capture(lab: &Lab, port: &str, secs: u64, file: &std::path::Path, filter: &[&str]) -> std::process::Child {
+fn start_capture(
+    lab: &Lab,
+    port: &str,
+    secs: u64,
+    file: &std::path::Path,
+    filter: &[&str],
+) -> std::process::Child {
     let mut args = vec![
         env!("CARGO_BIN_EXE_zproxy").to_owned(),
         "capture".into(),
@@ -337,7 +342,13 @@ fn tcpdump(file: &std::path::Path) -> String {
 
 /// The summary lines of a tcpdump listing (one per frame).
 fn frames(listing: &str) -> Vec<&str> {
-    listing.lines().filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()) && l.contains(" IP ") || l.contains(" ARP,")).collect()
+    listing
+        .lines()
+        .filter(|l| {
+            l.chars().next().is_some_and(|c| c.is_ascii_digit()) && l.contains(" IP ")
+                || l.contains(" ARP,")
+        })
+        .collect()
 }
 
 #[test]
@@ -365,8 +376,14 @@ fn capture_of_a_request_through_the_proxy_reads_back_with_tcpdump() {
     let listing = tcpdump(&client_side);
     let f = frames(&listing);
     assert!(!f.is_empty(), "{listing}");
-    assert!(f.iter().all(|l| l.contains(".80 ") || l.contains(".80:")), "only port 80: {listing}");
-    assert!(!listing.contains("ICMP"), "the filter keeps ping out: {listing}");
+    assert!(
+        f.iter().all(|l| l.contains(".80 ") || l.contains(".80:")),
+        "only port 80: {listing}"
+    );
+    assert!(
+        !listing.contains("ICMP"),
+        "the filter keeps ping out: {listing}"
+    );
     let client = format!("{CLIENT_IP}.");
     for (what, needle) in [
         ("SYN", "Flags [S]"),
@@ -375,7 +392,10 @@ fn capture_of_a_request_through_the_proxy_reads_back_with_tcpdump() {
         ("response", "HTTP/1.1 200"),
         ("FIN", "Flags [F."),
     ] {
-        assert!(listing.contains(needle), "no {what} ({needle}) in:\n{listing}");
+        assert!(
+            listing.contains(needle),
+            "no {what} ({needle}) in:\n{listing}"
+        );
     }
     assert!(f.iter().any(|l| l.contains(&client)), "{listing}");
 
@@ -385,10 +405,19 @@ fn capture_of_a_request_through_the_proxy_reads_back_with_tcpdump() {
     end_capture(cap);
     let listing = tcpdump(&upstream_side);
     let upstream = format!("{UPSTREAM_IP}.80");
-    for needle in ["Flags [S]", "Flags [S.]", "GET / HTTP/1.1", "HTTP/1.1 200", "Flags [F."] {
+    for needle in [
+        "Flags [S]",
+        "Flags [S.]",
+        "GET / HTTP/1.1",
+        "HTTP/1.1 200",
+        "Flags [F.",
+    ] {
         assert!(listing.contains(needle), "no {needle} upstream:\n{listing}");
     }
-    assert!(frames(&listing).iter().all(|l| l.contains(&upstream)), "{listing}");
+    assert!(
+        frames(&listing).iter().all(|l| l.contains(&upstream)),
+        "{listing}"
+    );
 
     // Without a filter the same ping is there: the filter is what kept it out.
     let cap = start_capture(&lab, "client", 2, &everything, &[]);
@@ -396,6 +425,9 @@ fn capture_of_a_request_through_the_proxy_reads_back_with_tcpdump() {
     assert!(ping.status.success(), "{}", describe(&ping));
     end_capture(cap);
     let listing = tcpdump(&everything);
-    assert!(listing.contains("ICMP echo request") && listing.contains("ICMP echo reply"), "{listing}");
+    assert!(
+        listing.contains("ICMP echo request") && listing.contains("ICMP echo reply"),
+        "{listing}"
+    );
     stop_clean(z);
 }

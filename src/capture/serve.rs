@@ -114,9 +114,7 @@ pub fn start(
             // Live once every worker has it (they look every 100 ms): what
             // the client does after the head arrives is captured.
             let t = Instant::now();
-            while session.attached.load(Ordering::Acquire) < workers
-                && t.elapsed() < ATTACH_WAIT
-            {
+            while session.attached.load(Ordering::Acquire) < workers && t.elapsed() < ATTACH_WAIT {
                 std::thread::sleep(IDLE);
             }
             let end = run(&mut stream, &session, &r);

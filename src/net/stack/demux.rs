@@ -95,7 +95,7 @@ impl Stack {
                 if self.ports[port].to_kernel.is_some()
                     && crate::net::exception::kernel_wants(m.data(), p.ip) =>
             {
-                self.to_kernel(port, m, now_us)
+                self.pass_to_kernel(port, m, now_us)
             }
             Frame::Stateless => self.answer_stateless(port, m, now_us),
             Frame::Drop(reason) => self.counters.add(reason, 1),
@@ -103,7 +103,7 @@ impl Stack {
     }
 
     /// Hands a frame that is not ZProxy's to the port's exception path.
-    fn to_kernel(&mut self, port: usize, m: Mbuf, now_us: u64) {
+    fn pass_to_kernel(&mut self, port: usize, m: Mbuf, now_us: u64) {
         if let Some(k) = &mut self.ports[port].to_kernel {
             k.send(m, now_us, &mut self.counters);
         }
@@ -134,7 +134,7 @@ impl Stack {
             return;
         };
         buf.copy_from_slice(m.data());
-        self.to_kernel(port, copy, now_us);
+        self.pass_to_kernel(port, copy, now_us);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -169,7 +169,7 @@ impl Stack {
             && !self.time_wait.contains(&key)
         {
             // No flow, no listener: the kernel's (its SSH, BGP, own connections).
-            return self.to_kernel(port, m, now_us);
+            return self.pass_to_kernel(port, m, now_us);
         }
         let pure_syn = syn && !ack;
         let software_checksum = !self.ports[port].rx_checksum_offload;
