@@ -429,5 +429,30 @@ fn capture_of_a_request_through_the_proxy_reads_back_with_tcpdump() {
         listing.contains("ICMP echo request") && listing.contains("ICMP echo reply"),
         "{listing}"
     );
+
+    // A capture whose client walks away ends, or the next would be refused (one at a time).
+    let mut cap = start_capture(&lab, "client", 3600, &dir.path().join("gone.pcap"), &[]);
+    cap.kill().unwrap();
+    cap.wait().unwrap();
+    let again = dir.path().join("again.pcap");
+    let again = again.to_str().unwrap();
+    let zp = env!("CARGO_BIN_EXE_zproxy");
+    let args = [
+        zp,
+        "capture",
+        "--port",
+        "client",
+        "--seconds",
+        "1",
+        "-w",
+        again,
+    ];
+    let mut last = String::new();
+    let ran = wait_until(Duration::from_secs(5), || {
+        let out = lab.exec("proxy", args);
+        last = describe(&out);
+        out.status.success()
+    });
+    assert!(ran, "no capture after an abandoned one: {last}");
     stop_clean(z);
 }

@@ -5,7 +5,7 @@
 //! and a little-endian u32 length: kind 0 carries pcap bytes, kind 1 the
 //! closing summary (frames written, frames dropped).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +17,8 @@ pub const PCAP_CHUNK: u8 = 0;
 pub const SUMMARY_CHUNK: u8 = 1;
 /// How long the capture thread sleeps when no frame waits.
 const IDLE: Duration = Duration::from_millis(2);
+/// Idle rounds between two looks at whether the client is still there (~200 ms).
+const PROBE_EVERY: u32 = 100;
 /// Longest wait for the workers to take a new session.
 const ATTACH_WAIT: Duration = Duration::from_secs(2);
 /// Longest capture without a count or a time (a client that hangs up ends it sooner).
@@ -154,6 +156,7 @@ fn run(stream: &mut TcpStream, s: &Session, r: &Request) -> End {
     }
     let deadline = Instant::now() + r.seconds.map_or(LONGEST, Duration::from_secs);
     let mut buf = Vec::with_capacity(64 * 1024);
+    let mut idle = 0u32;
     loop {
         if r.count.is_some_and(|c| end.written >= c) {
             return end;
@@ -169,15 +172,35 @@ fn run(stream: &mut TcpStream, s: &Session, r: &Request) -> End {
             end.written += 1;
         }
         if buf.is_empty() {
-            // A client that hung up is noticed at the next write; probe it now and then.
+            idle += 1;
+            // A client that hung up (Ctrl-C) ends the capture even when no frame comes.
+            if idle % PROBE_EVERY == 0 && hung_up(stream) {
+                end.why = ": the client went away";
+                return end;
+            }
             std::thread::sleep(IDLE);
             continue;
         }
+        idle = 0;
         if chunk(stream, PCAP_CHUNK, &buf).is_err() {
             end.why = ": the client went away";
             return end;
         }
     }
+}
+
+/// True when the client closed its side (it sends nothing after its request).
+fn hung_up(stream: &mut TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut b = [0u8; 1];
+    let gone = match stream.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    gone || stream.set_nonblocking(false).is_err()
 }
 
 fn chunk(stream: &mut TcpStream, kind: u8, data: &[u8]) -> std::io::Result<()> {
