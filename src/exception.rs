@@ -271,3 +271,67 @@ pub fn worker_side(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = r#"
+[runtime]
+worker_lcores = [1, 2]
+mbufs = 65535
+
+[[port]]
+name = "client"
+vdev = "net_ring0"
+address = "10.0.0.2/24"
+exception = { kind = "tap", iface = "zp0", rate = 50, burst = 5 }
+
+[[port]]
+name = "up"
+vdev = "net_ring1"
+address = "10.1.0.2/24"
+
+[[listener]]
+port = "client"
+tcp_port = 80
+mode = "static"
+[listener.static]
+body = "ok"
+"#;
+
+    #[test]
+    fn only_exception_ports_get_a_queue_for_the_control_core_and_only_if_spare() {
+        let cfg = Config::parse(CFG).unwrap();
+        assert_eq!(
+            tx_queues(&cfg, 0, 16),
+            3,
+            "two workers and the control core"
+        );
+        assert_eq!(
+            tx_queues(&cfg, 0, 2),
+            2,
+            "none to spare: worker 0 sends for it"
+        );
+        assert_eq!(tx_queues(&cfg, 1, 16), 2, "no exception path");
+    }
+
+    #[test]
+    fn worker_0_transmits_for_a_port_without_a_spare_queue() {
+        let cfg = Config::parse(CFG).unwrap();
+        let rings = vec![Some((Rings::new(), true)), None];
+        let w0 = worker_side(&cfg, &rings, 0);
+        let w1 = worker_side(&cfg, &rings, 1);
+        let e0 = w0[0].as_ref().unwrap();
+        assert!(e0.transmits && (e0.rate, e0.burst) == (50, 5));
+        assert!(!w1[0].as_ref().unwrap().transmits);
+        assert!(w0[1].is_none() && w1[1].is_none());
+        let own_queue = vec![Some((Rings::new(), false)), None];
+        assert!(
+            !worker_side(&cfg, &own_queue, 0)[0]
+                .as_ref()
+                .unwrap()
+                .transmits
+        );
+    }
+}
