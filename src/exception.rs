@@ -148,6 +148,11 @@ impl ExceptionPath {
         Ok(path)
     }
 
+    /// The pool of the kernel's frames, if any port has an exception path.
+    pub fn pool(&self) -> Option<Arc<Mempool>> {
+        self.pool.clone()
+    }
+
     pub fn is_on(&self) -> bool {
         !self.ports.is_empty()
     }

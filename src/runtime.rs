@@ -158,11 +158,14 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let eal = Eal::init(&cfg.eal_args(&prefix)).map_err(RunError::Eal)?;
     let rt = &cfg.runtime;
     let NodePools {
-        pools,
+        mut pools,
         of_worker: worker_pools,
     } = node_pools(&eal, rt)?;
     let ports = bring_up_ports(&eal, &cfg, &worker_pools)?;
     let exception = crate::exception::ExceptionPath::start(&eal, &cfg, &ports)?;
+    // Kept to the end with the others: the kernel's frames may sit in the
+    // data ports' tx rings until they close, and are counted at exit.
+    pools.extend(exception.pool());
     let control_counters = exception.counters.clone();
     let workers = rt.worker_lcores.len();
     let control = Arc::new(Control::new(workers));
