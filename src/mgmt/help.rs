@@ -60,10 +60,10 @@ pub fn counter_help(c: Counter) -> &'static str {
             "Frames for the kernel dropped because the control core's ring was full."
         }
         ExceptionFromKernel => {
-            "Frames the kernel sent that went out of the port (worker=\"control\")."
+            "Frames the kernel sent that went out of the port (by the control core, or by worker 0 where the port has no tx queue to spare)."
         }
         ExceptionTxDrops => {
-            "Frames the kernel sent that the port did not take (worker=\"control\")."
+            "Frames the kernel sent that were dropped: the port or worker 0's ring did not take them (worker=\"control\")."
         }
         ExceptionKernelDrops => {
             "Frames for the kernel its interface did not take (worker=\"control\")."
