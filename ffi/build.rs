@@ -39,6 +39,7 @@ const FUNCTIONS: &[&str] = &[
     "rte_pktmbuf_free_bulk",
     "rte_mempool_free",
     "rte_mempool_in_use_count",
+    "rte_dev_probe",
     "zp_.*",
 ];
 

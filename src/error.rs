@@ -116,6 +116,12 @@ pub enum RunError {
         #[source]
         cause: DpdkError,
     },
+    #[error("port '{port}': exception interface {iface}: {message}")]
+    Exception {
+        port: String,
+        iface: String,
+        message: String,
+    },
     #[error(
         "cannot launch worker {index} on lcore {lcore}: is the lcore listed in --lcores and idle?"
     )]

@@ -20,10 +20,12 @@
 pub mod access_format;
 pub mod access_writer;
 pub mod app;
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod dpdk;
 pub mod error;
+pub mod exception;
 pub mod mgmt;
 pub mod net;
 pub mod notify;

@@ -43,6 +43,33 @@ enum Command {
         #[arg(long)]
         prometheus: bool,
     },
+    /// Capture what a running zproxy's port receives and sends, as pcap
+    /// (`tcpdump -r FILE` reads it). The FILTER is tcpdump's syntax.
+    Capture {
+        /// The port, by its name in the config.
+        #[arg(long)]
+        port: String,
+        /// Only this rx/tx queue (= worker index); every queue when absent.
+        #[arg(long)]
+        queue: Option<u16>,
+        /// Where the pcap goes ("-": standard output).
+        #[arg(short = 'w', value_name = "FILE", default_value = "-")]
+        write: PathBuf,
+        /// Bytes kept of each frame (at most 9230).
+        #[arg(short = 's', value_name = "SNAPLEN", default_value_t = 9230)]
+        snaplen: u32,
+        /// Stop after this many frames.
+        #[arg(short = 'c', value_name = "COUNT")]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// The management address (`management.address` in the config).
+        #[arg(short, long, default_value = "127.0.0.1:9090")]
+        address: String,
+        /// A tcpdump filter, e.g. `tcp port 80` (its words may be separate arguments).
+        filter: Vec<String>,
+    },
     /// Make a running zproxy re-read its config (SIGHUP) and print the outcome.
     /// Exit status: 0 applied, 1 refused (the old config keeps running), 2 not reached.
     Reload {
@@ -121,6 +148,43 @@ fn main() -> ExitCode {
         } => client::fetch(&address, if prometheus { "/metrics" } else { "/stats" })
             .map_err(BoxError::from)
             .and_then(|body| write_out(&body)),
+        Command::Capture {
+            port,
+            queue,
+            write,
+            snaplen,
+            count,
+            seconds,
+            address,
+            filter,
+        } => {
+            let opts = zproxy::capture::client::Options {
+                port,
+                queue,
+                snaplen,
+                count,
+                seconds,
+                filter: (!filter.is_empty()).then(|| filter.join(" ")),
+            };
+            let mut out: Box<dyn std::io::Write> = if write.as_os_str() == "-" {
+                Box::new(std::io::stdout().lock())
+            } else {
+                match std::fs::File::create(&write) {
+                    Ok(f) => Box::new(f),
+                    Err(e) => {
+                        eprintln!("zproxy: error: cannot create {}: {e}", write.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            };
+            match zproxy::capture::client::capture(&address, &opts, &mut out) {
+                Ok(summary) => {
+                    eprintln!("zproxy capture: {summary}");
+                    Ok(())
+                }
+                Err(e) => Err(BoxError::from(e)),
+            }
+        }
         Command::Reload { config, address } => {
             let outcome = client::management_address(&config, address.as_deref())
                 .map_or_else(|refused| refused, |a| client::reload(&a));

@@ -43,6 +43,10 @@ pub struct Sources<'a> {
     pub requests: &'a [Arc<RequestStats>],
     /// Each worker's busy share (`BusyWindow`).
     pub busy_ratio: &'a [f64],
+    /// The control core's counters (the exception path), when it has any.
+    pub control: Option<&'a SharedCounters>,
+    /// Where `/capture` posts a session for the workers.
+    pub capture: Option<&'a Arc<crate::capture::Board>>,
 }
 
 impl Sources<'static> {
@@ -58,6 +62,8 @@ impl Sources<'static> {
             pools: &[],
             requests: &[],
             busy_ratio: &[],
+            control: None,
+            capture: None,
         }
     }
 }
@@ -126,6 +132,11 @@ fn serve(
     }
     let request = std::str::from_utf8(&buf[..n]).unwrap_or("");
     let path = request.split_whitespace().nth(1).unwrap_or("");
+    if let (Some(query), Some(board)) = (path.strip_prefix("/capture?"), gauges.sources.capture) {
+        let ports = &gauges.sources.names.ports;
+        crate::capture::serve::start(stream, query, ports, workers.len(), board);
+        return Ok(());
+    }
     let (status, ctype, body) = match path {
         "/metrics" => ("200 OK", metrics::CONTENT_TYPE, prometheus(workers, gauges)),
         "/stats" => ("200 OK", "application/json", json(workers, gauges)),
@@ -171,6 +182,15 @@ pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
             )
         })
         .collect();
+    let control = g.sources.control.map_or(String::new(), |c| {
+        let fields: Vec<String> = c
+            .snapshot()
+            .iter()
+            .filter(|(k, _)| k.starts_with("exception_"))
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!("\"control\":{{{}}},", fields.join(","))
+    });
     let r = &g.reload;
     // What `zproxy reload` needs: whom to signal, and the outcome to wait for.
     let reload = format!(
@@ -183,7 +203,7 @@ pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
         serde_json::Value::from(r.last_message.as_str())
     );
     format!(
-        "{{{reload}\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}],\"upstreams\":[{}]}}\n",
+        "{{{reload}{control}\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}],\"upstreams\":[{}]}}\n",
         g.uptime_s,
         g.draining,
         g.mbufs_in_use,

@@ -59,6 +59,13 @@ pub fn needed(cfg: &Config, sys: &Path, memlock_unlimited: bool) -> Vec<Need> {
                 }
             }
         }
+        if p.exception.is_some() {
+            add(
+                CAP_NET_ADMIN,
+                name,
+                "the exception path makes a kernel interface and gives it the port's address",
+            );
+        }
         if let Some(pci) = &p.pci {
             let driver = std::fs::read_link(sys.join("bus/pci/devices").join(pci).join("driver"))
                 .ok()

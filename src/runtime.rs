@@ -158,12 +158,18 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let eal = Eal::init(&cfg.eal_args(&prefix)).map_err(RunError::Eal)?;
     let rt = &cfg.runtime;
     let NodePools {
-        pools,
+        mut pools,
         of_worker: worker_pools,
     } = node_pools(&eal, rt)?;
     let ports = bring_up_ports(&eal, &cfg, &worker_pools)?;
+    let exception = crate::exception::ExceptionPath::start(&eal, &cfg, &ports)?;
+    // Kept to the end with the others: the kernel's frames may sit in the
+    // data ports' tx rings until they close, and are counted at exit.
+    pools.extend(exception.pool());
+    let control_counters = exception.counters.clone();
     let workers = rt.worker_lcores.len();
     let control = Arc::new(Control::new(workers));
+    let capture = Arc::new(crate::capture::Board::default());
     let inboxes = handoff_inboxes(workers);
     let mut layout = Layout::default().merge(&cfg);
     let shared: Vec<Arc<SharedCounters>> = (0..workers).map(|_| Arc::default()).collect();
@@ -187,10 +193,15 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             inboxes.clone(),
             secrets.for_worker(index),
         )?;
-        let spec = WorkerSpec {
+        let mut spec = WorkerSpec {
             access_log: access_log.as_ref().map(|a| a.for_worker(index)),
+            capture: capture.clone(),
             ..spec
         };
+        let to_kernel = crate::exception::worker_side(&cfg, &exception.rings, index);
+        for (p, k) in spec.ports.iter_mut().zip(to_kernel) {
+            p.exception = k;
+        }
         let (control, shared) = (control.clone(), shared[index].clone());
         let polling = ready.counter();
         let job = lcore::launch(lcore_id, move || {
@@ -210,6 +221,18 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         })?;
         launched.push(job);
     }
+    let exception_thread = match exception.is_on() {
+        true => Some(
+            exception
+                .spawn(control.clone())
+                .map_err(|e| RunError::Exception {
+                    port: String::new(),
+                    iface: String::new(),
+                    message: format!("cannot start its thread: {e}"),
+                })?,
+        ),
+        false => None,
+    };
     let mut cfg = cfg;
     if let Some(ep) = &endpoint {
         log::info!(
@@ -302,6 +325,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                     pools: &pools,
                     requests: &request_stats,
                     busy_ratio: busy.ratios(),
+                    control: exception_thread.as_ref().map(|_| &*control_counters),
+                    capture: Some(&capture),
                 },
             };
             ep.poll(&per_worker, &gauges);
@@ -321,6 +346,11 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             (w.wait() != 0).then_some(lcore_id)
         })
         .collect();
+    if let Some(t) = exception_thread {
+        if t.join().is_err() {
+            log::error!("the exception path's thread panicked");
+        }
+    }
     if let Some(a) = access_log {
         a.stop();
     }
@@ -407,13 +437,18 @@ fn bring_up_ports(
     let queue_pools: Vec<&Mempool> = worker_pools.iter().map(|p| &**p).collect();
     cfg.ports
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let port = Port::start(
                 eal,
                 p.device(),
                 &PortConfig {
                     rx_queues: cfg.runtime.worker_lcores.len() as u16,
-                    tx_queues: cfg.runtime.worker_lcores.len() as u16,
+                    tx_queues: crate::exception::tx_queues(
+                        cfg,
+                        i,
+                        Port::max_tx_queues(eal, p.device()).unwrap_or(0),
+                    ),
                     rx_descriptors: p.rx_descriptors,
                     tx_descriptors: p.tx_descriptors,
                     mtu: p.mtu,
@@ -473,6 +508,7 @@ fn worker_spec(
                 0 => 128,
                 n => u32::from(n),
             },
+            exception: None,
         })
         .collect();
     let listeners = plan::listeners(cfg, layout);
@@ -495,6 +531,7 @@ fn worker_spec(
         syn_backlog: cfg.runtime.syn_backlog as usize,
         secrets,
         access_log: None,
+        capture: Arc::default(),
     })
 }
 

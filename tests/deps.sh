@@ -19,6 +19,8 @@ PACKAGES=(
   nftables
   # the service test: a real systemd in a container (systemd-nspawn)
   systemd systemd-container
+  # lab_exception: a kernel listener, BGP over the exception path, capture files
+  netcat-openbsd bird2 tcpdump
 )
 
 if [ "$(id -u)" -ne 0 ]; then

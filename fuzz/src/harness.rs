@@ -165,6 +165,7 @@ impl Harness {
             ip_mtu: IP_MTU,
             rx_checksum_offload: false,
             reta_size: 128,
+            exception: None,
         };
         let listener = |tcp_port, app| ListenerSpec {
             port_index: 0,
@@ -252,6 +253,7 @@ impl Harness {
             // Fixed, so that runs replay: the same ISNs as with the old `random_seed`.
             secrets: Secrets::from_seed(0x5eed_f022),
             access_log: None,
+            capture: Arc::default(),
         };
         let worker = Worker::new(spec, Arc::new(SharedCounters::default()));
         let rx = ports.iter().map(|p| p.queue(QueueId(0))).collect();

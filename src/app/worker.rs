@@ -127,6 +127,8 @@ pub struct WorkerSpec {
     pub secrets: crate::secrets::Secrets,
     /// This worker's access log ring, when the log is on.
     pub access_log: Option<AccessLog>,
+    /// Where `zproxy capture` sessions are posted.
+    pub capture: Arc<crate::capture::Board>,
 }
 
 /// Which application a flow belongs to.
@@ -159,6 +161,9 @@ pub struct Worker {
     /// Requests the static responder answered, taken after each event.
     outcomes: Outcomes,
     access_log: Option<AccessLog>,
+    capture: Arc<crate::capture::Board>,
+    /// The capture board's generation last looked at.
+    capture_seen: u64,
 }
 
 impl Worker {
@@ -223,6 +228,8 @@ impl Worker {
             draining: false,
             outcomes: Outcomes::new(),
             access_log: spec.access_log,
+            capture: spec.capture,
+            capture_seen: 0,
         };
         let now_us = w.now_us();
         if let Some(log) = &mut w.access_log {
@@ -283,6 +290,9 @@ impl Worker {
             if now_us - last_publish_us >= PUBLISH_US {
                 last_publish_us = now_us;
                 self.publish();
+                if let Some(session) = self.capture.changed(&mut self.capture_seen) {
+                    self.stack.set_capture(session);
+                }
                 if let Some(reload) = control.reload[self.index].pop() {
                     self.apply_reload(reload);
                     control.reloaded.fetch_add(1, Ordering::Release);

@@ -18,6 +18,7 @@ use std::path::Path;
 
 mod eal;
 mod error;
+pub mod exception;
 mod hashkey;
 pub mod headers;
 mod limits;

@@ -195,6 +195,8 @@ pub struct PortSection {
     pub tx_descriptors: u16,
     /// IP MTU; the device default when absent.
     pub mtu: Option<u16>,
+    /// A kernel interface for the frames that are not ZProxy's (off when absent).
+    pub exception: Option<super::exception::Exception>,
 }
 
 fn descriptors() -> u16 {

@@ -91,6 +91,9 @@ impl Config {
                 "no [[port]] section: configure at least one port",
             ));
         }
+        super::exception::validate(&self.ports, |i| {
+            Place::new("port", i).line(text, "exception")
+        })?;
         for (i, p) in self.ports.iter().enumerate() {
             let where_ = Place::new("port", i).line(text, "name");
             match (&p.vdev, &p.pci) {

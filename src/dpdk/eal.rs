@@ -49,6 +49,17 @@ impl Eal {
         Ok(Eal { file_prefix })
     }
 
+    /// Probes a virtual device after start (hotplug), e.g. a TAP interface
+    /// whose MAC is only known once the port it serves has started.
+    pub fn probe_vdev(&self, devargs: &str) -> Result<()> {
+        let c =
+            CString::new(devargs).map_err(|e| DpdkError::nul(format!("vdev {devargs:?}"), e))?;
+        // SAFETY: EAL is initialised (self exists); c is a valid C string
+        // that DPDK copies what it keeps of.
+        let ret = unsafe { zproxy_ffi::rte_dev_probe(c.as_ptr()) };
+        super::error::check(ret, || format!("rte_dev_probe {devargs}")).map(|_| ())
+    }
+
     /// The lcore that runs the control thread.
     pub fn main_lcore(&self) -> u32 {
         // SAFETY: plain getter, valid after init.

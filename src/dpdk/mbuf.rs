@@ -165,6 +165,20 @@ impl<const N: usize> MbufBurst<N> {
         Ok(())
     }
 
+    /// Each frame's bytes (first segment), in order, for a look without taking them.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.ptrs[..self.len].iter().map(|&p| {
+            // SAFETY: pointers below len are valid mbufs owned by the burst,
+            // which outlives the borrow; mtod points at data_len bytes.
+            unsafe {
+                std::slice::from_raw_parts(
+                    zproxy_ffi::rte_pktmbuf_mtod(p) as *const u8,
+                    zproxy_ffi::rte_pktmbuf_data_len(p) as usize,
+                )
+            }
+        })
+    }
+
     /// Takes the mbufs out in order, leaving the burst empty.
     #[inline]
     pub fn drain(&mut self) -> impl Iterator<Item = Mbuf> + '_ {

@@ -96,6 +96,7 @@ pub struct Port {
     /// Receive checksum offloads the device verifies for us (IPv4, TCP).
     rx_checksum_offload: bool,
     rx_queues: u16,
+    tx_queues: u16,
     driver: String,
     /// Entries of the RSS redirection table, filled round robin over the rx
     /// queues; 0 when the device does not let us program it.
@@ -224,10 +225,26 @@ impl Port {
             mac: mac.addr_bytes,
             rx_checksum_offload,
             rx_queues: cfg.rx_queues,
+            tx_queues: cfg.tx_queues,
             driver,
             reta_size: if reta_programmed { info.reta_size } else { 0 },
             rss_programmed: reta_programmed,
         })
+    }
+
+    /// Tx queues the port was started with.
+    pub fn tx_queues(&self) -> u16 {
+        self.tx_queues
+    }
+
+    /// The most tx queues a probed device offers (before it is started).
+    pub fn max_tx_queues(_eal: &Eal, device: &str) -> Result<u16> {
+        let id = find(device)?;
+        let mut info = ffi::rte_eth_dev_info::default();
+        // SAFETY: id is a valid port; info is a writable struct of the right type.
+        let ret = unsafe { ffi::rte_eth_dev_info_get(id.0, &mut info) };
+        check(ret, || format!("rte_eth_dev_info_get for {device} ({id})"))?;
+        Ok(info.max_tx_queues)
     }
 
     /// Whether the device spreads TCP flows over its rx queues with our key

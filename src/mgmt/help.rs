@@ -54,6 +54,20 @@ pub fn counter_help(c: Counter) -> &'static str {
         HandoffsOut => "Frames handed to the worker that owns their flow.",
         HandoffsIn => "Frames received from another worker for a flow this one owns.",
         HandoffDrops => "Frames dropped because the owner's handoff ring was full.",
+        ExceptionToKernel => "Frames queued for the kernel's exception interface (not ZProxy's).",
+        ExceptionRateDrops => "Frames for the kernel dropped over port.exception.rate.",
+        ExceptionRingDrops => {
+            "Frames for the kernel dropped because the control core's ring was full."
+        }
+        ExceptionFromKernel => {
+            "Frames the kernel sent that went out of the port (by the control core, or by worker 0 where the port has no tx queue to spare)."
+        }
+        ExceptionTxDrops => {
+            "Frames the kernel sent that were dropped: the port or worker 0's ring did not take them (worker=\"control\")."
+        }
+        ExceptionKernelDrops => {
+            "Frames for the kernel its interface did not take (worker=\"control\")."
+        }
         BusyCycles => "TSC cycles of loop iterations that found work.",
         TotalCycles => "TSC cycles the worker's loop ran.",
         RateLimitEntries => {

@@ -51,6 +51,8 @@ pub struct PoolSample {
 pub struct Snapshot {
     /// Each worker's stack counters, by `Counter`.
     pub workers: Vec<[u64; N_COUNTERS]>,
+    /// The control core's counters (the exception path's), if it has any.
+    pub control: Option<[u64; N_COUNTERS]>,
     /// Each worker's share of busy cycles over the last window.
     pub busy_ratio: Vec<f64>,
     pub listeners: Vec<(String, ListenerTotals)>,
@@ -74,6 +76,9 @@ impl Snapshot {
                 .iter()
                 .map(|w| std::array::from_fn(|i| w.get(Counter::ALL[i])))
                 .collect(),
+            control: s
+                .control
+                .map(|w| std::array::from_fn(|i| w.get(Counter::ALL[i]))),
             busy_ratio: s.busy_ratio.to_vec(),
             listeners: s.names.listeners.iter().cloned().zip(totals).collect(),
             upstreams: g.upstreams.clone(),
@@ -246,11 +251,17 @@ impl Snapshot {
         )?;
         for &c in Counter::ALL.iter().filter(|c| c.failure_cause().is_none()) {
             let gauge = is_gauge(c);
+            // The control core counts only the exception path's frames.
+            let control = self
+                .control
+                .iter()
+                .filter(|_| is_control(c))
+                .map(|v| ("control", v));
             family(
                 enc,
                 metric_name(c),
                 counter_help(c),
-                per_worker().map(|(w, values)| {
+                per_worker().chain(control).map(|(w, values)| {
                     let v = values[c as usize];
                     let v = if gauge {
                         Value::Gauge(v)
@@ -320,6 +331,14 @@ impl Snapshot {
 }
 
 /// Stack counters that go up and down.
+/// Counted by the control core's exception path (besides the workers).
+fn is_control(c: Counter) -> bool {
+    matches!(
+        c,
+        Counter::ExceptionFromKernel | Counter::ExceptionTxDrops | Counter::ExceptionKernelDrops
+    )
+}
+
 fn is_gauge(c: Counter) -> bool {
     matches!(
         c,

@@ -32,8 +32,11 @@ fn snapshot() -> Snapshot {
             ..QueueStats::default()
         },
     ]);
+    let mut control = [0; N_COUNTERS];
+    control[Counter::ExceptionFromKernel as usize] = 11;
     Snapshot {
         workers: vec![[0; N_COUNTERS]; 2],
+        control: Some(control),
         busy_ratio: vec![0.5, 0.25],
         listeners: vec![(listener.into(), stats::totals(1, [&reqs]).remove(0))],
         upstreams: vec![UpstreamStat {
@@ -172,6 +175,12 @@ fn nic_pools_workers_and_reloads() {
     );
     has(&text, r#"zproxy_mbufs_in_use{pool="zp_mbufs_0"} 7"#);
     has(&text, r#"zproxy_worker_busy_ratio{worker="1"} 0.25"#);
+    // The control core shows in the exception path's families alone.
+    has(
+        &text,
+        r#"zproxy_exception_from_kernel_total{worker="control"} 11"#,
+    );
+    assert!(!text.contains(r#"zproxy_rx_frames_total{worker="control"}"#));
     has(&text, "zproxy_reloads_total 2");
     has(&text, "zproxy_reloads_refused_total 1");
     has(&text, "zproxy_reload_last_success 0");

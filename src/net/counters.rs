@@ -67,6 +67,12 @@ counters! {
     RateLimitEntries => "rate_limit_entries",
     ConnRateLimitEntries => "conn_rate_limit_entries",
     RateLimitEvictions => "rate_limit_evictions",
+    ExceptionToKernel => "exception_to_kernel",
+    ExceptionRateDrops => "exception_rate_drops",
+    ExceptionRingDrops => "exception_ring_drops",
+    ExceptionFromKernel => "exception_from_kernel",
+    ExceptionTxDrops => "exception_tx_drops",
+    ExceptionKernelDrops => "exception_kernel_drops",
     BusyCycles => "busy_cycles",
     TotalCycles => "total_cycles",
 }

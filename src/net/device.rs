@@ -32,6 +32,11 @@ pub struct TxQueue {
     pub sent_bytes: u64,
     /// Scratch for smoltcp to write into when no mbuf could be had.
     scratch: Box<[u8]>,
+    /// A running `zproxy capture` of this port (see `Stack::set_capture`).
+    pub capture: Option<Arc<crate::capture::Session>>,
+    /// Pending frames already offered to the capture (they stay pending
+    /// when the driver refuses them).
+    captured: usize,
 }
 
 impl TxQueue {
@@ -46,12 +51,29 @@ impl TxQueue {
             sent: 0,
             sent_bytes: 0,
             scratch: vec![0; 9216 + 14].into_boxed_slice(),
+            capture: None,
+            captured: 0,
         }
     }
 
     /// Hands pending frames to the driver; what it refuses stays pending.
     pub fn flush(&mut self) {
-        self.sent += self.queue.tx_burst(&mut self.pending) as u64;
+        if let Some(c) = &self.capture {
+            self.pending
+                .frames()
+                .skip(self.captured)
+                .for_each(|f| c.offer(f));
+            self.captured = self.pending.len();
+        }
+        let n = self.queue.tx_burst(&mut self.pending);
+        self.sent += n as u64;
+        self.captured = self.captured.saturating_sub(n);
+    }
+
+    /// Starts or stops offering what this queue sends to a capture.
+    pub fn set_capture(&mut self, c: Option<Arc<crate::capture::Session>>) {
+        self.capture = c;
+        self.captured = 0;
     }
 
     /// Flushes when the oldest pending frame waited `tx_drain_us`, or
@@ -62,6 +84,12 @@ impl TxQueue {
         {
             self.flush();
         }
+    }
+
+    /// Queues a frame built elsewhere (the kernel's, on the exception path).
+    pub fn push_frame(&mut self, m: Mbuf) {
+        self.sent_bytes += m.data().len() as u64;
+        self.push(m);
     }
 
     fn push(&mut self, m: Mbuf) {

@@ -34,6 +34,8 @@ pub struct PortSpec {
     pub rx_checksum_offload: bool,
     /// Entries in the port's RSS redirection table (see `rss::Steering`).
     pub reta_size: u32,
+    /// The port's exception path (rings to the control core, rate, burst), if on.
+    pub exception: Option<super::exception::ExceptionSpec>,
 }
 
 /// True when `ip` is inside `net`/`len`.
@@ -59,6 +61,8 @@ pub struct Link {
     pub steering: Steering,
     /// When each on-link neighbour's MAC was last given to smoltcp (µs).
     gleaned: HashMap<Ipv4Addr, u64>,
+    /// Where frames that are not ZProxy's go, when the port has an exception path.
+    pub to_kernel: Option<super::exception::ToKernel>,
 }
 
 impl Link {
@@ -101,6 +105,7 @@ impl Link {
             rx_checksum_offload: p.rx_checksum_offload,
             steering: Steering::new(&RSS_KEY, p.reta_size, workers),
             gleaned: HashMap::with_capacity(GLEANED_NEIGHBOURS),
+            to_kernel: p.exception.as_ref().map(super::exception::ToKernel::new),
         }
     }
 

@@ -6,6 +6,7 @@
 //! - [`arena`]: socket buffer memory on the worker's NUMA node.
 //! - [`counters`]: per-core counters, published to the control thread.
 //! - [`device`]: smoltcp `phy::Device` over mbufs, with batched TX.
+//! - [`exception`]: frames that are the kernel's, on their way to the control core.
 //! - [`flow`]: 4-tuple keys, the flow table and compact TIME-WAIT state.
 //! - [`handoff`]: lock-free rings that carry frames to the core owning them.
 //! - [`link`]: one port's interface, addresses, neighbours and own frames.
@@ -18,6 +19,7 @@
 pub mod arena;
 pub mod counters;
 pub mod device;
+pub mod exception;
 pub mod flow;
 pub mod handoff;
 pub mod link;

@@ -53,6 +53,11 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("port.rx_descriptors", Restart),
     ("port.tx_descriptors", Restart),
     ("port.mtu", Restart),
+    ("port.exception", Restart),
+    ("port.exception.kind", Restart),
+    ("port.exception.iface", Restart),
+    ("port.exception.rate", Restart),
+    ("port.exception.burst", Restart),
     ("listener", Restart),
     ("listener.port", Restart),
     ("listener.tcp_port", Restart),
@@ -316,6 +321,7 @@ fn port_diff(d: &mut Diff, a: &PortSection, b: &PortSection) {
         rx_descriptors,
         tx_descriptors,
         mtu,
+        exception,
     } = a;
     let at = format!("port \"{name}\"");
     d.cmp("port.name", &at, name, &b.name);
@@ -337,6 +343,15 @@ fn port_diff(d: &mut Diff, a: &PortSection, b: &PortSection) {
         &b.tx_descriptors,
     );
     d.cmp("port.mtu", &at, mtu, &b.mtu);
+    match (exception, &b.exception) {
+        (Some(x), Some(y)) => {
+            d.cmp("port.exception.kind", &at, &x.kind, &y.kind);
+            d.cmp("port.exception.iface", &at, &x.iface, &y.iface);
+            d.cmp("port.exception.rate", &at, &x.rate, &y.rate);
+            d.cmp("port.exception.burst", &at, &x.burst, &y.burst);
+        }
+        _ => d.cmp("port.exception", &at, exception, &b.exception),
+    }
 }
 
 fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {

@@ -17,6 +17,7 @@ gateway = "10.0.0.1"
 name = "up"
 vdev = "net_ring1"
 address = "10.1.0.2/24"
+exception = { kind = "tap", iface = "zp1" }
 
 [[listener]]
 port = "client"
@@ -30,6 +31,16 @@ port = "up"
 servers = [{ address = "10.1.0.5:80" }]
 health_check = { kind = "tcp" }
 "#;
+
+/// The exception path of the base config's second port (the one that has it),
+/// or of the first once an edit gave it one.
+fn exc(c: &mut Config) -> &mut crate::config::exception::Exception {
+    let i = usize::from(c.ports[0].exception.is_none());
+    c.ports[i]
+        .exception
+        .as_mut()
+        .expect("the base's port \"up\" has one")
+}
 
 fn base() -> Config {
     Config::parse(BASE).unwrap()
@@ -86,6 +97,16 @@ const EDITS: &[Edit] = &[
     ("port.rx_descriptors", |c| c.ports[0].rx_descriptors = 512),
     ("port.tx_descriptors", |c| c.ports[0].tx_descriptors = 512),
     ("port.mtu", |c| c.ports[0].mtu = Some(1400)),
+    ("port.exception", |c| {
+        c.ports[0].exception = c.ports[1].exception.clone();
+        exc(c).iface = "zp0".into();
+    }),
+    ("port.exception.kind", |c| {
+        exc(c).kind = crate::config::exception::ExceptionKind::VirtioUser
+    }),
+    ("port.exception.iface", |c| exc(c).iface = "zp9".into()),
+    ("port.exception.rate", |c| exc(c).rate = 7),
+    ("port.exception.burst", |c| exc(c).burst = 7),
     ("listener", |c| {
         let mut l = c.listeners[0].clone();
         l.tcp_port = 81;

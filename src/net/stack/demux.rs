@@ -86,13 +86,57 @@ impl Stack {
             Frame::Arp => {
                 if !handed {
                     self.copy_to_other_cores(port, &m);
+                    if self.ports[port].to_kernel.is_some() {
+                        self.copy_to_kernel(port, &m, now_us);
+                    }
                 }
                 self.answer_stateless(port, m, now_us);
                 self.wake_connecting(now_us);
             }
+            Frame::Stateless
+                if self.ports[port].to_kernel.is_some()
+                    && crate::net::exception::kernel_wants(m.data(), p.ip) =>
+            {
+                self.pass_to_kernel(port, m, now_us)
+            }
             Frame::Stateless => self.answer_stateless(port, m, now_us),
             Frame::Drop(reason) => self.counters.add(reason, 1),
         }
+    }
+
+    /// Hands a frame that is not ZProxy's to the port's exception path.
+    fn pass_to_kernel(&mut self, port: usize, m: Mbuf, now_us: u64) {
+        if let Some(k) = &mut self.ports[port].to_kernel {
+            k.send(m, now_us, &mut self.counters);
+        }
+    }
+
+    /// Sends what the kernel sent on ports whose control core has no tx
+    /// queue of its own (this worker transmits for it; see `ExceptionSpec`).
+    pub(super) fn take_from_kernel(&mut self) -> usize {
+        let mut sent = 0;
+        for p in self.ports.iter_mut() {
+            let Some(k) = &p.to_kernel else { continue };
+            while sent < HANDOFFS_PER_POLL {
+                let Some(m) = k.from_kernel() else { break };
+                p.tx.push_frame(m);
+                sent += 1;
+            }
+        }
+        self.counters.add(Counter::ExceptionFromKernel, sent as u64);
+        sent
+    }
+
+    /// The kernel keeps its own neighbour table: give it a copy of ARP too.
+    fn copy_to_kernel(&mut self, port: usize, m: &Mbuf, now_us: u64) {
+        let Some(mut copy) = self.pool.alloc() else {
+            return;
+        };
+        let Some(buf) = copy.append(m.data().len()) else {
+            return;
+        };
+        buf.copy_from_slice(m.data());
+        self.pass_to_kernel(port, copy, now_us);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -121,6 +165,13 @@ impl Stack {
             if owner != self.index {
                 return self.hand_off(owner, port, m, false);
             }
+        }
+        if self.ports[port].to_kernel.is_some()
+            && !self.listening(port, key.local_port)
+            && !self.time_wait.contains(&key)
+        {
+            // No flow, no listener: the kernel's (its SSH, BGP, own connections).
+            return self.pass_to_kernel(port, m, now_us);
         }
         let pure_syn = syn && !ack;
         let software_checksum = !self.ports[port].rx_checksum_offload;
@@ -178,6 +229,13 @@ impl Stack {
         self.flows.get_mut(f).half_open = true;
         self.half_open += 1;
         self.ingress(f, m, now_us);
+    }
+
+    /// A listener of ours takes connections to `tcp_port` on `port`.
+    fn listening(&self, port: usize, tcp_port: u16) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.port_index == port && l.tcp_port == tcp_port)
     }
 
     /// Within listener `l`'s `conn_rate` for `client` (a fixed-size table:

@@ -12,6 +12,7 @@
 //!   (including SYN cookies, TIME-WAIT and handoff to the owning core).
 
 mod demux;
+mod tap;
 
 pub use demux::ListenSettings;
 
@@ -238,6 +239,8 @@ pub struct Stack {
     challenge_acks_left: u32,
     challenge_window_end_us: u64,
     draining: bool,
+    /// A running `zproxy capture` of one of this core's ports.
+    capture: Option<Arc<crate::capture::Session>>,
 }
 
 impl Stack {
@@ -337,6 +340,7 @@ impl Stack {
             challenge_acks_left: 0,
             challenge_window_end_us: 0,
             draining: false,
+            capture: None,
         }
     }
 
@@ -348,6 +352,7 @@ impl Stack {
         let mut work = 0;
         for p in 0..self.ports.len() {
             let n = self.ports[p].rx.rx_burst(rx);
+            self.capture_rx(p, rx);
             work += n;
             self.counters.add(Counter::RxFrames, n as u64);
             for m in rx.drain() {
@@ -356,6 +361,7 @@ impl Stack {
             }
         }
         work += self.take_handoffs(now_us);
+        work += self.take_from_kernel();
         work += self.run_timers(now_us);
         self.time_wait.expire(now_us);
         work
