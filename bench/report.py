@@ -24,6 +24,8 @@ MAIN_ROWS = [
     ("zproxy+log", "ZProxy, access log on (file)"),
     ("zproxy-baseline", "ZProxy, `--baseline` build"),
     ("zproxy+rules", "ZProxy, header rules and rate limits set, not hit"),
+    ("zproxy+exception", "ZProxy, TAP exception path on the client port"),
+    ("zproxy+capture", "ZProxy, `zproxy capture` running (`tcp port 80`, to /dev/null)"),
     ("haproxy", "HAProxy 2.6 (proxy, kernel TCP)"),
     ("haproxy+log", "HAProxy 2.6, httplog on (UNIX socket, sink to a file)"),
     ("nginx", "nginx 1.22 (proxy, kernel TCP)"),
@@ -246,6 +248,13 @@ if any(loaded.values()):
 
     ratio("zproxy", "zproxy-baseline", "ZProxy vs its `--baseline` build")
     ratio("zproxy+rules", "zproxy", "ZProxy with header rules and rate limits (not hit) vs without")
+    ratio("zproxy+exception", "zproxy", "ZProxy with the exception path vs without")
+    ratio("zproxy+capture", "zproxy", "ZProxy with a capture running vs without")
+    cap = loaded.get("zproxy+capture")
+    if cap and os.path.exists(f"{out}/{cap.label}.capture"):
+        said = open(f"{out}/{cap.label}.capture").read().strip().splitlines()
+        if said:
+            lines.append(f"- the capture said: {said[-1]}")
     for label, name in (("zproxy", "ZProxy"), ("zproxy-baseline", "ZProxy `--baseline` build"),
                         ("zproxy+rules", "ZProxy with header rules and rate limits")):
         x = loaded.get(label)

@@ -32,6 +32,11 @@
 #                 rules (set, remove, a response header from $request_id) and
 #                 request and connection rate limits set far above the load
 #                 (configured, never hit): row zproxy+rules
+#   --exception   also run the connection benchmark through ZProxy with a TAP
+#                 exception path on its client port (row zproxy+exception) and
+#                 with `zproxy capture -w /dev/null tcp port 80` running
+#                 (row zproxy+capture; the capture's frame and drop counts go
+#                 to OUT/zproxy+capture*.capture)
 #   --kernel-free only the kernel-free bench (bench/kernel-free.sh): ZProxy's
 #                 own per-core capacity between zproxy-world's generator and
 #                 origin over memif (no kernel, no veth lab); report in
@@ -43,7 +48,7 @@ ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
-BASELINE="" ACCESS_LOG=0 GATEWAY=0 KERNEL_FREE=0 OVERLOAD=0 STALL=0
+BASELINE="" ACCESS_LOG=0 GATEWAY=0 EXCEPTION=0 KERNEL_FREE=0 OVERLOAD=0 STALL=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -66,10 +71,11 @@ while [ $# -gt 0 ]; do
     --baseline) BASELINE=$2; shift 2 ;;
     --access-log) ACCESS_LOG=1; shift ;;
     --gateway) GATEWAY=1; shift ;;
+    --exception) EXCEPTION=1; shift ;;
     --kernel-free) KERNEL_FREE=1; shift ;;
     --overload) OVERLOAD=1; shift ;;
     --stall) STALL=1; shift ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -175,7 +181,20 @@ zproxy_run() {
   [ "$(grep -c " polling" "$RUN/$label.log")" -ge "$workers" ] || { cat "$RUN/$label.log"; echo "run-lab: ZProxy did not start" >&2; exit 1; }
   bash bench/lab.sh exec client curl -s --retry 5 --retry-connrefused --max-time 2 -o /dev/null "http://10.71.0.2:$port/"
   HUGE_USED=$(awk '/HugePages_Total/ {t=$2} /HugePages_Free/ {f=$2} END {print t - f}' /proc/meminfo)
+  local capture=""
+  if [[ $label == zproxy+capture* ]]; then
+    # A capture for the whole measurement (warm-up included), to /dev/null:
+    # the worker's copies and the capture thread are what it costs.
+    bash bench/lab.sh exec proxy "$ZPROXY" capture --port client -w /dev/null -s 128 \
+      --seconds "$(( ${DURATION%s} + 3 ))" tcp port 80 > "$OUT/$label.capture" 2>&1 &
+    capture=$!
+    sleep 0.5
+  fi
   measure "$label" 10.71.0.2 "$port" "$ZPID"
+  if [ -n "$capture" ]; then
+    wait "$capture" || { cat "$OUT/$label.capture"; echo "run-lab: zproxy capture failed" >&2; exit 1; }
+    sed 's/^/     capture: /' "$OUT/$label.capture"
+  fi
   kill -INT "$ZPID"; wait "$ZPID" || { tail -20 "$RUN/$label.log"; echo "run-lab: ZProxy exited with an error" >&2; exit 1; }
   ZPID=""
   cp "$RUN/$label.log" "$OUT/$label.log"
@@ -291,6 +310,16 @@ make_configs() {
   # The main config with the access log on (--access-log).
   cp "$RUN/zproxy.toml" "$RUN/zproxy+log.toml"
   printf '\n[access_log]\npath = "%s"\nformat = "text"\n' "$RUN/zproxy-access.log" >> "$RUN/zproxy+log.toml"
+  # The main config with a TAP exception path on the client port (--exception).
+  python3 - "$RUN/zproxy.toml" "$RUN/zproxy+exc.toml" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+port = 'name = "client"\n'
+if port not in text:
+    sys.exit("run-lab: no client port for --exception")
+tap = port + 'exception = { kind = "tap", iface = "zpx0" }\n'
+open(sys.argv[2], "w").write(text.replace(port, tap, 1))
+PY
   # The main config with the gateway's per-request rules on the :80 listener (--gateway).
   python3 - "$RUN/zproxy.toml" "$RUN/zproxy+rules.toml" <<'PY'
 import sys
@@ -325,6 +354,10 @@ zproxy_phase() {
       zproxy_run "zproxy+log$SFX" "$RUN/zproxy+log.toml" 80
     fi
     if wants zproxy && [ $GATEWAY = 1 ]; then zproxy_run "zproxy+rules$SFX" "$RUN/zproxy+rules.toml" 80; fi
+    if wants zproxy && [ $EXCEPTION = 1 ]; then
+      zproxy_run "zproxy+exception$SFX" "$RUN/zproxy+exc.toml" 80
+      zproxy_run "zproxy+capture$SFX" "$RUN/zproxy.toml" 80
+    fi
     if wants zproxy && [ -n "$BASELINE" ]; then
       local current=$ZPROXY
       ZPROXY=$BASELINE; zproxy_run "zproxy-baseline$SFX" "$RUN/zproxy.toml" 80; ZPROXY=$current
