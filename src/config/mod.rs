@@ -28,6 +28,7 @@ pub mod resolve;
 mod tests;
 #[cfg(test)]
 mod tests_check;
+mod tls;
 mod types;
 mod upgrade;
 mod validate;
@@ -44,6 +45,7 @@ pub use types::{
     ListenerMode, Logging, Management, PortSection, ProxyProtocol, Route, Runtime, Server,
     StaticResponse, UpstreamGroup,
 };
+pub use tls::{TlsCertificate, TlsListener, DEFAULT_HANDSHAKES_PER_POLL};
 pub use warn::Checked;
 
 /// Longest duration any `*_ms` key takes (30 days).
@@ -84,6 +86,7 @@ impl Config {
         cfg.validate_proxy_keys(text)?;
         cfg.validate_limits(text)?;
         cfg.validate_upgrade(text)?;
+        cfg.validate_tls(text)?;
         Ok(cfg)
     }
 

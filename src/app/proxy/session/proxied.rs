@@ -6,12 +6,12 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-use smoltcp::socket::tcp::Socket;
+use crate::app::proxy::tls::Io as Socket;
 
 use super::relay::at_eof;
 use super::{Session, State, Step};
 use crate::app::proxy::proxy_protocol::{self, AcceptProxy, Parsed, Version, HEADER_ROOM, V2_MAX};
-use crate::app::{dequeue, send_room};
+use crate::app::proxy::tls::{dequeue, send_room};
 
 /// A session's PROXY protocol duties.
 #[derive(Default)]
