@@ -19,6 +19,8 @@ PACKAGES=(
   nftables
   # the service test: a real systemd in a container (systemd-nspawn)
   systemd systemd-container
+  # lab_tls: certificates made at test time, openssl s_client
+  openssl
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -176,6 +176,7 @@ impl Harness {
             max_per_source: 0,
             conn_rate: None,
             accept_proxy: None,
+            tls: None,
         };
         let group =
             |name: &str, balance, servers: &[(SocketAddrV4, u32)], keepalive, ports| GroupSpec {
@@ -194,8 +195,10 @@ impl Harness {
                 local_ports: ports,
                 health: None,
                 proxy_protocol: None,
+                tls: None,
             };
         let spec = WorkerSpec {
+            tls_handshakes_per_poll: 4,
             ports: vec![
                 port_spec(0, (CLIENT_SIDE, 24), Some(GATEWAY)),
                 port_spec(1, (UPSTREAM_SIDE, 24), None),

@@ -491,6 +491,10 @@ impl Proxy {
                 now_us,
             )
         };
+        self.tls.seal(c, stack.socket(c));
+        if let Some(u) = *upstream {
+            self.tls.seal(u, stack.socket(u));
+        }
         count_failure(stack, c, session);
         collect(&mut self.outcomes, session);
         stack.counters.add(

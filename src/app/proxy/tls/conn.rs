@@ -46,6 +46,10 @@ pub struct TlsConn {
     end: usize,
     /// Plaintext that rustls holds and `plain` had no room for.
     held: usize,
+    /// Plaintext the session wrote, sealed into records at the end of the
+    /// engine's call (`seal`) or when full: a response head written line
+    /// by line goes out in one record, not one per line.
+    stage: Vec<u8>,
     /// No more plaintext will come (close_notify, TCP EOF, or a failure).
     eof: bool,
     /// The session closed: the FIN goes once the records before it are out.
@@ -68,6 +72,7 @@ impl TlsConn {
             start: 0,
             end: 0,
             held: 0,
+            stage: Vec::with_capacity(MAX_FRAGMENT),
             eof: false,
             closing: false,
             failure: None,
@@ -154,7 +159,7 @@ impl TlsConn {
             self.flush(sock);
         }
         self.take_plaintext();
-        if !self.eof && self.held == 0 && sock.recv_queue() == 0 && !sock.may_recv() {
+        if !self.eof && self.held == 0 && sock.recv_queue() == 0 && peer_done(sock) {
             // TCP EOF without close_notify: a truncation, but nothing more comes.
             self.eof = true;
         }
@@ -254,7 +259,8 @@ impl TlsConn {
             return 0;
         }
         let room = send_room(sock);
-        room.saturating_sub(RECORD_OVERHEAD * (room / MAX_FRAGMENT + 1))
+        let framed = room.saturating_sub(RECORD_OVERHEAD * (room / MAX_FRAGMENT + 1));
+        framed.min(MAX_FRAGMENT) - self.stage.len().min(framed.min(MAX_FRAGMENT))
     }
 
     pub fn send_capacity(&self, sock: &Socket) -> usize {
@@ -264,18 +270,27 @@ impl TlsConn {
 
     /// Records not yet in the send ring count as queued.
     pub fn pending(&self) -> bool {
-        self.conn.wants_write()
+        self.conn.wants_write() || !self.stage.is_empty()
     }
 
-    /// Encrypts what fits (`send_room`) and puts the records in the ring.
+    /// Takes what fits (`send_room`); a full record's worth is sealed at once.
     pub fn send(&mut self, sock: &mut Socket, data: &[u8]) -> usize {
         let n = data.len().min(self.send_room(sock));
-        if n == 0 {
-            return 0;
+        self.stage.extend_from_slice(&data[..n]);
+        if self.stage.len() >= MAX_FRAGMENT {
+            self.seal(sock);
         }
-        let n = self.conn.writer().write(&data[..n]).unwrap_or(0);
-        self.flush(sock);
         n
+    }
+
+    /// Encrypts the staged plaintext and puts the records in the ring.
+    pub fn seal(&mut self, sock: &mut Socket) {
+        if !self.stage.is_empty() {
+            // `send_room` bounded the stage by rustls' and the ring's room.
+            let _ = self.conn.writer().write_all(&self.stage);
+            self.stage.clear();
+        }
+        self.flush(sock);
     }
 
     pub fn may_send(&self, sock: &Socket) -> bool {
@@ -285,11 +300,23 @@ impl TlsConn {
     /// A close_notify, then the FIN once the records are out.
     pub fn close(&mut self, sock: &mut Socket) {
         if !self.closing {
+            self.seal(sock);
             self.closing = true;
             self.conn.send_close_notify();
         }
         self.flush(sock);
     }
+}
+
+/// The peer sent its FIN (or the connection is gone); not a connection
+/// still opening (accepted at its SYN).
+fn peer_done(sock: &Socket) -> bool {
+    use smoltcp::socket::tcp::State;
+    let opening = matches!(
+        sock.state(),
+        State::Listen | State::SynSent | State::SynReceived
+    );
+    !opening && !sock.may_recv()
 }
 
 /// The socket's receive ring as rustls' reader (WouldBlock when empty:

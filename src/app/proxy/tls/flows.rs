@@ -191,6 +191,13 @@ impl TlsFlows {
         established.is_some()
     }
 
+    /// The session's writes to `f` in this call go out as records.
+    pub fn seal(&mut self, f: FlowId, sock: &mut smoltcp::socket::tcp::Socket<'static>) {
+        if let Some(t) = self.conns[f as usize].as_deref_mut() {
+            t.seal(sock);
+        }
+    }
+
     /// Adds what `pump` noted to the worker's counters.
     pub fn count(&mut self, counters: &mut Counters) {
         let c = std::mem::take(&mut self.counts);
