@@ -248,10 +248,13 @@ fn upstream_tls_verifies_and_502s_when_it_cannot() {
             "listen {UPSTREAM_IP}:8443 ssl;
             ssl_certificate {d}/up.pem;
             ssl_certificate_key {d}/up.key;
-            location / {{ default_type text/plain; return 200 \"tls upstream $https\\n\"; }}"
+            location / {{ default_type text/plain; return 200 \"tls upstream $https $http_x_forwarded_proto\\n\"; }}"
         ),
     );
-    let extra = listener(81, "http", "good")
+    let extra = listener(446, "https", "good")
+        + "[listener.tls]\n"
+        + &cert_table(&dir, &["a"])
+        + &listener(81, "http", "good")
         + &listener(82, "http", "bad")
         + &upstream(
             "good",
@@ -266,7 +269,10 @@ fn upstream_tls_verifies_and_502s_when_it_cannot() {
     let z = ZProxy::start(&lab, "zproxy", &tls_config(&dir, &extra));
     wait_tls(&lab, &z, &dir);
     let (status, body) = curl(&lab, &[&url(81, "/")]);
-    assert_eq!((status, body.as_str()), (200, "tls upstream on\n"), "{}", z.log());
+    assert_eq!((status, body.as_str()), (200, "tls upstream on http\n"), "{}", z.log());
+    // TLS both ways: the upstream hears that the client came over https.
+    let (status, body) = curl_tls(&lab, &dir, 446, "a.test");
+    assert_eq!((status, body.as_str()), (200, "tls upstream on https\n"));
     let (status, _) = curl(&lab, &[&url(82, "/")]);
     assert_eq!(status, 502);
     let v = fresh_stats(&lab);
