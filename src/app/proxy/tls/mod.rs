@@ -56,3 +56,6 @@ pub use io::{dequeue, Io};
 pub(crate) fn send_room(io: &Io<'_, '_>) -> usize {
     io.send_room()
 }
+
+#[cfg(test)]
+mod tests;
