@@ -257,6 +257,34 @@ pub fn server_config(t: &TlsListener, https: bool) -> Result<Arc<ServerConfig>, 
     Ok(Arc::new(cfg))
 }
 
+/// A server config from one PEM chain and key held in memory (the fuzz
+/// harness; no files), with ALPN http/1.1 and the defaults.
+pub fn server_config_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>, TlsError> {
+    let path = || PathBuf::from("(in memory)");
+    let chain: Vec<_> = rustls_pemfile::certs(&mut &cert[..])
+        .filter_map(Result::ok)
+        .collect();
+    let key = rustls_pemfile::private_key(&mut &key[..])
+        .ok()
+        .flatten()
+        .ok_or_else(|| TlsError::NoKey { path: path() })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|source| TlsError::BadKey { path: path(), source })?;
+    let resolver = SniResolver {
+        exact: HashMap::new(),
+        wildcard: HashMap::new(),
+        default: Arc::new(CertifiedKey::new(chain, signing)),
+    };
+    let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider(&[])?))
+        .with_protocol_versions(versions("1.2")?)
+        .map_err(|_| TlsError::NoCipher)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.ticketer = shared_ticketer()?;
+    Ok(Arc::new(cfg))
+}
+
 /// The client config of an upstream group with `tls = true`.
 pub fn client_config(g: &UpstreamGroup) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
