@@ -32,13 +32,16 @@
 #                 rules (set, remove, a response header from $request_id) and
 #                 request and connection rate limits set far above the load
 #                 (configured, never hit): row zproxy+rules
+#   --tls         TLS rows (bench/tls-phase.sh): full handshakes/s (ECDSA
+#                 P-256, RSA-2048), resumed handshakes/s and keep-alive
+#                 requests/s over TLS, ZProxy vs HAProxy vs nginx: tls.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
-BASELINE="" ACCESS_LOG=0 GATEWAY=0
+BASELINE="" ACCESS_LOG=0 GATEWAY=0 TLS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -61,7 +64,8 @@ while [ $# -gt 0 ]; do
     --baseline) BASELINE=$2; shift 2 ;;
     --access-log) ACCESS_LOG=1; shift ;;
     --gateway) GATEWAY=1; shift ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    --tls) TLS=1; shift ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -396,6 +400,11 @@ for round in $(seq "$REPEAT"); do
   kernel_phase
   two_worker_phase
 done
+if [ $TLS = 1 ]; then
+  # shellcheck source=bench/tls-phase.sh
+  source bench/tls-phase.sh
+  tls_phase
+fi
 
 step "report"
 python3 bench/report.py "$OUT" "$DEVICE" "$CONCURRENCY" "$DURATION" "$(getconf CLK_TCK)" "$TP_CONC" "$TP_DURATION" "$TP_BUFFER" "$REPEAT"
