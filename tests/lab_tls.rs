@@ -40,7 +40,10 @@ fn leaf(dir: &Path, name: &str, names: &[&str], kind: &str, by: &str, serial: u3
     let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
     std::fs::write(
         dir.join(format!("{name}.ext")),
-        format!("subjectAltName={}\nbasicConstraints=CA:FALSE\n", san.join(",")),
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\n",
+            san.join(",")
+        ),
     )
     .unwrap();
     sh(&format!(
@@ -145,7 +148,10 @@ fn peer_cert(lab: &Lab, dir: &Path, port: u16, name: Option<&str>) -> String {
 
 fn wait_tls(lab: &Lab, z: &ZProxy, dir: &Path) {
     assert!(
-        wait_until(Duration::from_secs(15), || curl_tls(lab, dir, 443, "a.test").0 == 200),
+        wait_until(Duration::from_secs(15), || curl_tls(
+            lab, dir, 443, "a.test"
+        )
+        .0 == 200),
         "no 200 over TLS; zproxy log:\n{}",
         z.log()
     );
@@ -169,7 +175,10 @@ fn https_sni_versions_alpn_resumption_and_bad_clients() {
     }
     assert!(peer_cert(&lab, &dir, 443, Some("a.test")).contains("CN = a.test"));
     let b = peer_cert(&lab, &dir, 443, Some("x.b.test"));
-    assert!(b.contains("CN = *.b.test") && b.contains("serial=1003"), "{b}");
+    assert!(
+        b.contains("CN = *.b.test") && b.contains("serial=1003"),
+        "{b}"
+    );
     // Wrong SNI, and none: the default (the first) certificate.
     for sni in [Some("nobody.test"), None] {
         let d = peer_cert(&lab, &dir, 443, sni);
@@ -178,7 +187,12 @@ fn https_sni_versions_alpn_resumption_and_bad_clients() {
 
     // TLS 1.3 and 1.2, ALPN http/1.1; the request goes through with X-Forwarded-Proto.
     let ca = format!("-CAfile {}/ca.pem -servername a.test", dir.display());
-    let t13 = s_client(&lab, 443, &format!("{ca} -tls1_3 -alpn http/1.1 -ign_eof"), GET);
+    let t13 = s_client(
+        &lab,
+        443,
+        &format!("{ca} -tls1_3 -alpn http/1.1 -ign_eof"),
+        GET,
+    );
     assert!(t13.contains("New, TLSv1.3"), "{t13}");
     assert!(t13.contains("ALPN protocol: http/1.1"), "{t13}");
     assert!(t13.contains("Verify return code: 0 (ok)"), "{t13}");
@@ -190,7 +204,12 @@ fn https_sni_versions_alpn_resumption_and_bad_clients() {
     let h2 = s_client(&lab, 443, &format!("{ca} -alpn h2"), "");
     assert!(h2.contains("no application protocol"), "{h2}");
     // TLS 1.0 only: refused.
-    let t10 = s_client(&lab, 443, &format!("{ca} -tls1 -cipher DEFAULT@SECLEVEL=0"), "");
+    let t10 = s_client(
+        &lab,
+        443,
+        &format!("{ca} -tls1 -cipher DEFAULT@SECLEVEL=0"),
+        "",
+    );
     assert!(!t10.contains("New, TLSv1"), "{t10}");
     assert!(t10.contains("alert") || t10.contains("error"), "{t10}");
 
@@ -206,7 +225,12 @@ fn https_sni_versions_alpn_resumption_and_bad_clients() {
     // Bad input: garbage instead of a ClientHello, a stalled handshake.
     let before = fresh_stats(&lab);
     let sum = |v: &serde_json::Value, k: &str| -> u64 {
-        v["workers"].as_array().unwrap().iter().map(|w| w[k].as_u64().unwrap()).sum()
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w[k].as_u64().unwrap())
+            .sum()
     };
     let garbage = lab.exec(
         "client",
@@ -269,7 +293,12 @@ fn upstream_tls_verifies_and_502s_when_it_cannot() {
     let z = ZProxy::start(&lab, "zproxy", &tls_config(&dir, &extra));
     wait_tls(&lab, &z, &dir);
     let (status, body) = curl(&lab, &[&url(81, "/")]);
-    assert_eq!((status, body.as_str()), (200, "tls upstream on http\n"), "{}", z.log());
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "tls upstream on http\n"),
+        "{}",
+        z.log()
+    );
     // TLS both ways: the upstream hears that the client came over https.
     let (status, body) = curl_tls(&lab, &dir, 446, "a.test");
     assert_eq!((status, body.as_str()), (200, "tls upstream on https\n"));
@@ -313,9 +342,11 @@ fn sighup_swaps_a_certificate_and_open_connections_keep_theirs() {
             go.to_str().unwrap(),
         ],
     );
-    wait_for(Duration::from_secs(10), "the held connection's first answer", || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("status="))
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the held connection's first answer",
+        || std::fs::read_to_string(&out).is_ok_and(|t| t.contains("status=")),
+    );
     let first = std::fs::read_to_string(&out).unwrap();
     assert!(first.contains("serial=2001 status=200"), "{first}");
 
@@ -327,11 +358,16 @@ fn sighup_swaps_a_certificate_and_open_connections_keep_theirs() {
         .status()
         .unwrap();
     assert!(sent.success());
-    wait_for(Duration::from_secs(10), "new connections to see serial 2002", || {
-        peer_cert(&lab, &dir, 444, Some("swap.test")).contains("serial=2002")
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "new connections to see serial 2002",
+        || peer_cert(&lab, &dir, 444, Some("swap.test")).contains("serial=2002"),
+    );
     std::fs::write(&go, "").unwrap();
     let _ = hold.wait();
     let all = std::fs::read_to_string(&out).unwrap();
-    assert!(all.contains("again status=200"), "the open connection: {all}");
+    assert!(
+        all.contains("again status=200"),
+        "the open connection: {all}"
+    );
 }

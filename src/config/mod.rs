@@ -40,12 +40,12 @@ pub use limits::{
     MAX_MBUF_CACHE, MAX_MTU, MIN_MTU,
 };
 pub use ratelimit::{ConnectionRateLimit, RateLimit, DEFAULT_RATE_LIMIT_ENTRIES};
+pub use tls::{TlsCertificate, TlsListener, DEFAULT_HANDSHAKES_PER_POLL};
 pub use types::{
     AccessLog, AccessLogFormat, Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener,
     ListenerMode, Logging, Management, PortSection, ProxyProtocol, Route, Runtime, Server,
     StaticResponse, UpstreamGroup,
 };
-pub use tls::{TlsCertificate, TlsListener, DEFAULT_HANDSHAKES_PER_POLL};
 pub use warn::Checked;
 
 /// Longest duration any `*_ms` key takes (30 days).

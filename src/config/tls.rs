@@ -85,7 +85,14 @@ impl Config {
                 return Err(invalid(line, "listener.tls.certificate", format!("{on}: [listener.tls] has no [[listener.tls.certificate]]: add one (cert, key)")));
             }
             if t.handshake_timeout_ms == 0 || t.handshake_timeout_ms > MAX_DURATION_MS {
-                return Err(invalid(line, "listener.tls.handshake_timeout_ms", format!("{on}: handshake_timeout_ms = {}: must be 1..={MAX_DURATION_MS}", t.handshake_timeout_ms)));
+                return Err(invalid(
+                    line,
+                    "listener.tls.handshake_timeout_ms",
+                    format!(
+                        "{on}: handshake_timeout_ms = {}: must be 1..={MAX_DURATION_MS}",
+                        t.handshake_timeout_ms
+                    ),
+                ));
             }
             tls::server_config(t, l.mode == ListenerMode::Https)
                 .map_err(|e| invalid(line, "listener.tls", format!("{on}: {e}")))?;
@@ -98,14 +105,26 @@ impl Config {
                 || g.tls_cert.is_some()
                 || g.tls_key.is_some();
             if !g.tls && set {
-                return Err(invalid(line, "upstream.tls", format!("{on}: tls_ca, tls_sni, tls_cert and tls_key need tls = true")));
+                return Err(invalid(
+                    line,
+                    "upstream.tls",
+                    format!("{on}: tls_ca, tls_sni, tls_cert and tls_key need tls = true"),
+                ));
             }
             if g.tls_cert.is_some() != g.tls_key.is_some() {
-                return Err(invalid(line, "upstream.tls_cert", format!("{on}: tls_cert and tls_key go together: give both or neither")));
+                return Err(invalid(
+                    line,
+                    "upstream.tls_cert",
+                    format!("{on}: tls_cert and tls_key go together: give both or neither"),
+                ));
             }
             if let Some(sni) = &g.tls_sni {
                 if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
-                    return Err(invalid(line, "upstream.tls_sni", format!("{on}: tls_sni = {sni:?} is not a DNS name or IP address")));
+                    return Err(invalid(
+                        line,
+                        "upstream.tls_sni",
+                        format!("{on}: tls_sni = {sni:?} is not a DNS name or IP address"),
+                    ));
                 }
             }
             if g.tls {

@@ -51,10 +51,14 @@ pub fn counter_help(c: Counter) -> &'static str {
         }
         TlsHandshakes => "TLS handshakes completed (clients and upstreams).",
         TlsResumed => "TLS handshakes that resumed a session (ticket or session id).",
-        TlsProtocolErrors => "TLS connections ended by bad input or a failed verification (an alert was sent).",
+        TlsProtocolErrors => {
+            "TLS connections ended by bad input or a failed verification (an alert was sent)."
+        }
         TlsAlertsReceived => "TLS connections ended by a fatal alert from the peer.",
         TlsHandshakeTimeouts => "TLS handshakes that did not finish within handshake_timeout_ms.",
-        TlsDeferred => "TLS handshake steps put off to the next poll iteration (tls_handshakes_per_poll).",
+        TlsDeferred => {
+            "TLS handshake steps put off to the next poll iteration (tls_handshakes_per_poll)."
+        }
         SynCookiesSent => "SYN cookies sent (SYN backlog full).",
         SynCookiesAccepted => "Connections accepted from a valid SYN cookie.",
         HandoffsOut => "Frames handed to the worker that owns their flow.",

@@ -208,10 +208,18 @@ const EDITS: &[Edit] = &[
         c.upstreams[0].proxy_protocol = Some(ProxyProtocol::V2)
     }),
     ("upstream.tls", |c| c.upstreams[0].tls = true),
-    ("upstream.tls_ca", |c| c.upstreams[0].tls_ca = Some("/ca.pem".into())),
-    ("upstream.tls_sni", |c| c.upstreams[0].tls_sni = Some("a.example".into())),
-    ("upstream.tls_cert", |c| c.upstreams[0].tls_cert = Some("/c.pem".into())),
-    ("upstream.tls_key", |c| c.upstreams[0].tls_key = Some("/k.pem".into())),
+    ("upstream.tls_ca", |c| {
+        c.upstreams[0].tls_ca = Some("/ca.pem".into())
+    }),
+    ("upstream.tls_sni", |c| {
+        c.upstreams[0].tls_sni = Some("a.example".into())
+    }),
+    ("upstream.tls_cert", |c| {
+        c.upstreams[0].tls_cert = Some("/c.pem".into())
+    }),
+    ("upstream.tls_key", |c| {
+        c.upstreams[0].tls_key = Some("/k.pem".into())
+    }),
     ("upstream.health_check.kind", |c| {
         hc(c).kind = HealthKind::Http
     }),

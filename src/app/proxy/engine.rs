@@ -581,7 +581,9 @@ impl Proxy {
                 }
             }
         };
-        let ip = *self.groups[group].spec.balancer.servers[server].address.ip();
+        let ip = *self.groups[group].spec.balancer.servers[server]
+            .address
+            .ip();
         if reused.is_none() && !self.start_upstream_tls(stack, u, group, ip) {
             stack.socket(u).abort();
             return Err(Cause::Tls);

@@ -6,8 +6,8 @@
 //! is idle and good, else a new connect), detaches on `ReleaseUpstream` and
 //! reports a closed upstream with `upstream_lost`.
 
-use crate::app::proxy::tls::Io;
 use super::ratelimit::RequestLimiter;
+use crate::app::proxy::tls::Io;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State as TcpState};
@@ -350,7 +350,9 @@ impl Net {
                 } else {
                     Cause::Reset
                 };
-                let step = self.session.upstream_lost(&mut Io::plain(c), connecting, cause);
+                let step = self
+                    .session
+                    .upstream_lost(&mut Io::plain(c), connecting, cause);
                 let step = self.note(step);
                 self.apply(step);
             }

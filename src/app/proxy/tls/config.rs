@@ -30,14 +30,19 @@ pub enum TlsError {
     #[error("{path}: not a certificate this proxy can parse: {message}")]
     BadCertificate { path: PathBuf, message: String },
     #[error("{path}: key not usable: {source}")]
-    BadKey { path: PathBuf, source: rustls::Error },
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("{key}: the key does not belong to the certificate {cert}: give the key the certificate was issued for")]
     Mismatch { cert: PathBuf, key: PathBuf },
     #[error("unknown cipher suite {0:?}: use a rustls name such as TLS13_AES_128_GCM_SHA256 or TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")]
     UnknownCipher(String),
     #[error("min_version {0:?}: use \"1.2\" or \"1.3\"")]
     BadVersion(String),
-    #[error("no cipher suite left for the allowed versions: add a TLS 1.3 or TLS 1.2 suite to ciphers")]
+    #[error(
+        "no cipher suite left for the allowed versions: add a TLS 1.3 or TLS 1.2 suite to ciphers"
+    )]
     NoCipher,
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
@@ -268,8 +273,12 @@ pub fn server_config_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<ServerConfi
         .ok()
         .flatten()
         .ok_or_else(|| TlsError::NoKey { path: path() })?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|source| TlsError::BadKey { path: path(), source })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|source| {
+        TlsError::BadKey {
+            path: path(),
+            source,
+        }
+    })?;
     let resolver = SniResolver {
         exact: HashMap::new(),
         wildcard: HashMap::new(),

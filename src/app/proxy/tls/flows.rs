@@ -224,7 +224,10 @@ impl TlsFlows {
     /// took all it had, the ring holds more): pump and drive again.
     pub fn more(&self, f: FlowId, sock: &smoltcp::socket::tcp::Socket<'static>) -> bool {
         self.conns[f as usize].as_deref().is_some_and(|t| {
-            t.recv_queue() == 0 && t.may_recv() && sock.recv_queue() > 0 && !self.waiting[f as usize]
+            t.recv_queue() == 0
+                && t.may_recv()
+                && sock.recv_queue() > 0
+                && !self.waiting[f as usize]
         })
     }
 }

@@ -73,9 +73,15 @@ fn sni_picks_the_exact_name_then_the_wildcard_then_the_default() {
     let r = SniResolver::new(&loaded).unwrap();
     let is = |name: Option<&str>, i: usize| Arc::ptr_eq(&r.pick(name), &loaded[i].key);
     assert!(is(Some("a.test"), 1));
-    assert!(is(Some("A.TEST."), 1), "case and a trailing dot do not matter");
+    assert!(
+        is(Some("A.TEST."), 1),
+        "case and a trailing dot do not matter"
+    );
     assert!(is(Some("x.b.test"), 2));
-    assert!(is(Some("y.x.b.test"), 0), "a wildcard covers one label only");
+    assert!(
+        is(Some("y.x.b.test"), 0),
+        "a wildcard covers one label only"
+    );
     assert!(is(Some("b.test"), 0));
     assert!(is(Some("nobody.test"), 0));
     assert!(is(None, 0));
@@ -138,7 +144,11 @@ fn check_warns_about_a_certificate_expiring_within_30_days() {
 }
 
 /// A client that trusts `cert` (self-signed) and offers `alpn`.
-fn client(cert: &Path, alpn: &[&[u8]], versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
+fn client(
+    cert: &Path,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for c in super::config::read_certs(cert).unwrap() {
         roots.add(c).unwrap();
@@ -202,7 +212,10 @@ fn alpn_versions_and_tickets_shared_by_every_config() {
     let cert = t.certificates[0].cert.clone();
     let both = [&rustls::version::TLS13, &rustls::version::TLS12];
     // Two configs of one listener, as two workers (or a reload) build them.
-    let (one, two) = (server_config(&t, true).unwrap(), server_config(&t, true).unwrap());
+    let (one, two) = (
+        server_config(&t, true).unwrap(),
+        server_config(&t, true).unwrap(),
+    );
 
     let http1 = client(&cert, &[b"http/1.1"], &both);
     let (mut c, mut s) = (connect(&http1, "a.test"), serve(&one));
@@ -266,7 +279,10 @@ fn full_handshake_cpu_ecdsa_and_rsa() {
             "ECDSA P-256",
             openssl_cert(&dir, "ec", "ec -pkeyopt ec_paramgen_curve:P-256", "ec"),
         ),
-        ("RSA-2048", openssl_cert(&dir, "rsa", "rsa:2048", "rsa -traditional")),
+        (
+            "RSA-2048",
+            openssl_cert(&dir, "rsa", "rsa:2048", "rsa -traditional"),
+        ),
     ];
     for (what, cert) in kinds {
         let name = format!("{}.test", cert.cert.file_stem().unwrap().to_str().unwrap());
