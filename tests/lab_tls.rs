@@ -165,8 +165,41 @@ fn https_sni_versions_alpn_resumption_and_bad_clients() {
     let _lock = lab_lock();
     let lab = Lab::up();
     let dir = pki(&lab);
-    let z = ZProxy::start(&lab, "zproxy", &tls_config(&dir, ""));
+    // One handshake step per poll iteration: parallel handshakes must wait their turn.
+    let text = tls_config(&dir, "").replacen("[runtime]\n", "[runtime]\ntls_handshakes_per_poll = 1\n", 1);
+    let z = ZProxy::start(&lab, "zproxy", &text);
     wait_tls(&lab, &z, &dir);
+
+    // A body larger than every buffer on the way (16 KiB socket buffers,
+    // 16 KiB records): backpressure both ways, every byte through.
+    let (status, body) = curl(
+        &lab,
+        &[
+            "--cacert",
+            &format!("{}/ca.pem", dir.display()),
+            "--resolve",
+            &format!("a.test:443:{PROXY_CLIENT_IP}"),
+            "https://a.test:443/bytes/1000000",
+        ],
+    );
+    assert_eq!((status, body.len()), (200, 1_000_000));
+    assert!(body.bytes().all(|b| b == b'x'));
+
+    // Many handshakes at once, one step per iteration: all served, some deferred.
+    let out = lab.exec(
+        "client",
+        ["bash", "-c", &format!("seq 40 | xargs -P 40 -I{{}} curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 10 --cacert {}/ca.pem --resolve a.test:443:{PROXY_CLIENT_IP} https://a.test:443/", dir.display())],
+    );
+    let codes = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(codes.lines().filter(|l| *l == "200").count(), 40, "{codes}");
+    let deferred: u64 = fresh_stats(&lab)["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["tls_handshakes_deferred"].as_u64().unwrap())
+        .sum();
+    eprintln!("handshake steps deferred: {deferred}");
+    assert!(deferred > 0, "no handshake waited for the budget");
 
     // SNI for two names: the right certificate, the upstream's body.
     for name in ["a.test", "x.b.test"] {
