@@ -166,7 +166,8 @@ fn https_sni_versions_alpn_resumption_and_bad_clients() {
     let lab = Lab::up();
     let dir = pki(&lab);
     // One handshake step per poll iteration: parallel handshakes must wait their turn.
-    let text = tls_config(&dir, "").replacen("[runtime]\n", "[runtime]\ntls_handshakes_per_poll = 1\n", 1);
+    let text =
+        tls_config(&dir, "").replacen("[runtime]\n", "[runtime]\ntls_handshakes_per_poll = 1\n", 1);
     let z = ZProxy::start(&lab, "zproxy", &text);
     wait_tls(&lab, &z, &dir);
 
