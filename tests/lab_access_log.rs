@@ -105,7 +105,8 @@ fn dash<T>(s: &str, f: impl Fn(&str) -> T) -> Option<T> {
 
 fn parse_text(l: &str) -> Line {
     let f: Vec<&str> = l.split(' ').collect();
-    assert_eq!(f.len(), 15, "fields of {l:?}");
+    assert_eq!(f.len(), 16, "fields of {l:?}");
+    assert_eq!(f[15], "tls=-", "plain HTTP: {l:?}");
     let kv = |i: usize, key: &str| -> String {
         f[i].strip_prefix(key)
             .and_then(|r| r.strip_prefix('='))
