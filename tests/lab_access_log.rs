@@ -136,7 +136,12 @@ fn parse_text(l: &str) -> Line {
 fn parse_json(l: &str) -> Line {
     let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
     let keys: HashSet<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-    assert_eq!(keys.len(), 16, "{l}");
+    assert_eq!(keys.len(), 18, "{l}");
+    assert_eq!(
+        (&v["tls_version"], &v["tls_cipher"]),
+        (&Value::Null, &Value::Null),
+        "plain HTTP: {l}"
+    );
     let s = |k: &str| v[k].as_str().map_or("-".to_owned(), str::to_owned);
     assert_eq!(v["truncated"], Value::Bool(false), "{l}");
     Line {
