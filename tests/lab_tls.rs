@@ -324,6 +324,8 @@ fn upstream_tls_verifies_and_502s_when_it_cannot() {
             &[(&format!("{UPSTREAM_IP}:8443"), 1)],
             &format!("tls = true\ntls_ca = \"{d}/other-ca.pem\"\ntls_sni = \"up.test\"\n"),
         );
+    let log = lab.run_dir().join("tls-access.log");
+    let extra = extra + &format!("\n[access_log]\npath = \"{}\"\n", log.display());
     let z = ZProxy::start(&lab, "zproxy", &tls_config(&dir, &extra));
     wait_tls(&lab, &z, &dir);
     let (status, body) = curl(&lab, &[&url(81, "/")]);
@@ -336,6 +338,20 @@ fn upstream_tls_verifies_and_502s_when_it_cannot() {
     // TLS both ways: the upstream hears that the client came over https.
     let (status, body) = curl_tls(&lab, &dir, 446, "a.test");
     assert_eq!((status, body.as_str()), (200, "tls upstream on https\n"));
+    // The access log has the client's TLS version and suite, `-` for plain HTTP.
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for(
+        Duration::from_secs(5),
+        "access log lines for :446 and :81",
+        || lines().contains(" client:446 ") && lines().contains(" client:81 "),
+    );
+    for l in lines().lines() {
+        if l.contains(" client:446 ") {
+            assert!(l.contains(" tls=TLSv1.3/TLS13_"), "{l}");
+        } else if l.contains(" client:81 ") {
+            assert!(l.ends_with(" tls=-"), "{l}");
+        }
+    }
     let (status, _) = curl(&lab, &[&url(82, "/")]);
     assert_eq!(status, 502);
     let v = fresh_stats(&lab);
