@@ -386,7 +386,7 @@ impl Proxy {
         for _ in 0..TLS_ROUNDS {
             let step = self.session_step(stack, c, now_us);
             self.apply_step(stack, c, step, now_us);
-            if !self.tls.more(c, stack.socket(c)) {
+            if !self.tls.is_tls(c) || !self.tls.more(c, stack.socket(c)) {
                 break;
             }
         }
