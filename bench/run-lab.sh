@@ -42,13 +42,16 @@
 #                 origin over memif (no kernel, no veth lab); report in
 #                 OUT/kernel-free.md. With --overload also 0.5x..3x of its peak;
 #                 with --stall, 20 and 200 ms freezes of ZProxy at 70 % of it.
+#   --tls         TLS rows (bench/tls-phase.sh): full handshakes/s (ECDSA
+#                 P-256, RSA-2048), resumed handshakes/s and keep-alive
+#                 requests/s over TLS, ZProxy vs HAProxy vs nginx: tls.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
-BASELINE="" ACCESS_LOG=0 GATEWAY=0 EXCEPTION=0 KERNEL_FREE=0 OVERLOAD=0 STALL=0
+BASELINE="" ACCESS_LOG=0 GATEWAY=0 EXCEPTION=0 KERNEL_FREE=0 OVERLOAD=0 STALL=0 TLS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -75,7 +78,8 @@ while [ $# -gt 0 ]; do
     --kernel-free) KERNEL_FREE=1; shift ;;
     --overload) OVERLOAD=1; shift ;;
     --stall) STALL=1; shift ;;
-    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
+    --tls) TLS=1; shift ;;
+    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -446,6 +450,11 @@ for round in $(seq "$REPEAT"); do
   kernel_phase
   two_worker_phase
 done
+if [ $TLS = 1 ]; then
+  # shellcheck source=bench/tls-phase.sh
+  source bench/tls-phase.sh
+  tls_phase
+fi
 
 step "report"
 python3 bench/report.py "$OUT" "$DEVICE" "$CONCURRENCY" "$DURATION" "$(getconf CLK_TCK)" "$TP_CONC" "$TP_DURATION" "$TP_BUFFER" "$REPEAT"

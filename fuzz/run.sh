@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 seconds=${FUZZ_SECONDS:-60}
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(http_request config worker_frames)
+    targets=(http_request config worker_frames tls_records)
 fi
 export RUSTC_BOOTSTRAP=1
 
@@ -37,6 +37,8 @@ for t in "${targets[@]}"; do
         # One worker for the whole run (EAL once per process; its socket
         # arena lives as long as the process): not a leak.
         worker_frames) opts+=(-detect_leaks=0); env=(ASAN_OPTIONS=detect_leaks=0) ;;
+        # The same worker harness, with its HTTPS listener; records are small.
+        tls_records) opts+=(-detect_leaks=0 -max_len=4096); env=(ASAN_OPTIONS=detect_leaks=0) ;;
     esac
     mkdir -p "$scratch/$t" "artifacts/$t"
     ls "artifacts/$t" >"$scratch/$t.before"

@@ -84,6 +84,13 @@ fn text(out: &mut String, o: &Outcome, names: &Names) {
         o.request_id,
         o.cause.map_or("-", |c| c.label())
     );
+    // TLS version/cipher: `-` for plain connections.
+    match o.tls {
+        Some((version, cipher)) => {
+            let _ = write!(out, " tls={version}/{cipher}");
+        }
+        None => out.push_str(" tls=-"),
+    }
 }
 
 /// A text field: `-` when empty; bytes other than printable ASCII, and `"`
@@ -124,6 +131,8 @@ struct JsonLine<'a> {
     id: String,
     cause: Option<&'static str>,
     truncated: bool,
+    tls_version: Option<&'static str>,
+    tls_cipher: Option<&'static str>,
 }
 
 fn json(out: &mut String, o: &Outcome, names: &Names) {
@@ -152,6 +161,8 @@ fn json(out: &mut String, o: &Outcome, names: &Names) {
         id: format!("{:016x}", o.request_id),
         cause: o.cause.map(|c| c.label()),
         truncated: o.method.truncated() || o.host.truncated() || o.path.truncated(),
+        tls_version: o.tls.map(|t| t.0),
+        tls_cipher: o.tls.map(|t| t.1),
     };
     out.push_str(&serde_json::to_string(&line).expect("plain data serializes"));
 }
@@ -253,8 +264,13 @@ mod tests {
     fn text_line_has_every_field_in_order() {
         assert_eq!(
             text_of(&request()),
-            "2026-11-30T13:20:01.123Z 10.0.0.2:40312 client:80 GET example.com /path 200 75 612 up=10.0.1.2:80 connect_ms=0.210 response_ms=1.030 total_ms=1.250 id=0000a1b2c3d4e5f6 cause=-\n"
+            "2026-11-30T13:20:01.123Z 10.0.0.2:40312 client:80 GET example.com /path 200 75 612 up=10.0.1.2:80 connect_ms=0.210 response_ms=1.030 total_ms=1.250 id=0000a1b2c3d4e5f6 cause=- tls=-\n"
         );
+        let tls = Outcome {
+            tls: Some(("TLSv1.3", "TLS13_AES_128_GCM_SHA256")),
+            ..request()
+        };
+        assert!(text_of(&tls).ends_with(" cause=- tls=TLSv1.3/TLS13_AES_128_GCM_SHA256\n"));
         let tcp = Outcome {
             listener: 1,
             status: 0,
@@ -267,7 +283,7 @@ mod tests {
         };
         assert_eq!(
             text_of(&tcp),
-            "2026-11-30T13:20:01.123Z 10.0.0.2:40312 client:81 - - - - 75 612 up=10.0.1.2:80 connect_ms=0.210 response_ms=- total_ms=1.250 id=0000a1b2c3d4e5f6 cause=reset\n"
+            "2026-11-30T13:20:01.123Z 10.0.0.2:40312 client:81 - - - - 75 612 up=10.0.1.2:80 connect_ms=0.210 response_ms=- total_ms=1.250 id=0000a1b2c3d4e5f6 cause=reset tls=-\n"
         );
     }
 
@@ -281,7 +297,7 @@ mod tests {
         );
         let s = text_of(&o);
         assert_eq!(s.matches('\n').count(), 1, "{s}");
-        assert_eq!(s.split(' ').count(), 15, "{s}");
+        assert_eq!(s.split(' ').count(), 16, "{s}");
         assert!(
             s.contains(
                 " a\\x20b\\x22c /x\\x0d\\x0a2026-01-01T00:00:00.000Z\\x20forged\\x5c\\xff 200 "
@@ -317,6 +333,8 @@ mod tests {
             "id": "0000a1b2c3d4e5f6",
             "cause": null,
             "truncated": false,
+            "tls_version": null,
+            "tls_cipher": null,
         });
         assert_eq!(v, want);
         let tcp = Outcome {

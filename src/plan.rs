@@ -98,6 +98,7 @@ pub fn groups(cfg: &Config, layout: &Layout) -> Vec<GroupSpec> {
                     ProxyProtocol::V1 => Version::V1,
                     ProxyProtocol::V2 => Version::V2,
                 }),
+                tls: crate::app::proxy::tls::plan::upstream(g),
             }
         })
         .collect()
@@ -112,10 +113,10 @@ pub fn listener_apps(cfg: &Config, layout: &Layout) -> Vec<ListenerApp> {
             ListenerMode::Static => ListenerApp::Static(Arc::new(Responder::new(
                 l.static_response.as_ref().expect("validated at load"),
             ))),
-            ListenerMode::Tcp => ListenerApp::Tcp {
+            ListenerMode::Tcp | ListenerMode::Tls => ListenerApp::Tcp {
                 group: layout.group_index(l.upstream.as_deref().expect("validated at load")),
             },
-            ListenerMode::Http => ListenerApp::Http(Arc::new(Routes {
+            ListenerMode::Http | ListenerMode::Https => ListenerApp::Http(Arc::new(Routes {
                 routes: l
                     .routes
                     .iter()
@@ -159,6 +160,7 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             conn_rate: conn_rate(l),
             max_per_source: max_per_source(cfg, l),
             allow: stack_allow(l),
+            tls: crate::app::proxy::tls::plan::listener(l),
             accept_proxy: l.accept_proxy_protocol.then(|| {
                 Arc::new(AcceptProxy {
                     trusted: cidrs(&l.trusted_proxies),

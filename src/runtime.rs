@@ -514,6 +514,7 @@ fn worker_spec(
     let listeners = plan::listeners(cfg, layout);
     let groups = plan::groups(cfg, layout);
     Ok(WorkerSpec {
+        tls_handshakes_per_poll: rt.tls_handshakes_per_poll,
         ports: port_specs,
         listeners,
         groups,

@@ -258,3 +258,48 @@ fn reload_says_when_it_cannot_reach_the_instance() {
         "{err}"
     );
 }
+
+/// `check` loads TLS material: a certificate expiring within 30 days is a
+/// warning; a key that is not the certificate's is an error naming both.
+#[test]
+fn check_warns_about_expiry_and_refuses_a_mismatched_key() {
+    let dir = std::env::temp_dir().join(format!("zproxy-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    for (name, days) in [("soon", 10), ("other", 400)] {
+        let ok = Command::new("bash")
+            .args(["-c", &format!("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {d}/{name}.key -out {d}/{name}.pem -days {days} -subj /CN={name}.test -addext subjectAltName=DNS:{name}.test 2>/dev/null")])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let lab = std::fs::read_to_string(repo("configs/lab.toml")).unwrap();
+    let config = |key: &str| {
+        lab.clone()
+            + &format!(
+                "\n[[listener]]\nport = \"client\"\ntcp_port = 443\nmode = \"https\"\nupstream = \"web\"\nmax_connections_per_source = 0\n[listener.tls]\n[[listener.tls.certificate]]\ncert = \"{d}/soon.pem\"\nkey = \"{d}/{key}.key\"\n"
+            )
+    };
+    let path = dir.join("zproxy.toml");
+    std::fs::write(&path, config("soon")).unwrap();
+    let (ok, out, err) = zproxy(&["check", "-c", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("soon.pem: the certificate expires in 9 days: renew it")
+            || out.contains("soon.pem: the certificate expires in 10 days: renew it"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("listener: port 'client' tcp 443 mode Https"),
+        "{out}"
+    );
+    std::fs::write(&path, config("other")).unwrap();
+    let (ok, _, err) = zproxy(&["check", "-c", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("other.key: the key does not belong to the certificate")
+            && err.contains("soon.pem"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,8 @@ PACKAGES=(
   systemd systemd-container
   # lab_exception: a kernel listener, BGP over the exception path, capture files
   netcat-openbsd bird2 tcpdump
+  # lab_tls: certificates made at test time, openssl s_client
+  openssl
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -72,4 +72,9 @@ fn worker_frames_regressions() {
         eprintln!("{}", file.display());
         h.run(&data);
     }
+    // The HTTPS listener's bad input (`tls_records`), on the same worker.
+    for (file, data) in inputs("tls_records") {
+        eprintln!("{}", file.display());
+        h.run_tls(&data);
+    }
 }

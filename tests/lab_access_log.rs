@@ -105,7 +105,8 @@ fn dash<T>(s: &str, f: impl Fn(&str) -> T) -> Option<T> {
 
 fn parse_text(l: &str) -> Line {
     let f: Vec<&str> = l.split(' ').collect();
-    assert_eq!(f.len(), 15, "fields of {l:?}");
+    assert_eq!(f.len(), 16, "fields of {l:?}");
+    assert_eq!(f[15], "tls=-", "plain HTTP: {l:?}");
     let kv = |i: usize, key: &str| -> String {
         f[i].strip_prefix(key)
             .and_then(|r| r.strip_prefix('='))
@@ -135,7 +136,12 @@ fn parse_text(l: &str) -> Line {
 fn parse_json(l: &str) -> Line {
     let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
     let keys: HashSet<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-    assert_eq!(keys.len(), 16, "{l}");
+    assert_eq!(keys.len(), 18, "{l}");
+    assert_eq!(
+        (&v["tls_version"], &v["tls_cipher"]),
+        (&Value::Null, &Value::Null),
+        "plain HTTP: {l}"
+    );
     let s = |k: &str| v[k].as_str().map_or("-".to_owned(), str::to_owned);
     assert_eq!(v["truncated"], Value::Bool(false), "{l}");
     Line {

@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use zproxy::app::proxy::balance::{Balancer, ServerState};
 use zproxy::app::proxy::engine::GroupSpec;
 use zproxy::app::proxy::session::Routes;
+use zproxy::app::proxy::tls::config::server_config_from_pem;
+use zproxy::app::proxy::tls::ServerTls;
 use zproxy::app::responder::Responder;
 use zproxy::app::worker::{ListenerApp, ListenerSpec, Worker, WorkerSpec};
 use zproxy::config::{Balance, StaticResponse};
@@ -56,6 +58,8 @@ pub const CLIENTS: [Ipv4Addr; 7] = [
     Ipv4Addr::new(198, 51, 100, 7),
     Ipv4Addr::new(203, 0, 113, 9),
 ];
+/// The HTTPS listener (not in `ops::LISTENER_PORTS`: `run_tls` connects to it).
+pub const TLS_PORT: u16 = 443;
 const IP_MTU: usize = 1500;
 const MAX_FLOWS: usize = 16;
 /// Time between inputs: past every idle timeout, TIME-WAIT (10 s), a
@@ -177,6 +181,7 @@ impl Harness {
             max_per_source: 0,
             conn_rate: None,
             accept_proxy: None,
+            tls: None,
         };
         let group =
             |name: &str, balance, servers: &[(SocketAddrV4, u32)], keepalive, ports| GroupSpec {
@@ -195,8 +200,10 @@ impl Harness {
                 local_ports: ports,
                 health: None,
                 proxy_protocol: None,
+                tls: None,
             };
         let spec = WorkerSpec {
+            tls_handshakes_per_poll: 4,
             ports: vec![
                 port_spec(0, (CLIENT_SIDE, 24), Some(GATEWAY)),
                 port_spec(1, (UPSTREAM_SIDE, 24), None),
@@ -219,6 +226,30 @@ impl Harness {
                     allow: vec![(Ipv4Addr::new(10, 71, 0, 0), 28)],
                     max_per_source: 2,
                     ..listener(8081, static_app("ok\n"))
+                },
+                // HTTPS (the `tls_records` target): TLS, then :80's routing.
+                ListenerSpec {
+                    tls: Some(Arc::new(ServerTls {
+                        config: Some(
+                            server_config_from_pem(
+                                include_bytes!("../certs/fuzz.pem"),
+                                include_bytes!("../certs/fuzz.key"),
+                            )
+                            .expect("the harness's certificate loads"),
+                        ),
+                        handshake_timeout_us: 1_000_000,
+                    })),
+                    ..listener(
+                        TLS_PORT,
+                        ListenerApp::Http(Arc::new(Routes {
+                            routes: Vec::new(),
+                            default: Some(0),
+                            limits: Vec::new(),
+                            headers: Default::default(),
+                            upgrade: Default::default(),
+                            hash_keys: Vec::new(),
+                        })),
+                    )
                 },
             ],
             groups: vec![
@@ -288,6 +319,36 @@ impl Harness {
             }
             self.apply(op);
         }
+        self.quiesce();
+    }
+
+    /// One `tls_records` input: the set-up connections, then a client of
+    /// the HTTPS listener sending the input (after its first byte) as its
+    /// bytes, in segments of 1 + the first byte, acknowledged; then the
+    /// quiet minute and the checks. A stalled handshake times out (1 s).
+    pub fn run_tls(&mut self, data: &[u8]) {
+        let Some((&split, records)) = data.split_first() else {
+            return;
+        };
+        self.runs += 1;
+        self.peers.clear();
+        self.open_flows();
+        self.mode = ops::AUTO_ACCEPT_UPSTREAM | ops::AUTO_ACK;
+        self.connect_to(3, TLS_PORT, true);
+        let flow = (self.peers.len() - 1) as u8;
+        for chunk in records.chunks(usize::from(split) + 1) {
+            self.apply(Op::Segment {
+                flow,
+                flags: ops::ACK | ops::PSH,
+                seq_off: 0,
+                ack_off: 0,
+                window: 64240,
+                options: Vec::new(),
+                payload: chunk.to_vec(),
+                mangle: 0,
+            });
+        }
+        self.apply(Op::Wait { ms: 1500 });
         self.quiesce();
     }
 
@@ -416,6 +477,11 @@ impl Harness {
     }
 
     fn connect(&mut self, client: u8, listener: u8, complete: bool) {
+        let local_port = ops::LISTENER_PORTS[usize::from(listener) % ops::LISTENER_PORTS.len()];
+        self.connect_to(client, local_port, complete);
+    }
+
+    fn connect_to(&mut self, client: u8, local_port: u16, complete: bool) {
         let ip = CLIENTS[usize::from(client) % CLIENTS.len()];
         // High bit: one of a few fixed source ports (tuples get reused).
         let src_port = if client & 0x80 != 0 {
@@ -423,7 +489,6 @@ impl Harness {
         } else {
             41_000 + self.peers.len() as u16
         };
-        let local_port = ops::LISTENER_PORTS[usize::from(listener) % ops::LISTENER_PORTS.len()];
         let isn = 0x1000_0000u32
             .wrapping_mul(self.peers.len() as u32 + 1)
             .wrapping_add(self.runs.wrapping_mul(0x9e37));

@@ -92,6 +92,8 @@ pub struct Outcome {
     pub request_id: u64,
     /// Why it failed; `None` for a clean end.
     pub cause: Option<Cause>,
+    /// The client's TLS (version, cipher suite), for `https`/`tls` listeners.
+    pub tls: Option<(&'static str, &'static str)>,
 }
 
 impl Outcome {

@@ -62,6 +62,8 @@ pub struct ListenerSpec {
     pub conn_rate: Option<Rate>,
     /// `accept_proxy_protocol`: whose PROXY headers are read, and the allow-list for the real client.
     pub accept_proxy: Option<Arc<AcceptProxy>>,
+    /// `https`/`tls` listeners: their certificates and settings.
+    pub tls: Option<Arc<crate::app::proxy::tls::ServerTls>>,
 }
 
 /// What the control thread tells the workers (relaxed flags, read once per loop).
@@ -100,6 +102,8 @@ pub struct Reload {
 }
 
 pub struct WorkerSpec {
+    /// `runtime.tls_handshakes_per_poll`.
+    pub tls_handshakes_per_poll: u32,
     pub ports: Vec<PortSpec>,
     pub listeners: Vec<ListenerSpec>,
     pub groups: Vec<GroupSpec>,
@@ -212,6 +216,7 @@ impl Worker {
         if spec.listeners.iter().any(|l| l.accept_proxy.is_some()) {
             proxy.open.reserve(spec.max_flows);
         }
+        proxy.tls.set_per_poll(spec.tls_handshakes_per_poll);
         let mut w = Worker {
             stack,
             proxy,
@@ -261,6 +266,7 @@ impl Worker {
                 self.drain_sweep();
             }
             let work = self.stack.poll(&mut rx, now_us);
+            self.proxy.begin_poll(&mut self.stack, now_us);
             if now_us >= next_health_us && !self.draining {
                 next_health_us = now_us + HEALTH_TICK_US;
                 self.proxy.launch_probes(&mut self.stack, now_us);
@@ -397,6 +403,7 @@ impl Worker {
             group,
             header_timeout_us,
             l.accept_proxy.as_ref(),
+            l.tls.as_deref(),
             now_us,
         );
     }
@@ -453,6 +460,7 @@ impl Worker {
                 max_per_source,
                 conn_rate,
                 accept_proxy,
+                tls,
                 ..
             } = next;
             // The stack enforces these (see `Worker::new`).
@@ -470,6 +478,7 @@ impl Worker {
             mine.max_per_source = max_per_source;
             mine.conn_rate = conn_rate;
             mine.accept_proxy = accept_proxy;
+            mine.tls = tls;
         }
         if self.listeners.iter().any(|l| l.accept_proxy.is_some()) {
             self.proxy.open.reserve(self.apps.len()); // between bursts: may allocate
@@ -506,6 +515,7 @@ impl Worker {
             self.stack.inject(port, bytes, now_us);
         }
         self.stack.run_due(now_us);
+        self.proxy.begin_poll(&mut self.stack, now_us);
         self.settle(now_us);
         self.stack.flush_tx();
         self.stack.active()

@@ -166,7 +166,7 @@ pub fn check_listener(l: &Listener, at: &dyn Fn(&str) -> Option<usize>) -> Resul
         || l.trust_request_id
         || l.max_header_count.is_some()
         || l.max_header_bytes.is_some();
-    if used && l.mode != ListenerMode::Http {
+    if used && l.mode.base() != ListenerMode::Http {
         return Err(invalid(
             "_header",
             "listener.request_headers",

@@ -178,10 +178,10 @@ impl Config {
                     format!("{on}: tcp_port must be 1..=65535 (0 is no port to listen on)"),
                 ));
             }
-            if l.mode != ListenerMode::Tcp && l.header_timeout_ms == 0 {
+            if l.mode.base() != ListenerMode::Tcp && l.header_timeout_ms == 0 {
                 return Err(invalid(at("header_timeout_ms"), "listener.header_timeout_ms", format!("{on}: header_timeout_ms must be > 0: 0 turns the slowloris guard off (a client could hold a connection forever sending half a request head); the default is 10000")));
             }
-            if !l.routes.is_empty() && l.mode != ListenerMode::Http {
+            if !l.routes.is_empty() && l.mode.base() != ListenerMode::Http {
                 return Err(invalid(Place::new("listener", i).sub("route", 0).line(text, "\0"), "listener.route", format!("{on}: [[listener.route]] only applies to mode = \"http\" (a {} listener never reads a Host or path): remove the routes, or use mode = \"http\"", mode_name(l.mode))));
             }
             if l.mode == ListenerMode::Static && l.upstream.is_some() {
@@ -259,6 +259,8 @@ fn mode_name(m: ListenerMode) -> &'static str {
         ListenerMode::Static => "static",
         ListenerMode::Tcp => "tcp",
         ListenerMode::Http => "http",
+        ListenerMode::Https => "https",
+        ListenerMode::Tls => "tls",
     }
 }
 

@@ -30,6 +30,7 @@ pub mod resolve;
 mod tests;
 #[cfg(test)]
 mod tests_check;
+mod tls;
 mod types;
 mod upgrade;
 mod validate;
@@ -42,6 +43,7 @@ pub use limits::{
     MAX_MBUF_CACHE, MAX_MTU, MIN_MTU,
 };
 pub use ratelimit::{ConnectionRateLimit, RateLimit, DEFAULT_RATE_LIMIT_ENTRIES};
+pub use tls::{TlsCertificate, TlsListener, DEFAULT_HANDSHAKES_PER_POLL};
 pub use types::{
     AccessLog, AccessLogFormat, Balance, Config, Cores, HealthCheckConfig, HealthKind, Listener,
     ListenerMode, Logging, Management, PortSection, ProxyProtocol, Route, Runtime, Server,
@@ -88,6 +90,7 @@ impl Config {
         cfg.validate_hash_keys(text)?;
         cfg.validate_limits(text)?;
         cfg.validate_upgrade(text)?;
+        cfg.validate_tls(text)?;
         Ok(cfg)
     }
 

@@ -56,7 +56,7 @@ impl Config {
             let lat = at(&format!("tcp_port = {}", l.tcp_port));
             let name = format!("listener on tcp_port {}", l.tcp_port);
             if let Some(r) = &l.rate_limit {
-                if l.mode != ListenerMode::Http {
+                if l.mode.base() != ListenerMode::Http {
                     return Err(invalid(at("requests_per_second").or(lat), "listener.rate_limit", format!("{name}: rate_limit limits HTTP requests and needs mode = \"http\"; for connections use connection_rate_limit")));
                 }
                 check_rate(r.requests_per_second, r.burst, "requests").map_err(|m| {

@@ -143,6 +143,16 @@ fn wrong_values_name_key_line_and_fix() {
         (with("port = \"upstream\"\n", "port = \"upstream\"\nhash_key = \"header:X-User\"\n"), "upstream \"web\": hash_key is used by balance = \"consistent_hash\" only", Some(41)),
         (with("port = \"upstream\"\n", "port = \"upstream\"\nbalance = \"consistent_hash\"\nhash_key = \"header:X User\"\n"), "hash_key \"header:X User\": \"X User\" is not a valid header name", Some(42)),
         (with("port = \"upstream\"\n", "port = \"upstream\"\nbalance = \"consistent_hash\"\nhash_key = \"query:id\"\n"), "is not \"client\", \"header:NAME\" or \"cookie:NAME\"", Some(42)),
+        // TLS keys.
+        (with("mode = \"http\"\n", "mode = \"https\"\n"), "tcp_port 80: mode = \"https\"/\"tls\" needs [listener.tls]", Some(21)),
+        (with("mode = \"tcp\"\n", "mode = \"tls\"\n"), "tcp_port 81: mode = \"https\"/\"tls\" needs [listener.tls]", Some(27)),
+        (with("upstream = \"web\"\n", "upstream = \"web\"\n[listener.tls]\n[[listener.tls.certificate]]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n"), "tcp_port 80: [listener.tls] only applies to mode = \"https\" or \"tls\"", Some(21)),
+        (with("mode = \"http\"\nupstream = \"web\"\n", "mode = \"https\"\nupstream = \"web\"\n[listener.tls]\nmin_version = \"1.3\"\n"), "missing field `certificate`", Some(23)),
+        (with("mode = \"http\"\nupstream = \"web\"\n", "mode = \"https\"\nupstream = \"web\"\n[listener.tls]\n[[listener.tls.certificate]]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n"), "tcp_port 80: /nonexistent/c.pem: cannot read", Some(21)),
+        (with("port = \"upstream\"\n", "port = \"upstream\"\ntls_sni = \"a.example\"\n"), "upstream web: tls_ca, tls_sni, tls_cert and tls_key need tls = true", Some(39)),
+        (with("port = \"upstream\"\n", "port = \"upstream\"\ntls = true\ntls_cert = \"/c.pem\"\n"), "upstream web: tls_cert and tls_key go together", Some(39)),
+        (with("port = \"upstream\"\n", "port = \"upstream\"\ntls = true\ntls_ca = \"/nonexistent/ca.pem\"\n"), "upstream web: /nonexistent/ca.pem: cannot read", Some(39)),
+        (with("mbuf_cache = 256", "mbuf_cache = 256\ntls_handshakes_per_poll = 0"), "runtime: tls_handshakes_per_poll = 0: must be 1..=1024", None),
         // Servers by name: a typo is refused before it reaches the resolver.
         (with("10.72.0.1:80", "web_1.lab:80"), "upstream 'web': server \"web_1.lab:80\" is not A.B.C.D:port or HOST:port", Some(41)),
         // An empty group is reported at the group, not at a listener naming it.

@@ -147,6 +147,8 @@ pub struct Runtime {
     /// Rate-limit buckets per worker, for each of its two tables (requests,
     /// connections): fixed at start, 16 bytes each (see INSTALL.md).
     pub rate_limit_entries: u32,
+    /// TLS handshake steps a worker runs per poll iteration (see `app::proxy::tls`).
+    pub tls_handshakes_per_poll: u32,
 }
 
 impl Default for Runtime {
@@ -169,6 +171,7 @@ impl Default for Runtime {
             tx_drain_us: 100,
             eal_args: Vec::new(),
             rate_limit_entries: DEFAULT_RATE_LIMIT_ENTRIES,
+            tls_handshakes_per_poll: super::tls::DEFAULT_HANDSHAKES_PER_POLL,
         }
     }
 }
@@ -276,6 +279,8 @@ pub struct Listener {
     /// Networks ("A.B.C.D/len") whose PROXY headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// For `https` and `tls` modes: certificates and protocol settings.
+    pub tls: Option<super::tls::TlsListener>,
 }
 
 fn tunnel_idle_timeout_ms() -> u64 {
@@ -351,6 +356,15 @@ pub struct UpstreamGroup {
     /// What `balance = "consistent_hash"` hashes (client address by default).
     #[serde(default)]
     pub hash_key: super::HashKey,
+    /// Speak TLS to the servers (verified against `tls_ca`, else the webpki roots).
+    #[serde(default)]
+    pub tls: bool,
+    pub tls_ca: Option<PathBuf>,
+    /// The name sent (SNI) and verified; unset: the server's address.
+    pub tls_sni: Option<String>,
+    /// A client certificate chain and its key, for servers that ask.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -464,6 +478,22 @@ pub enum ListenerMode {
     Tcp,
     /// Parse HTTP/1.1 requests, route them, and proxy them to upstreams.
     Http,
+    /// TLS (`[listener.tls]`), then everything `http` does.
+    Https,
+    /// TLS (`[listener.tls]`), then the TCP relay of `tcp`.
+    Tls,
+}
+
+impl ListenerMode {
+    /// What the listener does once TLS is off: `http` or `tcp` for the
+    /// TLS modes, else the mode itself.
+    pub fn base(self) -> ListenerMode {
+        match self {
+            ListenerMode::Https => ListenerMode::Http,
+            ListenerMode::Tls => ListenerMode::Tcp,
+            m => m,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -31,7 +31,7 @@ impl Config {
         for (i, l) in self.listeners.iter().enumerate() {
             let place = Place::new("listener", i);
             let on = format!("listener on tcp_port {}", l.tcp_port);
-            if l.mode != ListenerMode::Http && l.upgrade.is_some() {
+            if l.mode.base() != ListenerMode::Http && l.upgrade.is_some() {
                 return Err(invalid(place.line(text, "upgrade"), "listener.upgrade", format!("{on}: upgrade only applies to mode = \"http\" (a tcp listener relays any protocol as it is); remove it")));
             }
             if l.tunnel_idle_timeout_ms == 0 || l.tunnel_idle_timeout_ms > MAX_DURATION_MS {

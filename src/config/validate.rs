@@ -140,7 +140,7 @@ impl Config {
                 ));
             }
             let lat = at(&format!("tcp_port = {}", l.tcp_port));
-            match l.mode {
+            match l.mode.base() {
                 ListenerMode::Static if l.static_response.is_none() => {
                     return Err(invalid(lat, "listener.static", format!("listener on tcp_port {}: mode = \"static\" needs a [listener.static] table", l.tcp_port)));
                 }

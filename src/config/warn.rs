@@ -84,6 +84,7 @@ impl Config {
             }
         };
         let mut warnings = config.warnings(text);
+        warnings.extend(config.tls_warnings());
         warnings.extend(binding.1.iter().map(|w| format!("binding: {w}")));
         Ok(Checked {
             config,
@@ -121,7 +122,7 @@ impl Config {
             let t = table(raw.get("listener"), i);
             let lat = |key: &str| at(Place::new("listener", i).line(text, key));
             let on = format!("listener on port '{}' tcp_port {}", l.port, l.tcp_port);
-            if l.mode == ListenerMode::Tcp && t.contains_key("header_timeout_ms") {
+            if l.mode.base() == ListenerMode::Tcp && t.contains_key("header_timeout_ms") {
                 out.push(format!("{}{on}: header_timeout_ms does nothing in mode = \"tcp\" (bytes are relayed, no request head is read): remove it, or use idle_timeout_ms", lat("header_timeout_ms")));
             }
             if l.mode != ListenerMode::Static && t.contains_key("static") {

@@ -46,8 +46,18 @@ pub fn counter_help(c: Counter) -> &'static str {
         NoUpstream => "Requests that matched no route and no default upstream.",
         ProxyErrors => "Proxied exchanges that failed (all causes; see proxy_failures_total).",
         FailRefused | FailReset | FailTimeout | FailNoServer | FailNoSlot | FailBadResponse
-        | FailBadRequest | FailClientAbort | FailRateLimited => {
+        | FailBadRequest | FailClientAbort | FailRateLimited | FailTls => {
             "Proxied exchanges that failed for this cause."
+        }
+        TlsHandshakes => "TLS handshakes completed (clients and upstreams).",
+        TlsResumed => "TLS handshakes that resumed a session (ticket or session id).",
+        TlsProtocolErrors => {
+            "TLS connections ended by bad input or a failed verification (an alert was sent)."
+        }
+        TlsAlertsReceived => "TLS connections ended by a fatal alert from the peer.",
+        TlsHandshakeTimeouts => "TLS handshakes that did not finish within handshake_timeout_ms.",
+        TlsDeferred => {
+            "TLS handshake steps put off to the next poll iteration (tls_handshakes_per_poll)."
         }
         SynCookiesSent => "SYN cookies sent (SYN backlog full).",
         SynCookiesAccepted => "Connections accepted from a valid SYN cookie.",

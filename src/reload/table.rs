@@ -43,6 +43,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("runtime.tx_drain_us", Restart),
     ("runtime.eal_args", Restart),
     ("runtime.rate_limit_entries", Restart),
+    ("runtime.tls_handshakes_per_poll", Restart),
     ("port", Restart),
     ("port.name", Restart),
     ("port.vdev", Restart),
@@ -80,6 +81,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("listener.tunnel_idle_timeout_ms", Applies),
     ("listener.accept_proxy_protocol", Applies),
     ("listener.trusted_proxies", Applies),
+    ("listener.tls", Applies),
     ("upstream", Applies),
     ("upstream.port", Restart),
     ("upstream.servers", Applies),
@@ -91,6 +93,11 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("upstream.health_check", Applies),
     ("upstream.proxy_protocol", Applies),
     ("upstream.hash_key", Applies),
+    ("upstream.tls", Applies),
+    ("upstream.tls_ca", Applies),
+    ("upstream.tls_sni", Applies),
+    ("upstream.tls_cert", Applies),
+    ("upstream.tls_key", Applies),
     ("upstream.health_check.kind", Applies),
     ("upstream.health_check.path", Applies),
     ("upstream.health_check.expect_status", Applies),
@@ -275,6 +282,7 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
         tx_drain_us,
         eal_args,
         rate_limit_entries,
+        tls_handshakes_per_poll,
     } = a;
     d.cmp("runtime.main_lcore", "", main_lcore, &b.main_lcore);
     d.cmp("runtime.cores", "", cores, &b.cores);
@@ -302,6 +310,12 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
     );
     d.cmp("runtime.tx_drain_us", "", tx_drain_us, &b.tx_drain_us);
     d.cmp("runtime.eal_args", "", eal_args, &b.eal_args);
+    d.cmp(
+        "runtime.tls_handshakes_per_poll",
+        "",
+        tls_handshakes_per_poll,
+        &b.tls_handshakes_per_poll,
+    );
     d.cmp(
         "runtime.rate_limit_entries",
         "",
@@ -377,6 +391,7 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         tunnel_idle_timeout_ms,
         accept_proxy_protocol,
         trusted_proxies,
+        tls,
     } = a;
     let at = format!("listener {port}:{tcp_port}");
     d.cmp("listener.port", &at, port, &b.port);
@@ -460,6 +475,7 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         trusted_proxies,
         &b.trusted_proxies,
     );
+    d.cmp("listener.tls", &at, tls, &b.tls);
 }
 
 fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
@@ -475,6 +491,11 @@ fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
         health_check,
         proxy_protocol,
         hash_key,
+        tls,
+        tls_ca,
+        tls_sni,
+        tls_cert,
+        tls_key,
     } = a;
     let at = format!("upstream \"{name}\"");
     d.cmp("upstream.port", &at, port, &b.port);
@@ -518,6 +539,11 @@ fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
         proxy_protocol,
         &b.proxy_protocol,
     );
+    d.cmp("upstream.tls", &at, tls, &b.tls);
+    d.cmp("upstream.tls_ca", &at, tls_ca, &b.tls_ca);
+    d.cmp("upstream.tls_sni", &at, tls_sni, &b.tls_sni);
+    d.cmp("upstream.tls_cert", &at, tls_cert, &b.tls_cert);
+    d.cmp("upstream.tls_key", &at, tls_key, &b.tls_key);
     match (health_check, &b.health_check) {
         (Some(h), Some(n)) => health_diff(d, &at, h, n),
         (None, Some(_)) => d.push("upstream.health_check", at, "added".into()),

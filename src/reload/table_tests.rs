@@ -75,6 +75,9 @@ const EDITS: &[Edit] = &[
         c.runtime.socket_tx_buffer = 1
     }),
     ("runtime.tx_drain_us", |c| c.runtime.tx_drain_us = 1),
+    ("runtime.tls_handshakes_per_poll", |c| {
+        c.runtime.tls_handshakes_per_poll = 9
+    }),
     ("runtime.rate_limit_entries", |c| {
         c.runtime.rate_limit_entries = 64
     }),
@@ -185,6 +188,14 @@ const EDITS: &[Edit] = &[
     ("listener.trusted_proxies", |c| {
         c.listeners[0].trusted_proxies = vec!["10.0.0.0/8".into()]
     }),
+    ("listener.tls", |c| {
+        c.listeners[0].tls = Some(crate::config::TlsListener {
+            certificates: Vec::new(),
+            min_version: "1.3".into(),
+            ciphers: Vec::new(),
+            handshake_timeout_ms: 1,
+        })
+    }),
     ("upstream", |c| {
         let mut g = c.upstreams[0].clone();
         g.name = "api".into();
@@ -219,6 +230,19 @@ const EDITS: &[Edit] = &[
     }),
     ("upstream.hash_key", |c| {
         c.upstreams[0].hash_key = crate::config::HashKey::Header("x-user".into())
+    }),
+    ("upstream.tls", |c| c.upstreams[0].tls = true),
+    ("upstream.tls_ca", |c| {
+        c.upstreams[0].tls_ca = Some("/ca.pem".into())
+    }),
+    ("upstream.tls_sni", |c| {
+        c.upstreams[0].tls_sni = Some("a.example".into())
+    }),
+    ("upstream.tls_cert", |c| {
+        c.upstreams[0].tls_cert = Some("/c.pem".into())
+    }),
+    ("upstream.tls_key", |c| {
+        c.upstreams[0].tls_key = Some("/k.pem".into())
     }),
     ("upstream.health_check.kind", |c| {
         hc(c).kind = HealthKind::Http

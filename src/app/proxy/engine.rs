@@ -13,6 +13,10 @@ use super::headers::RequestIds;
 use super::health::{self, HealthCheck, ServerHealth};
 use super::proxy_protocol::{AcceptProxy, Version};
 use super::session::{Cause, Lent, Mode, Routes, Session, Step};
+use super::tls::{Io, ServerTls, TlsFlows, UpstreamTls};
+
+mod probes;
+mod tls;
 use crate::app::outcome::Outcomes;
 use crate::net::counters::Counter;
 use crate::net::stack::{Closed, Connect, FlowId, Stack};
@@ -22,6 +26,8 @@ use crate::net::stack::{Closed, Connect, FlowId, Stack};
 const POOL_IDLE_US: u64 = 30_000_000;
 /// Upstream attachments a session may go through in one call (retries).
 const ATTACH_ROUNDS: usize = 8;
+/// Pump-and-drive rounds of a TLS client per event (records behind records).
+const TLS_ROUNDS: usize = 4;
 
 /// An upstream group as a core uses it.
 pub struct GroupSpec {
@@ -36,6 +42,8 @@ pub struct GroupSpec {
     pub health: Option<HealthCheck>,
     /// The PROXY protocol header sent first on each connection (no pooling then).
     pub proxy_protocol: Option<Version>,
+    /// TLS to the servers.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl GroupSpec {
@@ -98,6 +106,7 @@ impl Group {
         self.spec.local_ports = spec.local_ports;
         self.spec.health = spec.health;
         self.spec.proxy_protocol = spec.proxy_protocol;
+        self.spec.tls = spec.tls;
         self.spec.balancer.update(spec.balancer);
         let n = self.spec.balancer.servers.len();
         self.pools
@@ -184,6 +193,10 @@ pub struct Proxy {
     pub outcomes: Outcomes,
     /// This worker's request ids (the worker numbers what the proxy does not).
     pub ids: RequestIds,
+    /// TLS state of the flows that have it, and the handshake budget.
+    pub tls: TlsFlows,
+    /// Flows whose handshake waited for the budget, driven next iteration.
+    deferred: Vec<FlowId>,
 }
 
 impl Proxy {
@@ -209,6 +222,8 @@ impl Proxy {
             open: OpenPerClient::default(),
             outcomes: Outcomes::new(),
             ids: RequestIds::default(),
+            tls: TlsFlows::new(max_flows, crate::config::DEFAULT_HANDSHAKES_PER_POLL),
+            deferred: Vec::with_capacity(max_flows),
         }
     }
 
@@ -228,11 +243,19 @@ impl Proxy {
         group: usize,
         header_timeout_us: u64,
         accept_proxy: Option<&Arc<AcceptProxy>>,
+        tls: Option<&ServerTls>,
         now_us: u64,
     ) {
         let Some(key) = stack.key(f) else {
             return; // closed before it was taken (the stack skips such events)
         };
+        if let Some(tls) = tls {
+            let plain_len = stack.socket(f).recv_capacity();
+            if !self.tls.accept(f, tls, plain_len, now_us) {
+                stack.socket(f).abort();
+                return;
+            }
+        }
         let client_ip = key.remote_ip;
         let read_timeout_us = match mode {
             Mode::Tcp => self.groups[group].spec.read_timeout_us,
@@ -282,6 +305,7 @@ impl Proxy {
     /// `f` is gone. Only a refused or timed-out connect counts against the
     /// server: one that we abandoned (its client left) says nothing about it.
     pub fn closed(&mut self, stack: &mut Stack, f: FlowId, why: Closed, now_us: u64) {
+        let tls_failed = self.tls.closed(f);
         match std::mem::replace(&mut self.conns[f as usize], Conn::None) {
             Conn::None => {}
             Conn::Client {
@@ -332,12 +356,17 @@ impl Proxy {
                     if !graceful {
                         // A failed connect is retried on another server (the request was not sent).
                         let cause = match why {
+                            _ if tls_failed => Cause::Tls,
                             Closed::Refused => Cause::Refused,
                             Closed::TimedOut => Cause::Timeout,
                             Closed::Reset | Closed::Ended => Cause::Reset,
                         };
                         session.set_now(now_us);
-                        let step = session.upstream_lost(stack.socket(c), connecting, cause);
+                        let step = session.upstream_lost(
+                            &mut Io::new(stack.socket(c), self.tls.get(c)),
+                            connecting,
+                            cause,
+                        );
                         count_failure(stack, c, session);
                         collect(&mut self.outcomes, session);
                         self.apply_step(stack, c, step, now_us);
@@ -360,15 +389,26 @@ impl Proxy {
 
     /// Runs a client's session until it needs nothing more, then sets its wake-up.
     fn drive(&mut self, stack: &mut Stack, c: FlowId, now_us: u64) {
-        let step = self.session_step(stack, c, now_us);
-        self.apply_step(stack, c, step, now_us);
+        // TLS: more plaintext may wait behind what the session took.
+        for _ in 0..TLS_ROUNDS {
+            let step = self.session_step(stack, c, now_us);
+            self.apply_step(stack, c, step, now_us);
+            if !self.tls.is_tls(c) || !self.tls.more(c, stack.socket(c)) {
+                break;
+            }
+        }
         self.sync_deadline(stack, c);
     }
 
     /// The stack wakes a client when its session's deadline passes.
     fn sync_deadline(&self, stack: &mut Stack, c: FlowId) {
         if let Conn::Client { session, .. } = &self.conns[c as usize] {
-            stack.set_deadline(c, session.deadline_us());
+            let tls = self.tls.deadline(c);
+            let d = match (session.deadline_us(), tls) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            stack.set_deadline(c, d);
         }
     }
 
@@ -384,7 +424,7 @@ impl Proxy {
                             unreachable!()
                         };
                         session.set_now(now_us);
-                        session.no_upstream(stack.socket(c), cause);
+                        session.no_upstream(&mut Io::new(stack.socket(c), self.tls.get(c)), cause);
                         count_failure(stack, c, session);
                         collect(&mut self.outcomes, session);
                         return;
@@ -422,6 +462,14 @@ impl Proxy {
         else {
             return Step::Idle; // closed meanwhile
         };
+        if self.tls.pump(c, stack.socket(c), now_us) {
+            session.set_tls(self.tls.get(c).and_then(|t| t.params()));
+        }
+        if let Some(u) = *upstream {
+            self.tls.pump(u, stack.socket(u), now_us);
+        }
+        self.tls.count(&mut stack.counters);
+        let (ctls, utls) = self.tls.pair(c, *upstream);
         let (csock, usock) = match *upstream {
             Some(u) => {
                 let (cs, us) = stack.pair(c, u);
@@ -429,6 +477,9 @@ impl Proxy {
             }
             None => (stack.socket(c), None),
         };
+        let csock = &mut Io::new(csock, ctls);
+        let mut usock = usock.map(|u| Io::new(u, utls));
+        let usock = usock.as_mut();
         let requests_before = session.requests;
         let step = if session.deadline_us().is_some_and(|d| now_us >= d) {
             session.set_now(now_us);
@@ -448,6 +499,10 @@ impl Proxy {
                 now_us,
             )
         };
+        self.tls.seal(c, stack.socket(c));
+        if let Some(u) = *upstream {
+            self.tls.seal(u, stack.socket(u));
+        }
         count_failure(stack, c, session);
         collect(&mut self.outcomes, session);
         stack.counters.add(
@@ -535,6 +590,13 @@ impl Proxy {
                 }
             }
         };
+        let ip = *self.groups[group].spec.balancer.servers[server]
+            .address
+            .ip();
+        if reused.is_none() && !self.start_upstream_tls(stack, u, group, ip) {
+            stack.socket(u).abort();
+            return Err(Cause::Tls);
+        }
         let read_timeout_us = self.groups[group].spec.read_timeout_us;
         let addr = self.groups[group].spec.balancer.servers[server].address;
         let proxy_header = self.groups[group].spec.proxy_protocol;
@@ -631,108 +693,6 @@ impl Proxy {
         }
     }
 
-    /// Starts the health probes that are due.
-    pub fn launch_probes(&mut self, stack: &mut Stack, now_us: u64) {
-        for gi in 0..self.groups.len() {
-            let g = &mut self.groups[gi];
-            let Some(check) = g.spec.health.clone() else {
-                continue;
-            };
-            for s in 0..g.health.len() {
-                let h = &g.health[s];
-                if h.probing || now_us < h.next_probe_us || g.spec.balancer.servers[s].retired {
-                    continue;
-                }
-                g.health[s].next_probe_us = now_us + check.interval_us;
-                if stack.spare_slots() < 1 {
-                    continue; // clients' upstreams come first; probe next interval
-                }
-                let opened = stack.connect(
-                    Connect {
-                        port_index: g.spec.port_index,
-                        server: g.spec.balancer.servers[s].address,
-                        local_ports: g.spec.local_ports,
-                        next_local_port: &mut g.next_local_port,
-                        connect_timeout_us: check.timeout_us,
-                        idle_timeout_us: check.timeout_us,
-                    },
-                    now_us,
-                );
-                if let Ok(f) = opened {
-                    self.conns[f as usize] = Conn::Probe {
-                        group: gi,
-                        server: s,
-                        sent: false,
-                        decided: false,
-                    };
-                    g.health[s].probing = true;
-                }
-            }
-        }
-    }
-
-    fn advance_probe(&mut self, stack: &mut Stack, f: FlowId) {
-        let Conn::Probe {
-            group,
-            server,
-            sent,
-            decided: decided @ false,
-        } = &mut self.conns[f as usize]
-        else {
-            return;
-        };
-        let (g, s) = (*group, *server);
-        let Some(check) = &self.groups[g].spec.health else {
-            return;
-        };
-        let host = self.groups[g].spec.balancer.servers[s]
-            .address
-            .ip()
-            .to_string();
-        let sock = stack.socket(f);
-        if let Some(ok) = health::probe(check, sock, &host, sent, &mut self.scratch) {
-            *decided = true;
-            sock.abort(); // a probe needs no goodbye, and leaves no TIME-WAIT
-            self.probe_result(g, s, ok);
-        }
-    }
-
-    fn probe_result(&mut self, g: usize, s: usize, ok: bool) {
-        let group = &mut self.groups[g];
-        let Some(check) = &group.spec.health else {
-            return;
-        };
-        let server = &mut group.spec.balancer.servers[s];
-        let first = group.health[s].is_undecided();
-        if first && !ok {
-            log::warn!(
-                "upstream {}: added by a reload, failed its first health check: not in rotation",
-                server.address
-            );
-        }
-        if let Some(healthy) = group.health[s].record(ok, server.healthy, check) {
-            server.healthy = healthy;
-            if first {
-                log::info!(
-                    "upstream {}: added by a reload, passed its first health check: in rotation",
-                    server.address
-                );
-            } else if healthy {
-                log::info!(
-                    "upstream {}: health check passed {} times: back in rotation",
-                    server.address,
-                    check.rise
-                );
-            } else {
-                log::warn!(
-                    "upstream {}: health check failed {} times: out of rotation",
-                    server.address,
-                    check.fall
-                );
-            }
-        }
-    }
-
     /// Takes new groups and routes. Indices of existing groups and servers
     /// stay (open connections keep theirs); retired servers get no new
     /// requests and lose their idle pooled connections now.
@@ -780,7 +740,9 @@ impl Proxy {
     pub fn drain(&mut self, stack: &mut Stack) {
         for f in 0..self.conns.len() as FlowId {
             match &mut self.conns[f as usize] {
-                Conn::Client { session, .. } => session.drain(stack.socket(f)),
+                Conn::Client { session, .. } => {
+                    session.drain(&mut Io::new(stack.socket(f), self.tls.get(f)))
+                }
                 Conn::Upstream {
                     group,
                     server,
@@ -877,6 +839,7 @@ fn cause_counter(cause: Cause) -> Counter {
         Cause::BadRequest => Counter::FailBadRequest,
         Cause::ClientAbort => Counter::FailClientAbort,
         Cause::RateLimited => Counter::FailRateLimited,
+        Cause::Tls => Counter::FailTls,
     }
 }
 

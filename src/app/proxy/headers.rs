@@ -49,6 +49,8 @@ pub struct Vars {
     pub client: Option<(Ipv4Addr, u16)>,
     pub request_id: u64,
     pub upstream: Option<SocketAddrV4>,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
 }
 
 impl Rules {
@@ -280,6 +282,7 @@ mod tests {
         );
         let r = Rules::merge(&l, &HeaderRules::default(), "client:80");
         let vars = Vars {
+            https: false,
             client: Some((Ipv4Addr::new(10, 0, 0, 9), 40000)),
             request_id: 0x1_0000_0000_002a,
             upstream: Some("10.1.0.5:8080".parse().unwrap()),

@@ -7,6 +7,7 @@
 //! - [`ratelimit`]: HTTP request rate limits and the 429.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, read and written.
 //! - [`session`]: one client connection's state machine over two sockets.
+//! - [`tls`]: TLS for `https`/`tls` listeners and upstream groups.
 //! - [`upgrade`]: which protocol upgrades (WebSocket) go upstream.
 
 pub mod balance;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod session;
+pub mod tls;
 pub mod upgrade;
 
 #[cfg(test)]

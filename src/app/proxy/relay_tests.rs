@@ -563,7 +563,8 @@ fn causes_have_labels() {
             "bad_response",
             "bad_request",
             "client_abort",
-            "rate_limited"
+            "rate_limited",
+            "tls"
         ]
     );
 }

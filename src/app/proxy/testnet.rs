@@ -7,6 +7,7 @@
 //! reports a closed upstream with `upstream_lost`.
 
 use super::ratelimit::RequestLimiter;
+use crate::app::proxy::tls::Io;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State as TcpState};
@@ -291,6 +292,9 @@ impl Net {
 
     fn call(&mut self) -> Step {
         let (c, u) = two(&mut self.set, self.front, self.up);
+        let c = &mut Io::plain(c);
+        let mut u = u.map(Io::plain);
+        let u = u.as_mut();
         self.session.set_now(self.now_us);
         let step = if self.session.deadline_us().is_some_and(|d| self.now_us >= d) {
             self.session.timed_out(c, u)
@@ -350,7 +354,9 @@ impl Net {
                 } else {
                     Cause::Reset
                 };
-                let step = self.session.upstream_lost(c, connecting, cause);
+                let step = self
+                    .session
+                    .upstream_lost(&mut Io::plain(c), connecting, cause);
                 let step = self.note(step);
                 self.apply(step);
             }
@@ -366,7 +372,7 @@ impl Net {
                 Step::NeedUpstream { .. } if self.connects >= self.max_connects => {
                     let c = self.set.get_mut::<Socket>(self.front);
                     self.session.set_now(self.now_us);
-                    self.session.no_upstream(c, Cause::NoServer);
+                    self.session.no_upstream(&mut Io::plain(c), Cause::NoServer);
                     self.note(Step::Idle);
                     return;
                 }

@@ -1,13 +1,13 @@
 //! How an exchange ends: the upstream lost or gone, no upstream to be had,
 //! timeouts, graceful drain, error responses and the lingering close.
 
-use smoltcp::socket::tcp::Socket;
+use crate::app::proxy::tls::Io as Socket;
 
 use super::failure::error_page;
 use super::relay::at_eof;
 use super::{Cause, Mode, Session, State, Step};
 use crate::app::proxy::ratelimit::too_many_requests;
-use crate::app::{dequeue, send_room};
+use crate::app::proxy::tls::{dequeue, send_room};
 
 /// A lingering close reads and drops at most this much client input...
 const LINGER_BYTES: usize = 64 * 1024;

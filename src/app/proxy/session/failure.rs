@@ -22,10 +22,12 @@ pub enum Cause {
     ClientAbort,
     /// The client was over its request rate (429).
     RateLimited,
+    /// TLS to the upstream failed (its certificate did not verify, or the handshake).
+    Tls,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 9] = [
+    pub const ALL: [Cause; 10] = [
         Cause::Refused,
         Cause::Reset,
         Cause::Timeout,
@@ -35,6 +37,7 @@ impl Cause {
         Cause::BadRequest,
         Cause::ClientAbort,
         Cause::RateLimited,
+        Cause::Tls,
     ];
 
     pub fn label(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Cause {
             Cause::BadRequest => "bad_request",
             Cause::ClientAbort => "client_abort",
             Cause::RateLimited => "rate_limited",
+            Cause::Tls => "tls",
         }
     }
 }

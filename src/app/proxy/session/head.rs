@@ -5,7 +5,7 @@
 
 use std::io::Write as _;
 
-use smoltcp::socket::tcp::Socket;
+use crate::app::proxy::tls::Io as Socket;
 
 use super::relay::peer_closed;
 use super::rewrite::{plan_request, write_request_head, write_response_head};
@@ -14,7 +14,7 @@ use crate::app::outcome::Outcome;
 use crate::app::proxy::headers::{Rules, Vars, NO_RULES};
 use crate::app::proxy::http::{self, Body, Refusal, MAX_HEADERS};
 use crate::app::proxy::ratelimit::RouteLimit;
-use crate::app::{dequeue, send_room};
+use crate::app::proxy::tls::{dequeue, send_room};
 
 /// At most this many interim (1xx) responses per request.
 const MAX_INTERIM: u8 = 8;
@@ -190,6 +190,7 @@ impl Session {
             client: self.rec.client,
             request_id: self.rec.request_id,
             upstream: self.upstream_addr,
+            https: self.rec.tls.is_some(),
         }
     }
 }

@@ -51,17 +51,17 @@ mod tunnel;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use smoltcp::socket::tcp::{Socket, State as TcpState};
+use smoltcp::socket::tcp::State as TcpState;
 
 pub use self::failure::{Cause, Failure};
 use self::head::{head_bytes, parse_request, scan_head, HeadTooLarge};
 use self::relay::{at_eof, peer_closed, relay_body, relay_stream};
 use self::rewrite::Plan;
-use crate::app::dequeue;
 use crate::app::outcome::Outcome;
 use crate::app::proxy::headers::{Headers, RequestIds};
 use crate::app::proxy::http::{self, Body, Refusal};
 use crate::app::proxy::ratelimit::{RequestLimiter, RouteLimit};
+use crate::app::proxy::tls::{dequeue, Io as Socket};
 
 /// Which protocol a listener proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

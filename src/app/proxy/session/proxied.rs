@@ -6,14 +6,14 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-use smoltcp::socket::tcp::Socket;
+use crate::app::proxy::tls::Io as Socket;
 
 use super::relay::at_eof;
 use super::{Session, State, Step};
 use crate::app::proxy::client_limits::{OpenPerClient, Refused};
 use crate::app::proxy::proxy_protocol::{self, AcceptProxy, Parsed, Version, HEADER_ROOM, V2_MAX};
 use crate::app::proxy::ratelimit::RequestLimiter;
-use crate::app::{dequeue, send_room};
+use crate::app::proxy::tls::{dequeue, send_room};
 
 /// A session's PROXY protocol duties.
 #[derive(Default)]

@@ -23,6 +23,11 @@ impl Session {
         }
     }
 
+    /// The client's TLS finished its handshake: (version, cipher suite).
+    pub fn set_tls(&mut self, params: Option<(&'static str, &'static str)>) {
+        self.rec.tls = params;
+    }
+
     /// The time of the engine's current call (for calls that take none).
     pub fn set_now(&mut self, now_us: u64) {
         self.now_us = now_us;
@@ -34,6 +39,7 @@ impl Session {
             kind: self.rec.kind,
             listener: self.rec.listener,
             client: self.rec.client,
+            tls: self.rec.tls,
             start_us: now_us,
             ..Outcome::default()
         };

@@ -1,10 +1,10 @@
 //! Body bytes between the two sockets: a delimited body ([`relay_body`]),
 //! a plain byte stream ([`relay_stream`]), and end-of-stream checks.
 
-use smoltcp::socket::tcp::{Socket, State as TcpState};
+use smoltcp::socket::tcp::State as TcpState;
 
 use crate::app::proxy::http::{self, Body};
-use crate::app::send_room;
+use crate::app::proxy::tls::{send_room, Io as Socket};
 
 /// The peer sent its FIN (or the connection is gone): nothing more will arrive.
 pub(super) fn peer_closed(s: &Socket) -> bool {

@@ -131,7 +131,11 @@ pub(super) fn write_request_head(
         out(b", ");
     }
     out(client_ip);
-    out(b"\r\nX-Forwarded-Proto: http\r\n");
+    out(if vars.https {
+        b"\r\nX-Forwarded-Proto: https\r\n"
+    } else {
+        b"\r\nX-Forwarded-Proto: http\r\n"
+    });
     if !plan.client_id {
         let mut id = [0u8; 16];
         let _ = std::io::Write::write_fmt(
@@ -216,6 +220,7 @@ mod tests {
         let plan = plan_request(&req, raw, n, &Rules::EMPTY, false, false);
         let mut out = Vec::new();
         let vars = Vars {
+            https: false,
             request_id: 0x2a,
             ..Vars::default()
         };

@@ -3,7 +3,7 @@
 //! `tcp` mode. The exchange's record (status 101) counts every tunnel byte
 //! and ends when the tunnel does; the upstream is never pooled again.
 
-use smoltcp::socket::tcp::Socket;
+use crate::app::proxy::tls::Io as Socket;
 
 use super::relay::{at_eof, relay_stream};
 use super::{Routes, Session, State, Step};
