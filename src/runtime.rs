@@ -227,11 +227,12 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let mut last_summary = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
     let mut reloads = crate::reload::Reloads::default();
+    let mut announcer = cfg.announce.as_ref().map(crate::announce::Announcer::new);
     while !control.stop.load(Ordering::Relaxed)
         && control.finished.load(Ordering::Relaxed) < workers
     {
         std::thread::sleep(CONTROL_TICK);
-        ready.check();
+        let up = ready.check();
         if interrupt.load(Ordering::Relaxed) {
             log::info!("SIGINT: stopping now");
             crate::notify::stopping("SIGINT: stopping now");
@@ -286,6 +287,19 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             );
             control.stop.store(true, Ordering::Relaxed);
         }
+        let upstreams = match (&endpoint, &announcer) {
+            (None, None) => Vec::new(),
+            _ => merged_upstream_stats(&upstream_stats),
+        };
+        if let Some(a) = &mut announcer {
+            a.tick(
+                Instant::now(),
+                &cfg,
+                &upstreams,
+                up,
+                drain_deadline.is_some(),
+            );
+        }
         if let Some(ep) = &endpoint {
             let per_worker: Vec<&SharedCounters> = shared.iter().map(|s| &**s).collect();
             busy.update(Instant::now(), &per_worker);
@@ -294,7 +308,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 mbufs_total: pools.iter().map(|p| p.size()).sum(),
                 draining: drain_deadline.is_some(),
                 uptime_s: started.elapsed().as_secs(),
-                upstreams: merged_upstream_stats(&upstream_stats),
+                upstreams,
+                announce: announcer.as_ref().map(|a| a.status().clone()),
                 reload: reloads.status().clone(),
                 sources: mgmt::Sources {
                     names: &metric_names,
@@ -312,6 +327,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         }
     }
     control.stop.store(true, Ordering::Relaxed);
+    if let Some(a) = &mut announcer {
+        a.withdraw("stopping");
+    }
     crate::notify::stopping("stopping: waiting for the workers");
     log::info!("stopping: waiting for the workers");
     let failed: Vec<u32> = launched

@@ -394,7 +394,10 @@ mod tests {
                 assert_eq!(was, now, "a key of a live server moved");
             }
         }
-        assert!((1800..2200).contains(&moved), "{moved} of 10000 on one of 5");
+        assert!(
+            (1800..2200).contains(&moved),
+            "{moved} of 10000 on one of 5"
+        );
         // It comes back: its keys return, the others stay.
         b.servers[1].healthy = true;
         assert_eq!(choices(&mut b, 10_000), before);
