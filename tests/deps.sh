@@ -19,6 +19,8 @@ PACKAGES=(
   nftables
   # the service test: a real systemd in a container (systemd-nspawn)
   systemd systemd-container
+  # lab_announce: BIRD 2 on the proxy side and as the router (own sockets and configs)
+  bird2
 )
 
 if [ "$(id -u)" -ne 0 ]; then
