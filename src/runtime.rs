@@ -249,6 +249,20 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             crate::notify::stopping("SIGTERM: draining");
             drain_deadline = Some(Instant::now() + drain_timeout);
         }
+        // Right after a drain starts: the VIP goes before anything else.
+        let upstreams = match (&endpoint, &announcer) {
+            (None, None) => Vec::new(),
+            _ => merged_upstream_stats(&upstream_stats),
+        };
+        if let Some(a) = &mut announcer {
+            a.tick(
+                Instant::now(),
+                &cfg,
+                &upstreams,
+                up,
+                drain_deadline.is_some(),
+            );
+        }
         if hangup.swap(false, Ordering::Relaxed) {
             crate::notify::reloading();
             let next = reloads.attempt(&cfg, &layout, config_path);
@@ -286,19 +300,6 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 total(&shared, Counter::FlowsActive)
             );
             control.stop.store(true, Ordering::Relaxed);
-        }
-        let upstreams = match (&endpoint, &announcer) {
-            (None, None) => Vec::new(),
-            _ => merged_upstream_stats(&upstream_stats),
-        };
-        if let Some(a) = &mut announcer {
-            a.tick(
-                Instant::now(),
-                &cfg,
-                &upstreams,
-                up,
-                drain_deadline.is_some(),
-            );
         }
         if let Some(ep) = &endpoint {
             let per_worker: Vec<&SharedCounters> = shared.iter().map(|s| &**s).collect();

@@ -47,23 +47,42 @@ impl Bgp {
             "netns", r,
         ]);
         for (ns, ip) in [(a, PROXY_SIDE), (r, ROUTER)] {
-            run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/30"), "dev", "bgp0"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/30"),
+                "dev",
+                "bgp0",
+            ]);
             run(&["ip", "-n", ns, "link", "set", "bgp0", "up"]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         // The shipped configs, on this link's addresses.
         for (name, ns) in [("proxy", a), ("router", r)] {
-            let text = std::fs::read_to_string(repo_root().join(format!("configs/bird-{name}.conf")))
-                .unwrap()
-                .replace("192.0.2.10", PROXY_SIDE)
-                .replace("192.0.2.1", ROUTER);
+            let text =
+                std::fs::read_to_string(repo_root().join(format!("configs/bird-{name}.conf")))
+                    .unwrap()
+                    .replace("192.0.2.10", PROXY_SIDE)
+                    .replace("192.0.2.1", ROUTER);
             let conf = bgp.dir.join(format!("{name}.conf"));
             std::fs::write(&conf, text).unwrap();
             let sock = bgp.socket(name);
             let pid = bgp.dir.join(format!("{name}.pid"));
             run(&[
-                "ip", "netns", "exec", ns, "bird", "-c", conf.to_str().unwrap(), "-s",
-                sock.to_str().unwrap(), "-P", pid.to_str().unwrap(),
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "bird",
+                "-c",
+                conf.to_str().unwrap(),
+                "-s",
+                sock.to_str().unwrap(),
+                "-P",
+                pid.to_str().unwrap(),
             ]);
         }
         bgp
@@ -134,7 +153,8 @@ fn the_vip_follows_health_and_drain() {
     let lab = Lab::up();
     let bgp = Bgp::up();
     wait_for(Duration::from_secs(30), "the BGP session", || {
-        bgp.birdc("router", "show protocols zproxy1").contains("Established")
+        bgp.birdc("router", "show protocols zproxy1")
+            .contains("Established")
     });
     assert!(
         !bgp.router_has_vip(),
@@ -174,7 +194,12 @@ fn the_vip_follows_health_and_drain() {
         !bgp.router_has_vip()
     });
     eprintln!("withdrawn {t:?} after the upstream stopped (checks: 2 x 300 ms)");
-    assert!(z.log().contains("a followed upstream group has no healthy server"), "{}", z.log());
+    assert!(
+        z.log()
+            .contains("a followed upstream group has no healthy server"),
+        "{}",
+        z.log()
+    );
 
     // Back: announced again after rise (2 checks) and the hold-down.
     web.launch(&lab);
@@ -182,7 +207,10 @@ fn the_vip_follows_health_and_drain() {
         bgp.router_has_vip()
     });
     eprintln!("announced again {t:?} after the upstream came back (hold-down 1500 ms)");
-    assert!(t >= Duration::from_millis(1500), "the hold-down was not held: {t:?}");
+    assert!(
+        t >= Duration::from_millis(1500),
+        "the hold-down was not held: {t:?}"
+    );
     let a = announce_stats(&lab);
     assert_eq!(a["transitions"], 3, "{a}");
 
@@ -190,16 +218,33 @@ fn the_vip_follows_health_and_drain() {
     // the VIP is already gone.
     let (holder, opened) = Holder::open(&lab, 80, 1);
     assert_eq!(opened, "open 1 errors 0");
+    // Workers publish their counters every 100 ms: the drain must see it.
+    wait_for(
+        Duration::from_secs(5),
+        "the held connection in the counters",
+        || stat(&lab, "flows_active") >= 1,
+    );
     let pid = z.pid();
     // SAFETY: kill(2) of the zproxy this test started.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    wait_for(Duration::from_secs(5), "the withdrawal at drain start", || {
-        !bgp.router_has_vip()
-    });
-    assert!(Path::new(&format!("/proc/{pid}")).exists(), "zproxy left before the check");
+    wait_for(
+        Duration::from_secs(5),
+        "the withdrawal at drain start",
+        || !bgp.router_has_vip(),
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "zproxy left before the check"
+    );
     let log = z.log();
-    assert!(log.contains("withdrawn (BIRD protocol 'zproxy_vip' disabled): draining"), "{log}");
-    assert!(!log.contains("stopping: waiting for the workers"), "not draining any more:\n{log}");
+    assert!(
+        log.contains("withdrawn (BIRD protocol 'zproxy_vip' disabled): draining"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("stopping: waiting for the workers"),
+        "not draining any more:\n{log}"
+    );
     holder.close();
     let (ok, log) = z.stop("TERM");
     assert!(ok, "{log}");
