@@ -158,3 +158,6 @@ impl Announcer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
