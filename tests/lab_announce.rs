@@ -61,31 +61,51 @@ impl Bgp {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         // The shipped configs, on this link's addresses.
-        for (name, ns) in [("proxy", a), ("router", r)] {
+        for name in ["proxy", "router"] {
             let text =
                 std::fs::read_to_string(repo_root().join(format!("configs/bird-{name}.conf")))
                     .unwrap()
                     .replace("192.0.2.10", PROXY_SIDE)
                     .replace("192.0.2.1", ROUTER);
-            let conf = bgp.dir.join(format!("{name}.conf"));
-            std::fs::write(&conf, text).unwrap();
-            let sock = bgp.socket(name);
-            let pid = bgp.dir.join(format!("{name}.pid"));
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "bird",
-                "-c",
-                conf.to_str().unwrap(),
-                "-s",
-                sock.to_str().unwrap(),
-                "-P",
-                pid.to_str().unwrap(),
-            ]);
+            std::fs::write(bgp.dir.join(format!("{name}.conf")), text).unwrap();
+            bgp.start(name);
         }
         bgp
+    }
+
+    /// Starts the BIRD `name` ("proxy" or "router") in its namespace.
+    fn start(&self, name: &str) {
+        let ns = &self.ns[usize::from(name == "router")];
+        let conf = self.dir.join(format!("{name}.conf"));
+        let sock = self.socket(name);
+        let pid = self.dir.join(format!("{name}.pid"));
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "bird",
+            "-c",
+            conf.to_str().unwrap(),
+            "-s",
+            sock.to_str().unwrap(),
+            "-P",
+            pid.to_str().unwrap(),
+        ]);
+    }
+
+    /// Stops the BIRD `name` and waits until it is gone.
+    fn stop(&self, name: &str) {
+        let pid: i32 = std::fs::read_to_string(self.dir.join(format!("{name}.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) of the BIRD this test started (its pid file).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_for(Duration::from_secs(10), "BIRD to exit", || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        });
     }
 
     fn socket(&self, name: &str) -> PathBuf {
@@ -213,6 +233,32 @@ fn the_vip_follows_health_and_drain() {
     );
     let a = announce_stats(&lab);
     assert_eq!(a["transitions"], 3, "{a}");
+
+    // The host's BIRD goes away: logged, retried, and the proxy serves on.
+    // Restarted, it comes up with the protocol disabled; ZProxy enables it
+    // again and the router learns the VIP once BGP is back.
+    bgp.stop("proxy");
+    wait_for(
+        Duration::from_secs(20),
+        "the BIRD error in the log (at the next resync, 10 s)",
+        || {
+            z.log().contains("announce: could not announce VIP 10.99.0.1/32: cannot connect to BIRD's control socket")
+        },
+    );
+    assert_eq!(curl(&lab, &["-s", &url(80, "/")]).0, 200, "{}", z.log());
+    assert!(!bgp.router_has_vip());
+    bgp.start("proxy");
+    wait_for(
+        Duration::from_secs(30),
+        "the VIP after BIRD's restart",
+        || bgp.router_has_vip(),
+    );
+    assert!(
+        z.log()
+            .contains("announce: BIRD carries out commands again"),
+        "{}",
+        z.log()
+    );
 
     // SIGTERM with a connection open: the drain keeps ZProxy running, and
     // the VIP is already gone.
