@@ -231,6 +231,7 @@ mod tests {
             );
             assert_eq!(got.is_ok(), ok, "{reply:?}: {got:?}");
         }
+        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
@@ -254,6 +255,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, BirdError::Connect { .. }), "{e}");
         assert!(e.to_string().contains("is bird running with `-s"), "{e}");
+        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]

@@ -121,6 +121,7 @@ fn tells_bird_each_change_once_and_retries_errors_at_the_retry_pace() {
     assert_eq!(a.status().errors, 1, "retried before RETRY");
     a.tick(ms(80) + RETRY, &cfg, &web(true), true, false);
     assert_eq!(a.status().errors, 2);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
@@ -143,4 +144,5 @@ fn resyncs_and_withdraws_at_exit() {
     );
     let s = a.status();
     assert_eq!((s.announced, s.transitions), (false, 2));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
