@@ -9,6 +9,7 @@
 //! - [`config`]: the static config file.
 //! - [`access_writer`], [`access_format`]: the access log's writer thread
 //!   and its line formats.
+//! - [`announce`]: the VIP announced through BIRD while healthy (control thread).
 //! - [`runtime`]: start-up checks, bringing ports up, launching workers, shutdown.
 //! - [`error`]: start-up and run-time errors ([`error::RunError`]), and
 //!   printing an error with its causes ([`error::Chain`]).
@@ -19,6 +20,7 @@
 
 pub mod access_format;
 pub mod access_writer;
+pub mod announce;
 pub mod app;
 pub mod capture;
 pub mod client;

@@ -29,6 +29,8 @@ pub struct Gauges<'a> {
     pub uptime_s: u64,
     pub upstreams: Vec<UpstreamStat>,
     pub reload: ReloadStatus,
+    /// `[announce]`'s state, when configured.
+    pub announce: Option<crate::announce::Status>,
     /// What `/metrics` reads only when it is asked.
     pub sources: Sources<'a>,
 }
@@ -202,8 +204,19 @@ pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
         r.last_unix_s,
         serde_json::Value::from(r.last_message.as_str())
     );
+    let announce = match &g.announce {
+        Some(a) => format!(
+            "\"announce\":{{\"vip\":{},\"protocol\":{},\"announced\":{},\"transitions\":{},\"errors\":{}}},",
+            serde_json::Value::from(a.vip.as_str()),
+            serde_json::Value::from(a.protocol.as_str()),
+            u8::from(a.announced),
+            a.transitions,
+            a.errors
+        ),
+        None => String::new(),
+    };
     format!(
-        "{{{reload}{control}\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}],\"upstreams\":[{}]}}\n",
+        "{{{reload}{control}{announce}\"uptime_s\":{},\"draining\":{},\"mbufs_in_use\":{},\"mbufs\":{},\"workers\":[{}],\"upstreams\":[{}]}}\n",
         g.uptime_s,
         g.draining,
         g.mbufs_in_use,
@@ -235,6 +248,13 @@ mod tests {
                 last_message: "runtime.mbufs \"x\" changed".into(),
             },
             sources: Sources::none(),
+            announce: Some(crate::announce::Status {
+                vip: "10.99.0.1/32".into(),
+                protocol: "zproxy_vip".into(),
+                announced: true,
+                transitions: 1,
+                errors: 0,
+            }),
             upstreams: vec![UpstreamStat {
                 group: "web".into(),
                 server: "10.0.0.1:80".parse().unwrap(),
@@ -254,6 +274,8 @@ mod tests {
             ("/metrics", "zproxy_requests_total{worker=\"0\"} 0\n"),
             ("/stats", "\"mbufs_in_use\":7"),
             ("/stats", "\"reload\":{\"attempts\":2,\"refused\":1,\"last_ok\":false,\"last_unix_s\":9,\"last_message\":\"runtime.mbufs \\\"x\\\" changed\"}"),
+            ("/stats", "\"announce\":{\"vip\":\"10.99.0.1/32\",\"protocol\":\"zproxy_vip\",\"announced\":1,\"transitions\":1,\"errors\":0}"),
+            ("/metrics", "zproxy_announce_vip_announced{vip=\"10.99.0.1/32\",protocol=\"zproxy_vip\"} 1\n"),
             ("/nope", "404 Not Found"),
         ] {
             // The request is in the socket before the endpoint polls: no

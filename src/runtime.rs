@@ -250,11 +250,12 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
     let mut last_summary = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
     let mut reloads = crate::reload::Reloads::default();
+    let mut announcer = cfg.announce.as_ref().map(crate::announce::Announcer::new);
     while !control.stop.load(Ordering::Relaxed)
         && control.finished.load(Ordering::Relaxed) < workers
     {
         std::thread::sleep(CONTROL_TICK);
-        ready.check();
+        let up = ready.check();
         if interrupt.load(Ordering::Relaxed) {
             log::info!("SIGINT: stopping now");
             crate::notify::stopping("SIGINT: stopping now");
@@ -270,6 +271,20 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             control.draining.store(true, Ordering::Relaxed);
             crate::notify::stopping("SIGTERM: draining");
             drain_deadline = Some(Instant::now() + drain_timeout);
+        }
+        // Right after a drain starts: the VIP goes before anything else.
+        let upstreams = match (&endpoint, &announcer) {
+            (None, None) => Vec::new(),
+            _ => merged_upstream_stats(&upstream_stats),
+        };
+        if let Some(a) = &mut announcer {
+            a.tick(
+                Instant::now(),
+                &cfg,
+                &upstreams,
+                up,
+                drain_deadline.is_some(),
+            );
         }
         if hangup.swap(false, Ordering::Relaxed) {
             crate::notify::reloading();
@@ -317,7 +332,8 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                 mbufs_total: pools.iter().map(|p| p.size()).sum(),
                 draining: drain_deadline.is_some(),
                 uptime_s: started.elapsed().as_secs(),
-                upstreams: merged_upstream_stats(&upstream_stats),
+                upstreams,
+                announce: announcer.as_ref().map(|a| a.status().clone()),
                 reload: reloads.status().clone(),
                 sources: mgmt::Sources {
                     names: &metric_names,
@@ -337,6 +353,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
         }
     }
     control.stop.store(true, Ordering::Relaxed);
+    if let Some(a) = &mut announcer {
+        a.withdraw("stopping");
+    }
     crate::notify::stopping("stopping: waiting for the workers");
     log::info!("stopping: waiting for the workers");
     let failed: Vec<u32> = launched

@@ -9,6 +9,7 @@
 //! - `upgrade`: the checks of the upgrade keys.
 //! - `resolve`: upstream host names, resolved at load.
 //! - `proxy_keys`: the PROXY protocol keys' checks.
+//! - `announce`: the `[announce]` keys (the VIP BIRD announces) and their checks.
 //! - `eal`: the EAL arguments a config asks for.
 //! - `ratelimit`: the rate-limit keys and their checks.
 //! - `error`: [`ConfigError`].
@@ -16,6 +17,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+mod announce;
 mod eal;
 mod error;
 pub mod exception;
@@ -36,6 +38,7 @@ mod upgrade;
 mod validate;
 mod warn;
 
+pub use announce::Announce;
 pub use error::ConfigError;
 pub use hashkey::HashKey;
 pub use limits::{
@@ -91,6 +94,7 @@ impl Config {
         cfg.validate_limits(text)?;
         cfg.validate_upgrade(text)?;
         cfg.validate_tls(text)?;
+        cfg.validate_announce(text)?;
         Ok(cfg)
     }
 

@@ -153,6 +153,15 @@ fn wrong_values_name_key_line_and_fix() {
         (with("port = \"upstream\"\n", "port = \"upstream\"\ntls = true\ntls_cert = \"/c.pem\"\n"), "upstream web: tls_cert and tls_key go together", Some(39)),
         (with("port = \"upstream\"\n", "port = \"upstream\"\ntls = true\ntls_ca = \"/nonexistent/ca.pem\"\n"), "upstream web: /nonexistent/ca.pem: cannot read", Some(39)),
         (with("mbuf_cache = 256", "mbuf_cache = 256\ntls_handshakes_per_poll = 0"), "runtime: tls_handshakes_per_poll = 0: must be 1..=1024", None),
+        // [announce] (the section starts at line 42).
+        (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1\"\nlisteners = [\"client:80\"]\n", "announce: vip \"10.99.0.1\" is not A.B.C.D/prefix", Some(43)),
+        (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\nlisteners = []\n", "announce: listeners is empty", Some(44)),
+        (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\nlisteners = [\"client:99\"]\n", "no listener \"client:99\" (listeners are named PORT:TCP_PORT: client:80, client:81, client:8080)", Some(44)),
+        (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\nlisteners = [\"client:8080\"]\n", "listener \"client:8080\" sends to no upstream group", Some(44)),
+        (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\nlisteners = [\"client:80\"]\nprotocol = \"vip\\nshutdown\"\n", "protocol \"vip\\nshutdown\" is not a BIRD protocol name", Some(45)),
+        (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\nlisteners = [\"client:80\"]\nbird_socket = \"\"\n", "bird_socket must be the path of BIRD's control socket", Some(45)),
+        (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\nlisteners = [\"client:80\"]\nhold_down_ms = 9999999999999\n", "hold_down_ms = 9999999999999: at most", Some(45)),
+        (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\n", "missing field `listeners`", Some(42)),
         // Servers by name: a typo is refused before it reaches the resolver.
         (with("10.72.0.1:80", "web_1.lab:80"), "upstream 'web': server \"web_1.lab:80\" is not A.B.C.D:port or HOST:port", Some(41)),
         // An empty group is reported at the group, not at a listener naming it.

@@ -25,6 +25,8 @@ pub struct Config {
     pub logging: Logging,
     #[serde(default)]
     pub access_log: AccessLog,
+    /// Announce a VIP through BIRD while healthy (`config::announce`).
+    pub announce: Option<super::Announce>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -63,6 +63,8 @@ pub struct Snapshot {
     pub draining: bool,
     pub uptime_s: u64,
     pub reload: ReloadStatus,
+    /// `[announce]`'s state, when configured.
+    pub announce: Option<crate::announce::Status>,
 }
 
 impl Snapshot {
@@ -101,6 +103,7 @@ impl Snapshot {
             draining: g.draining,
             uptime_s: g.uptime_s,
             reload: g.reload.clone(),
+            announce: g.announce.clone(),
         }
     }
 
@@ -181,6 +184,7 @@ impl Collector for Snapshot {
         self.encode_requests(&mut enc)?;
         self.encode_workers(&mut enc)?;
         self.encode_upstreams(&mut enc)?;
+        self.encode_announce(&mut enc)?;
         self.encode_nic(&mut enc)?;
         self.encode_process(&mut enc)
     }
@@ -279,6 +283,31 @@ impl Snapshot {
             per_worker()
                 .zip(&self.busy_ratio)
                 .map(|((w, _), r)| (vec![("worker", w)], Value::GaugeF(*r))),
+        )
+    }
+
+    fn encode_announce(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let Some(a) = &self.announce else {
+            return Ok(());
+        };
+        let labels = || vec![("vip", a.vip.as_str()), ("protocol", a.protocol.as_str())];
+        family(
+            enc,
+            "announce_vip_announced",
+            "1 while BIRD has confirmed the VIP's static protocol enabled (announced), else 0.",
+            [(labels(), Value::Gauge(u64::from(a.announced)))],
+        )?;
+        family(
+            enc,
+            "announce_transitions",
+            "Announcements and withdrawals of the VIP that BIRD confirmed.",
+            [(labels(), Value::Counter(a.transitions))],
+        )?;
+        family(
+            enc,
+            "announce_errors",
+            "Commands to BIRD that failed (unreachable, refused); each is retried.",
+            [(labels(), Value::Counter(a.errors))],
         )
     }
 

@@ -65,6 +65,13 @@ fn snapshot() -> Snapshot {
             last_unix_s: 1_700_000_000,
             last_message: "x".into(),
         },
+        announce: Some(crate::announce::Status {
+            vip: "10.99.0.1/32".into(),
+            protocol: "zproxy_vip".into(),
+            announced: true,
+            transitions: 3,
+            errors: 2,
+        }),
     }
 }
 
@@ -189,6 +196,24 @@ fn nic_pools_workers_and_reloads() {
         &text,
         r#"zproxy_upstream_up{group="g\"q",server="10.0.0.1:80"} 1"#,
     );
+}
+
+#[test]
+fn announce_state_and_counts() {
+    let text = snapshot().encode();
+    let l = r#"vip="10.99.0.1/32",protocol="zproxy_vip""#;
+    has(&text, &format!("zproxy_announce_vip_announced{{{l}}} 1"));
+    has(
+        &text,
+        &format!("zproxy_announce_transitions_total{{{l}}} 3"),
+    );
+    has(&text, &format!("zproxy_announce_errors_total{{{l}}} 2"));
+    let off = Snapshot {
+        announce: None,
+        ..snapshot()
+    }
+    .encode();
+    assert!(!off.contains("zproxy_announce"), "{off}");
 }
 
 #[test]

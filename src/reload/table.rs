@@ -8,8 +8,8 @@
 use std::fmt::Debug;
 
 use crate::config::{
-    AccessLog, Config, HealthCheckConfig, Listener, Logging, Management, PortSection, Runtime,
-    UpstreamGroup,
+    AccessLog, Announce, Config, HealthCheckConfig, Listener, Logging, Management, PortSection,
+    Runtime, UpstreamGroup,
 };
 
 /// What a changed key does on SIGHUP.
@@ -112,6 +112,12 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("access_log.format", Restart),
     ("access_log.sample", Restart),
     ("access_log.ring_entries", Restart),
+    ("announce", Restart),
+    ("announce.vip", Restart),
+    ("announce.bird_socket", Restart),
+    ("announce.protocol", Restart),
+    ("announce.listeners", Applies),
+    ("announce.hold_down_ms", Applies),
 ];
 
 /// What a change to `key` does; a key missing from the table needs a restart.
@@ -205,6 +211,7 @@ pub fn diff(running: &Config, next: &Config) -> Diff {
         management,
         logging,
         access_log,
+        announce,
     } = running;
     runtime_diff(&mut d, runtime, &next.runtime);
     if ports.len() != next.ports.len() {
@@ -260,7 +267,36 @@ pub fn diff(running: &Config, next: &Config) -> Diff {
     d.cmp("access_log.format", "", format, &n.format);
     d.cmp("access_log.sample", "", sample, &n.sample);
     d.cmp("access_log.ring_entries", "", ring_entries, &n.ring_entries);
+    announce_diff(&mut d, announce.as_ref(), next.announce.as_ref());
     d
+}
+
+/// The announcer talks to one BIRD protocol from start; what it follows
+/// and its hold-down are read on every tick.
+fn announce_diff(d: &mut Diff, a: Option<&Announce>, b: Option<&Announce>) {
+    let (a, b) = match (a, b) {
+        (None, None) => return,
+        (Some(a), Some(b)) => (a, b),
+        _ => {
+            return d.push(
+                "announce",
+                String::new(),
+                "[announce] added or removed".into(),
+            )
+        }
+    };
+    let Announce {
+        vip,
+        listeners,
+        bird_socket,
+        protocol,
+        hold_down_ms,
+    } = a;
+    d.cmp("announce.vip", "", vip, &b.vip);
+    d.cmp("announce.bird_socket", "", bird_socket, &b.bird_socket);
+    d.cmp("announce.protocol", "", protocol, &b.protocol);
+    d.cmp("announce.listeners", "", listeners, &b.listeners);
+    d.cmp("announce.hold_down_ms", "", hold_down_ms, &b.hold_down_ms);
 }
 
 fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {

@@ -30,6 +30,10 @@ name = "web"
 port = "up"
 servers = [{ address = "10.1.0.5:80" }]
 health_check = { kind = "tcp" }
+
+[announce]
+vip = "10.99.0.1/32"
+listeners = ["client:80"]
 "#;
 
 /// The exception path of the base config's second port (the one that has it),
@@ -274,7 +278,19 @@ const EDITS: &[Edit] = &[
     ("access_log.ring_entries", |c| {
         c.access_log.ring_entries = 64
     }),
+    ("announce", |c| c.announce = None),
+    ("announce.vip", |c| ann(c).vip = "10.99.0.2/32".into()),
+    ("announce.bird_socket", |c| {
+        ann(c).bird_socket = "/tmp/b.ctl".into()
+    }),
+    ("announce.protocol", |c| ann(c).protocol = "vip2".into()),
+    ("announce.listeners", |c| ann(c).listeners.clear()),
+    ("announce.hold_down_ms", |c| ann(c).hold_down_ms = 1),
 ];
+
+fn ann(c: &mut Config) -> &mut crate::config::Announce {
+    c.announce.as_mut().unwrap()
+}
 
 fn hc(c: &mut Config) -> &mut HealthCheckConfig {
     c.upstreams[0].health_check.as_mut().unwrap()
