@@ -247,14 +247,21 @@ fn a_bgp_session_over_the_exception_path_holds_under_load() {
         assert!(learnt, "{} did not learn {prefix}: {routes}", bird.role);
     }
 
-    // 60 s of HTTP load through ZProxy; the session must not drop meanwhile.
-    let load = lab
-        .command("client", "wrk")
-        .args(["-t1", "-c16", "-d60s", &url(80, "/")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn wrk");
+    // 60 s of the seed-shape benchmark (500 concurrent, keep-alive off)
+    // through ZProxy; the session must not drop meanwhile.
+    let load = spawn_bench(
+        &lab,
+        80,
+        "bgp-load",
+        &[
+            "--duration",
+            "60s",
+            "--concurrency",
+            "500",
+            "--keep-alive",
+            "off",
+        ],
+    );
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(60) {
         // Holding a period: the session is looked at every 5 s.
@@ -267,20 +274,12 @@ fn a_bgp_session_over_the_exception_path_holds_under_load() {
             z.log()
         );
     }
-    let out = load.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}");
-    let requests: u64 = report
-        .lines()
-        .find_map(|l| {
-            l.split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-                .filter(|_| l.contains("requests in"))
-        })
-        .unwrap_or(0);
-    assert!(requests > 1000, "the load ran: {report}");
+    let r = wait_bench(load);
+    eprintln!(
+        "exception: BGP held under {} conn/s, {} successes, {} failures",
+        r["connections_per_sec"], r["successes"], r["failures_total"]
+    );
+    assert!(u(&r["successes"]) > 1000, "the load ran: {r}");
     let s = fresh_stats(&lab);
     assert_eq!(u(&s["workers"][0]["exception_rate_drops"]), 0, "{s}");
     assert_eq!(u(&s["workers"][0]["exception_ring_drops"]), 0, "{s}");

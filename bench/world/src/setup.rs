@@ -106,6 +106,7 @@ pub fn stack(a: &WorldArgs, d: &Dpdk) -> Result<Stack, String> {
         ip_mtu: usize::from(ETHER_MTU),
         rx_checksum_offload: port.rx_checksum_offload(),
         reta_size: 128,
+        exception: None,
     };
     let secrets = zproxy::secrets::Secrets::from_os_rng()
         .map_err(|e| format!("no entropy from the OS for the world's ISNs: {e}"))?;
@@ -121,6 +122,7 @@ pub fn stack(a: &WorldArgs, d: &Dpdk) -> Result<Stack, String> {
             allow: Vec::new(),
             max_per_source: 0,
             conn_rate: None,
+            exempt: Vec::new(),
             reserve_peer: false,
         }],
         max_flows: a.max_flows,
