@@ -4,6 +4,7 @@
 //! Each error names the key, the line of that key and what to do.
 
 use super::locate::Place;
+use super::validate::invalid;
 use super::{in_network, Config, ConfigError, ListenerMode};
 
 /// DPDK's `RTE_MAX_LCORE`: lcore ids are below it.
@@ -82,15 +83,6 @@ pub const OWN_EAL_FLAGS: &[(&str, &str)] = &[
         "nothing: stats are served by management.address",
     ),
 ];
-
-fn invalid(line: Option<usize>, key: &str, message: String) -> ConfigError {
-    ConfigError::Invalid {
-        file: None,
-        line,
-        key: key.to_owned(),
-        message,
-    }
-}
 
 /// "DDDD:BB:DD.F" or "BB:DD.F", hex digits (device < 0x20, function < 8).
 pub fn is_pci_address(s: &str) -> bool {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::locate::Place;
+use super::validate::invalid;
 use super::{Config, ConfigError, ListenerMode, MAX_DURATION_MS};
 use crate::app::proxy::tls::config as tls;
 
@@ -50,15 +51,6 @@ fn min_version() -> String {
 
 fn handshake_timeout_ms() -> u64 {
     10_000
-}
-
-fn invalid(line: Option<usize>, key: &str, message: String) -> ConfigError {
-    ConfigError::Invalid {
-        file: None,
-        line,
-        key: key.to_owned(),
-        message,
-    }
 }
 
 impl Config {

@@ -2,16 +2,8 @@
 //! `tunnel_idle_timeout_ms`.
 
 use super::locate::Place;
+use super::validate::invalid;
 use super::{Config, ConfigError, ListenerMode, MAX_DURATION_MS};
-
-fn invalid(line: Option<usize>, key: &str, message: String) -> ConfigError {
-    ConfigError::Invalid {
-        file: None,
-        line,
-        key: key.to_owned(),
-        message,
-    }
-}
 
 /// What is wrong with one allow-list entry, if anything.
 fn bad_token(t: &str) -> Option<&'static str> {
