@@ -55,7 +55,7 @@ use smoltcp::socket::tcp::State as TcpState;
 
 pub use self::failure::{Cause, Failure};
 use self::head::{head_bytes, parse_request, scan_head, HeadTooLarge};
-use self::relay::{at_eof, peer_closed, relay_body, relay_stream};
+use self::relay::{at_eof, peer_closed, relay_body, relay_both_ways};
 use self::rewrite::Plan;
 use crate::app::outcome::Outcome;
 use crate::app::proxy::headers::{Headers, RequestIds};
@@ -589,15 +589,9 @@ impl Session {
                     let Some(up) = u.as_deref_mut() else {
                         return self.upstream_gone(c);
                     };
-                    self.rec.bytes_in += relay_stream(c, up) as u64;
-                    self.rec.bytes_out += relay_stream(up, c) as u64;
-                    // Half-close travels: EOF read on one side closes our send side on the other.
-                    if at_eof(c) && up.may_send() && up.send_queue() == 0 {
-                        up.close();
-                    }
-                    if at_eof(up) && c.may_send() && c.send_queue() == 0 {
-                        c.close();
-                    }
+                    let (inward, outward) = relay_both_ways(c, up);
+                    self.rec.bytes_in += inward;
+                    self.rec.bytes_out += outward;
                     return Step::Idle;
                 }
                 State::Tunnel => {

@@ -91,6 +91,20 @@ pub(super) fn at_eof(s: &Socket) -> bool {
     !opening && !s.may_recv() && s.recv_queue() == 0
 }
 
+/// Relays `c` and `up` both ways as far as their buffers allow, and passes a
+/// half-close on: EOF read on one side closes our send side on the other.
+/// The bytes moved (client to upstream, upstream to client).
+pub(super) fn relay_both_ways(c: &mut Socket, up: &mut Socket) -> (u64, u64) {
+    let moved = (relay_stream(c, up) as u64, relay_stream(up, c) as u64);
+    if at_eof(c) && up.may_send() && up.send_queue() == 0 {
+        up.close();
+    }
+    if at_eof(up) && c.may_send() && c.send_queue() == 0 {
+        c.close();
+    }
+    moved
+}
+
 /// Moves whatever fits from `from`'s receive buffer to `to`'s send buffer.
 pub(super) fn relay_stream(from: &mut Socket, to: &mut Socket) -> usize {
     let mut moved = 0;

@@ -5,7 +5,7 @@
 
 use crate::app::proxy::tls::Io as Socket;
 
-use super::relay::{at_eof, relay_stream};
+use super::relay::{at_eof, relay_both_ways};
 use super::{Routes, Session, State, Step};
 
 impl Session {
@@ -27,15 +27,9 @@ impl Session {
     /// One round of the tunnel. It ends (the record with it) once both
     /// sides sent their FIN and all was relayed.
     pub(super) fn tunnel(&mut self, c: &mut Socket, up: &mut Socket) {
-        self.rec.bytes_in += relay_stream(c, up) as u64;
-        self.rec.bytes_out += relay_stream(up, c) as u64;
-        // Half-close travels: EOF read on one side closes our send side on the other.
-        if at_eof(c) && up.may_send() && up.send_queue() == 0 {
-            up.close();
-        }
-        if at_eof(up) && c.may_send() && c.send_queue() == 0 {
-            c.close();
-        }
+        let (inward, outward) = relay_both_ways(c, up);
+        self.rec.bytes_in += inward;
+        self.rec.bytes_out += outward;
         if at_eof(c) && at_eof(up) && !c.may_send() && !up.may_send() {
             // Both FINs went through: the sockets finish their closes alone.
             self.finish(None);
