@@ -130,7 +130,7 @@ fn main() -> ExitCode {
                         "port '{}': {} address {} gateway {:?}\n",
                         p.name,
                         p.device(),
-                        p.address,
+                        p.address4(),
                         p.gateway
                     );
                 }

@@ -206,10 +206,16 @@ fn max_per_source(cfg: &Config, l: &crate::config::Listener) -> u32 {
         .unwrap_or(cfg.runtime.max_flows / 4)
 }
 
+/// The IPv4 networks of a list that may hold IPv6 ones too (the data path
+/// is IPv4 this round). A list of IPv6 networks only admits no IPv4 client:
+/// it becomes 255.255.255.255/32, which no client can be (an empty list would
+/// admit every one).
 fn cidrs(nets: &[String]) -> Vec<(std::net::Ipv4Addr, u8)> {
-    nets.iter()
-        .map(|a| parse_cidr(a).expect("validated at load"))
-        .collect()
+    let v4: Vec<_> = nets.iter().filter_map(|a| parse_cidr(a)).collect();
+    if v4.is_empty() && !nets.is_empty() {
+        return vec![(std::net::Ipv4Addr::BROADCAST, 32)];
+    }
+    v4
 }
 
 /// The allow-list the stack checks at SYN time, on the peer: a listener
@@ -342,5 +348,23 @@ servers = [{ address = "10.0.0.5:80" }, { address = "10.0.0.6:80" }]
         );
         let c = Config::parse(&format!("[runtime]\nmax_flows = 1000\n{told}")).unwrap();
         assert_eq!(listeners(&c, &l)[0].max_per_source, 0, "0: no limit");
+    }
+
+    #[test]
+    fn an_allow_list_of_ipv6_networks_only_admits_no_ipv4_client() {
+        let v6 = ["2001:db8::/32".to_string()];
+        let allow = cidrs(&v6);
+        assert!(!allow.is_empty(), "an empty list would admit everyone");
+        for client in [[10, 0, 0, 1], [192, 0, 2, 7], [0, 0, 0, 0]] {
+            let ip = std::net::Ipv4Addr::from(client);
+            assert!(!allow
+                .iter()
+                .any(|&(n, l)| crate::config::in_network(ip, n, l)));
+        }
+        let mixed = ["2001:db8::/32".to_string(), "10.0.0.0/8".to_string()];
+        assert_eq!(
+            cidrs(&mixed),
+            vec![(std::net::Ipv4Addr::new(10, 0, 0, 0), 8)]
+        );
     }
 }

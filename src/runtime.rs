@@ -484,7 +484,7 @@ fn bring_up_ports(
             let link = port.link().map(|l| if l.up { format!("up {} Mb/s", l.speed_mbps) } else { "down".into() });
             log::info!(
                 "port '{}' ({}, driver {}) {}: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, address {}, link {}, rx checksum offload {}",
-                p.name, p.device(), port.driver(), port.id(), m[0], m[1], m[2], m[3], m[4], m[5], p.address,
+                p.name, p.device(), port.driver(), port.id(), m[0], m[1], m[2], m[3], m[4], m[5], p.address4(),
                 link.unwrap_or_else(|e| crate::error::Chain(&e).to_string()), port.rx_checksum_offload()
             );
             let workers = cfg.runtime.worker_lcores.len();
@@ -528,6 +528,10 @@ fn worker_spec(
                 n => u32::from(n),
             },
             exception: None,
+            ipv6: (!pc.cidrs6().is_empty()).then(|| crate::net::ipv6::Ipv6Spec {
+                addresses: pc.cidrs6(),
+                gateway: pc.gateway6,
+            }),
         })
         .collect();
     let listeners = plan::listeners(cfg, layout);

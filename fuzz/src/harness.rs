@@ -41,6 +41,10 @@ use crate::wire::{self, mac_of, Mac, Segment, Sent};
 pub const CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(10, 71, 0, 2);
 pub const UPSTREAM_SIDE: Ipv4Addr = Ipv4Addr::new(10, 72, 0, 2);
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 71, 0, 1);
+/// The client port's IPv6 addresses and gateway (NDP, DAD and echo).
+pub const FUZZ_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x71, 0, 0, 0, 0, 2);
+pub const FUZZ_V6_LL: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+pub const FUZZ_V6_GW: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// Upstream servers: group "web" has the first two, group "api" the third.
 pub const SERVERS: [SocketAddrV4; 3] = [
     SocketAddrV4::new(Ipv4Addr::new(10, 72, 0, 1), 80),
@@ -170,6 +174,10 @@ impl Harness {
             rx_checksum_offload: false,
             reta_size: 128,
             exception: None,
+            ipv6: (i == 0).then(|| zproxy::net::ipv6::Ipv6Spec {
+                addresses: vec![(FUZZ_V6, 64), (FUZZ_V6_LL, 64)],
+                gateway: Some(FUZZ_V6_GW),
+            }),
         };
         let listener = |tcp_port, app| ListenerSpec {
             port_index: 0,

@@ -266,6 +266,7 @@ impl Worker {
                 self.drain_sweep();
             }
             let work = self.stack.poll(&mut rx, now_us);
+            self.stack.tick_ipv6(now_us);
             self.proxy.begin_poll(&mut self.stack, now_us);
             if now_us >= next_health_us && !self.draining {
                 next_health_us = now_us + HEALTH_TICK_US;

@@ -149,14 +149,14 @@ impl Config {
                     } else {
                         "is not on the port's link"
                     };
-                    return Err(invalid(at("gateway"), "port.gateway", format!("port '{}': gateway {gw} {what} ({}): give the next hop's address inside {}/{len}, or widen the prefix", p.name, p.address, mask(addr, len))));
+                    return Err(invalid(at("gateway"), "port.gateway", format!("port '{}': gateway {gw} {what} ({}): give the next hop's address inside {}/{len}, or widen the prefix", p.name, p.address4(), mask(addr, len))));
                 }
             }
             for o in &self.ports[..i] {
                 let (oaddr, olen) = o.cidr();
                 let common = len.min(olen);
                 if in_network(addr, oaddr, common) {
-                    return Err(invalid(at("address"), "port.address", format!("port '{}': address {} is in the same subnet as port '{}' ({}): a destination there would have two ports; give each port its own subnet", p.name, p.address, o.name, o.address)));
+                    return Err(invalid(at("address"), "port.address", format!("port '{}': address {} is in the same subnet as port '{}' ({}): a destination there would have two ports; give each port its own subnet", p.name, p.address4(), o.name, o.address4())));
                 }
             }
         }

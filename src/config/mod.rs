@@ -12,6 +12,7 @@
 //! - `announce`: the `[announce]` keys (the VIP BIRD announces) and their checks.
 //! - `eal`: the EAL arguments a config asks for.
 //! - `ratelimit`: the rate-limit keys and their checks.
+//! - `ipv6`: a port's IPv4 and IPv6 addresses, `gateway6`, IPv6 prefixes.
 //! - `error`: [`ConfigError`].
 
 use std::net::Ipv4Addr;
@@ -23,6 +24,7 @@ mod error;
 pub mod exception;
 mod hashkey;
 pub mod headers;
+pub mod ipv6;
 mod limits;
 mod locate;
 mod proxy_keys;
@@ -88,6 +90,7 @@ impl Config {
             cfg.choose_worker_cores(text, sysfs)?;
         }
         cfg.resolve_servers(text, resolve)?;
+        cfg.validate_addresses(text)?;
         cfg.validate(text)?;
         cfg.validate_proxy_keys(text)?;
         cfg.validate_hash_keys(text)?;

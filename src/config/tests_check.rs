@@ -97,6 +97,19 @@ fn wrong_values_name_key_line_and_fix() {
         (with("worker_lcores = [1]", "worker_lcores = [1]\neal_args = [\"--foo\"]"), "runtime.eal_args: unknown EAL option --foo: allowed are --log-level", Some(4)),
         (with("worker_lcores = [1]", "worker_lcores = [1]\neal_args = [\"--lcores=0@0\"]"), "--lcores is set by zproxy itself (from runtime.worker_lcores)", Some(4)),
         (with("worker_lcores = [1]", "worker_lcores = [1]\neal_args = [\"foo\"]"), "\"foo\" is not an EAL option", Some(4)),
+        (with("address = \"10.71.0.2/24\"", "addresses = [\"10.71.0.2/24\", \"10.71.0.3/24\"]"), "port 'client': 2 IPv4 addresses: a port takes exactly one IPv4 address", Some(10)),
+        (with("address = \"10.71.0.2/24\"", "addresses = [\"2001:db8::2/64\"]"), "port 'client': 0 IPv4 addresses", Some(10)),
+        (with("address = \"10.71.0.2/24\"", "address = \"2001:db8::2/64\""), "IPv6 addresses go in addresses = [...]", Some(10)),
+        (with("address = \"10.71.0.2/24\"", "address = \"10.71.0.2/24\"\naddresses = [\"2001:db8::zz/64\"]"), "addresses entry \"2001:db8::zz/64\" is not A.B.C.D/prefix or an IPv6 address", Some(11)),
+        (with("address = \"10.71.0.2/24\"", "address = \"10.71.0.2/24\"\naddresses = [\"ff02::1/64\"]"), "ff02::1 cannot be a port's address", Some(11)),
+        (with("address = \"10.71.0.2/24\"", "address = \"10.71.0.2/24\"\naddresses = [\"2001:db8::2/64\", \"2001:db8::2/64\"]"), "2001:db8::2 is listed twice", Some(11)),
+        (with("address = \"10.71.0.2/24\"", "address = \"10.71.0.2/24\"\naddresses = [\"2001:db8::2/129\"]"), "is not A.B.C.D/prefix or an IPv6 address", Some(11)),
+        (with("address = \"10.71.0.2/24\"", "address = \"10.71.0.2/24\"\naddresses = [\"1::1/64\", \"2::1/64\", \"3::1/64\", \"4::1/64\", \"5::1/64\"]"), "5 IPv6 addresses: at most 4", Some(11)),
+        (with("gateway = \"10.71.0.1\"", "gateway = \"10.71.0.1\"\ngateway6 = \"fe80::1\""), "gateway6 = \"fe80::1\" but the port has no IPv6 address", Some(12)),
+        (with("gateway = \"10.71.0.1\"", "addresses = [\"2001:db8::2/64\"]\ngateway6 = \"2001:db9::1\""), "gateway6 2001:db9::1 is not on the port's link", Some(12)),
+        (with("gateway = \"10.71.0.1\"", "addresses = [\"2001:db8::2/64\"]\ngateway6 = \"2001:db8::2\""), "must be a neighbour's unicast address, not the port's own", Some(12)),
+        (with("mode = \"http\"\n", "mode = \"http\"\nallow = [\"2001:db8::/200\"]\n"), "tcp_port 80: allow entry \"2001:db8::/200\" is not A.B.C.D/prefix or IPv6/prefix", Some(22)),
+        (with("mode = \"http\"\n", "mode = \"http\"\nper_source_prefix6 = 0\n"), "tcp_port 80: per_source_prefix6 = 0: must be 1..=128", Some(22)),
         (with("vdev = \"net_af_xdp0,iface=cli1\"", "pci = \"not-a-pci\""), "port 'client': pci = \"not-a-pci\" is not a PCI address: use DDDD:BB:DD.F or BB:DD.F", Some(9)),
         (with("vdev = \"net_af_xdp0,iface=cli1\"", "pci = \"0000:03:00.9\""), "is not a PCI address", Some(9)),
         (with("gateway = \"10.71.0.1\"", "gateway = \"10.71.0.1\"\nexception = { kind = \"tap\", iface = \"much-too-long-name\" }"), "port 'client': exception.iface = \"much-too-long-name\" is not an interface name", Some(12)),
@@ -281,4 +294,25 @@ fn check_tests_the_machine_too() {
         e.to_string().contains("/nonexistent/z.toml: cannot read"),
         "{e}"
     );
+}
+
+#[test]
+fn a_dual_stack_port_keeps_its_ipv4_address_and_lists_its_ipv6_ones() {
+    let text = with(
+        "address = \"10.71.0.2/24\"\ngateway = \"10.71.0.1\"",
+        "addresses = [\"2001:db8::2/64\", \"10.71.0.2/24\", \"fe80::2/64\"]\ngateway = \"10.71.0.1\"\ngateway6 = \"fe80::1\"",
+    )
+    .replace("mode = \"http\"\n", "mode = \"http\"\nallow = [\"2001:db8::/32\"]\nper_source_prefix6 = 64\n");
+    let c = Config::parse(&text).unwrap();
+    let p = &c.ports[0];
+    assert_eq!(p.cidr(), ("10.71.0.2".parse().unwrap(), 24));
+    assert_eq!(
+        p.cidrs6(),
+        vec![
+            ("2001:db8::2".parse().unwrap(), 64),
+            ("fe80::2".parse().unwrap(), 64)
+        ]
+    );
+    assert_eq!(p.gateway6, Some("fe80::1".parse().unwrap()));
+    assert_eq!(c.listeners[0].per_source_prefix6, Some(64));
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::parse_cidr;
 use super::ratelimit::{ConnectionRateLimit, RateLimit, DEFAULT_RATE_LIMIT_ENTRIES};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,10 +186,17 @@ pub struct PortSection {
     pub vdev: Option<String>,
     /// A PCI address of a NIC bound to vfio-pci, e.g. "0000:03:00.0".
     pub pci: Option<String>,
-    /// Our address on this link, "A.B.C.D/prefix".
+    /// Our address on this link, "A.B.C.D/prefix" (or give `addresses`).
+    #[serde(default)]
     pub address: String,
+    /// More addresses, IPv4 and IPv6 with prefix ("2001:db8::2/64",
+    /// "fe80::2/64"); exactly one IPv4 among them and `address` (`config::ipv6`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
     /// Next hop for destinations off the link.
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 next hop (the router's link-local address, usually).
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// Rx/tx queue pairs: one per worker (the default); if given, it must
     /// equal the number of workers.
     pub queues: Option<u16>,
@@ -212,11 +218,6 @@ impl PortSection {
     /// The device name DPDK knows the port by.
     pub fn device(&self) -> &str {
         self.vdev.as_deref().or(self.pci.as_deref()).unwrap_or("")
-    }
-
-    /// Address and prefix length (validated at load).
-    pub fn cidr(&self) -> (Ipv4Addr, u8) {
-        parse_cidr(&self.address).expect("validated at load")
     }
 }
 
@@ -251,6 +252,9 @@ pub struct Listener {
     /// Others get a RST and are counted (`refused_acl`).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// An IPv6 client's per-source key: its address's first this many bits
+    /// (64: a whole /64 is one source). Checked, not applied yet (IPv4 data path).
+    pub per_source_prefix6: Option<u8>,
     /// For `http` mode: requests per client address, for requests whose
     /// route has no `rate_limit` of its own; over it: 429.
     pub rate_limit: Option<RateLimit>,

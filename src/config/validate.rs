@@ -2,7 +2,7 @@
 //! names the key and, where it can be found, the line.
 
 use super::locate::Place;
-use super::{in_network, parse_cidr, Config, ConfigError, ListenerMode, MAX_DURATION_MS};
+use super::{in_network, Config, ConfigError, ListenerMode, MAX_DURATION_MS};
 
 /// The first line (1-based) that contains `needle`.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
@@ -101,16 +101,6 @@ impl Config {
                 (None, None) => return Err(invalid(where_, "port.vdev", format!("port '{}': give vdev (e.g. \"net_af_xdp0,iface=eth1\") or pci (e.g. \"0000:03:00.0\")", p.name))),
                 _ => {}
             }
-            if parse_cidr(&p.address).is_none() {
-                return Err(invalid(
-                    at(&p.address),
-                    "port.address",
-                    format!(
-                        "port '{}': address = \"{}\" is not A.B.C.D/prefix (e.g. \"10.0.0.2/24\")",
-                        p.name, p.address
-                    ),
-                ));
-            }
             if p.queues
                 .is_some_and(|q| usize::from(q) != rt.worker_lcores.len())
             {
@@ -161,9 +151,6 @@ impl Config {
                     let names: Vec<_> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
                     return Err(invalid(at(&format!("\"{group}\"")), "listener.upstream", format!("listener on tcp_port {}: upstream \"{group}\" names no [[upstream]] group (have: {})", l.tcp_port, names.join(", "))));
                 }
-            }
-            if let Some(bad) = l.allow.iter().find(|a| parse_cidr(a).is_none()) {
-                return Err(invalid(at(bad), "listener.allow", format!("listener on tcp_port {}: allow entry \"{bad}\" is not A.B.C.D/prefix (e.g. \"10.0.0.0/8\")", l.tcp_port)));
             }
             if let Some(r) = l.routes.iter().find(|r| !r.path_prefix.starts_with('/')) {
                 return Err(invalid(
@@ -248,7 +235,7 @@ impl Config {
                 }
                 let on_link = in_network(*s.address.ip(), addr, len);
                 if !on_link && port.gateway.is_none() {
-                    return Err(invalid(at(&s.address.to_string()), "upstream.servers.address", format!("upstream '{}': server {} is not on port '{}' ({}) and that port has no gateway", u.name, s.address, port.name, port.address)));
+                    return Err(invalid(at(&s.address.to_string()), "upstream.servers.address", format!("upstream '{}': server {} is not on port '{}' ({}) and that port has no gateway", u.name, s.address, port.name, port.address4())));
                 }
             }
             let [lo, hi] = u.local_ports;

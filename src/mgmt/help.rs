@@ -78,6 +78,24 @@ pub fn counter_help(c: Counter) -> &'static str {
         ExceptionKernelDrops => {
             "Frames for the kernel its interface did not take (worker=\"control\")."
         }
+        Ipv6Frames => "IPv6 frames seen on ports with IPv6 addresses.",
+        Ipv6Malformed => "IPv6 frames dropped as malformed (short, bad length, multicast source).",
+        Ipv6NotForUs => "IPv6 frames dropped that were for another address.",
+        Ipv6BadChecksum => "ICMPv6 messages dropped for a bad checksum.",
+        Ipv6ExtHeader => "IPv6 frames dropped for an extension header we refuse (options to discard, source routes, long chains).",
+        Ipv6RoutingType0 => "IPv6 frames dropped for a type 0 routing header (RFC 5095).",
+        Ipv6Fragment => "IPv6 fragments dropped (not reassembled).",
+        Ipv6Jumbogram => "IPv6 jumbograms dropped.",
+        Ipv6BadNextHeader => "IPv6 frames dropped for an unknown or unsupported next header.",
+        Ipv6NdpHopLimit => "Neighbour discovery messages dropped for a hop limit other than 255 (off-link).",
+        Ipv6NdpInvalid => "Neighbour discovery messages dropped as invalid (code, target, option lengths).",
+        Ipv6Unhandled => "IPv6 frames not handled yet (TCP and UDP over IPv6, other ICMPv6).",
+        Ipv6RouterAdverts => "Router advertisements ignored (addresses and gateway come from the config).",
+        Ipv6NsAnswered => "Neighbour solicitations answered with an advertisement.",
+        Ipv6EchoAnswered => "ICMPv6 echo requests answered.",
+        Ipv6NeighboursLearned => "IPv6 neighbours learned or changed in the neighbour cache.",
+        Ipv6DadDuplicates => "Our IPv6 addresses found in use by another node (duplicate address detection).",
+        Ipv6AddressConflicts => "Claims by another node on an IPv6 address of ours after DAD.",
         BusyCycles => "TSC cycles of loop iterations that found work.",
         TotalCycles => "TSC cycles the worker's loop ran.",
         RateLimitEntries => {

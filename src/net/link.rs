@@ -36,6 +36,8 @@ pub struct PortSpec {
     pub reta_size: u32,
     /// The port's exception path (rings to the control core, rate, burst), if on.
     pub exception: Option<super::exception::ExceptionSpec>,
+    /// The port's IPv6 addresses and gateway, if it has any.
+    pub ipv6: Option<super::ipv6::Ipv6Spec>,
 }
 
 /// True when `ip` is inside `net`/`len`.
@@ -63,6 +65,8 @@ pub struct Link {
     gleaned: HashMap<Ipv4Addr, u64>,
     /// Where frames that are not ZProxy's go, when the port has an exception path.
     pub to_kernel: Option<super::exception::ToKernel>,
+    /// IPv6 neighbour discovery and echo, when the port has IPv6 addresses.
+    pub v6: Option<super::ipv6::Ipv6Port>,
 }
 
 impl Link {
@@ -106,6 +110,10 @@ impl Link {
             steering: Steering::new(&RSS_KEY, p.reta_size, workers),
             gleaned: HashMap::with_capacity(GLEANED_NEIGHBOURS),
             to_kernel: p.exception.as_ref().map(super::exception::ToKernel::new),
+            v6: p
+                .ipv6
+                .as_ref()
+                .map(|s| super::ipv6::Ipv6Port::new(s, p.mac)),
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`exception`]: frames that are the kernel's, on their way to the control core.
 //! - [`flow`]: 4-tuple keys, the flow table and compact TIME-WAIT state.
 //! - [`handoff`]: lock-free rings that carry frames to the core owning them.
+//! - [`ipv6`]: a port's IPv6 addresses: NDP, DAD and ICMPv6 echo (no TCP yet).
 //! - [`link`]: one port's interface, addresses, neighbours and own frames.
 //! - [`rss`]: Toeplitz hashing and which core owns a flow.
 //! - [`segment`]: TCP segments the stack reads and writes outside smoltcp.
@@ -22,6 +23,7 @@ pub mod device;
 pub mod exception;
 pub mod flow;
 pub mod handoff;
+pub mod ipv6;
 pub mod link;
 pub mod ratelimit;
 pub mod rss;

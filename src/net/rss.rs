@@ -1,10 +1,10 @@
 //! Receive-side scaling as NICs compute it: the Toeplitz hash of a TCP/IPv4
-//! 4-tuple under a 40-byte key, and the choice of an upstream local port
+//! or TCP/IPv6 4-tuple under a 40-byte key, and the choice of an upstream local port
 //! whose replies the NIC's RSS steers to a given queue. Port steering is the
 //! exception-free path on NICs with Toeplitz RSS; where the device cannot
 //! steer (veth in the lab), replies are handed over between workers.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The key ZProxy programs: Microsoft's well-known default RSS key, which
 /// DPDK's documentation and the published verification vectors use.
@@ -45,6 +45,33 @@ pub fn tcp4_hash(
     dst_port: u16,
 ) -> u32 {
     toeplitz(key, &tcp4_input(src, dst, src_port, dst_port))
+}
+
+/// The hash of a received TCP/IPv6 frame: source address, destination
+/// address, source port, destination port (the RSS spec's IPv6 input; no
+/// extension headers are hashed).
+pub fn tcp6_hash(
+    key: &[u8; 40],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    src_port: u16,
+    dst_port: u16,
+) -> u32 {
+    toeplitz(key, &tcp6_input(src, dst, src_port, dst_port))
+}
+
+/// The hash of an IPv6 frame that is not TCP (addresses only).
+pub fn ip6_hash(key: &[u8; 40], src: Ipv6Addr, dst: Ipv6Addr) -> u32 {
+    toeplitz(key, &tcp6_input(src, dst, 0, 0)[..32])
+}
+
+fn tcp6_input(src: Ipv6Addr, dst: Ipv6Addr, src_port: u16, dst_port: u16) -> [u8; 36] {
+    let mut input = [0u8; 36];
+    input[0..16].copy_from_slice(&src.octets());
+    input[16..32].copy_from_slice(&dst.octets());
+    input[32..34].copy_from_slice(&src_port.to_be_bytes());
+    input[34..36].copy_from_slice(&dst_port.to_be_bytes());
+    input
 }
 
 fn tcp4_input(src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16) -> [u8; 12] {
@@ -183,6 +210,41 @@ mod tests {
             assert_eq!(
                 got, want,
                 "{a}.{b}.{c}.{d}:{sport} -> {e}.{f}.{g}.{h}:{dport}"
+            );
+        }
+    }
+
+    /// The same page's IPv6 table: (destination, port), (source, port),
+    /// "IPv6 only", "IPv6 with TCP".
+    #[test]
+    fn matches_the_published_ipv6_verification_vectors() {
+        let cases = [
+            (
+                ("3ffe:2501:200:3::1", 1766),
+                ("3ffe:2501:200:1fff::7", 2794),
+                0x2cc1_8cd5u32,
+                0x4020_7d3du32,
+            ),
+            (
+                ("ff02::1", 4739),
+                ("3ffe:501:8::260:97ff:fe40:efab", 14230),
+                0x0f0c_461c,
+                0xdde5_1bbf,
+            ),
+            (
+                ("fe80::200:f8ff:fe21:67cf", 38024),
+                ("3ffe:1900:4545:3:200:f8ff:fe21:67cf", 44251),
+                0x4b61_e985,
+                0x02d1_feef,
+            ),
+        ];
+        for ((dst, dport), (src, sport), ip_only, with_tcp) in cases {
+            let (d, s): (Ipv6Addr, Ipv6Addr) = (dst.parse().unwrap(), src.parse().unwrap());
+            assert_eq!(ip6_hash(&RSS_KEY, s, d), ip_only, "{src} -> {dst}");
+            assert_eq!(
+                tcp6_hash(&RSS_KEY, s, d, sport, dport),
+                with_tcp,
+                "[{src}]:{sport} -> [{dst}]:{dport}"
             );
         }
     }

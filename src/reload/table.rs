@@ -50,6 +50,8 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("port.pci", Restart),
     ("port.address", Restart),
     ("port.gateway", Restart),
+    ("port.addresses", Restart),
+    ("port.gateway6", Restart),
     ("port.queues", Restart),
     ("port.rx_descriptors", Restart),
     ("port.tx_descriptors", Restart),
@@ -70,6 +72,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("listener.header_timeout_ms", Applies),
     ("listener.max_connections_per_source", Applies),
     ("listener.allow", Applies),
+    ("listener.per_source_prefix6", Restart),
     ("listener.rate_limit", Applies),
     ("listener.connection_rate_limit", Applies),
     ("listener.request_headers", Applies),
@@ -366,7 +369,9 @@ fn port_diff(d: &mut Diff, a: &PortSection, b: &PortSection) {
         vdev,
         pci,
         address,
+        addresses,
         gateway,
+        gateway6,
         queues,
         rx_descriptors,
         tx_descriptors,
@@ -379,6 +384,8 @@ fn port_diff(d: &mut Diff, a: &PortSection, b: &PortSection) {
     d.cmp("port.pci", &at, pci, &b.pci);
     d.cmp("port.address", &at, address, &b.address);
     d.cmp("port.gateway", &at, gateway, &b.gateway);
+    d.cmp("port.addresses", &at, addresses, &b.addresses);
+    d.cmp("port.gateway6", &at, gateway6, &b.gateway6);
     d.cmp("port.queues", &at, queues, &b.queues);
     d.cmp(
         "port.rx_descriptors",
@@ -416,6 +423,7 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         header_timeout_ms,
         max_connections_per_source,
         allow,
+        per_source_prefix6,
         rate_limit,
         connection_rate_limit,
         request_headers,
@@ -455,6 +463,12 @@ fn listener_diff(d: &mut Diff, a: &Listener, b: &Listener) {
         &b.max_connections_per_source,
     );
     d.cmp("listener.allow", &at, allow, &b.allow);
+    d.cmp(
+        "listener.per_source_prefix6",
+        &at,
+        per_source_prefix6,
+        &b.per_source_prefix6,
+    );
     d.cmp("listener.rate_limit", &at, rate_limit, &b.rate_limit);
     d.cmp(
         "listener.connection_rate_limit",

@@ -100,6 +100,12 @@ const EDITS: &[Edit] = &[
         c.ports[0].address = "10.0.0.3/24".into()
     }),
     ("port.gateway", |c| c.ports[0].gateway = None),
+    ("port.addresses", |c| {
+        c.ports[0].addresses = vec!["2001:db8::2/64".into()]
+    }),
+    ("port.gateway6", |c| {
+        c.ports[0].gateway6 = Some("fe80::1".parse().unwrap())
+    }),
     ("port.queues", |c| c.ports[0].queues = Some(1)),
     ("port.rx_descriptors", |c| c.ports[0].rx_descriptors = 512),
     ("port.tx_descriptors", |c| c.ports[0].tx_descriptors = 512),
@@ -152,6 +158,9 @@ const EDITS: &[Edit] = &[
     }),
     ("listener.allow", |c| {
         c.listeners[0].allow = vec!["10.0.0.0/8".into()]
+    }),
+    ("listener.per_source_prefix6", |c| {
+        c.listeners[0].per_source_prefix6 = Some(64)
     }),
     ("listener.rate_limit", |c| {
         c.listeners[0].rate_limit = Some(RateLimit {

@@ -36,6 +36,8 @@ enum Frame {
         src_mac: EthernetAddress,
     },
     Arp,
+    /// For `net::ipv6` when the port has IPv6 addresses; else like `Stateless`.
+    Ipv6,
     /// ICMP, broadcasts: smoltcp answers with no socket involved.
     Stateless,
     Drop(Counter),
@@ -93,14 +95,29 @@ impl Stack {
                 self.answer_stateless(port, m, now_us);
                 self.wake_connecting(now_us);
             }
-            Frame::Stateless
+            Frame::Ipv6 if self.ports[port].v6.is_some() => {
+                // Every worker keeps the port's NDP state: multicast goes to all.
+                if !handed && m.data()[0] & 1 != 0 {
+                    self.copy_to_other_cores(port, &m);
+                }
+                let link = &mut self.ports[port];
+                crate::net::ipv6::receive(link, m.data(), !handed, now_us, &mut self.counters);
+            }
+            Frame::Stateless | Frame::Ipv6
                 if self.ports[port].to_kernel.is_some()
                     && crate::net::exception::kernel_wants(m.data(), p.ip) =>
             {
                 self.pass_to_kernel(port, m, now_us)
             }
-            Frame::Stateless => self.answer_stateless(port, m, now_us),
+            Frame::Stateless | Frame::Ipv6 => self.answer_stateless(port, m, now_us),
             Frame::Drop(reason) => self.counters.add(reason, 1),
+        }
+    }
+
+    /// IPv6 neighbour discovery's timers (DAD, the gateway) on every port.
+    pub fn tick_ipv6(&mut self, now_us: u64) {
+        for link in &mut self.ports {
+            crate::net::ipv6::tick(link, now_us);
         }
     }
 
@@ -603,6 +620,7 @@ fn classify(data: &[u8], our_ip: Ipv4Addr) -> Frame {
     match eth.ethertype() {
         EthernetProtocol::Ipv4 => {}
         EthernetProtocol::Arp => return Frame::Arp,
+        EthernetProtocol::Ipv6 => return Frame::Ipv6,
         _ => return Frame::Stateless,
     }
     let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
