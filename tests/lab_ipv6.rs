@@ -134,7 +134,8 @@ fn ipv6(vdev_client: &str, vdev_upstream: &str) {
         "ip -6 neigh: {neigh:?} (want lladdr {mac}, REACHABLE or STALE)"
     );
     assert!(stat(&lab, "ipv6_echo_answered") >= 6);
-    assert!(stat(&lab, "ipv6_ns_answered") >= 1);
+    // (The client may have learned the MAC from the port's own NS for
+    // gateway6, so its NS need not have come: the raw NS below checks answers.)
     // The port resolved its IPv6 gateway (the client) by NDP too.
     wait_for(
         Duration::from_secs(5),

@@ -206,6 +206,19 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     .op(&Op::Stateless { port: 0, kind: 1, field: 0x0100_0000, payload: vec![0x02, 0, 0, 0, 0, 0x99] });
     add("stateless_lab_frames", &mut e);
 
+    // IPv6 on the client port (`Harness::ipv6`): DAD runs out, then an NS
+    // with a source link-layer option, an echo request, a DAD probe for our
+    // address (defended), an NA, an NS with hop limit 64, routing type 0.
+    let mut e = Encoder::new(0);
+    e.op(&Op::Wait { ms: 1500 })
+    .op(&Op::Stateless { port: 0, kind: 7 | 1 << 3, field: 0x0100_0008, payload: vec![1, 1, 2, 0, 0, 0, 0, 1] })
+    .op(&Op::Stateless { port: 0, kind: 7 | 4 << 3, field: 0x0100_4000, payload: b"ping".to_vec() })
+    .op(&Op::Stateless { port: 0, kind: 7 | 2 << 3, field: 0x0000_0008, payload: vec![14, 1, 1, 2, 3, 4, 5, 6] })
+    .op(&Op::Stateless { port: 0, kind: 7 | 3 << 3, field: 0x0120_0050, payload: vec![2, 1, 2, 0, 0, 0, 0, 1] })
+    .op(&Op::Stateless { port: 0, kind: 7 | 5 << 3, field: 0x0100_4008, payload: vec![1, 1, 2, 0, 0, 0, 0, 1] })
+    .op(&Op::Stateless { port: 0, kind: 7 | 12 << 3, field: 0x0100_4100, payload: b"ping".to_vec() });
+    add("ipv6_ndp_echo", &mut e);
+
     // A raw SYN as Linux sends it, to the HTTP port, then its ACK (raw: the
     // harness does not know this connection).
     let client = Ipv4Addr::new(10, 71, 0, 13);

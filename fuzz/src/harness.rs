@@ -590,12 +590,50 @@ impl Harness {
                     mangle: kind >> 3,
                 })
             }
+            _ if field & 3 == 0 && kind >> 3 != 0 => self.ipv6(kind >> 3, field, payload),
             _ => {
                 // Another ethertype: IPv6, a VLAN tag, LLDP, ...
                 let ethertype = [0x86dd, 0x8100, 0x88cc, 0x0842][(field & 3) as usize];
                 wire::raw_ethernet(mac, mac_of(peer), ethertype, payload)
             }
         }
+    }
+
+    /// An IPv6 frame that gets past the checksum to the port's NDP and
+    /// ICMPv6 (see `ops::Op::Stateless`): `v` picks addresses, hop limit, an
+    /// extension header and whether the checksum is right; `field` the
+    /// message type, flags and target; `payload` its options or data.
+    fn ipv6(&self, v: u8, field: u32, payload: &[u8]) -> Vec<u8> {
+        use std::net::Ipv6Addr;
+        let ours = [FUZZ_V6, FUZZ_V6_LL][(field >> 2 & 1) as usize];
+        let peer = Ipv6Addr::new(0x2001, 0xdb8, 0x71, 0, 0, 0, 0, (field >> 24) as u16);
+        let group = wire::solicited_node(ours);
+        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        let (src, dst) = match v & 3 {
+            0 => (peer, ours),
+            1 => (peer, group),
+            2 => (Ipv6Addr::UNSPECIFIED, group),
+            _ => (peer, all_nodes),
+        };
+        let hop_limit = if v & 4 == 0 { 255 } else { (field >> 8) as u8 };
+        let kind = [128, 135, 136, 134, 133, 137, 135, 136][(field >> 3 & 7) as usize];
+        let mut icmp = vec![kind, 0, 0, 0, (field >> 16) as u8, 0, 0, 0];
+        if (135..=137).contains(&kind) {
+            let target = if field & (1 << 6) == 0 { ours } else { peer };
+            icmp.extend_from_slice(&target.octets());
+        }
+        icmp.extend_from_slice(payload);
+        // Extension headers: none, hop-by-hop PadN, routing type 0, a fragment.
+        let ext = (field >> 7 & 3) as u8;
+        let ext = if v & 8 == 0 { None } else { Some(ext) };
+        wire::ipv6_icmp_frame(
+            self.macs[0],
+            wire::mac_of(Ipv4Addr::new(10, 71, 0, (field >> 24) as u8)),
+            (src, dst, hop_limit),
+            ext,
+            &icmp,
+            v & 16 != 0,
+        )
     }
 
     fn find(&self, port: usize, addr: (Ipv4Addr, u16), local_port: u16) -> Option<usize> {

@@ -178,6 +178,71 @@ pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     u
 }
 
+/// `addr`'s solicited-node multicast group (RFC 4291 2.7.1).
+pub fn solicited_node(addr: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
+    let o = addr.octets();
+    std::net::Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    )
+}
+
+/// The ICMPv6 checksum of `icmp` from `src` to `dst`, as the field holds it.
+fn icmpv6_checksum(src: &[u8], dst: &[u8], icmp: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(src);
+    pseudo.extend_from_slice(dst);
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    fold(sum16(sum16(0, &pseudo), icmp))
+}
+
+/// An Ethernet/IPv6 frame with ICMPv6 message `icmp` (checksum filled in,
+/// or spoiled with `bad_checksum`) behind extension header `ext`: 0
+/// hop-by-hop with PadN, 1 destination options, 2 routing type 0, 3 a fragment.
+pub fn ipv6_icmp_frame(
+    dst_mac: Mac,
+    src_mac: Mac,
+    (src, dst, hop_limit): (std::net::Ipv6Addr, std::net::Ipv6Addr, u8),
+    ext: Option<u8>,
+    icmp: &[u8],
+    bad_checksum: bool,
+) -> Vec<u8> {
+    let mut icmp = icmp.to_vec();
+    if icmp.len() >= 4 {
+        icmp[2..4].fill(0);
+        let sum = icmpv6_checksum(&src.octets(), &dst.octets(), &icmp) ^ u16::from(bad_checksum);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    let (first, ext_bytes): (u8, &[u8]) = match ext {
+        None => (58, &[]),
+        Some(0) => (0, &[58, 0, 1, 4, 0, 0, 0, 0]),
+        Some(1) => (60, &[58, 0, 1, 4, 0, 0, 0, 0]),
+        Some(2) => (43, &[58, 0, 0, 1, 0, 0, 0, 0]),
+        Some(_) => (44, &[58, 0, 0, 0, 0, 0, 0, 1]),
+    };
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&((ext_bytes.len() + icmp.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[first, hop_limit]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(ext_bytes);
+    p.extend_from_slice(&icmp);
+    let dst_mac = if dst.is_multicast() {
+        let o = dst.octets();
+        [0x33, 0x33, o[12], o[13], o[14], o[15]]
+    } else {
+        dst_mac
+    };
+    ethernet(dst_mac, src_mac, 0x86dd, &p)
+}
+
 pub fn raw_ethernet(dst: Mac, src: Mac, ethertype: u16, payload: &[u8]) -> Vec<u8> {
     ethernet(dst, src, ethertype, payload)
 }
@@ -272,6 +337,31 @@ pub fn check_sent(frame: &[u8], mac: Mac, ip: Ipv4Addr, mtu: usize) -> Sent {
                 flags,
                 len: t.payload().len(),
             }
+        }
+        EthernetProtocol::Ipv6 => {
+            // NDP and echo replies (`net::ipv6`): well formed, checksummed,
+            // never from a multicast address, NDP with hop limit 255.
+            let p = eth.payload();
+            assert!(p.len() >= 40 && p[0] >> 4 == 6, "sent a bad IPv6 header");
+            let len = usize::from(u16::from_be_bytes([p[4], p[5]]));
+            assert_eq!(
+                p.len(),
+                40 + len,
+                "sent an IPv6 length that disagrees with the frame"
+            );
+            assert_eq!(p[6], 58, "sent IPv6 other than ICMPv6");
+            assert_ne!(p[8], 0xff, "sent from a multicast address");
+            let icmp = &p[40..];
+            assert!(icmp.len() >= 8, "sent a truncated ICMPv6 message");
+            assert_eq!(
+                icmpv6_checksum(&p[8..24], &p[24..40], icmp),
+                0,
+                "sent a bad ICMPv6 checksum"
+            );
+            if (133..=137).contains(&icmp[0]) {
+                assert_eq!(p[7], 255, "sent NDP with hop limit {}", p[7]);
+            }
+            Sent::Other
         }
         other => panic!("sent a frame of ethertype {other}"),
     }

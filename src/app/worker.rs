@@ -516,6 +516,7 @@ impl Worker {
             self.stack.inject(port, bytes, now_us);
         }
         self.stack.run_due(now_us);
+        self.stack.tick_ipv6(now_us);
         self.proxy.begin_poll(&mut self.stack, now_us);
         self.settle(now_us);
         self.stack.flush_tx();

@@ -28,20 +28,7 @@ pub fn parse_net(s: &str) -> Option<(IpAddr, u8)> {
         .or_else(|| parse_cidr6(s).map(|(a, l)| (IpAddr::V6(a), l)))
 }
 
-/// True for fe80::/10.
-pub fn is_link_local(a: Ipv6Addr) -> bool {
-    a.segments()[0] & 0xffc0 == 0xfe80
-}
-
-/// True when `ip` is inside `net`/`len`.
-pub fn in_network6(ip: Ipv6Addr, net: Ipv6Addr, len: u8) -> bool {
-    let mask = if len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(len))
-    };
-    u128::from(ip) & mask == u128::from(net) & mask
-}
+pub use crate::net::ipv6::{in_network6, is_link_local};
 
 impl PortSection {
     /// Every address the port is given, in order: `address`, then `addresses`.

@@ -19,7 +19,6 @@ use self::icmp::{Msg, Out, ALL_NODES};
 use self::ndp::{Addr, AddrState, Neighbours};
 use super::counters::{Counter, Counters};
 use super::link::Link;
-use crate::config::ipv6::{in_network6, is_link_local};
 
 /// IPv6 addresses one port may have (global and link-local together).
 pub const MAX_ADDRESSES: usize = 4;
@@ -34,6 +33,21 @@ const TICK_US: u64 = 100_000;
 /// Frames one tick may send: a probe or an advert per address, and the gateway's NS.
 pub const TICK_FRAMES: usize = MAX_ADDRESSES + 1;
 const ETH_LEN: usize = 14;
+
+/// True for fe80::/10.
+pub fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// True when `ip` is inside `net`/`len`.
+pub fn in_network6(ip: Ipv6Addr, net: Ipv6Addr, len: u8) -> bool {
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len.min(128)))
+    };
+    u128::from(ip) & mask == u128::from(net) & mask
+}
 
 /// A port's IPv6 configuration, as a worker is given it.
 #[derive(Debug, Clone, Default)]
@@ -69,15 +83,13 @@ impl Ipv6Port {
             })
             .collect();
         // The same on every worker of the port, different between ports.
-        let [a, b, c, d, e, f] = mac;
-        let seed = addrs
-            .iter()
-            .fold(u64::from_be_bytes([0, 0, a, b, c, d, e, f]), |h, x| {
-                let bits = u128::from(x.ip);
-                super::flow::mix(h ^ bits as u64 ^ (bits >> 64) as u64)
-            });
+        let mut h = siphasher::sip::SipHasher13::new();
+        std::hash::Hasher::write(&mut h, &mac);
+        for a in &addrs {
+            std::hash::Hasher::write(&mut h, &a.ip.octets());
+        }
         let mut nonce = [0u8; 6];
-        nonce.copy_from_slice(&super::flow::mix(seed).to_be_bytes()[..6]);
+        nonce.copy_from_slice(&std::hash::Hasher::finish(&h).to_be_bytes()[..6]);
         Ipv6Port {
             mac,
             addrs,
