@@ -133,7 +133,10 @@ fn ipv6(vdev_client: &str, vdev_upstream: &str) {
                 .any(|s| neigh.contains(s)),
         "ip -6 neigh: {neigh:?} (want lladdr {mac}, REACHABLE or STALE)"
     );
-    assert!(stat(&lab, "ipv6_echo_answered") >= 6);
+    // Workers publish their counters every 100 ms: wait for the last pings.
+    wait_for(Duration::from_secs(5), "6 echo requests answered", || {
+        stat(&lab, "ipv6_echo_answered") >= 6
+    });
     // (The client may have learned the MAC from the port's own NS for
     // gateway6, so its NS need not have come: the raw NS below checks answers.)
     // The port resolved its IPv6 gateway (the client) by NDP too.

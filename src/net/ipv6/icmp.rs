@@ -71,7 +71,8 @@ pub enum Msg {
 }
 
 impl Out {
-    pub fn len(&self) -> usize {
+    /// The whole frame's length.
+    pub fn frame_len(&self) -> usize {
         ETH_LEN + HEADER_LEN + self.icmp_len()
     }
 
@@ -82,7 +83,7 @@ impl Out {
         }
     }
 
-    /// Writes the frame into `buf` (exactly `len()` bytes); `request` is the
+    /// Writes the frame into `buf` (exactly `frame_len()` bytes); `request` is the
     /// frame being answered (an echo reply copies its data).
     pub fn emit(&self, buf: &mut [u8], request: &[u8]) {
         buf[0..6].copy_from_slice(&self.eth_dst);
@@ -171,7 +172,7 @@ mod tests {
                 solicited: true,
             },
         };
-        let mut buf = vec![0u8; out.len()];
+        let mut buf = vec![0u8; out.frame_len()];
         out.emit(&mut buf, &[]);
         assert_eq!(buf.len(), 14 + 40 + 32);
         assert_eq!(checksum(out.src, out.dst, &buf[54..]), 0);

@@ -426,7 +426,7 @@ pub fn receive(link: &mut Link, frame: &[u8], answer: bool, now_us: u64, c: &mut
         return;
     };
     if let Some(out) = v6.on_frame(frame, answer, now_us, c) {
-        link.send_frame(out.len(), |buf| out.emit(buf, frame));
+        link.send_frame(out.frame_len(), |buf| out.emit(buf, frame));
     }
 }
 
@@ -438,7 +438,7 @@ pub fn tick(link: &mut Link, now_us: u64) {
     let mut out = [None; TICK_FRAMES];
     v6.tick(now_us, &mut out);
     for o in out.iter().flatten() {
-        link.send_frame(o.len(), |buf| o.emit(buf, &[]));
+        link.send_frame(o.frame_len(), |buf| o.emit(buf, &[]));
     }
 }
 

@@ -122,7 +122,8 @@ impl Neighbours {
         new
     }
 
-    pub fn len(&self) -> usize {
+    /// Neighbours remembered now.
+    pub fn count(&self) -> usize {
         self.entries.iter().flatten().count()
     }
 }
@@ -158,7 +159,7 @@ mod tests {
         }
         assert!(!n.learn(ip(3), [2, 0, 0, 0, 0, 3], 100), "known, same MAC");
         assert!(n.learn(ip(99), [2, 0, 0, 0, 0, 99], 101));
-        assert_eq!(n.len(), NEIGHBOURS);
+        assert_eq!(n.count(), NEIGHBOURS);
         assert_eq!(n.get(ip(0)), None, "the oldest made room");
         assert_eq!(n.get(ip(3)), Some(([2, 0, 0, 0, 0, 3], 100)));
         assert_eq!(n.get(ip(99)).unwrap().0, [2, 0, 0, 0, 0, 99]);

@@ -89,7 +89,7 @@ fn a_solicitation_for_our_address_gets_a_solicited_advert_with_our_mac() {
             solicited: true
         }
     );
-    let mut buf = vec![0u8; out.len()];
+    let mut buf = vec![0u8; out.frame_len()];
     out.emit(&mut buf, &f);
     assert_eq!(checksum(us, peer, &buf[54..]), 0);
     assert_eq!(&buf[54 + 26..54 + 32], &MAC);
@@ -182,7 +182,7 @@ fn echo_requests_to_our_address_are_answered_with_their_data() {
     ];
     let f = frame(peer, us, 64, req);
     let out = p.on_frame(&f, true, 0, &mut c).expect("an echo reply");
-    let mut buf = vec![0u8; out.len()];
+    let mut buf = vec![0u8; out.frame_len()];
     out.emit(&mut buf, &f);
     assert_eq!(&buf[0..6], &PEER_MAC);
     assert_eq!(buf[54], icmp::ECHO_REPLY);
@@ -204,7 +204,7 @@ fn dad_probes_then_announces_and_refuses_an_address_someone_defends() {
     assert!(probes.iter().all(|o| o.src.is_unspecified()));
     // Our own probe looped back (same nonce) is no duplicate; the link-local
     // address's defender is.
-    let mut own = vec![0u8; probes[0].len()];
+    let mut own = vec![0u8; probes[0].frame_len()];
     probes[0].emit(&mut own, &[]);
     assert!(p.on_frame(&own, true, 1, &mut c).is_none());
     assert_eq!(c.get(Counter::Ipv6DadDuplicates), 0);
