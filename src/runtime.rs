@@ -528,6 +528,12 @@ fn worker_spec(
                 n => u32::from(n),
             },
             exception: None,
+            fleet: (cfg.fleet.as_ref()).filter(|f| f.port == pc.name).map(|f| {
+                crate::net::stack::FleetSpec {
+                    vip: f.vip,
+                    peers: f.peer_macs(),
+                }
+            }),
         })
         .collect();
     let listeners = plan::listeners(cfg, layout);

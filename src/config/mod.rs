@@ -10,6 +10,7 @@
 //! - `resolve`: upstream host names, resolved at load.
 //! - `proxy_keys`: the PROXY protocol keys' checks.
 //! - `announce`: the `[announce]` keys (the VIP BIRD announces) and their checks.
+//! - `fleet`: the `[fleet]` keys (peers for second-chance forwarding, the VIP).
 //! - `eal`: the EAL arguments a config asks for.
 //! - `ratelimit`: the rate-limit keys and their checks.
 //! - `error`: [`ConfigError`].
@@ -21,6 +22,7 @@ mod announce;
 mod eal;
 mod error;
 pub mod exception;
+mod fleet;
 mod hashkey;
 pub mod headers;
 mod limits;
@@ -40,6 +42,7 @@ mod warn;
 
 pub use announce::Announce;
 pub use error::ConfigError;
+pub use fleet::{parse_mac, Fleet, FleetPeer};
 pub use hashkey::HashKey;
 pub use limits::{
     EAL_FLAGS, MAX_ACCESS_LOG_RING, MAX_ACCESS_LOG_SAMPLE, MAX_DESCRIPTORS, MAX_LCORE, MAX_MBUFS,
@@ -95,6 +98,7 @@ impl Config {
         cfg.validate_upgrade(text)?;
         cfg.validate_tls(text)?;
         cfg.validate_announce(text)?;
+        cfg.validate_fleet(text)?;
         Ok(cfg)
     }
 

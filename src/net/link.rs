@@ -36,6 +36,8 @@ pub struct PortSpec {
     pub reta_size: u32,
     /// The port's exception path (rings to the control core, rate, burst), if on.
     pub exception: Option<super::exception::ExceptionSpec>,
+    /// The port's fleet (VIP, peers), if `[fleet]` names it.
+    pub fleet: Option<super::stack::FleetSpec>,
 }
 
 /// True when `ip` is inside `net`/`len`.
@@ -63,6 +65,8 @@ pub struct Link {
     gleaned: HashMap<Ipv4Addr, u64>,
     /// Where frames that are not ZProxy's go, when the port has an exception path.
     pub to_kernel: Option<super::exception::ToKernel>,
+    /// Second-chance forwarding's peers and the VIP, when in a fleet.
+    pub fleet: Option<super::stack::Fleet>,
 }
 
 impl Link {
@@ -85,6 +89,12 @@ impl Link {
             addrs
                 .push(IpCidr::new(p.address.0.into(), p.address.1))
                 .expect("one address per port");
+            if let Some(vip) = p.fleet.as_ref().and_then(|f| f.vip) {
+                // The shared service address: a /32, routed here by the router.
+                addrs
+                    .push(IpCidr::new(vip.into(), 32))
+                    .expect("room for the VIP (IFACE_MAX_ADDR_COUNT)");
+            }
         });
         if let Some(gw) = p.gateway {
             iface
@@ -106,6 +116,7 @@ impl Link {
             steering: Steering::new(&RSS_KEY, p.reta_size, workers),
             gleaned: HashMap::with_capacity(GLEANED_NEIGHBOURS),
             to_kernel: p.exception.as_ref().map(super::exception::ToKernel::new),
+            fleet: p.fleet.as_ref().map(super::stack::Fleet::new),
         }
     }
 
