@@ -170,6 +170,7 @@ impl Harness {
             rx_checksum_offload: false,
             reta_size: 128,
             exception: None,
+            fleet: None,
         };
         let listener = |tcp_port, app| ListenerSpec {
             port_index: 0,
