@@ -356,6 +356,20 @@ peers = [{peer}]
     }
 }
 
+impl Instance {
+    /// A counter as published after this call began (workers publish every
+    /// 100 ms; `total_cycles` moves on with every publication).
+    fn fresh_stat(&self, net: &Net, name: &str) -> u64 {
+        let first = self.stat(net, "total_cycles");
+        let mut v = None;
+        wait_for(Duration::from_secs(5), "fresh counters", || {
+            v = self.stats(net).filter(|v| sum(v, "total_cycles") > first);
+            v.is_some()
+        });
+        sum(&v.unwrap(), name)
+    }
+}
+
 fn sum(v: &Value, name: &str) -> u64 {
     v["workers"]
         .as_array()
@@ -447,7 +461,10 @@ fn drain_under_load(peers: bool) -> Drain {
         short_requests(&net, 1) == 1
     });
     let accepted = |z: &Instance| z.stat(&net, "flows_accepted");
-    let (a0, b0) = (accepted(&a), accepted(&b));
+    let (a0, b0) = (
+        a.fresh_stat(&net, "flows_accepted"),
+        b.fresh_stat(&net, "flows_accepted"),
+    );
     // Many client ports spread over both instances.
     let n = 100;
     let got = short_requests(&net, n);
