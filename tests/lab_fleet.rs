@@ -116,7 +116,10 @@ impl Net {
         net.run("client", "ip addr add 10.70.1.1/24 dev c0");
         net.run("client", "ip link set c0 up");
         net.run("client", "ip route add default via 10.70.1.254");
-        net.run("client", "sysctl -qw net.ipv4.ip_local_port_range='1024 65000'");
+        net.run(
+            "client",
+            "sysctl -qw net.ipv4.ip_local_port_range='1024 65000'",
+        );
         net.run("upstream", "ip addr add 10.70.3.1/24 dev u0");
         net.run("upstream", "ip link set u0 up");
         net.run("upstream", "ip route add default via 10.70.3.254");
@@ -457,9 +460,11 @@ fn drain_under_load(peers: bool) -> Drain {
     let mut a = Instance::start(&net, 0, peers);
     let b = Instance::start(&net, 1, peers);
 
-    wait_for(Duration::from_secs(15), "a first answer through the VIP", || {
-        short_requests(&net, 1) == 1
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "a first answer through the VIP",
+        || short_requests(&net, 1) == 1,
+    );
     let accepted = |z: &Instance| z.stat(&net, "flows_accepted");
     let (a0, b0) = (
         a.fresh_stat(&net, "flows_accepted"),
@@ -470,19 +475,25 @@ fn drain_under_load(peers: bool) -> Drain {
     let got = short_requests(&net, n);
     assert_eq!(got, n, "A:\n{}\nB:\n{}", a.log(), b.log());
     let (mut sa, mut sb) = (0, 0);
-    wait_for(Duration::from_secs(5), "the counters of every connection", || {
-        (sa, sb) = (accepted(&a) - a0, accepted(&b) - b0);
-        sa + sb >= n as u64
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "the counters of every connection",
+        || {
+            (sa, sb) = (accepted(&a) - a0, accepted(&b) - b0);
+            sa + sb >= n as u64
+        },
+    );
     eprintln!("{n} connections: A accepted {sa}, B {sb}");
     assert_eq!(sa + sb, n as u64);
     assert!(sa >= 20 && sb >= 20, "not spread: A {sa}, B {sb}");
 
     let mut long = start_long(&net);
     // Each instance holds a share of the transfers (client + upstream flows).
-    wait_for(Duration::from_secs(20), "transfers on both instances", || {
-        a.stat(&net, "flows_active") >= 10 && b.stat(&net, "flows_active") >= 10
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "transfers on both instances",
+        || a.stat(&net, "flows_active") >= 10 && b.stat(&net, "flows_active") >= 10,
+    );
     let on_a = a.stat(&net, "flows_active") / 2;
     eprintln!(
         "{LONG} transfers: about {on_a} on A, {} on B",
@@ -540,7 +551,10 @@ fn a_drain_breaks_no_connection() {
     assert_eq!(d.long_ok, LONG, "broken transfers: {:#?}", d.long_bad);
     assert_eq!(d.short_ok, d.short, "short connections failed");
     assert!(d.a_exited, "A did not exit after its last connection");
-    assert!(d.b_forwarded > 0, "B forwarded nothing: was A's share moved?");
+    assert!(
+        d.b_forwarded > 0,
+        "B forwarded nothing: was A's share moved?"
+    );
     assert!(d.a_received > 0, "A received no second chance");
 }
 

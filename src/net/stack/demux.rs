@@ -186,7 +186,7 @@ impl Stack {
                 self.counters.add(Counter::DropTimeWait, 1);
                 self.ack_again_in_time_wait(port, m, key);
             } else if let Some(m) = self.open_from_cookie(port, m, key, now_us) {
-                self.second_chance(port, m, from_peer, now_us); // to the peers, or a RST
+                self.second_chance(port, m, key, from_peer, now_us); // to the peers, or a RST
             }
             return;
         }
@@ -233,7 +233,7 @@ impl Stack {
     }
 
     /// A listener of ours takes connections to `tcp_port` on `port`.
-    fn listening(&self, port: usize, tcp_port: u16) -> bool {
+    pub(super) fn listening(&self, port: usize, tcp_port: u16) -> bool {
         self.listeners
             .iter()
             .any(|l| l.port_index == port && l.tcp_port == tcp_port)

@@ -13,6 +13,7 @@ use smoltcp::wire::EthernetAddress;
 use super::Stack;
 use crate::dpdk::Mbuf;
 use crate::net::counters::Counter;
+use crate::net::flow::FlowKey;
 
 /// A port's fleet, as the config gives it.
 #[derive(Debug, Clone, Default)]
@@ -87,9 +88,27 @@ impl Stack {
         peer
     }
 
-    /// A non-SYN segment that is no one's here (see `Verdict`).
-    pub(super) fn second_chance(&mut self, port: usize, m: Mbuf, from_peer: bool, now_us: u64) {
-        let peers = self.ports[port].fleet.as_ref().map_or(0, |f| f.peers.len());
+    /// A non-SYN segment that is no one's here (see `Verdict`). Only the
+    /// service's own connections (to the VIP's listeners) have an owner
+    /// elsewhere; others (late upstream segments) get the usual RST.
+    pub(super) fn second_chance(
+        &mut self,
+        port: usize,
+        m: Mbuf,
+        key: FlowKey,
+        from_peer: bool,
+        now_us: u64,
+    ) {
+        let p = &self.ports[port];
+        let peers = match &p.fleet {
+            Some(f)
+                if f.vip.unwrap_or(p.ip) == key.local_ip
+                    && self.listening(port, key.local_port) =>
+            {
+                f.peers.len()
+            }
+            _ => 0,
+        };
         match decide(peers, from_peer) {
             Verdict::Reset => self.answer_stateless(port, m, now_us),
             Verdict::Drop => self.counters.add(Counter::SecondChanceDropped, 1),
