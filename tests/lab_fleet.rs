@@ -405,8 +405,9 @@ fn short_requests(net: &Net, n: usize) -> usize {
 
 /// Starts `LONG` rate-limited downloads of /big from the client namespace;
 /// each leaves its exit code, its body's sha256 and curl's errors in `out/`.
-fn start_long(net: &Net) -> Child {
-    let out = net.dir.join("out");
+fn start_long(net: &Net, tag: &str) -> Child {
+    let out = net.dir.join(tag);
+    std::fs::create_dir_all(&out).unwrap();
     let script = format!(
         r#"for i in $(seq {LONG}); do
   ( curl -sS --max-time 300 http://{VIP}/big 2> {o}/$i.err | sha256sum | cut -c1-64 > {o}/$i.sha
@@ -423,9 +424,9 @@ wait"#,
 }
 
 /// (transfers that completed byte-exact, what went wrong with the others).
-fn long_results(net: &Net) -> (usize, Vec<String>) {
+fn long_results(net: &Net, tag: &str) -> (usize, Vec<String>) {
     let want = net.big_sha();
-    let out = net.dir.join("out");
+    let out = net.dir.join(tag);
     let (mut ok, mut bad) = (0, Vec::new());
     for i in 1..=LONG {
         let read = |ext: &str| {
@@ -487,7 +488,7 @@ fn drain_under_load(peers: bool) -> Drain {
     assert_eq!(sa + sb, n as u64);
     assert!(sa >= 20 && sb >= 20, "not spread: A {sa}, B {sb}");
 
-    let mut long = start_long(&net);
+    let mut long = start_long(&net, "out");
     // Each instance holds a share of the transfers (client + upstream flows).
     wait_for(
         Duration::from_secs(20),
@@ -521,7 +522,7 @@ fn drain_under_load(peers: bool) -> Drain {
         a.signal(libc::SIGINT);
     }
     let _ = long.wait();
-    let (long_ok, long_bad) = long_results(&net);
+    let (long_ok, long_bad) = long_results(&net, "out");
     eprintln!(
         "long transfers byte-exact: {long_ok}/{LONG}; short: {short_ok}/{short}; \
          B forwarded {b_forwarded}, A received {a_received} second chances"
@@ -576,4 +577,86 @@ fn without_peers_a_drain_breaks_transfers() {
         d.long_bad
     );
     assert_eq!(d.b_forwarded, 0);
+}
+
+/// Short connections in the background until `stop`: one curl after
+/// another, each status code a line of `out/short`.
+fn start_short(net: &Net) -> Child {
+    let o = net.dir.join("out");
+    let script = format!(
+        "while [ ! -e {o}/stop ]; do curl -s --max-time 10 -o /dev/null -w '%{{http_code}}\\n' http://{VIP}/small >> {o}/short; done",
+        o = o.display()
+    );
+    Command::new("ip")
+        .args(["netns", "exec", &net.ns("client"), "bash", "-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Restarts both instances one at a time (withdraw, drain, start, route
+/// again) while long transfers and short connections run: when an instance
+/// comes back, the router re-hashes some of the other's flows onto it, and
+/// those are forwarded the other way.
+#[test]
+fn a_rolling_restart_breaks_no_connection() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let net = Net::up();
+    let mut z = [
+        Some(Instance::start(&net, 0, true)),
+        Some(Instance::start(&net, 1, true)),
+    ];
+    wait_for(Duration::from_secs(15), "a first answer through the VIP", || {
+        short_requests(&net, 1) == 1
+    });
+    let mut short = start_short(&net);
+    let mut forwarded = 0;
+    let mut batches = Vec::new();
+    for i in 0..2 {
+        // A batch of long transfers per restart, spread over both.
+        batches.push(start_long(&net, &format!("long{i}")));
+        wait_for(Duration::from_secs(20), "transfers on both instances", || {
+            z.iter()
+                .all(|z| z.as_ref().unwrap().stat(&net, "flows_active") >= 4)
+        });
+        net.route(&[1 - i]);
+        let mut old = z[i].take().unwrap();
+        old.signal(libc::SIGTERM);
+        let t = Instant::now();
+        wait_for(Duration::from_secs(240), "the drained instance to exit", || {
+            !old.running()
+        });
+        assert!(old.log().contains("drained: no connection left"), "{}", old.log());
+        eprintln!("instance {i} drained in {:?}", t.elapsed());
+        forwarded += z[1 - i]
+            .as_ref()
+            .unwrap()
+            .stat(&net, "second_chance_forwarded");
+        z[i] = Some(Instance::start(&net, i, true));
+        net.route(&[0, 1]);
+    }
+    std::fs::write(net.dir.join("out/stop"), "").unwrap();
+    let _ = short.wait();
+    let (mut long_ok, mut long_bad) = (0, Vec::new());
+    for (i, mut b) in batches.into_iter().enumerate() {
+        let _ = b.wait();
+        let (ok, bad) = long_results(&net, &format!("long{i}"));
+        long_ok += ok;
+        long_bad.extend(bad);
+    }
+    let codes = std::fs::read_to_string(net.dir.join("out/short")).unwrap();
+    let total = codes.lines().count();
+    let ok = codes.lines().filter(|l| *l == "200").count();
+    eprintln!(
+        "rolling restart: long transfers byte-exact {long_ok}/{}, short {ok}/{total} ({:.2} %), forwarded {forwarded}",
+        2 * LONG,
+        100.0 * ok as f64 / total.max(1) as f64
+    );
+    assert_eq!(long_ok, 2 * LONG, "broken transfers: {long_bad:#?}");
+    assert!(total > 0);
+    assert_eq!(ok, total, "short connections failed");
+    assert!(forwarded > 0, "nothing was re-hashed: the drains proved nothing");
 }
