@@ -609,27 +609,39 @@ fn a_rolling_restart_breaks_no_connection() {
         Some(Instance::start(&net, 0, true)),
         Some(Instance::start(&net, 1, true)),
     ];
-    wait_for(Duration::from_secs(15), "a first answer through the VIP", || {
-        short_requests(&net, 1) == 1
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "a first answer through the VIP",
+        || short_requests(&net, 1) == 1,
+    );
     let mut short = start_short(&net);
     let mut forwarded = 0;
     let mut batches = Vec::new();
     for i in 0..2 {
         // A batch of long transfers per restart, spread over both.
         batches.push(start_long(&net, &format!("long{i}")));
-        wait_for(Duration::from_secs(20), "transfers on both instances", || {
-            z.iter()
-                .all(|z| z.as_ref().unwrap().stat(&net, "flows_active") >= 4)
-        });
+        wait_for(
+            Duration::from_secs(20),
+            "transfers on both instances",
+            || {
+                z.iter()
+                    .all(|z| z.as_ref().unwrap().stat(&net, "flows_active") >= 4)
+            },
+        );
         net.route(&[1 - i]);
         let mut old = z[i].take().unwrap();
         old.signal(libc::SIGTERM);
         let t = Instant::now();
-        wait_for(Duration::from_secs(240), "the drained instance to exit", || {
-            !old.running()
-        });
-        assert!(old.log().contains("drained: no connection left"), "{}", old.log());
+        wait_for(
+            Duration::from_secs(240),
+            "the drained instance to exit",
+            || !old.running(),
+        );
+        assert!(
+            old.log().contains("drained: no connection left"),
+            "{}",
+            old.log()
+        );
         eprintln!("instance {i} drained in {:?}", t.elapsed());
         forwarded += z[1 - i]
             .as_ref()
@@ -658,5 +670,8 @@ fn a_rolling_restart_breaks_no_connection() {
     assert_eq!(long_ok, 2 * LONG, "broken transfers: {long_bad:#?}");
     assert!(total > 0);
     assert_eq!(ok, total, "short connections failed");
-    assert!(forwarded > 0, "nothing was re-hashed: the drains proved nothing");
+    assert!(
+        forwarded > 0,
+        "nothing was re-hashed: the drains proved nothing"
+    );
 }

@@ -150,7 +150,7 @@ impl Stack {
         handed: bool,
         now_us: u64,
     ) {
-        let from_peer = self.from_peer(port, src_mac, handed);
+        let from_peer = self.came_from_peer(port, src_mac, handed);
         if let Some(f) = self.flows.lookup(&key) {
             if rst {
                 if !self.rst_acceptable(f, port, &m, now_us) {

@@ -77,7 +77,12 @@ fn readdress(frame: &mut [u8], dst: EthernetAddress, src: EthernetAddress) {
 impl Stack {
     /// True when a TCP frame on `port` came from a peer (counted once, on
     /// the core that took it from the wire).
-    pub(super) fn from_peer(&mut self, port: usize, src: EthernetAddress, handed: bool) -> bool {
+    pub(super) fn came_from_peer(
+        &mut self,
+        port: usize,
+        src: EthernetAddress,
+        handed: bool,
+    ) -> bool {
         let peer = self.ports[port]
             .fleet
             .as_ref()
