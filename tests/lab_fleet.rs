@@ -36,9 +36,9 @@ const IFACES: [&str; 2] = ["a0", "b0"];
 /// Long transfers: this many, of `BIG_MIB` MiB each, sent by nginx at
 /// `RATE` per connection. Scaled to this 2-core VM, whose core 1 both
 /// instances' workers share (the issue asks for 100-500 on real hardware).
-const LONG: usize = 40;
+const LONG: usize = 100;
 const BIG_MIB: usize = 10;
-const RATE: &str = "768k";
+const RATE: &str = "384k";
 
 /// The namespaces, links and nginx; removed on drop (also on panic).
 struct Net {
@@ -403,13 +403,13 @@ fn short_requests(net: &Net, n: usize) -> usize {
     out.lines().filter(|l| *l == "200").count()
 }
 
-/// Starts `LONG` rate-limited downloads of /big from the client namespace;
+/// Starts `n` rate-limited downloads of /big from the client namespace;
 /// each leaves its exit code, its body's sha256 and curl's errors in `out/`.
-fn start_long(net: &Net, tag: &str) -> Child {
+fn start_long(net: &Net, tag: &str, n: usize) -> Child {
     let out = net.dir.join(tag);
     std::fs::create_dir_all(&out).unwrap();
     let script = format!(
-        r#"for i in $(seq {LONG}); do
+        r#"for i in $(seq {n}); do
   ( curl -sS --max-time 300 http://{VIP}/big 2> {o}/$i.err | sha256sum | cut -c1-64 > {o}/$i.sha
     echo "${{PIPESTATUS[0]}}" > {o}/$i.rc ) &
 done
@@ -424,11 +424,11 @@ wait"#,
 }
 
 /// (transfers that completed byte-exact, what went wrong with the others).
-fn long_results(net: &Net, tag: &str) -> (usize, Vec<String>) {
+fn long_results(net: &Net, tag: &str, n: usize) -> (usize, Vec<String>) {
     let want = net.big_sha();
     let out = net.dir.join(tag);
     let (mut ok, mut bad) = (0, Vec::new());
-    for i in 1..=LONG {
+    for i in 1..=n {
         let read = |ext: &str| {
             std::fs::read_to_string(out.join(format!("{i}.{ext}")))
                 .unwrap_or_default()
@@ -488,7 +488,7 @@ fn drain_under_load(peers: bool) -> Drain {
     assert_eq!(sa + sb, n as u64);
     assert!(sa >= 20 && sb >= 20, "not spread: A {sa}, B {sb}");
 
-    let mut long = start_long(&net, "out");
+    let mut long = start_long(&net, "out", LONG);
     // Each instance holds a share of the transfers (client + upstream flows).
     wait_for(
         Duration::from_secs(20),
@@ -522,7 +522,7 @@ fn drain_under_load(peers: bool) -> Drain {
         a.signal(libc::SIGINT);
     }
     let _ = long.wait();
-    let (long_ok, long_bad) = long_results(&net, "out");
+    let (long_ok, long_bad) = long_results(&net, "out", LONG);
     eprintln!(
         "long transfers byte-exact: {long_ok}/{LONG}; short: {short_ok}/{short}; \
          B forwarded {b_forwarded}, A received {a_received} second chances"
@@ -618,8 +618,8 @@ fn a_rolling_restart_breaks_no_connection() {
     let mut forwarded = 0;
     let mut batches = Vec::new();
     for i in 0..2 {
-        // A batch of long transfers per restart, spread over both.
-        batches.push(start_long(&net, &format!("long{i}")));
+        // Half the long transfers per restart (nextest's 5 min), spread over both.
+        batches.push(start_long(&net, &format!("long{i}"), LONG / 2));
         wait_for(
             Duration::from_secs(20),
             "transfers on both instances",
@@ -655,7 +655,7 @@ fn a_rolling_restart_breaks_no_connection() {
     let (mut long_ok, mut long_bad) = (0, Vec::new());
     for (i, mut b) in batches.into_iter().enumerate() {
         let _ = b.wait();
-        let (ok, bad) = long_results(&net, &format!("long{i}"));
+        let (ok, bad) = long_results(&net, &format!("long{i}"), LONG / 2);
         long_ok += ok;
         long_bad.extend(bad);
     }
@@ -664,10 +664,10 @@ fn a_rolling_restart_breaks_no_connection() {
     let ok = codes.lines().filter(|l| *l == "200").count();
     eprintln!(
         "rolling restart: long transfers byte-exact {long_ok}/{}, short {ok}/{total} ({:.2} %), forwarded {forwarded}",
-        2 * LONG,
+        LONG,
         100.0 * ok as f64 / total.max(1) as f64
     );
-    assert_eq!(long_ok, 2 * LONG, "broken transfers: {long_bad:#?}");
+    assert_eq!(long_ok, LONG, "broken transfers: {long_bad:#?}");
     assert!(total > 0);
     assert_eq!(ok, total, "short connections failed");
     assert!(
