@@ -16,8 +16,10 @@
 //! SIGTERM) while long transfers run: the router re-hashes A's flows onto
 //! B, B hands their segments to A (second-chance forwarding), every transfer
 //! completes byte-exact and A exits once its last connection ends. Without
-//! peers, B answers those segments with RSTs and transfers break (the second
-//! test shows the first can fail). Root only; takes the lab lock.
+//! peers, B answers those segments with RSTs and transfers break (that test
+//! shows the first can fail). A rolling restart of both instances under long
+//! transfers and short connections keeps every one. Root only; takes the lab
+//! lock; about 3.5 minutes on a 2-core VM.
 
 mod common;
 
