@@ -520,6 +520,21 @@ fn drain_under_load(peers: bool) -> Drain {
     });
     eprintln!("A exited {:?} after SIGTERM: {a_exited}", t.elapsed());
     let b_forwarded = b.stat(&net, "second_chance_forwarded");
+    let metrics = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.ns("proxy"),
+        env!("CARGO_BIN_EXE_zproxy"),
+        "stats",
+        "--prometheus",
+        "-a",
+        &b.mgmt,
+    ]);
+    for name in ["forwarded", "received", "dropped"] {
+        let metric = format!("zproxy_second_chance_{name}_total");
+        assert!(metrics.contains(&metric), "no {metric} in:\n{metrics}");
+    }
     if !a_exited {
         a.signal(libc::SIGINT);
     }
