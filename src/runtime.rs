@@ -532,6 +532,12 @@ fn worker_spec(
                 addresses: pc.cidrs6(),
                 gateway: pc.gateway6,
             }),
+            fleet: (cfg.fleet.as_ref()).filter(|f| f.port == pc.name).map(|f| {
+                crate::net::stack::FleetSpec {
+                    vip: f.vip,
+                    peers: f.peer_macs(),
+                }
+            }),
         })
         .collect();
     let listeners = plan::listeners(cfg, layout);

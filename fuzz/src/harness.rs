@@ -178,6 +178,7 @@ impl Harness {
                 addresses: vec![(FUZZ_V6, 64), (FUZZ_V6_LL, 64)],
                 gateway: Some(FUZZ_V6_GW),
             }),
+            fleet: None,
         };
         let listener = |tcp_port, app| ListenerSpec {
             port_index: 0,

@@ -10,6 +10,7 @@
 //! - `resolve`: upstream host names, resolved at load.
 //! - `proxy_keys`: the PROXY protocol keys' checks.
 //! - `announce`: the `[announce]` keys (the VIP BIRD announces) and their checks.
+//! - `fleet`: the `[fleet]` keys (peers for second-chance forwarding, the VIP).
 //! - `eal`: the EAL arguments a config asks for.
 //! - `ratelimit`: the rate-limit keys and their checks.
 //! - `ipv6`: a port's IPv4 and IPv6 addresses, `gateway6`, IPv6 prefixes.
@@ -22,6 +23,7 @@ mod announce;
 mod eal;
 mod error;
 pub mod exception;
+mod fleet;
 mod hashkey;
 pub mod headers;
 pub mod ipv6;
@@ -42,6 +44,7 @@ mod warn;
 
 pub use announce::Announce;
 pub use error::ConfigError;
+pub use fleet::{parse_mac, Fleet, FleetPeer};
 pub use hashkey::HashKey;
 pub use limits::{
     EAL_FLAGS, MAX_ACCESS_LOG_RING, MAX_ACCESS_LOG_SAMPLE, MAX_DESCRIPTORS, MAX_LCORE, MAX_MBUFS,
@@ -98,6 +101,7 @@ impl Config {
         cfg.validate_upgrade(text)?;
         cfg.validate_tls(text)?;
         cfg.validate_announce(text)?;
+        cfg.validate_fleet(text)?;
         Ok(cfg)
     }
 

@@ -175,6 +175,14 @@ fn wrong_values_name_key_line_and_fix() {
         (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\nlisteners = [\"client:80\"]\nbird_socket = \"\"\n", "bird_socket must be the path of BIRD's control socket", Some(45)),
         (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\nlisteners = [\"client:80\"]\nhold_down_ms = 9999999999999\n", "hold_down_ms = 9999999999999: at most", Some(45)),
         (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1/32\"\n", "missing field `listeners`", Some(42)),
+        // [fleet] (the section starts at line 42).
+        (BASE.to_owned() + "[fleet]\nport = \"edge\"\n", "fleet: no port \"edge\" (ports: client, upstream)", Some(43)),
+        (BASE.to_owned() + "[fleet]\nport = \"client\"\nvip = \"10.71.0.2\"\n", "fleet: vip 10.71.0.2 is port \"client\"'s own address", Some(44)),
+        (BASE.to_owned() + "[fleet]\nport = \"client\"\nvip = \"224.0.0.9\"\n", "fleet: vip 224.0.0.9 is not a unicast address", Some(44)),
+        (BASE.to_owned() + "[fleet]\nport = \"client\"\npeers = [{ mac = \"02:00:00:0b\" }]\n", "fleet: peer 1 has mac \"02:00:00:0b\": write six hex bytes", Some(44)),
+        (BASE.to_owned() + "[fleet]\nport = \"client\"\npeers = [{ mac = \"ff:ff:ff:ff:ff:ff\" }]\n", "fleet: peer 1 has mac ff:ff:ff:ff:ff:ff: not a unicast MAC", Some(44)),
+        (BASE.to_owned() + "[fleet]\nport = \"client\"\npeers = [{ mac = \"02:00:00:00:00:0b\" }, { mac = \"02:00:00:00:00:0B\" }]\n", "fleet: mac 02:00:00:00:00:0B is listed twice", Some(44)),
+        (BASE.to_owned() + "[fleet]\nport = \"client\"\npeers = [{ mac = \"02:00:00:00:00:0b\", nam = \"b\" }]\n", "unknown field `nam`", Some(44)),
         // Servers by name: a typo is refused before it reaches the resolver.
         (with("10.72.0.1:80", "web_1.lab:80"), "upstream 'web': server \"web_1.lab:80\" is not A.B.C.D:port or HOST:port", Some(41)),
         // An empty group is reported at the group, not at a listener naming it.

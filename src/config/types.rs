@@ -26,6 +26,8 @@ pub struct Config {
     pub access_log: AccessLog,
     /// Announce a VIP through BIRD while healthy (`config::announce`).
     pub announce: Option<super::Announce>,
+    /// The other instances on the segment (second-chance forwarding).
+    pub fleet: Option<super::Fleet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

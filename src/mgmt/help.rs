@@ -65,6 +65,9 @@ pub fn counter_help(c: Counter) -> &'static str {
         HandoffsIn => "Frames received from another worker for a flow this one owns.",
         HandoffDrops => "Frames dropped because the owner's handoff ring was full.",
         ExceptionToKernel => "Frames queued for the kernel's exception interface (not ZProxy's).",
+        SecondChanceForwarded => "Segments for no flow here sent on to the fleet's peers ([fleet]).",
+        SecondChanceReceived => "Frames that came from a fleet peer (second chances and their flows).",
+        SecondChanceDropped => "Second chances from a peer that matched no flow here (dropped, no RST).",
         ExceptionRateDrops => "Frames for the kernel dropped over port.exception.rate.",
         ExceptionRingDrops => {
             "Frames for the kernel dropped because the control core's ring was full."

@@ -38,6 +38,8 @@ pub struct PortSpec {
     pub exception: Option<super::exception::ExceptionSpec>,
     /// The port's IPv6 addresses and gateway, if it has any.
     pub ipv6: Option<super::ipv6::Ipv6Spec>,
+    /// The port's fleet (VIP, peers), if `[fleet]` names it.
+    pub fleet: Option<super::stack::FleetSpec>,
 }
 
 /// True when `ip` is inside `net`/`len`.
@@ -67,6 +69,8 @@ pub struct Link {
     pub to_kernel: Option<super::exception::ToKernel>,
     /// IPv6 neighbour discovery and echo, when the port has IPv6 addresses.
     pub v6: Option<super::ipv6::Ipv6Port>,
+    /// Second-chance forwarding's peers and the VIP, when in a fleet.
+    pub fleet: Option<super::stack::Fleet>,
 }
 
 impl Link {
@@ -89,6 +93,12 @@ impl Link {
             addrs
                 .push(IpCidr::new(p.address.0.into(), p.address.1))
                 .expect("one address per port");
+            if let Some(vip) = p.fleet.as_ref().and_then(|f| f.vip) {
+                // The shared service address: a /32, routed here by the router.
+                addrs
+                    .push(IpCidr::new(vip.into(), 32))
+                    .expect("room for the VIP (IFACE_MAX_ADDR_COUNT)");
+            }
         });
         if let Some(gw) = p.gateway {
             iface
@@ -114,6 +124,7 @@ impl Link {
                 .ipv6
                 .as_ref()
                 .map(|s| super::ipv6::Ipv6Port::new(s, p.mac)),
+            fleet: p.fleet.as_ref().map(super::stack::Fleet::new),
         }
     }
 

@@ -8,8 +8,8 @@
 use std::fmt::Debug;
 
 use crate::config::{
-    AccessLog, Announce, Config, HealthCheckConfig, Listener, Logging, Management, PortSection,
-    Runtime, UpstreamGroup,
+    AccessLog, Announce, Config, Fleet, HealthCheckConfig, Listener, Logging, Management,
+    PortSection, Runtime, UpstreamGroup,
 };
 
 /// What a changed key does on SIGHUP.
@@ -121,6 +121,10 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("announce.protocol", Restart),
     ("announce.listeners", Applies),
     ("announce.hold_down_ms", Applies),
+    ("fleet", Restart),
+    ("fleet.port", Restart),
+    ("fleet.vip", Restart),
+    ("fleet.peers", Restart),
 ];
 
 /// What a change to `key` does; a key missing from the table needs a restart.
@@ -215,6 +219,7 @@ pub fn diff(running: &Config, next: &Config) -> Diff {
         logging,
         access_log,
         announce,
+        fleet,
     } = running;
     runtime_diff(&mut d, runtime, &next.runtime);
     if ports.len() != next.ports.len() {
@@ -271,7 +276,21 @@ pub fn diff(running: &Config, next: &Config) -> Diff {
     d.cmp("access_log.sample", "", sample, &n.sample);
     d.cmp("access_log.ring_entries", "", ring_entries, &n.ring_entries);
     announce_diff(&mut d, announce.as_ref(), next.announce.as_ref());
+    fleet_diff(&mut d, fleet.as_ref(), next.fleet.as_ref());
     d
+}
+
+/// Workers get the VIP and the peers when they start.
+fn fleet_diff(d: &mut Diff, a: Option<&Fleet>, b: Option<&Fleet>) {
+    let (a, b) = match (a, b) {
+        (None, None) => return,
+        (Some(a), Some(b)) => (a, b),
+        _ => return d.push("fleet", String::new(), "[fleet] added or removed".into()),
+    };
+    let Fleet { port, vip, peers } = a;
+    d.cmp("fleet.port", "", port, &b.port);
+    d.cmp("fleet.vip", "", vip, &b.vip);
+    d.cmp("fleet.peers", "", peers, &b.peers);
 }
 
 /// The announcer talks to one BIRD protocol from start; what it follows

@@ -34,6 +34,11 @@ health_check = { kind = "tcp" }
 [announce]
 vip = "10.99.0.1/32"
 listeners = ["client:80"]
+
+[fleet]
+port = "client"
+vip = "10.99.0.1"
+peers = [{ mac = "02:00:00:00:00:0b", name = "b" }]
 "#;
 
 /// The exception path of the base config's second port (the one that has it),
@@ -295,7 +300,15 @@ const EDITS: &[Edit] = &[
     ("announce.protocol", |c| ann(c).protocol = "vip2".into()),
     ("announce.listeners", |c| ann(c).listeners.clear()),
     ("announce.hold_down_ms", |c| ann(c).hold_down_ms = 1),
+    ("fleet", |c| c.fleet = None),
+    ("fleet.port", |c| fleet(c).port = "up".into()),
+    ("fleet.vip", |c| fleet(c).vip = None),
+    ("fleet.peers", |c| fleet(c).peers.clear()),
 ];
+
+fn fleet(c: &mut Config) -> &mut crate::config::Fleet {
+    c.fleet.as_mut().unwrap()
+}
 
 fn ann(c: &mut Config) -> &mut crate::config::Announce {
     c.announce.as_mut().unwrap()

@@ -107,6 +107,8 @@ pub fn stack(a: &WorldArgs, d: &Dpdk) -> Result<Stack, String> {
         rx_checksum_offload: port.rx_checksum_offload(),
         reta_size: 128,
         exception: None,
+        ipv6: None,
+        fleet: None,
     };
     let secrets = zproxy::secrets::Secrets::from_os_rng()
         .map_err(|e| format!("no entropy from the OS for the world's ISNs: {e}"))?;

@@ -75,7 +75,7 @@ impl Stack {
         } else if p.rx_checksum_offload && crate::dpdk::rx_checksum_bad(m.ol_flags()) {
             Frame::Drop(Counter::DropChecksum)
         } else {
-            classify(m.data(), p.ip)
+            classify(m.data(), p.ip, p.fleet.as_ref().and_then(|f| f.vip))
         };
         match frame {
             Frame::Tcp {
@@ -167,6 +167,7 @@ impl Stack {
         handed: bool,
         now_us: u64,
     ) {
+        let from_peer = self.came_from_peer(port, src_mac, handed);
         if let Some(f) = self.flows.lookup(&key) {
             if rst {
                 if !self.rst_acceptable(f, port, &m, now_us) {
@@ -202,7 +203,7 @@ impl Stack {
                 self.counters.add(Counter::DropTimeWait, 1);
                 self.ack_again_in_time_wait(port, m, key);
             } else if let Some(m) = self.open_from_cookie(port, m, key, now_us) {
-                self.answer_stateless(port, m, now_us); // RST
+                self.second_chance(port, m, key, from_peer, now_us); // to the peers, or a RST
             }
             return;
         }
@@ -249,7 +250,7 @@ impl Stack {
     }
 
     /// A listener of ours takes connections to `tcp_port` on `port`.
-    fn listening(&self, port: usize, tcp_port: u16) -> bool {
+    pub(super) fn listening(&self, port: usize, tcp_port: u16) -> bool {
         self.listeners
             .iter()
             .any(|l| l.port_index == port && l.tcp_port == tcp_port)
@@ -563,7 +564,7 @@ impl Stack {
     }
 
     /// Lets smoltcp answer a frame that belongs to no flow.
-    fn answer_stateless(&mut self, port: usize, m: Mbuf, now_us: u64) {
+    pub(super) fn answer_stateless(&mut self, port: usize, m: Mbuf, now_us: u64) {
         let p = &mut self.ports[port];
         let mut dev = FrameDevice::new(Some(m), &mut p.tx, &p.caps, 0);
         p.iface
@@ -611,9 +612,9 @@ fn checksums_ok(data: &[u8]) -> bool {
         )
 }
 
-/// Decides what a frame is from its headers alone. After `new_checked`, no
-/// accessor panics.
-fn classify(data: &[u8], our_ip: Ipv4Addr) -> Frame {
+/// Decides what a frame is from its headers alone (ours: to the port's
+/// address or to the fleet's `vip`). After `new_checked`, no accessor panics.
+fn classify(data: &[u8], our_ip: Ipv4Addr, vip: Option<Ipv4Addr>) -> Frame {
     let Ok(eth) = EthernetFrame::new_checked(data) else {
         return Frame::Drop(Counter::DropMalformed);
     };
@@ -626,7 +627,7 @@ fn classify(data: &[u8], our_ip: Ipv4Addr) -> Frame {
     let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
         return Frame::Drop(Counter::DropMalformed);
     };
-    if ip.dst_addr() != our_ip {
+    if ip.dst_addr() != our_ip && Some(ip.dst_addr()) != vip {
         // Broadcast and multicast may still concern us; unicast to others does not.
         return if ip.dst_addr().is_broadcast() || ip.dst_addr().is_multicast() {
             Frame::Stateless
@@ -689,9 +690,28 @@ mod tests {
 
     const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
+    fn classify_us(data: &[u8], us: Ipv4Addr) -> Frame {
+        classify(data, us, None)
+    }
+
+    #[test]
+    fn the_fleets_vip_is_ours_too() {
+        let vip = Some(Ipv4Addr::new(10, 99, 0, 1));
+        let to_vip = tcp_frame([10, 99, 0, 1], 0x10, 0);
+        assert!(matches!(classify(&to_vip, US, vip), Frame::Tcp { .. }));
+        assert!(matches!(
+            classify(&to_vip, US, None),
+            Frame::Drop(Counter::DropNotForUs)
+        ));
+        assert!(matches!(
+            classify(&tcp_frame([10, 0, 0, 2], 0x10, 0), US, vip),
+            Frame::Tcp { .. }
+        ));
+    }
+
     #[test]
     fn classifies_syn_to_us() {
-        match classify(&tcp_frame([10, 0, 0, 2], 0x02, 0), US) {
+        match classify_us(&tcp_frame([10, 0, 0, 2], 0x02, 0), US) {
             Frame::Tcp {
                 key, syn, ack, rst, ..
             } => {
@@ -707,18 +727,18 @@ mod tests {
     #[test]
     fn drops_what_is_not_ours_or_broken() {
         assert!(matches!(
-            classify(&tcp_frame([10, 0, 0, 9], 0x02, 0), US),
+            classify_us(&tcp_frame([10, 0, 0, 9], 0x02, 0), US),
             Frame::Drop(Counter::DropNotForUs)
         ));
         assert!(matches!(
-            classify(&tcp_frame([10, 0, 0, 2], 0x02, 0x2000), US),
+            classify_us(&tcp_frame([10, 0, 0, 2], 0x02, 0x2000), US),
             Frame::Drop(Counter::DropMalformed)
         ));
         let full = tcp_frame([10, 0, 0, 2], 0x02, 0);
         for cut in [0, 10, 14, 20, 33, 40, 53] {
             assert!(
                 matches!(
-                    classify(&full[..cut], US),
+                    classify_us(&full[..cut], US),
                     Frame::Drop(Counter::DropMalformed)
                 ),
                 "cut at {cut}"
@@ -730,9 +750,9 @@ mod tests {
     fn arp_and_broadcast_go_to_the_stack() {
         let mut arp = vec![0u8; 42];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert!(matches!(classify(&arp, US), Frame::Arp));
+        assert!(matches!(classify_us(&arp, US), Frame::Arp));
         assert!(matches!(
-            classify(&tcp_frame([255, 255, 255, 255], 0x02, 0), US),
+            classify_us(&tcp_frame([255, 255, 255, 255], 0x02, 0), US),
             Frame::Stateless
         ));
     }

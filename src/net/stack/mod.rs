@@ -9,21 +9,21 @@
 //! transmits what it wrote and releases what closed.
 //!
 //! - [`demux`]: what each received frame is, and which flow gets it
-//!   (including SYN cookies, TIME-WAIT and handoff to the owning core).
-
+//!   (including SYN cookies, TIME-WAIT and handoff to the owning core);
+//!   [`second_chance`]: what no flow here owns goes to the fleet's peers.
 mod demux;
+mod second_chance;
 mod tap;
-
 pub use demux::ListenSettings;
+pub use second_chance::{Fleet, FleetSpec};
 
 use crate::net::ratelimit::{Limiter, Rate};
-use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
-
 use smoltcp::iface::{PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 
 use super::arena::Arena;
 use super::counters::{Counter, Counters};

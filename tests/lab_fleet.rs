@@ -1,0 +1,694 @@
+//! Two ZProxy instances behind a router with a kernel ECMP route to the VIP
+//! (layer-4 hashing, `fib_multipath_hash_policy = 1`), on one L2 segment
+//! (the router's bridge), with `[fleet]` naming each other as peers:
+//!
+//! ```text
+//! client ns            router ns                         proxy ns            upstream ns
+//! c0 10.70.1.1 --- c1 10.70.1.254                        a0 (ZProxy A 10.70.0.1)
+//!                      br0 10.70.0.254 [a1 b1] --------- b0 (ZProxy B 10.70.0.2)
+//!                      u1 10.70.3.254 ---------------------------------------- u0 10.70.3.1 nginx
+//!                      10.99.0.1/32 nexthop via .1 nexthop via .2
+//! ```
+//!
+//! The route is static (`ip route ... nexthop via A nexthop via B`), not BGP:
+//! see `lab_announce` for BIRD. Each instance reaches the upstream through
+//! the router on its one port. A drain of A (its next hop removed, then
+//! SIGTERM) while long transfers run: the router re-hashes A's flows onto
+//! B, B hands their segments to A (second-chance forwarding), every transfer
+//! completes byte-exact and A exits once its last connection ends. Without
+//! peers, B answers those segments with RSTs and transfers break (that test
+//! shows the first can fail). A rolling restart of both instances under long
+//! transfers and short connections keeps every one. Root only; takes the lab
+//! lock; about 3.5 minutes on a 2-core VM.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::proxy::lab_lock;
+use common::*;
+use serde_json::Value;
+
+const VIP: &str = "10.99.0.1";
+const MACS: [&str; 2] = ["02:00:00:00:f0:0a", "02:00:00:00:f0:0b"];
+const ADDRS: [&str; 2] = ["10.70.0.1", "10.70.0.2"];
+const IFACES: [&str; 2] = ["a0", "b0"];
+/// Long transfers: this many, of `BIG_MIB` MiB each, sent by nginx at
+/// `RATE` per connection. Scaled to this 2-core VM, whose core 1 both
+/// instances' workers share (the issue asks for 100-500 on real hardware).
+const LONG: usize = 100;
+const BIG_MIB: usize = 10;
+const RATE: &str = "384k";
+
+/// The namespaces, links and nginx; removed on drop (also on panic).
+struct Net {
+    id: String,
+    dir: PathBuf,
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Net {
+    fn up() -> Net {
+        let id = format!("zf{}", std::process::id());
+        let dir = Path::new(LAB_RUN_ROOT).join(&id);
+        std::fs::create_dir_all(dir.join("out")).unwrap();
+        let net = Net { id, dir };
+        for role in ["client", "router", "proxy", "upstream"] {
+            sh(&["ip", "netns", "add", &net.ns(role)]);
+            net.run(role, "ip link set lo up");
+            net.run(
+                role,
+                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+            );
+        }
+        for (a, ra, b, rb) in [
+            ("c0", "client", "c1", "router"),
+            ("u0", "upstream", "u1", "router"),
+            ("a0", "proxy", "a1", "router"),
+            ("b0", "proxy", "b1", "router"),
+        ] {
+            sh(&[
+                "ip",
+                "link",
+                "add",
+                a,
+                "netns",
+                &net.ns(ra),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "netns",
+                &net.ns(rb),
+            ]);
+            for (ns, ifc) in [(ra, a), (rb, b)] {
+                // af_packet sees frames as the kernel left them: whole, with checksums.
+                net.run(
+                    ns,
+                    &format!("ethtool -K {ifc} tso off gso off gro off tx off >/dev/null"),
+                );
+            }
+        }
+        for (i, ifc) in IFACES.iter().enumerate() {
+            net.run("proxy", &format!("ip link set {ifc} address {}", MACS[i]));
+            net.run("proxy", &format!("ip link set {ifc} up"));
+        }
+        net.run("router", "ip link add br0 type bridge");
+        for ifc in ["a1", "b1"] {
+            net.run("router", &format!("ip link set {ifc} master br0"));
+        }
+        for ifc in ["br0", "a1", "b1", "c1", "u1"] {
+            net.run("router", &format!("ip link set {ifc} up"));
+        }
+        net.run("router", "ip addr add 10.70.0.254/24 dev br0");
+        net.run("router", "ip addr add 10.70.1.254/24 dev c1");
+        net.run("router", "ip addr add 10.70.3.254/24 dev u1");
+        net.run(
+            "router",
+            "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1",
+        );
+        net.run("client", "ip addr add 10.70.1.1/24 dev c0");
+        net.run("client", "ip link set c0 up");
+        net.run("client", "ip route add default via 10.70.1.254");
+        net.run(
+            "client",
+            "sysctl -qw net.ipv4.ip_local_port_range='1024 65000'",
+        );
+        net.run("upstream", "ip addr add 10.70.3.1/24 dev u0");
+        net.run("upstream", "ip link set u0 up");
+        net.run("upstream", "ip route add default via 10.70.3.254");
+        net.route(&[0, 1]);
+        net.start_nginx();
+        net
+    }
+
+    fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.id)
+    }
+
+    /// Runs a shell line in the role's namespace; panics unless it succeeds.
+    fn run(&self, role: &str, line: &str) -> String {
+        sh(&["ip", "netns", "exec", &self.ns(role), "bash", "-c", line])
+    }
+
+    /// The router's route to the VIP: through these instances.
+    fn route(&self, via: &[usize]) {
+        let hops: Vec<String> = via
+            .iter()
+            .map(|&i| format!("nexthop via {} dev br0", ADDRS[i]))
+            .collect();
+        self.run(
+            "router",
+            &format!("ip route replace {VIP}/32 {}", hops.join(" ")),
+        );
+    }
+
+    /// nginx on 10.70.3.1:80: `/big` (BIG_MIB MiB of random bytes, at RATE
+    /// per connection) and `/small`.
+    fn start_nginx(&self) {
+        let d = self.dir.display();
+        let www = self.dir.join("www");
+        std::fs::create_dir_all(self.dir.join("tmp")).unwrap();
+        std::fs::create_dir_all(&www).unwrap();
+        sh(&[
+            "bash",
+            "-c",
+            &format!(
+                "head -c {} /dev/urandom > {}/big",
+                BIG_MIB << 20,
+                www.display()
+            ),
+        ]);
+        let conf = format!(
+            r#"
+worker_processes 1;
+daemon on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    server {{
+        listen 10.70.3.1:80 reuseport backlog=4096;
+        root {d}/www;
+        location = /big {{ limit_rate {RATE}; }}
+        location = /small {{ default_type text/plain; return 200 "small\n"; }}
+    }}
+}}
+"#
+        );
+        std::fs::write(self.dir.join("nginx.conf"), conf).unwrap();
+        self.run(
+            "upstream",
+            &format!("nginx -q -p {d} -e {d}/error.log -c {d}/nginx.conf"),
+        );
+        wait_for(Duration::from_secs(10), "nginx", || {
+            Command::new("ip")
+                .args(["netns", "exec", &self.ns("upstream"), "bash", "-c"])
+                .arg("exec 3<>/dev/tcp/10.70.3.1/80")
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    }
+
+    fn big_sha(&self) -> String {
+        let out = sh(&["sha256sum", self.dir.join("www/big").to_str().unwrap()]);
+        out[..64].to_owned()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(self.dir.join("nginx.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) of the nginx this test started (its pid file).
+            unsafe { libc::kill(pid, libc::SIGQUIT) };
+        }
+        for role in ["client", "router", "proxy", "upstream"] {
+            // Whatever still runs there (curl, zproxy) goes with it.
+            let _ = Command::new("ip")
+                .args(["netns", "pids", &self.ns(role)])
+                .output()
+                .map(|o| {
+                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        if let Ok(pid) = pid.parse::<i32>() {
+                            // SAFETY: kill(2) of a process in this test's own namespace.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
+                    }
+                });
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(role)])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One ZProxy instance in the proxy namespace; killed on drop.
+struct Instance {
+    child: Option<Child>,
+    log: PathBuf,
+    mgmt: String,
+}
+
+impl Instance {
+    fn start(net: &Net, i: usize, peers: bool) -> Instance {
+        let peer = if peers {
+            format!("{{ mac = \"{}\", name = \"{}\" }}", MACS[1 - i], 1 - i)
+        } else {
+            String::new()
+        };
+        let mgmt = format!("127.0.0.1:{}", 9101 + i);
+        let cfg = format!(
+            r#"
+[runtime]
+worker_lcores = [1]
+mbufs = 8191
+max_flows = 4096
+socket_rx_buffer = 65536
+socket_tx_buffer = 65536
+
+[[port]]
+name = "edge"
+vdev = "net_af_packet{i},iface={ifc},qpairs=1"
+address = "{addr}/24"
+gateway = "10.70.0.254"
+
+[[listener]]
+port = "edge"
+tcp_port = 80
+mode = "http"
+upstream = "web"
+max_connections_per_source = 0
+
+[[upstream]]
+name = "web"
+port = "edge"
+servers = [{{ address = "10.70.3.1:80" }}]
+
+[management]
+address = "{mgmt}"
+drain_timeout_ms = 120000
+
+[fleet]
+port = "edge"
+vip = "{VIP}"
+peers = [{peer}]
+"#,
+            ifc = IFACES[i],
+            addr = ADDRS[i],
+        );
+        let path = net.dir.join(format!("zproxy{i}.toml"));
+        std::fs::write(&path, cfg).unwrap();
+        let log = net.dir.join(format!("zproxy{i}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net.ns("proxy")])
+            .arg(env!("CARGO_BIN_EXE_zproxy"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        let mut z = Instance {
+            child: Some(child),
+            log,
+            mgmt,
+        };
+        wait_for(Duration::from_secs(30), "the instance to poll", || {
+            z.log().contains("polling") || !z.running()
+        });
+        assert!(z.running(), "instance {i} did not come up:\n{}", z.log());
+        z
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        // SAFETY: kill(2) of the zproxy this test started (`ip netns exec` execs it).
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// `/stats`, or None while the endpoint does not answer.
+    fn stats(&self, net: &Net) -> Option<Value> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.ns("proxy")])
+            .arg(env!("CARGO_BIN_EXE_zproxy"))
+            .args(["stats", "-a", &self.mgmt])
+            .output()
+            .ok()?;
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .filter(|v| v["workers"].is_array())
+    }
+
+    /// A counter summed over the workers.
+    fn stat(&self, net: &Net, name: &str) -> u64 {
+        let mut v = None;
+        wait_for(Duration::from_secs(5), "/stats", || {
+            v = self.stats(net);
+            v.is_some()
+        });
+        sum(&v.unwrap(), name)
+    }
+}
+
+impl Instance {
+    /// A counter as published after this call began (workers publish every
+    /// 100 ms; `total_cycles` moves on with every publication).
+    fn fresh_stat(&self, net: &Net, name: &str) -> u64 {
+        let first = self.stat(net, "total_cycles");
+        let mut v = None;
+        wait_for(Duration::from_secs(5), "fresh counters", || {
+            v = self.stats(net).filter(|v| sum(v, "total_cycles") > first);
+            v.is_some()
+        });
+        sum(&v.unwrap(), name)
+    }
+}
+
+fn sum(v: &Value, name: &str) -> u64 {
+    v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w[name].as_u64().unwrap_or(0))
+        .sum()
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `n` curls from the client namespace, one connection each; the count of
+/// those that got a 200.
+fn short_requests(net: &Net, n: usize) -> usize {
+    let out = net.run(
+        "client",
+        &format!(
+            "for i in $(seq {n}); do curl -s --max-time 10 -o /dev/null -w '%{{http_code}}\\n' http://{VIP}/small; done"
+        ),
+    );
+    out.lines().filter(|l| *l == "200").count()
+}
+
+/// Starts `n` rate-limited downloads of /big from the client namespace;
+/// each leaves its exit code, its body's sha256 and curl's errors in `out/`.
+fn start_long(net: &Net, tag: &str, n: usize) -> Child {
+    let out = net.dir.join(tag);
+    std::fs::create_dir_all(&out).unwrap();
+    let script = format!(
+        r#"for i in $(seq {n}); do
+  ( curl -sS --max-time 300 http://{VIP}/big 2> {o}/$i.err | sha256sum | cut -c1-64 > {o}/$i.sha
+    echo "${{PIPESTATUS[0]}}" > {o}/$i.rc ) &
+done
+wait"#,
+        o = out.display()
+    );
+    Command::new("ip")
+        .args(["netns", "exec", &net.ns("client"), "bash", "-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// (transfers that completed byte-exact, what went wrong with the others).
+fn long_results(net: &Net, tag: &str, n: usize) -> (usize, Vec<String>) {
+    let want = net.big_sha();
+    let out = net.dir.join(tag);
+    let (mut ok, mut bad) = (0, Vec::new());
+    for i in 1..=n {
+        let read = |ext: &str| {
+            std::fs::read_to_string(out.join(format!("{i}.{ext}")))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        if read("rc") == "0" && read("sha") == want {
+            ok += 1;
+        } else {
+            bad.push(format!("#{i}: rc {} {}", read("rc"), read("err")));
+        }
+    }
+    (ok, bad)
+}
+
+/// What a drain of instance A under load did.
+struct Drain {
+    /// Long transfers byte-exact, and the failures.
+    long_ok: usize,
+    long_bad: Vec<String>,
+    short_ok: usize,
+    short: usize,
+    a_exited: bool,
+    b_forwarded: u64,
+    a_received: u64,
+}
+
+fn drain_under_load(peers: bool) -> Drain {
+    let net = Net::up();
+    let mut a = Instance::start(&net, 0, peers);
+    let b = Instance::start(&net, 1, peers);
+
+    wait_for(
+        Duration::from_secs(15),
+        "a first answer through the VIP",
+        || short_requests(&net, 1) == 1,
+    );
+    let accepted = |z: &Instance| z.stat(&net, "flows_accepted");
+    let (a0, b0) = (
+        a.fresh_stat(&net, "flows_accepted"),
+        b.fresh_stat(&net, "flows_accepted"),
+    );
+    // Many client ports spread over both instances.
+    let n = 100;
+    let got = short_requests(&net, n);
+    assert_eq!(got, n, "A:\n{}\nB:\n{}", a.log(), b.log());
+    let (mut sa, mut sb) = (0, 0);
+    wait_for(
+        Duration::from_secs(5),
+        "the counters of every connection",
+        || {
+            (sa, sb) = (accepted(&a) - a0, accepted(&b) - b0);
+            sa + sb >= n as u64
+        },
+    );
+    eprintln!("{n} connections: A accepted {sa}, B {sb}");
+    assert_eq!(sa + sb, n as u64);
+    assert!(sa >= 20 && sb >= 20, "not spread: A {sa}, B {sb}");
+
+    let mut long = start_long(&net, "out", LONG);
+    // Each instance holds a share of the transfers (client + upstream flows).
+    wait_for(
+        Duration::from_secs(20),
+        "transfers on both instances",
+        || a.stat(&net, "flows_active") >= 10 && b.stat(&net, "flows_active") >= 10,
+    );
+    let on_a = a.stat(&net, "flows_active") / 2;
+    eprintln!(
+        "{LONG} transfers: about {on_a} on A, {} on B",
+        b.stat(&net, "flows_active") / 2
+    );
+
+    // The drain: A's next hop goes, then SIGTERM. Short connections go on.
+    net.route(&[1]);
+    a.signal(libc::SIGTERM);
+    let t = Instant::now();
+    let short = 100;
+    let short_ok = short_requests(&net, short);
+    let mut a_received = 0;
+    // Without peers, A's connections wait out their timeouts: no need to.
+    let patience = Duration::from_secs(if peers { 240 } else { 20 });
+    let a_exited = wait_until(patience, || {
+        if let Some(v) = a.stats(&net) {
+            a_received = sum(&v, "second_chance_received");
+        }
+        !a.running()
+    });
+    eprintln!("A exited {:?} after SIGTERM: {a_exited}", t.elapsed());
+    let b_forwarded = b.stat(&net, "second_chance_forwarded");
+    let metrics = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.ns("proxy"),
+        env!("CARGO_BIN_EXE_zproxy"),
+        "stats",
+        "--prometheus",
+        "-a",
+        &b.mgmt,
+    ]);
+    for name in ["forwarded", "received", "dropped"] {
+        let metric = format!("zproxy_second_chance_{name}_total");
+        assert!(metrics.contains(&metric), "no {metric} in:\n{metrics}");
+    }
+    if !a_exited {
+        a.signal(libc::SIGINT);
+    }
+    let _ = long.wait();
+    let (long_ok, long_bad) = long_results(&net, "out", LONG);
+    eprintln!(
+        "long transfers byte-exact: {long_ok}/{LONG}; short: {short_ok}/{short}; \
+         B forwarded {b_forwarded}, A received {a_received} second chances"
+    );
+    if a_exited {
+        let log = a.log();
+        assert!(log.contains("drained: no connection left"), "{log}");
+    }
+    Drain {
+        long_ok,
+        long_bad,
+        short_ok,
+        short,
+        a_exited,
+        b_forwarded,
+        a_received,
+    }
+}
+
+#[test]
+fn a_drain_breaks_no_connection() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let d = drain_under_load(true);
+    assert_eq!(d.long_ok, LONG, "broken transfers: {:#?}", d.long_bad);
+    assert_eq!(d.short_ok, d.short, "short connections failed");
+    assert!(d.a_exited, "A did not exit after its last connection");
+    assert!(
+        d.b_forwarded > 0,
+        "B forwarded nothing: was A's share moved?"
+    );
+    assert!(d.a_received > 0, "A received no second chance");
+}
+
+/// The same drain without peers: B answers A's re-hashed flows with RSTs.
+#[test]
+fn without_peers_a_drain_breaks_transfers() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let d = drain_under_load(false);
+    assert!(
+        d.long_ok < LONG,
+        "every transfer survived without second-chance forwarding: the lab does not re-hash"
+    );
+    assert!(
+        d.long_bad.iter().any(|e| e.contains("reset")),
+        "{:#?}",
+        d.long_bad
+    );
+    assert_eq!(d.b_forwarded, 0);
+}
+
+/// Short connections in the background until `stop`: one curl after
+/// another, each status code a line of `out/short`.
+fn start_short(net: &Net) -> Child {
+    let o = net.dir.join("out");
+    let script = format!(
+        "while [ ! -e {o}/stop ]; do curl -s --max-time 10 -o /dev/null -w '%{{http_code}}\\n' http://{VIP}/small >> {o}/short; done",
+        o = o.display()
+    );
+    Command::new("ip")
+        .args(["netns", "exec", &net.ns("client"), "bash", "-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Restarts both instances one at a time (withdraw, drain, start, route
+/// again) while long transfers and short connections run: when an instance
+/// comes back, the router re-hashes some of the other's flows onto it, and
+/// those are forwarded the other way.
+#[test]
+fn a_rolling_restart_breaks_no_connection() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let net = Net::up();
+    let mut z = [
+        Some(Instance::start(&net, 0, true)),
+        Some(Instance::start(&net, 1, true)),
+    ];
+    wait_for(
+        Duration::from_secs(15),
+        "a first answer through the VIP",
+        || short_requests(&net, 1) == 1,
+    );
+    let mut short = start_short(&net);
+    let mut forwarded = 0;
+    let mut batches = Vec::new();
+    for i in 0..2 {
+        // Half the long transfers per restart (nextest's 5 min), spread over both.
+        batches.push(start_long(&net, &format!("long{i}"), LONG / 2));
+        wait_for(
+            Duration::from_secs(20),
+            "transfers on both instances",
+            || {
+                z.iter()
+                    .all(|z| z.as_ref().unwrap().stat(&net, "flows_active") >= 4)
+            },
+        );
+        net.route(&[1 - i]);
+        let mut old = z[i].take().unwrap();
+        old.signal(libc::SIGTERM);
+        let t = Instant::now();
+        wait_for(
+            Duration::from_secs(240),
+            "the drained instance to exit",
+            || !old.running(),
+        );
+        assert!(
+            old.log().contains("drained: no connection left"),
+            "{}",
+            old.log()
+        );
+        eprintln!("instance {i} drained in {:?}", t.elapsed());
+        forwarded += z[1 - i]
+            .as_ref()
+            .unwrap()
+            .stat(&net, "second_chance_forwarded");
+        z[i] = Some(Instance::start(&net, i, true));
+        net.route(&[0, 1]);
+    }
+    std::fs::write(net.dir.join("out/stop"), "").unwrap();
+    let _ = short.wait();
+    let (mut long_ok, mut long_bad) = (0, Vec::new());
+    for (i, mut b) in batches.into_iter().enumerate() {
+        let _ = b.wait();
+        let (ok, bad) = long_results(&net, &format!("long{i}"), LONG / 2);
+        long_ok += ok;
+        long_bad.extend(bad);
+    }
+    let codes = std::fs::read_to_string(net.dir.join("out/short")).unwrap();
+    let total = codes.lines().count();
+    let ok = codes.lines().filter(|l| *l == "200").count();
+    eprintln!(
+        "rolling restart: long transfers byte-exact {long_ok}/{}, short {ok}/{total} ({:.2} %), forwarded {forwarded}",
+        LONG,
+        100.0 * ok as f64 / total.max(1) as f64
+    );
+    assert_eq!(long_ok, LONG, "broken transfers: {long_bad:#?}");
+    assert!(total > 0);
+    assert_eq!(ok, total, "short connections failed");
+    assert!(
+        forwarded > 0,
+        "nothing was re-hashed: the drains proved nothing"
+    );
+}
