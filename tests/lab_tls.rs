@@ -2,7 +2,8 @@
 //! (openssl): an `https` listener with SNI (exact, wildcard, default),
 //! TLS 1.3 and 1.2, ALPN, resumption, an old client refused, bad input
 //! counted, upstream TLS to an nginx with `ssl` (and a 502 when its
-//! certificate does not verify), and SIGHUP swapping a certificate.
+//! certificate does not verify), SIGHUP swapping a certificate, and a
+//! `tls` listener relaying TCP byte-exact with half-closes.
 //!
 //! Root only; takes the lab lock like the other lab tests.
 
