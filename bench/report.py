@@ -390,6 +390,22 @@ if levels:
                 f"{x.charts()} |"
             )
 
+# ---- TLS (--tls, bench/tls-phase.sh) ---------------------------------------------------
+if os.path.exists(f"{out}/tls.md"):
+    lines += ["", "## TLS", "", f"{dur} per row; the server terminates TLS on core 1, the client runs on core 0.", ""]
+    lines += open(f"{out}/tls.md").read().rstrip("\n").split("\n")
+if os.path.exists(f"{out}/tls-flood.md"):
+    lines += [
+        "",
+        "### Handshake flood: established clients' latency",
+        "",
+        "ZProxy, ECDSA P-256: 20 keep-alive HTTPS clients (wrk --latency) while 100 more open full handshakes "
+        "(wrk, `Connection: close`), with the default `runtime.tls_handshakes_per_poll` and with 1024 (the bound "
+        "effectively off); the `none` row is the same keep-alive load without the flood.",
+        "",
+    ]
+    lines += open(f"{out}/tls-flood.md").read().rstrip("\n").split("\n")
+
 lines += [
     "",
     "## How to read this",

@@ -9,6 +9,13 @@
 #                          client, sequential: a latency-bound rate)
 #   keepalive              requests/s over TLS, keep-alive, 100 connections
 #
+# Then the handshake flood (ZProxy only, ECDSA): 20 established keep-alive
+# HTTPS clients (wrk --latency) while 100 more open full handshakes as fast
+# as they can (wrk, "Connection: close"), once with the default
+# runtime.tls_handshakes_per_poll and once with it at 1024 (the bound
+# effectively off): the keep-alive clients' p50/p99 and the flood's rate,
+# in $OUT/tls-flood.md.
+#
 # Each row also gives the server's CPU per request (its utime+stime over
 # the run; ZProxy's busy cycles are not used: its worker polls). Rows go to
 # $OUT/tls.md. Uses: $RUN, $OUT, $ZPROXY, $CONFIG (via zproxy_config),
@@ -73,6 +80,36 @@ tls_measure() {
   printf '| %s | %s | %s | %s |\n' "$label" "$mode" "${rate:-0}" "$cpu_us" | tee -a "$OUT/tls.md"
 }
 
+# tls_flood BUDGET FLOOD: ZProxy (ECDSA) with that handshake budget per
+# poll (empty: the default), with the flood ("flood") or without it
+# ("none", the reference); a row in tls-flood.md.
+tls_flood() {
+  local budget=$1 conf=$RUN/zproxy-tls-flood.toml url=https://10.71.0.2:443/ flood="" keep
+  tls_zproxy_config "$conf" ecdsa
+  if [ -n "$budget" ]; then sed -i "0,/^\[runtime\]/s//[runtime]\ntls_handshakes_per_poll = $budget/" "$conf"; fi
+  bash bench/lab.sh exec proxy "$ZPROXY" run -c "$conf" > "$RUN/zproxy-tls-flood.log" 2>&1 &
+  ZPID=$!
+  for _ in $(seq 100); do grep -q " polling" "$RUN/zproxy-tls-flood.log" && break; sleep 0.1; done
+  bash bench/lab.sh exec client curl -sk --retry 5 --retry-connrefused --max-time 2 -o /dev/null "$url"
+  local secs=${DURATION%s}
+  : > "$RUN/tls-flood.out"
+  if [ "$2" = flood ]; then
+    # The flood starts first and outlasts the measured keep-alive run.
+    bash bench/lab.sh exec client taskset -c 0 wrk -t1 -c100 -d"$((secs + 2))s" -H "Connection: close" "$url" > "$RUN/tls-flood.out" 2>&1 &
+    flood=$!
+    sleep 1
+  fi
+  keep=$(bash bench/lab.sh exec client taskset -c 0 wrk -t1 -c20 -d"$DURATION" --latency "$url" 2>&1)
+  if [ -n "$flood" ]; then wait "$flood" || true; fi
+  kill -INT "$ZPID"; wait "$ZPID" || true; ZPID=""
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "${budget:-default}" "$2" \
+    "$(echo "$keep" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
+    "$(echo "$keep" | awk '$1 == "50%" {print $2}')" \
+    "$(echo "$keep" | awk '$1 == "99%" {print $2}')" \
+    "$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$RUN/tls-flood.out")" \
+    "$(awk '/requests in/ {print $1}' "$RUN/tls-flood.out")" | tee -a "$OUT/tls-flood.md"
+}
+
 tls_phase() {
   step "TLS: ZProxy, HAProxy and nginx on :443 (ECDSA P-256 and RSA-2048), $DURATION each"
   tls_certs
@@ -93,6 +130,13 @@ tls_phase() {
       kill -INT "$ZPID"; wait "$ZPID" || true; ZPID=""
     fi
   done
+  if wants zproxy; then
+    step "TLS: handshake flood against established keep-alive clients, default budget and 1024"
+    printf '| tls_handshakes_per_poll | flood | keep-alive req/s | keep-alive p50 | keep-alive p99 | flood handshakes/s | flood connections |\n| --- | --- | --- | --- | --- | --- | --- |\n' > "$OUT/tls-flood.md"
+    tls_flood "" none
+    tls_flood "" flood
+    tls_flood 1024 flood
+  fi
   bash bench/lab.sh exec proxy ip addr add 10.71.0.2/24 dev cli1
   bash bench/lab.sh exec proxy ip addr add 10.72.0.2/24 dev ups1
   for peer in haproxy nginx; do

@@ -2,7 +2,8 @@
 //! (openssl): an `https` listener with SNI (exact, wildcard, default),
 //! TLS 1.3 and 1.2, ALPN, resumption, an old client refused, bad input
 //! counted, upstream TLS to an nginx with `ssl` (and a 502 when its
-//! certificate does not verify), and SIGHUP swapping a certificate.
+//! certificate does not verify), SIGHUP swapping a certificate, and a
+//! `tls` listener relaying TCP byte-exact with half-closes.
 //!
 //! Root only; takes the lab lock like the other lab tests.
 
@@ -420,4 +421,80 @@ fn sighup_swaps_a_certificate_and_open_connections_keep_theirs() {
         all.contains("again status=200"),
         "the open connection: {all}"
     );
+}
+
+/// `mode = "tls"`: TLS from the client, then the plain TCP relay to an
+/// echo upstream. 1 MB of random bytes each way through 16 KiB buffers
+/// (backpressure both ways), byte-exact, then the client's half-close
+/// (a close_notify alone, and a TCP FIN alone) reaches the upstream, whose
+/// trailer still comes back after it, and the proxy ends the stream with
+/// close_notify.
+#[test]
+fn tls_listener_relays_tcp_byte_exact_with_half_close() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let dir = pki(&lab);
+    let echo = repo_root().join("tests/peers/echo_upstream.py");
+    let _echo = KillOnDrop(lab.spawn(
+        "upstream",
+        ["python3", echo.to_str().unwrap(), UPSTREAM_IP, "9000"],
+    ));
+    let body = listener(445, "tls", "echo")
+        + "[listener.tls]\n"
+        + &cert_table(&dir, &["a"])
+        + &upstream("echo", &[(&format!("{UPSTREAM_IP}:9000"), 1)], "");
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    let client = repo_root().join("tests/peers/tls_relay_client.py");
+    let run = |how: &str| {
+        let out = lab.exec(
+            "client",
+            [
+                "python3",
+                client.to_str().unwrap(),
+                PROXY_CLIENT_IP,
+                "445",
+                "a.test",
+                &format!("{}/ca.pem", dir.display()),
+                "1000000",
+                how,
+            ],
+        );
+        (out.status.success(), describe(&out))
+    };
+    // The first try may meet a proxy (or echo peer) still starting.
+    assert!(
+        wait_until(Duration::from_secs(15), || run("notify").0),
+        "no TLS relay on :445: {}\nzproxy log:\n{}",
+        run("notify").1,
+        z.log()
+    );
+    for how in ["notify", "fin"] {
+        let (ok, out) = run(how);
+        assert!(ok, "{how}: {out}\nzproxy log:\n{}", z.log());
+        assert!(out.contains(&format!("ok {how}:")), "{out}");
+    }
+    let v = fresh_stats(&lab);
+    let sum = |k: &str| -> u64 {
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w[k].as_u64().unwrap())
+            .sum()
+    };
+    assert!(sum("tls_handshakes") >= 3, "{v}");
+    assert_eq!(sum("tls_protocol_errors"), 0, "{v}");
+}
+
+/// Kills a spawned peer when the test ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

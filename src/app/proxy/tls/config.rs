@@ -206,6 +206,23 @@ pub fn shared_ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, Tls
     Ok(TICKETER.get_or_init(|| t).clone())
 }
 
+/// TLS 1.2 sessions (by session ID) the shared cache holds: a client that
+/// offers no ticket resumes within the last this many full handshakes.
+/// An entry is a few hundred bytes (the encoded session, its ID, the
+/// map), so a few MiB at most.
+pub const SESSION_CACHE_ENTRIES: usize = 16_384;
+
+/// The TLS 1.2 session-ID cache: one for the whole process, like the
+/// ticketer, so a session resumes on whichever worker its next connection
+/// lands on. rustls locks it once per full or resumed handshake (to store
+/// or find the session), never per record or packet.
+pub fn shared_session_cache() -> Arc<dyn rustls::server::StoresServerSessions> {
+    static CACHE: OnceLock<Arc<rustls::server::ServerSessionMemoryCache>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES))
+        .clone()
+}
+
 /// The provider with the suites `ciphers` names (all of ring's when empty).
 fn provider(ciphers: &[String]) -> Result<CryptoProvider, TlsError> {
     let mut p = rustls::crypto::ring::default_provider();
@@ -259,6 +276,7 @@ pub fn server_config(t: &TlsListener, https: bool) -> Result<Arc<ServerConfig>, 
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
     cfg.ticketer = shared_ticketer()?;
+    cfg.session_storage = shared_session_cache();
     Ok(Arc::new(cfg))
 }
 
@@ -291,6 +309,7 @@ pub fn server_config_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<ServerConfi
         .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     cfg.ticketer = shared_ticketer()?;
+    cfg.session_storage = shared_session_cache();
     Ok(Arc::new(cfg))
 }
 

@@ -52,6 +52,8 @@ pub struct TlsConn {
     stage: Vec<u8>,
     /// No more plaintext will come (close_notify, TCP EOF, or a failure).
     eof: bool,
+    /// The peer's close_notify was read: `eof` once rustls' plaintext is taken.
+    peer_closed: bool,
     /// The session closed: the FIN goes once the records before it are out.
     closing: bool,
     /// A failure not yet taken by the engine (`take_failure`).
@@ -74,6 +76,7 @@ impl TlsConn {
             held: 0,
             stage: Vec::with_capacity(MAX_FRAGMENT),
             eof: false,
+            peer_closed: false,
             closing: false,
             failure: None,
             deadline_us,
@@ -147,9 +150,9 @@ impl TlsConn {
             match self.conn.process_new_packets() {
                 Ok(state) => {
                     self.held = state.plaintext_bytes_to_read();
-                    if state.peer_has_closed() && self.held == 0 {
-                        self.eof = true;
-                    }
+                    // A close_notify read with the last records: eof comes
+                    // when their plaintext is taken (`take_plaintext`).
+                    self.peer_closed |= state.peer_has_closed();
                 }
                 Err(e) => {
                     self.fail(&e);
@@ -205,6 +208,9 @@ impl TlsConn {
                 }
                 Err(_) => self.held = 0,
             }
+        }
+        if self.peer_closed && self.held == 0 {
+            self.eof = true;
         }
     }
 

@@ -26,8 +26,12 @@
 //!   plaintext buffer (the socket's receive capacity). rustls' buffered
 //!   API also allocates one `Vec` per received record (its plaintext
 //!   queue) and per sent record (its record queue): the hot path is not
-//!   allocation-free for TLS bytes. The unbuffered API is the way to
-//!   remove that.
+//!   allocation-free for TLS bytes. rustls 0.23's unbuffered API does not
+//!   remove that: `ReadTraffic::next_record` hands out a `Vec` rustls
+//!   allocated per record (`received_plaintext`), and `WriteTraffic::encrypt`
+//!   encrypts into an allocated `Vec` (ring's `MessageEncrypter` returns an
+//!   owned record) before copying it into the caller's buffer. Its main
+//!   branch decrypts in place (rustls PR #2746), after 0.23.
 //!
 //! # Backpressure
 //!

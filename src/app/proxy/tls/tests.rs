@@ -301,3 +301,25 @@ fn full_handshake_cpu_ecdsa_and_rsa() {
         );
     }
 }
+
+/// A TLS 1.2 client that resumes by session ID only (no tickets) resumes
+/// on another worker's config: the session-ID cache is one for all.
+#[test]
+fn tls12_session_id_resumes_on_another_workers_config() {
+    let dir = scratch("sessid");
+    let t = listener(vec![self_signed(&dir, "s", &["s.test"])]);
+    let (one, two) = (
+        server_config(&t, false).unwrap(),
+        server_config(&t, false).unwrap(),
+    );
+    let mut c12 = client(&t.certificates[0].cert, &[], &[&rustls::version::TLS12]);
+    Arc::get_mut(&mut c12).unwrap().resumption = rustls::client::Resumption::in_memory_sessions(8)
+        .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+    let (mut c, mut s) = (connect(&c12, "s.test"), serve(&one));
+    handshake(&mut c, &mut s).unwrap();
+    assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    let (mut c, mut s) = (connect(&c12, "s.test"), serve(&two));
+    handshake(&mut c, &mut s).unwrap();
+    assert_eq!(s.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+}
