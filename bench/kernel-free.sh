@@ -22,14 +22,17 @@
 #
 #   bench/kernel-free.sh [--duration 10s] [--concurrency 256] [--out DIR] [--no-build] [--overload]
 #                        [--levels 0.5,1,1.5,2,2.5,3] [--stall [--stalls 20,200] [--stall-runs 10]] [--rate N]
+#                        [--peak N] [--zproxy BIN]
 # --rate caps new connections per second in every run (for smoke tests; the
-# measurement runs closed-loop).
+# measurement runs closed-loop). --peak N skips the world-alone and proxied
+# shapes and takes N conn/s as ZProxy's peak for --overload and --stall (to
+# compare builds quickly); --zproxy runs another ZProxy binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
-STALL=0 STALLS=20,200 STALL_RUNS=10
+STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -42,7 +45,9 @@ while [ $# -gt 0 ]; do
     --stalls) STALLS=$2; shift 2 ;;
     --stall-runs) STALL_RUNS=$2; shift 2 ;;
     --rate) RATE=(--rate "$2"); shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --peak) PEAK_GIVEN=$2; shift 2 ;;
+    --zproxy) ZPROXY_BIN=$2; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "kernel-free: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +58,7 @@ DUR_S=$(secs "$DURATION")
 WARMUP_S=2
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-WORLD="$TARGET/release/zproxy-world" ZPROXY="$TARGET/release/zproxy"
+WORLD="$TARGET/release/zproxy-world" ZPROXY="${ZPROXY_BIN:-$TARGET/release/zproxy}"
 RUN="/run/zproxy-lab/zpkf$$"
 MGMT=9391
 mkdir -p "$RUN" "$OUT/plots"
@@ -174,18 +179,24 @@ CLOSE=(--concurrency "$CONCURRENCY" --keep-alive off --response-size 64 --max-fl
 KA=(--concurrency 64 --keep-alive on --response-size 64)
 BULK=(--concurrency 4 --keep-alive on --response-size 1048576 --socket-buffer 262144 --timeout 30s)
 
-step "the world alone (generator straight to origin over a memif pair, core 0), $DURATION each"
-alone kf-world-close "${CLOSE[@]}"
-alone kf-world-ka "${KA[@]}"
-alone kf-world-1m "${BULK[@]}"
+if [ -z "$PEAK_GIVEN" ]; then
+  step "the world alone (generator straight to origin over a memif pair, core 0), $DURATION each"
+  alone kf-world-close "${CLOSE[@]}"
+  alone kf-world-ka "${KA[@]}"
+  alone kf-world-1m "${BULK[@]}"
 
-step "client -> ZProxy (core 1) -> origin over memif, $DURATION each"
-proxied kf-zproxy-close 0 16384 65536 "${CLOSE[@]}"
-proxied kf-zproxy-ka 256 16384 65536 "${KA[@]}"
-proxied kf-zproxy-1m 256 262144 4096 "${BULK[@]}"
+  step "client -> ZProxy (core 1) -> origin over memif, $DURATION each"
+  proxied kf-zproxy-close 0 16384 65536 "${CLOSE[@]}"
+  proxied kf-zproxy-ka 256 16384 65536 "${KA[@]}"
+  proxied kf-zproxy-1m 256 262144 4096 "${BULK[@]}"
+fi
+peak() {
+  if [ -n "$PEAK_GIVEN" ]; then echo "$PEAK_GIVEN"; else
+    python3 -c "import json; print(json.load(open('$OUT/kf-zproxy-close.json'))['results']['connections_per_sec'])"; fi
+}
 
 if [ $OVERLOAD = 1 ]; then
-  PEAK=$(python3 -c "import json; print(json.load(open('$OUT/kf-zproxy-close.json'))['results']['connections_per_sec'])")
+  PEAK=$(peak)
   step "overload: offered ${LEVELS//,/x, }x of ZProxy's $(printf '%.0f' "$PEAK") conn/s, keep-alive off"
   RATE=() # each level sets its own
   for level in ${LEVELS//,/ }; do
@@ -196,7 +207,7 @@ if [ $OVERLOAD = 1 ]; then
 fi
 
 if [ $STALL = 1 ]; then
-  PEAK=$(python3 -c "import json; print(json.load(open('$OUT/kf-zproxy-close.json'))['results']['connections_per_sec'])")
+  PEAK=$(peak)
   rate=$(python3 -c "print(round($PEAK * 0.7))")
   step "stalls: ZProxy frozen (SIGSTOP) for ${STALLS//,/ ms, } ms at 70 % of its peak ($rate conn/s), $STALL_RUNS runs each, 4 s windows"
   RATE=() saved=$DURATION saved_s=$DUR_S
@@ -211,4 +222,6 @@ if [ $STALL = 1 ]; then
 fi
 
 step "report"
-python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS" "$STALLS" "$STALL_RUNS"
+[ $OVERLOAD = 1 ] || LEVELS=""
+[ $STALL = 1 ] || STALLS=""
+PEAK=${PEAK_GIVEN:-} python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS" "$STALLS" "$STALL_RUNS"

@@ -17,6 +17,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+mod admission;
 mod announce;
 mod eal;
 mod error;
@@ -95,6 +96,7 @@ impl Config {
         cfg.validate_upgrade(text)?;
         cfg.validate_tls(text)?;
         cfg.validate_announce(text)?;
+        cfg.validate_admission(text)?;
         Ok(cfg)
     }
 
