@@ -22,17 +22,18 @@
 #
 #   bench/kernel-free.sh [--duration 10s] [--concurrency 256] [--out DIR] [--no-build] [--overload]
 #                        [--levels 0.5,1,1.5,2,2.5,3] [--stall [--stalls 20,200] [--stall-runs 10]] [--rate N]
-#                        [--peak N] [--zproxy BIN]
+#                        [--peak N] [--zproxy BIN] [--runtime 'KEY = VALUE']
 # --rate caps new connections per second in every run (for smoke tests; the
 # measurement runs closed-loop). --peak N skips the world-alone and proxied
 # shapes and takes N conn/s as ZProxy's peak for --overload and --stall (to
-# compare builds quickly); --zproxy runs another ZProxy binary.
+# compare builds quickly); --zproxy runs another ZProxy binary; --runtime adds
+# a line to ZProxy's [runtime] section (e.g. 'admit_backlog_ms = 0').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
-STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN=""
+STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN="" RUNTIME_EXTRA=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -47,6 +48,7 @@ while [ $# -gt 0 ]; do
     --rate) RATE=(--rate "$2"); shift 2 ;;
     --peak) PEAK_GIVEN=$2; shift 2 ;;
     --zproxy) ZPROXY_BIN=$2; shift 2 ;;
+    --runtime) RUNTIME_EXTRA+="\\n$2"; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "kernel-free: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -107,7 +109,7 @@ world() {
 zproxy_config() {
   sed -e "s|@RUN@|$RUN|g" -e "s|@MGMT@|$MGMT|g" -e "s|^keepalive = .*|keepalive = $2|" \
       -e "s|^max_flows = .*|max_flows = $4|" \
-      -e "s|^worker_lcores = \[1\]|worker_lcores = [1]\nsocket_rx_buffer = $3\nsocket_tx_buffer = $3|" \
+      -e "s|^worker_lcores = \[1\]|worker_lcores = [1]\nsocket_rx_buffer = $3\nsocket_tx_buffer = $3$RUNTIME_EXTRA|" \
       bench/peers/zproxy-memif.toml > "$1"
 }
 

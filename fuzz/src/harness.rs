@@ -283,7 +283,7 @@ impl Harness {
             syn_backlog: 4,
             // The fuzzer's frames come in small bursts: never behind.
             admit_flow_limit: MAX_FLOWS,
-            admit_backlog_polls: 8,
+            admit_backlog_us: 10_000,
             // Fixed, so that runs replay: the same ISNs as with the old `random_seed`.
             secrets: Secrets::from_seed(0x5eed_f022),
             access_log: None,

@@ -1,5 +1,5 @@
 //! The admission keys (`runtime.admit_flows_percent`,
-//! `runtime.admit_backlog_polls`; see `net::admission`) and their checks.
+//! `runtime.admit_backlog_ms`; see `net::admission`) and their checks.
 
 use super::validate::invalid;
 use super::{Config, ConfigError};
@@ -7,11 +7,12 @@ use super::{Config, ConfigError};
 /// By default a worker takes clients until its table is full (then drops
 /// their SYNs rather than reset them).
 pub const DEFAULT_ADMIT_FLOWS_PERCENT: u32 = 100;
-/// By default 8 full rx bursts in a row (256 frames left waiting) mean a
-/// worker is behind and drops new SYNs.
-pub const DEFAULT_ADMIT_BACKLOG_POLLS: u32 = 8;
-/// More full bursts than this is never a useful threshold.
-pub const MAX_ADMIT_BACKLOG_POLLS: u32 = 65_536;
+/// By default a worker whose rx queue stays backed up for 10 ms is behind
+/// and drops new SYNs (after a stall, at a load it carries, its queue
+/// drains well within that).
+pub const DEFAULT_ADMIT_BACKLOG_MS: u32 = 10;
+/// Longer than this, the queue has long overflowed: never a useful threshold.
+pub const MAX_ADMIT_BACKLOG_MS: u32 = 10_000;
 
 impl Config {
     pub(super) fn validate_admission(&self, text: &str) -> Result<(), ConfigError> {
@@ -20,9 +21,9 @@ impl Config {
         if !(1..=100).contains(&pct) {
             return Err(invalid(at("admit_flows_percent"), "runtime.admit_flows_percent", format!("runtime.admit_flows_percent = {pct}: must be 1..=100 (the share of max_flows in use past which new clients' SYNs are dropped)")));
         }
-        let polls = self.runtime.admit_backlog_polls;
-        if polls > MAX_ADMIT_BACKLOG_POLLS {
-            return Err(invalid(at("admit_backlog_polls"), "runtime.admit_backlog_polls", format!("runtime.admit_backlog_polls = {polls}: must be 0..={MAX_ADMIT_BACKLOG_POLLS} (full rx bursts in a row before new SYNs are dropped; 0: never)")));
+        let ms = self.runtime.admit_backlog_ms;
+        if ms > MAX_ADMIT_BACKLOG_MS {
+            return Err(invalid(at("admit_backlog_ms"), "runtime.admit_backlog_ms", format!("runtime.admit_backlog_ms = {ms}: must be 0..={MAX_ADMIT_BACKLOG_MS} (how long the rx queue stays backed up before new SYNs are dropped; 0: never)")));
         }
         Ok(())
     }

@@ -62,7 +62,7 @@ pub fn counter_help(c: Counter) -> &'static str {
         SynCookiesSent => "SYN cookies sent (SYN backlog full).",
         SynCookiesAccepted => "Connections accepted from a valid SYN cookie.",
         SynDroppedBehind => {
-            "SYNs dropped (no RST, no state) while the worker was behind its rx queue (runtime.admit_backlog_polls); the client sends them again."
+            "SYNs dropped (no RST, no state) while the worker was behind its rx queue (runtime.admit_backlog_ms); the client sends them again."
         }
         SynDroppedFull => {
             "SYNs dropped (no RST, no state) because the flow slots in use reached admit_flow_limit; the client sends them again."
@@ -76,8 +76,8 @@ pub fn counter_help(c: Counter) -> &'static str {
         AdmitFlowLimit => {
             "Flow slots in use past which new clients are not taken (runtime.admit_flows_percent of max_flows)."
         }
-        AdmitBacklogPolls => {
-            "Full rx bursts in a row after which the worker drops new SYNs (runtime.admit_backlog_polls; 0: never)."
+        AdmitBacklogMs => {
+            "Milliseconds of rx backlog after which the worker drops new SYNs (runtime.admit_backlog_ms; 0: never)."
         }
         SynBacklog => "Half-open connections held before SYNs get cookies (runtime.syn_backlog).",
         WorkerBehind => "1 while the worker is behind its rx queue and drops new SYNs, else 0.",

@@ -377,7 +377,7 @@ fn is_gauge(c: Counter) -> bool {
             | Counter::RateLimitEntries
             | Counter::ConnRateLimitEntries
             | Counter::AdmitFlowLimit
-            | Counter::AdmitBacklogPolls
+            | Counter::AdmitBacklogMs
             | Counter::SynBacklog
             | Counter::WorkerBehind
     )

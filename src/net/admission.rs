@@ -8,9 +8,17 @@
 //! its table fills and it resets new clients. So excess SYNs are dropped
 //! here, silently: the client's TCP sends the SYN again later, nothing is
 //! held for it meanwhile, and those already admitted are served. A SYN is
-//! dropped while the worker is behind its rx queue (`backlog_polls` full
-//! bursts in a row, until a burst comes back short), and when taking it
-//! would bring the flow slots in use past `flow_limit`. SYN cookies are
+//! dropped while the worker is behind its rx queue, and when taking it
+//! would bring the flow slots in use past `flow_limit`.
+//!
+//! Behind means overloaded, not merely catching up: after a stall (the
+//! core pre-empted, a page fault storm) the queue is full too, but at a
+//! load the worker carries it drains within milliseconds, and dropping the
+//! SYNs in it would cost those clients a second each for nothing. So the
+//! worker is behind once every rx burst has come back full (frames left
+//! waiting) for `backlog_us`; it stays behind until a burst comes back
+//! short; and within `RECENT_US` of having been behind, `QUICK_POLLS` full
+//! bursts in a row are enough (the overload goes on). SYN cookies are
 //! for floods of SYNs that never complete; they are sent only when there
 //! is room to serve the clients they admit. An ACK carrying a valid cookie
 //! when no slot is left is dropped too (the client resends it), never
@@ -18,13 +26,19 @@
 
 use crate::net::counters::Counter;
 
+/// After having been behind, the worker counts as overloaded for this long.
+const RECENT_US: u64 = 1_000_000;
+/// Full bursts in a row that mean behind again while overloaded.
+const QUICK_POLLS: u32 = 8;
+
 /// The limits, from `runtime.*` (see `StackSpec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmitLimits {
     /// Flow slots in use (and promised) past which a new client is not taken.
     pub flow_limit: usize,
-    /// Consecutive full rx bursts after which the worker is behind (0: never).
-    pub backlog_polls: u32,
+    /// How long every rx burst must come back full before the worker is
+    /// behind (0: never).
+    pub backlog_us: u64,
     /// Half-open connections held; past that, SYNs get cookies.
     pub syn_backlog: usize,
 }
@@ -53,9 +67,13 @@ pub enum Verdict {
 
 pub struct Admission {
     limits: AdmitLimits,
-    /// Full rx bursts in a row (polls that left frames waiting).
+    /// Full rx bursts in a row (polls that left frames waiting), and when
+    /// the first of them was.
     full_polls: u32,
+    full_since_us: u64,
     behind: bool,
+    /// The last poll at which the worker was behind (0: never).
+    last_behind_us: u64,
     /// The last poll at which frames of ours may have been lost here (the
     /// worker behind, or a tx queue full); 0: never.
     last_local_loss_us: u64,
@@ -68,7 +86,9 @@ impl Admission {
         Admission {
             limits,
             full_polls: 0,
+            full_since_us: 0,
             behind: false,
+            last_behind_us: 0,
             last_local_loss_us: 0,
             tx_dropped: 0,
         }
@@ -81,12 +101,23 @@ impl Admission {
     /// After each poll: whether an rx burst came back full (frames were
     /// left in a queue), and the ports' total of frames tx dropped.
     pub fn after_poll(&mut self, burst_full: bool, tx_dropped: u64, now_us: u64) {
-        self.full_polls = if burst_full {
-            self.full_polls.saturating_add(1)
+        if !burst_full {
+            self.full_polls = 0;
+            self.behind = false;
         } else {
-            0
-        };
-        self.behind = self.limits.backlog_polls > 0 && self.full_polls >= self.limits.backlog_polls;
+            if self.full_polls == 0 {
+                self.full_since_us = now_us;
+            }
+            self.full_polls = self.full_polls.saturating_add(1);
+            let overloaded = self.last_behind_us != 0 && now_us < self.last_behind_us + RECENT_US;
+            self.behind = self.limits.backlog_us > 0
+                && (self.behind
+                    || (overloaded && self.full_polls >= QUICK_POLLS)
+                    || now_us >= self.full_since_us + self.limits.backlog_us);
+        }
+        if self.behind {
+            self.last_behind_us = now_us;
+        }
         if self.behind || tx_dropped > self.tx_dropped {
             self.last_local_loss_us = now_us;
         }
@@ -139,7 +170,7 @@ mod tests {
 
     const LIMITS: AdmitLimits = AdmitLimits {
         flow_limit: 100,
-        backlog_polls: 4,
+        backlog_us: 10_000,
         syn_backlog: 10,
     };
 
@@ -169,39 +200,59 @@ mod tests {
         assert_eq!(a.syn(load(50, 10)), Verdict::Cookie);
     }
 
-    #[test]
-    fn a_worker_behind_its_rx_queue_drops_new_syns_until_it_catches_up() {
-        let mut a = Admission::new(LIMITS);
-        for t in 1..=3 {
-            a.after_poll(true, 0, t);
-            assert_eq!(a.syn(load(0, 0)), Verdict::Accept, "poll {t}");
-        }
-        a.after_poll(true, 0, 4);
-        assert!(a.behind());
-        assert_eq!(a.syn(load(0, 0)), Verdict::Drop(Counter::SynDroppedBehind));
-        assert_eq!(a.syn(load(0, 10)), Verdict::Drop(Counter::SynDroppedBehind));
-        // Still behind while bursts come back full; one short burst ends it.
-        a.after_poll(true, 0, 5);
-        assert!(a.behind());
-        a.after_poll(false, 0, 6);
-        assert!(!a.behind());
-        assert_eq!(a.syn(load(0, 0)), Verdict::Accept);
-        // A short burst in between starts the count again.
-        for t in 7..=9 {
+    /// Full bursts every 100 µs from `from_us` until `to_us`; whether the
+    /// worker was behind at the last.
+    fn full_until(a: &mut Admission, from_us: u64, to_us: u64) -> bool {
+        for t in (from_us..=to_us).step_by(100) {
             a.after_poll(true, 0, t);
         }
-        a.after_poll(false, 0, 10);
-        a.after_poll(true, 0, 11);
-        assert!(!a.behind());
+        a.behind()
     }
 
     #[test]
-    fn backlog_polls_zero_never_drops_for_the_queue() {
+    fn a_worker_behind_its_rx_queue_drops_new_syns_until_it_catches_up() {
+        let mut a = Admission::new(LIMITS);
+        let t0 = 5_000_000;
+        assert!(!full_until(&mut a, t0, t0 + 9_900), "not yet 10 ms");
+        assert_eq!(a.syn(load(0, 0)), Verdict::Accept);
+        assert!(full_until(&mut a, t0 + 10_000, t0 + 10_000));
+        assert_eq!(a.syn(load(0, 0)), Verdict::Drop(Counter::SynDroppedBehind));
+        assert_eq!(a.syn(load(0, 10)), Verdict::Drop(Counter::SynDroppedBehind));
+        // Still behind while bursts come back full; one short burst ends it.
+        assert!(full_until(&mut a, t0 + 10_100, t0 + 50_000));
+        a.after_poll(false, 0, t0 + 50_100);
+        assert!(!a.behind());
+        assert_eq!(a.syn(load(0, 0)), Verdict::Accept);
+        // Overloaded a moment ago: a few full bursts are enough again.
+        assert!(!full_until(&mut a, t0 + 60_000, t0 + 60_600), "7 bursts");
+        assert!(full_until(&mut a, t0 + 60_700, t0 + 60_700), "the 8th");
+        a.after_poll(false, 0, t0 + 60_800);
+        // A second later it takes the whole 10 ms again.
+        let t1 = t0 + 60_700 + RECENT_US;
+        assert!(!full_until(&mut a, t1, t1 + 9_900));
+        a.after_poll(false, 0, t1 + 10_000);
+        assert!(!a.behind(), "a short burst starts the count again");
+        assert!(!full_until(&mut a, t1 + 10_100, t1 + 19_000));
+    }
+
+    #[test]
+    fn a_stall_the_worker_catches_up_from_drops_nothing() {
+        // At 70 % load the queue a 200 ms stall left drains in a few ms.
+        let mut a = Admission::new(LIMITS);
+        let t0 = 5_000_000;
+        assert!(!full_until(&mut a, t0, t0 + 6_000));
+        a.after_poll(false, 0, t0 + 6_100);
+        assert!(!a.lost_locally_since(t0));
+        assert_eq!(a.syn(load(0, 0)), Verdict::Accept);
+    }
+
+    #[test]
+    fn backlog_zero_never_drops_for_the_queue() {
         let mut a = Admission::new(AdmitLimits {
-            backlog_polls: 0,
+            backlog_us: 0,
             ..LIMITS
         });
-        for t in 1..1000 {
+        for t in 1..100_000 {
             a.after_poll(true, 0, t);
         }
         assert!(!a.behind());
@@ -219,9 +270,7 @@ mod tests {
         );
         // Being behind does not drop it: the client already holds the connection.
         let mut b = Admission::new(LIMITS);
-        for t in 1..=4 {
-            b.after_poll(true, 0, t);
-        }
+        assert!(full_until(&mut b, 1_000, 20_000));
         assert_eq!(b.cookie_ack(load(0, 0)), Verdict::Accept);
     }
 
@@ -230,16 +279,14 @@ mod tests {
         let mut a = Admission::new(LIMITS);
         a.after_poll(false, 0, 1_000);
         assert!(!a.lost_locally_since(0));
-        for t in 2_000..2_004 {
-            a.after_poll(true, 0, t);
-        }
-        assert!(a.lost_locally_since(2_003));
-        assert!(!a.lost_locally_since(2_004));
-        a.after_poll(false, 0, 3_000);
+        assert!(full_until(&mut a, 2_000, 12_000));
+        assert!(a.lost_locally_since(12_000));
+        assert!(!a.lost_locally_since(12_001));
+        a.after_poll(false, 0, 13_000);
         assert!(a.lost_locally_since(2_000), "remembered after catching up");
-        a.after_poll(false, 5, 4_000);
-        assert!(a.lost_locally_since(4_000), "tx drops are local loss");
-        a.after_poll(false, 5, 5_000);
-        assert!(!a.lost_locally_since(4_001), "no new drops since");
+        a.after_poll(false, 5, 14_000);
+        assert!(a.lost_locally_since(14_000), "tx drops are local loss");
+        a.after_poll(false, 5, 15_000);
+        assert!(!a.lost_locally_since(14_001), "no new drops since");
     }
 }

@@ -72,7 +72,7 @@ counters! {
     CookieAcksDropped => "syn_cookie_acks_dropped",
     UpstreamTimeoutsExcused => "upstream_timeouts_excused",
     AdmitFlowLimit => "admit_flow_limit",
-    AdmitBacklogPolls => "admit_backlog_polls",
+    AdmitBacklogMs => "admit_backlog_ms",
     SynBacklog => "syn_backlog",
     WorkerBehind => "worker_behind",
     HandoffsOut => "handoffs_out",

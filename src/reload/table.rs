@@ -39,7 +39,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("runtime.max_flows", Restart),
     ("runtime.syn_backlog", Restart),
     ("runtime.admit_flows_percent", Restart),
-    ("runtime.admit_backlog_polls", Restart),
+    ("runtime.admit_backlog_ms", Restart),
     ("runtime.socket_rx_buffer", Restart),
     ("runtime.socket_tx_buffer", Restart),
     ("runtime.tx_drain_us", Restart),
@@ -315,7 +315,7 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
         mbuf_cache,
         max_flows,
         admit_flows_percent,
-        admit_backlog_polls,
+        admit_backlog_ms,
         syn_backlog,
         socket_rx_buffer,
         socket_tx_buffer,
@@ -343,10 +343,10 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
         &b.admit_flows_percent,
     );
     d.cmp(
-        "runtime.admit_backlog_polls",
+        "runtime.admit_backlog_ms",
         "",
-        admit_backlog_polls,
-        &b.admit_backlog_polls,
+        admit_backlog_ms,
+        &b.admit_backlog_ms,
     );
     d.cmp(
         "runtime.socket_rx_buffer",

@@ -75,8 +75,8 @@ const EDITS: &[Edit] = &[
     ("runtime.admit_flows_percent", |c| {
         c.runtime.admit_flows_percent = 90
     }),
-    ("runtime.admit_backlog_polls", |c| {
-        c.runtime.admit_backlog_polls = 0
+    ("runtime.admit_backlog_ms", |c| {
+        c.runtime.admit_backlog_ms = 0
     }),
     ("runtime.socket_rx_buffer", |c| {
         c.runtime.socket_rx_buffer = 1

@@ -136,7 +136,7 @@ pub fn stack(a: &WorldArgs, d: &Dpdk) -> Result<Stack, String> {
         syn_backlog: a.max_flows,
         // The world takes every connection it is offered.
         admit_flow_limit: a.max_flows,
-        admit_backlog_polls: 0,
+        admit_backlog_us: 0,
         rate_limit_entries: 64,
         secrets,
     }))

@@ -78,7 +78,7 @@ impl Stack {
         );
         let limits = self.admission.limits();
         c.set(Counter::AdmitFlowLimit, limits.flow_limit as u64);
-        c.set(Counter::AdmitBacklogPolls, u64::from(limits.backlog_polls));
+        c.set(Counter::AdmitBacklogMs, limits.backlog_us / 1000);
         c.set(Counter::SynBacklog, limits.syn_backlog as u64);
         c.set(Counter::WorkerBehind, u64::from(self.admission.behind()));
     }

@@ -102,8 +102,8 @@ pub struct StackSpec {
     pub syn_backlog: usize,
     /// Slots in use past which SYNs are dropped (at most `max_flows`).
     pub admit_flow_limit: usize,
-    /// Full rx bursts in a row after which SYNs are dropped (0: never).
-    pub admit_backlog_polls: u32,
+    /// How long a backlog lasts before SYNs are dropped (0: never).
+    pub admit_backlog_us: u64,
     /// Buckets of the connection rate limiter (fixed at start).
     pub rate_limit_entries: usize,
     /// Keys of the flow table and SYN cookies, seed of smoltcp's ISNs.
@@ -345,7 +345,7 @@ impl Stack {
             syn_backlog: spec.syn_backlog,
             admission: Admission::new(AdmitLimits {
                 flow_limit: spec.admit_flow_limit.min(spec.max_flows),
-                backlog_polls: spec.admit_backlog_polls,
+                backlog_us: spec.admit_backlog_us,
                 syn_backlog: spec.syn_backlog,
             }),
             cookies_valid_until_us: 0,
