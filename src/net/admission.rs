@@ -75,7 +75,7 @@ pub struct Admission {
     /// The last poll at which the worker was behind (0: never).
     last_behind_us: u64,
     /// The last poll at which frames of ours may have been lost here (the
-    /// worker behind, or a tx queue full); 0: never.
+    /// rx queue backed up for `QUICK_POLLS` bursts, or a tx queue full); 0: never.
     last_local_loss_us: u64,
     /// Tx drops seen so far (the ports' running total).
     tx_dropped: u64,
@@ -118,7 +118,9 @@ impl Admission {
         if self.behind {
             self.last_behind_us = now_us;
         }
-        if self.behind || tx_dropped > self.tx_dropped {
+        // A backed-up queue may have overflowed, shedding on or off.
+        let backed_up = self.full_polls >= QUICK_POLLS;
+        if backed_up || tx_dropped > self.tx_dropped {
             self.last_local_loss_us = now_us;
         }
         self.tx_dropped = tx_dropped;
@@ -242,8 +244,9 @@ mod tests {
         let t0 = 5_000_000;
         assert!(!full_until(&mut a, t0, t0 + 6_000));
         a.after_poll(false, 0, t0 + 6_100);
-        assert!(!a.lost_locally_since(t0));
         assert_eq!(a.syn(load(0, 0)), Verdict::Accept);
+        // But the stall may have cost frames: connects are not judged on it.
+        assert!(a.lost_locally_since(t0 + 6_000));
     }
 
     #[test]
@@ -257,7 +260,8 @@ mod tests {
         }
         assert!(!a.behind());
         assert_eq!(a.syn(load(0, 0)), Verdict::Accept);
-        assert!(!a.lost_locally_since(1));
+        // Its frames may still have been lost in the backed-up queue.
+        assert!(a.lost_locally_since(99_999));
     }
 
     #[test]
@@ -279,6 +283,11 @@ mod tests {
         let mut a = Admission::new(LIMITS);
         a.after_poll(false, 0, 1_000);
         assert!(!a.lost_locally_since(0));
+        for t in 1_100..1_107 {
+            a.after_poll(true, 0, t);
+        }
+        a.after_poll(false, 0, 1_200);
+        assert!(!a.lost_locally_since(0), "7 full bursts: a busy moment");
         assert!(full_until(&mut a, 2_000, 12_000));
         assert!(a.lost_locally_since(12_000));
         assert!(!a.lost_locally_since(12_001));
