@@ -22,18 +22,22 @@
 #
 #   bench/kernel-free.sh [--duration 10s] [--concurrency 256] [--out DIR] [--no-build] [--overload]
 #                        [--levels 0.5,1,1.5,2,2.5,3] [--stall [--stalls 20,200] [--stall-runs 10]] [--rate N]
-#                        [--peak N] [--zproxy BIN] [--runtime 'KEY = VALUE']
+#                        [--peak N] [--zproxy BIN] [--runtime 'KEY = VALUE'] [--memory [--open 1000,10000]]
 # --rate caps new connections per second in every run (for smoke tests; the
 # measurement runs closed-loop). --peak N skips the world-alone and proxied
 # shapes and takes N conn/s as ZProxy's peak for --overload and --stall (to
 # compare builds quickly); --zproxy runs another ZProxy binary; --runtime adds
 # a line to ZProxy's [runtime] section (e.g. 'admit_backlog_ms = 0').
+# --memory: ZProxy's resident memory and hugepages with --open keep-alive
+# client connections held open (each made a request; at 1 request per
+# connection per second they are idle most of the time), and the bytes per
+# connection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
-STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN="" RUNTIME_EXTRA=""
+STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN="" RUNTIME_EXTRA="" MEMORY=0 OPEN=1000,10000
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -47,6 +51,8 @@ while [ $# -gt 0 ]; do
     --stall-runs) STALL_RUNS=$2; shift 2 ;;
     --rate) RATE=(--rate "$2"); shift 2 ;;
     --peak) PEAK_GIVEN=$2; shift 2 ;;
+    --memory) MEMORY=1; shift ;;
+    --open) OPEN=$2; shift 2 ;;
     --zproxy) ZPROXY_BIN=$2; shift 2 ;;
     --runtime) RUNTIME_EXTRA+="\\n$2"; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
@@ -162,6 +168,10 @@ proxied() {
     sleep "$(python3 -c "print(max($DUR_S - 1, 0.2))")"
   fi
   t1=$(date +%s.%N); z1=$("$ZPROXY" stats -a "127.0.0.1:$MGMT")
+  # ZProxy's memory with the load's connections open: resident (not
+  # hugepages), its peak, and the hugepages it maps (kB).
+  local mem
+  mem=$(awk '/^(VmRSS|VmHWM|HugetlbPages):/ { sub(":", "", $1); printf ", \"%s_kb\": %s", $1, $2 }' "/proc/$ZPID/status")
   # The world writes its results, then waits (--linger) for ZProxy to go
   # first: a memif side that still polls when its peer leaves may crash.
   for _ in $(seq 300); do [ -e "$OUT/$label.world.json" ] || ! kill -0 "$WPID" 2>/dev/null && break; sleep 0.1; done
@@ -172,8 +182,8 @@ proxied() {
   cp "$RUN/$label.log" "$OUT/$label.log"
   local hz
   hz=$(grep "final counters" "$RUN/$label.log" | grep -o 'tsc_hz=[0-9]*' | cut -d= -f2)
-  printf '{"zproxy": [%s, %s], "tsc_hz": %s, "wall_s": %s%s}\n' "$z0" "$z1" "${hz:-null}" \
-    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" "$stall" > "$OUT/$label.meta"
+  printf '{"zproxy": [%s, %s], "tsc_hz": %s, "wall_s": %s%s%s}\n' "$z0" "$z1" "${hz:-null}" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" "$stall" "$mem" > "$OUT/$label.meta"
   summary "$label"
 }
 
@@ -223,7 +233,19 @@ if [ $STALL = 1 ]; then
   DURATION=$saved DUR_S=$saved_s
 fi
 
+if [ $MEMORY = 1 ]; then
+  step "memory: ZProxy with ${OPEN//,/, } keep-alive client connections open (a request each per second)"
+  RATE=()
+  for n in ${OPEN//,/ }; do
+    # The rate paces connects too: all open within the 2 s warm-up.
+    rate=$n
+    proxied "kf-memory-$n" 256 16384 65536 --concurrency "$n" --keep-alive on --response-size 64 \
+      --max-flows 65536 --rate "$rate" --timeout 30s
+  done
+fi
+
 step "report"
 [ $OVERLOAD = 1 ] || LEVELS=""
 [ $STALL = 1 ] || STALLS=""
-PEAK=${PEAK_GIVEN:-} python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS" "$STALLS" "$STALL_RUNS"
+[ $MEMORY = 1 ] || OPEN=""
+PEAK=${PEAK_GIVEN:-} python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS" "$STALLS" "$STALL_RUNS" "$OPEN"

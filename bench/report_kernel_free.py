@@ -18,6 +18,7 @@ out, dur = sys.argv[1:3]
 levels = sys.argv[3].split(",") if len(sys.argv) > 3 else []
 stalls = sys.argv[4].split(",") if len(sys.argv) > 4 else []
 stall_runs = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+opens = [n for n in (sys.argv[6].split(",") if len(sys.argv) > 6 else []) if n]
 
 SHAPES = [
     ("close", "keep-alive off, 64 B (a fresh upstream connection per request)", "conn"),
@@ -210,6 +211,39 @@ if stall_rows:
     lines.append(
         "Passed: " + ", ".join(f"{ms} ms: {sum(v)} of {len(v)}" for ms, v in passed.items()) + "."
     )
+
+mem = []
+for n in opens:
+    run = load(f"kf-memory-{n}")
+    if run and "VmRSS_kb" in run["meta"]:
+        after = run["meta"]["zproxy"][1]["workers"]
+        mem.append((int(n), sum(w["flows_active"] for w in after), run))
+if mem:
+    lines += [
+        "",
+        "### Memory per open connection (keep-alive clients, each making a request a second)",
+        "",
+        "ZProxy's resident memory (`VmRSS`, hugepages not included), its peak (`VmHWM`) and the hugepages it "
+        "maps (`HugetlbPages`), read from /proc at the end of the measured window; flows = client and upstream "
+        "connections open then (`flows_active`). Bytes per connection: the growth of RSS between two rows over "
+        "the growth of flows. Socket buffers are 16 KiB + 16 KiB per flow slot, touched page by page as data "
+        "flows and kept after.",
+        "",
+        "| clients | flows open | RSS MiB | peak RSS MiB | hugepages MiB | RSS per flow (vs previous row) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    prev = None
+    for n, flows, run in mem:
+        m = run["meta"]
+        rss = m["VmRSS_kb"] * 1024
+        per = "-"
+        if prev and flows > prev[0]:
+            per = f"{(rss - prev[1]) / (flows - prev[0]):,.0f} B"
+        lines.append(
+            f"| {n:,} | {flows:,} | {rss / 2**20:.1f} | {m.get('VmHWM_kb', 0) / 1024:.1f} | "
+            f"{m.get('HugetlbPages_kb', 0) / 1024:.0f} | {per} |"
+        )
+        prev = (flows, rss)
 
 lines += [
     "",
