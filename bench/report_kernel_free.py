@@ -221,7 +221,7 @@ for n in opens:
 if mem:
     lines += [
         "",
-        "### Memory per open connection (keep-alive clients, each making a request a second)",
+        "### Memory per open connection (keep-alive clients, each asking again once answered)",
         "",
         "ZProxy's resident memory (`VmRSS`, hugepages not included), its peak (`VmHWM`) and the hugepages it "
         "maps (`HugetlbPages`), read from /proc at the end of the measured window; flows = client and upstream "
