@@ -212,11 +212,19 @@ if [ $OVERLOAD = 1 ]; then
   PEAK=$(peak)
   step "overload: offered ${LEVELS//,/x, }x of ZProxy's $(printf '%.0f' "$PEAK") conn/s, keep-alive off"
   RATE=() # each level sets its own
+  # Each level twice: as configured, and with shedding off (admit_backlog_ms
+  # = 0), so that one run shows what dropping SYNs while behind does.
+  saved_extra=$RUNTIME_EXTRA
   for level in ${LEVELS//,/ }; do
     rate=$(python3 -c "print(round($PEAK * $level))")
-    proxied "kf-overload-$level" 0 16384 65536 --concurrency 8192 --keep-alive off --response-size 64 \
-      --max-flows 65536 --rate "$rate" --timeout 5s
+    for shed in on off; do
+      RUNTIME_EXTRA=$saved_extra label="kf-overload-$level"
+      [ $shed = on ] || { RUNTIME_EXTRA+="\\nadmit_backlog_ms = 0"; label="kf-overload-off-$level"; }
+      proxied "$label" 0 16384 65536 --concurrency 8192 --keep-alive off --response-size 64 \
+        --max-flows 65536 --rate "$rate" --timeout 5s
+    done
   done
+  RUNTIME_EXTRA=$saved_extra
 fi
 
 if [ $STALL = 1 ]; then

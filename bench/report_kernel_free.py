@@ -122,8 +122,9 @@ for key, name, unit in SHAPES:
             f"{charts or '-'} |"
         )
 
-over = [(lv, load(f"kf-overload-{lv}")) for lv in levels]
-over = [(lv, run) for lv, run in over if run]
+# Each level as configured, then with shedding off (admit_backlog_ms = 0).
+over = [(lv, tag, load(f"kf-overload-{pre}{lv}")) for lv in levels for tag, pre in (("", ""), ("off", "off-"))]
+over = [(lv, tag, run) for lv, tag, run in over if run]
 if over:
     # --peak N: given on the command line instead of measured in this run.
     peak = float(os.environ.get("PEAK") or 0) or (
@@ -138,12 +139,15 @@ if over:
         "counted by ZProxy: while it was behind its rx queue, or with its flow table at `admit_flows_percent`. "
         "`opened` is what the world could really offer (below the offered rate, the world was the limit).",
         "",
+        "Each level runs twice: as configured, then with shedding off (`admit_backlog_ms = 0`, marked "
+        "`no shed`): the flow-table limit, cookie rules and health rule stay on in both.",
+        "",
         "| offered | opened | served | of peak | resets to admitted clients | refused at SYN | other failures "
         "| ZProxy busy | SYNs dropped (behind / table full) | flows refused | SYN cookies | upstream connect "
         "failures (excused) | proxy errors |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for lv, run in over:
+    for lv, tag, run in over:
         r, z = run["r"], zproxy(run)
         resets = r["failures"].get("reset", 0)
         refused = r["failures"].get("connect_refused", 0)
@@ -153,7 +157,7 @@ if over:
         # below the offered rate, the world could not offer more.
         opened = r["connections_opened"] / max(r["elapsed_secs"] + run["cfg"]["warmup_secs"], 1e-9)
         lines.append(
-            f"| {lv}x ({run['cfg']['rate'] or 0:,.0f}/s) | {opened:,.0f}/s | {served:,.0f}/s | "
+            f"| {lv}x ({run['cfg']['rate'] or 0:,.0f}/s){' no shed' if tag else ''} | {opened:,.0f}/s | {served:,.0f}/s | "
             f"{100 * served / max(peak, 1):.0f} % | "
             f"{resets} | {refused} | {other} | {fmt(z and 100 * z['busy'], '.0f')} % | "
             f"{fmt(z and z['syn_behind'], 'd')} / {fmt(z and z['syn_full'], 'd')} | "

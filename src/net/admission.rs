@@ -16,9 +16,11 @@
 //! load the worker carries it drains within milliseconds, and dropping the
 //! SYNs in it would cost those clients a second each for nothing. So the
 //! worker is behind once every rx burst has come back full (frames left
-//! waiting) for `backlog_us`; it stays behind until a burst comes back
-//! short; and within `RECENT_US` of having been behind, `QUICK_POLLS` full
-//! bursts in a row are enough (the overload goes on). SYN cookies are
+//! waiting) for `backlog_us` of polling, with no stall between polls (on a
+//! core it shares, a worker pre-empted for time slices finds its queue
+//! full at every return, at any load); it stays behind until a burst comes
+//! back short; and within `RECENT_US` of having been behind, `QUICK_POLLS`
+//! full bursts in a row are enough (the overload goes on). SYN cookies are
 //! for floods of SYNs that never complete; they are sent only when there
 //! is room to serve the clients they admit. An ACK carrying a valid cookie
 //! when no slot is left is dropped too (the client resends it), never
@@ -30,6 +32,9 @@ use crate::net::counters::Counter;
 const RECENT_US: u64 = 1_000_000;
 /// Full bursts in a row that mean behind again while overloaded.
 const QUICK_POLLS: u32 = 8;
+/// A longer gap between polls is a stall (the core pre-empted, the process
+/// stopped), not work: the backlog it leaves is counted from the next poll.
+const MAX_POLL_GAP_US: u64 = 2_000;
 
 /// The limits, from `runtime.*` (see `StackSpec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +76,8 @@ pub struct Admission {
     /// the first of them was.
     full_polls: u32,
     full_since_us: u64,
+    /// When the last poll was (to see stalls between polls).
+    last_poll_us: u64,
     behind: bool,
     /// The last poll at which the worker was behind (0: never).
     last_behind_us: u64,
@@ -87,6 +94,7 @@ impl Admission {
             limits,
             full_polls: 0,
             full_since_us: 0,
+            last_poll_us: 0,
             behind: false,
             last_behind_us: 0,
             last_local_loss_us: 0,
@@ -105,7 +113,8 @@ impl Admission {
             self.full_polls = 0;
             self.behind = false;
         } else {
-            if self.full_polls == 0 {
+            let stalled = now_us > self.last_poll_us + MAX_POLL_GAP_US;
+            if self.full_polls == 0 || stalled {
                 self.full_since_us = now_us;
             }
             self.full_polls = self.full_polls.saturating_add(1);
@@ -118,6 +127,7 @@ impl Admission {
         if self.behind {
             self.last_behind_us = now_us;
         }
+        self.last_poll_us = now_us;
         // A backed-up queue may have overflowed, shedding on or off.
         let backed_up = self.full_polls >= QUICK_POLLS;
         if backed_up || tx_dropped > self.tx_dropped {
@@ -247,6 +257,21 @@ mod tests {
         assert_eq!(a.syn(load(0, 0)), Verdict::Accept);
         // But the stall may have cost frames: connects are not judged on it.
         assert!(a.lost_locally_since(t0 + 6_000));
+    }
+
+    #[test]
+    fn a_worker_pre_empted_between_polls_is_not_behind() {
+        // Its queue is full whenever it runs again, but it catches up each
+        // time: 1 ms of polling, then 3 ms away, for a second.
+        let mut a = Admission::new(LIMITS);
+        let t0 = 5_000_000;
+        for slice in 0..250 {
+            let start = t0 + slice * 4_000;
+            assert!(!full_until(&mut a, start, start + 1_000), "slice {slice}");
+        }
+        assert_eq!(a.syn(load(0, 0)), Verdict::Accept);
+        // Polling without a gap, the same backlog is an overload.
+        assert!(full_until(&mut a, t0 + 2_000_000, t0 + 2_010_000));
     }
 
     #[test]
