@@ -22,14 +22,23 @@
 #
 #   bench/kernel-free.sh [--duration 10s] [--concurrency 256] [--out DIR] [--no-build] [--overload]
 #                        [--levels 0.5,1,1.5,2,2.5,3] [--stall [--stalls 20,200] [--stall-runs 10]] [--rate N]
+#                        [--peak N] [--zproxy BIN] [--runtime 'KEY = VALUE'] [--memory [--open 1000,10000]]
 # --rate caps new connections per second in every run (for smoke tests; the
-# measurement runs closed-loop).
+# measurement runs closed-loop). --peak N skips the world-alone and proxied
+# shapes and takes N conn/s as ZProxy's peak for --overload and --stall (to
+# compare builds quickly); --zproxy runs another ZProxy binary; --runtime adds
+# a line to ZProxy's [runtime] section (e.g. 'admit_backlog_ms = 0').
+# --memory: ZProxy's resident memory and hugepages with --open keep-alive
+# client connections open (busy ones: each asks again as soon as it has its
+# answer), and the bytes per connection. The world has been seen to hold
+# fewer than N open at the sample (201 of 1000 on a loaded machine): the
+# report gives the flows really open and divides by those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
-STALL=0 STALLS=20,200 STALL_RUNS=10
+STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN="" RUNTIME_EXTRA="" MEMORY=0 OPEN=1000,10000
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -42,7 +51,12 @@ while [ $# -gt 0 ]; do
     --stalls) STALLS=$2; shift 2 ;;
     --stall-runs) STALL_RUNS=$2; shift 2 ;;
     --rate) RATE=(--rate "$2"); shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --peak) PEAK_GIVEN=$2; shift 2 ;;
+    --memory) MEMORY=1; shift ;;
+    --open) OPEN=$2; shift 2 ;;
+    --zproxy) ZPROXY_BIN=$2; shift 2 ;;
+    --runtime) RUNTIME_EXTRA+="\\n$2"; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "kernel-free: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +67,7 @@ DUR_S=$(secs "$DURATION")
 WARMUP_S=2
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-WORLD="$TARGET/release/zproxy-world" ZPROXY="$TARGET/release/zproxy"
+WORLD="$TARGET/release/zproxy-world" ZPROXY="${ZPROXY_BIN:-$TARGET/release/zproxy}"
 RUN="/run/zproxy-lab/zpkf$$"
 MGMT=9391
 mkdir -p "$RUN" "$OUT/plots"
@@ -102,7 +116,7 @@ world() {
 zproxy_config() {
   sed -e "s|@RUN@|$RUN|g" -e "s|@MGMT@|$MGMT|g" -e "s|^keepalive = .*|keepalive = $2|" \
       -e "s|^max_flows = .*|max_flows = $4|" \
-      -e "s|^worker_lcores = \[1\]|worker_lcores = [1]\nsocket_rx_buffer = $3\nsocket_tx_buffer = $3|" \
+      -e "s|^worker_lcores = \[1\]|worker_lcores = [1]\nsocket_rx_buffer = $3\nsocket_tx_buffer = $3$RUNTIME_EXTRA|" \
       bench/peers/zproxy-memif.toml > "$1"
 }
 
@@ -155,6 +169,10 @@ proxied() {
     sleep "$(python3 -c "print(max($DUR_S - 1, 0.2))")"
   fi
   t1=$(date +%s.%N); z1=$("$ZPROXY" stats -a "127.0.0.1:$MGMT")
+  # ZProxy's memory with the load's connections open: resident (not
+  # hugepages), its peak, and the hugepages it maps (kB).
+  local mem
+  mem=$(awk '/^(VmRSS|VmHWM|HugetlbPages):/ { sub(":", "", $1); printf ", \"%s_kb\": %s", $1, $2 }' "/proc/$ZPID/status")
   # The world writes its results, then waits (--linger) for ZProxy to go
   # first: a memif side that still polls when its peer leaves may crash.
   for _ in $(seq 300); do [ -e "$OUT/$label.world.json" ] || ! kill -0 "$WPID" 2>/dev/null && break; sleep 0.1; done
@@ -165,8 +183,8 @@ proxied() {
   cp "$RUN/$label.log" "$OUT/$label.log"
   local hz
   hz=$(grep "final counters" "$RUN/$label.log" | grep -o 'tsc_hz=[0-9]*' | cut -d= -f2)
-  printf '{"zproxy": [%s, %s], "tsc_hz": %s, "wall_s": %s%s}\n' "$z0" "$z1" "${hz:-null}" \
-    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" "$stall" > "$OUT/$label.meta"
+  printf '{"zproxy": [%s, %s], "tsc_hz": %s, "wall_s": %s%s%s}\n' "$z0" "$z1" "${hz:-null}" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" "$stall" "$mem" > "$OUT/$label.meta"
   summary "$label"
 }
 
@@ -174,29 +192,43 @@ CLOSE=(--concurrency "$CONCURRENCY" --keep-alive off --response-size 64 --max-fl
 KA=(--concurrency 64 --keep-alive on --response-size 64)
 BULK=(--concurrency 4 --keep-alive on --response-size 1048576 --socket-buffer 262144 --timeout 30s)
 
-step "the world alone (generator straight to origin over a memif pair, core 0), $DURATION each"
-alone kf-world-close "${CLOSE[@]}"
-alone kf-world-ka "${KA[@]}"
-alone kf-world-1m "${BULK[@]}"
+if [ -z "$PEAK_GIVEN" ]; then
+  step "the world alone (generator straight to origin over a memif pair, core 0), $DURATION each"
+  alone kf-world-close "${CLOSE[@]}"
+  alone kf-world-ka "${KA[@]}"
+  alone kf-world-1m "${BULK[@]}"
 
-step "client -> ZProxy (core 1) -> origin over memif, $DURATION each"
-proxied kf-zproxy-close 0 16384 65536 "${CLOSE[@]}"
-proxied kf-zproxy-ka 256 16384 65536 "${KA[@]}"
-proxied kf-zproxy-1m 256 262144 4096 "${BULK[@]}"
+  step "client -> ZProxy (core 1) -> origin over memif, $DURATION each"
+  proxied kf-zproxy-close 0 16384 65536 "${CLOSE[@]}"
+  proxied kf-zproxy-ka 256 16384 65536 "${KA[@]}"
+  proxied kf-zproxy-1m 256 262144 4096 "${BULK[@]}"
+fi
+peak() {
+  if [ -n "$PEAK_GIVEN" ]; then echo "$PEAK_GIVEN"; else
+    python3 -c "import json; print(json.load(open('$OUT/kf-zproxy-close.json'))['results']['connections_per_sec'])"; fi
+}
 
 if [ $OVERLOAD = 1 ]; then
-  PEAK=$(python3 -c "import json; print(json.load(open('$OUT/kf-zproxy-close.json'))['results']['connections_per_sec'])")
+  PEAK=$(peak)
   step "overload: offered ${LEVELS//,/x, }x of ZProxy's $(printf '%.0f' "$PEAK") conn/s, keep-alive off"
   RATE=() # each level sets its own
+  # Each level twice: as configured, and with shedding off (admit_backlog_ms
+  # = 0), so that one run shows what dropping SYNs while behind does.
+  saved_extra=$RUNTIME_EXTRA
   for level in ${LEVELS//,/ }; do
     rate=$(python3 -c "print(round($PEAK * $level))")
-    proxied "kf-overload-$level" 0 16384 65536 --concurrency 8192 --keep-alive off --response-size 64 \
-      --max-flows 65536 --rate "$rate" --timeout 5s
+    for shed in on off; do
+      RUNTIME_EXTRA=$saved_extra label="kf-overload-$level"
+      [ $shed = on ] || { RUNTIME_EXTRA+="\\nadmit_backlog_ms = 0"; label="kf-overload-off-$level"; }
+      proxied "$label" 0 16384 65536 --concurrency 8192 --keep-alive off --response-size 64 \
+        --max-flows 65536 --rate "$rate" --timeout 5s
+    done
   done
+  RUNTIME_EXTRA=$saved_extra
 fi
 
 if [ $STALL = 1 ]; then
-  PEAK=$(python3 -c "import json; print(json.load(open('$OUT/kf-zproxy-close.json'))['results']['connections_per_sec'])")
+  PEAK=$(peak)
   rate=$(python3 -c "print(round($PEAK * 0.7))")
   step "stalls: ZProxy frozen (SIGSTOP) for ${STALLS//,/ ms, } ms at 70 % of its peak ($rate conn/s), $STALL_RUNS runs each, 4 s windows"
   RATE=() saved=$DURATION saved_s=$DUR_S
@@ -210,5 +242,19 @@ if [ $STALL = 1 ]; then
   DURATION=$saved DUR_S=$saved_s
 fi
 
+if [ $MEMORY = 1 ]; then
+  step "memory: ZProxy with ${OPEN//,/, } keep-alive client connections open"
+  RATE=()
+  for n in ${OPEN//,/ }; do
+    # Closed loop: the world's --rate would pace the connects as well and
+    # leave most of the N unopened.
+    proxied "kf-memory-$n" 256 16384 65536 --concurrency "$n" --keep-alive on --response-size 64 \
+      --max-flows 65536 --timeout 30s
+  done
+fi
+
 step "report"
-python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS" "$STALLS" "$STALL_RUNS"
+[ $OVERLOAD = 1 ] || LEVELS=""
+[ $STALL = 1 ] || STALLS=""
+[ $MEMORY = 1 ] || OPEN=""
+PEAK=${PEAK_GIVEN:-} python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS" "$STALLS" "$STALL_RUNS" "$OPEN"

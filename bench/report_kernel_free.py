@@ -18,6 +18,7 @@ out, dur = sys.argv[1:3]
 levels = sys.argv[3].split(",") if len(sys.argv) > 3 else []
 stalls = sys.argv[4].split(",") if len(sys.argv) > 4 else []
 stall_runs = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+opens = [n for n in (sys.argv[6].split(",") if len(sys.argv) > 6 else []) if n]
 
 SHAPES = [
     ("close", "keep-alive off, 64 B (a fresh upstream connection per request)", "conn"),
@@ -43,7 +44,12 @@ def zproxy(run):
     if not z or not hz:
         return None
     before, after = z
-    d = lambda k: sum(a[k] - b[k] for a, b in zip(after["workers"], before["workers"]))
+    # A counter an older build lacks reads as None.
+    d = lambda k: (
+        sum(a[k] - b[k] for a, b in zip(after["workers"], before["workers"]))
+        if all(k in w for w in after["workers"] + before["workers"])
+        else None
+    )
     busy, total = d("busy_cycles"), d("total_cycles")
     return {
         "busy": busy / max(total, 1),
@@ -52,6 +58,10 @@ def zproxy(run):
         "refused": d("flows_refused"),
         "cookies": d("syn_cookies_sent"),
         "proxy_errors": d("proxy_errors"),
+        "syn_behind": d("syn_dropped_behind"),
+        "syn_full": d("syn_dropped_table_full"),
+        "excused": d("upstream_timeouts_excused"),
+        "connect_failures": d("upstream_connect_failures"),
     }
 
 
@@ -112,21 +122,32 @@ for key, name, unit in SHAPES:
             f"{charts or '-'} |"
         )
 
-over = [(lv, load(f"kf-overload-{lv}")) for lv in levels]
-over = [(lv, run) for lv, run in over if run]
+# Each level as configured, then with shedding off (admit_backlog_ms = 0).
+over = [(lv, tag, load(f"kf-overload-{pre}{lv}")) for lv in levels for tag, pre in (("", ""), ("off", "off-"))]
+over = [(lv, tag, run) for lv, tag, run in over if run]
 if over:
-    peak = (load("kf-zproxy-close") or {"r": {"connections_per_sec": 0}})["r"]["connections_per_sec"]
+    # --peak N: given on the command line instead of measured in this run.
+    peak = float(os.environ.get("PEAK") or 0) or (
+        load("kf-zproxy-close") or {"r": {"connections_per_sec": 0}}
+    )["r"]["connections_per_sec"]
     lines += [
         "",
         f"### Overload (keep-alive off, 64 B; offered as a multiple of the {peak:,.0f} conn/s ZProxy served above)",
         "",
-        "A client ZProxy admitted and then reset shows as `reset`; one refused at the SYN as `connect_refused`.",
+        "A client ZProxy admitted and then reset shows as `reset`; one refused at the SYN with a RST as "
+        "`connect_refused`. SYNs ZProxy dropped (no RST, no state; the client's TCP sends them again) are "
+        "counted by ZProxy: while it was behind its rx queue, or with its flow table at `admit_flows_percent`. "
+        "`opened` is what the world could really offer (below the offered rate, the world was the limit).",
+        "",
+        "Each level runs twice: as configured, then with shedding off (`admit_backlog_ms = 0`, marked "
+        "`no shed`): the flow-table limit, cookie rules and health rule stay on in both.",
         "",
         "| offered | opened | served | of peak | resets to admitted clients | refused at SYN | other failures "
-        "| ZProxy busy | flows refused | SYN cookies | proxy errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| ZProxy busy | SYNs dropped (behind / table full) | flows refused | SYN cookies | upstream connect "
+        "failures (excused) | proxy errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for lv, run in over:
+    for lv, tag, run in over:
         r, z = run["r"], zproxy(run)
         resets = r["failures"].get("reset", 0)
         refused = r["failures"].get("connect_refused", 0)
@@ -136,10 +157,13 @@ if over:
         # below the offered rate, the world could not offer more.
         opened = r["connections_opened"] / max(r["elapsed_secs"] + run["cfg"]["warmup_secs"], 1e-9)
         lines.append(
-            f"| {lv}x ({run['cfg']['rate'] or 0:,.0f}/s) | {opened:,.0f}/s | {served:,.0f}/s | "
+            f"| {lv}x ({run['cfg']['rate'] or 0:,.0f}/s){' no shed' if tag else ''} | {opened:,.0f}/s | {served:,.0f}/s | "
             f"{100 * served / max(peak, 1):.0f} % | "
             f"{resets} | {refused} | {other} | {fmt(z and 100 * z['busy'], '.0f')} % | "
-            f"{fmt(z and z['refused'], 'd')} | {fmt(z and z['cookies'], 'd')} | {fmt(z and z['proxy_errors'], 'd')} |"
+            f"{fmt(z and z['syn_behind'], 'd')} / {fmt(z and z['syn_full'], 'd')} | "
+            f"{fmt(z and z['refused'], 'd')} | {fmt(z and z['cookies'], 'd')} | "
+            f"{fmt(z and z['connect_failures'], 'd')} ({fmt(z and z['excused'], 'd')}) | "
+            f"{fmt(z and z['proxy_errors'], 'd')} |"
         )
 
 def recovery(run):
@@ -174,22 +198,56 @@ if stall_rows:
         "rate) and no request failed. The stall's place in the window is taken from the script's clock "
         "(about ±0.2 s).",
         "",
-        "| stall | run | offered | served | failures | back after | pass |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| stall | run | offered | served | failures | back after | SYNs dropped while behind | pass |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     passed = {}
     for ms, n, run in stall_rows:
-        r, back = run["r"], recovery(run)
+        r, back, z = run["r"], recovery(run), zproxy(run)
         ok = back is not None and back <= 1.0 and r["failures_total"] == 0
         passed.setdefault(ms, []).append(ok)
         lines.append(
             f"| {ms} ms | {n} | {run['cfg']['rate'] or 0:,.0f}/s | {r['connections_per_sec']:,.0f}/s | "
-            f"{fail_text(r)} | {'never' if back is None else f'{back:.2f} s'} | {'yes' if ok else 'no'} |"
+            f"{fail_text(r)} | {'never' if back is None else f'{back:.2f} s'} | "
+            f"{fmt(z and z['syn_behind'], 'd')} | {'yes' if ok else 'no'} |"
         )
     lines.append("")
     lines.append(
         "Passed: " + ", ".join(f"{ms} ms: {sum(v)} of {len(v)}" for ms, v in passed.items()) + "."
     )
+
+mem = []
+for n in opens:
+    run = load(f"kf-memory-{n}")
+    if run and "VmRSS_kb" in run["meta"]:
+        after = run["meta"]["zproxy"][1]["workers"]
+        mem.append((int(n), sum(w["flows_active"] for w in after), run))
+if mem:
+    lines += [
+        "",
+        "### Memory per open connection (keep-alive clients, each asking again once answered)",
+        "",
+        "ZProxy's resident memory (`VmRSS`, hugepages not included), its peak (`VmHWM`) and the hugepages it "
+        "maps (`HugetlbPages`), read from /proc at the end of the measured window; flows = client and upstream "
+        "connections open then (`flows_active`). Bytes per connection: the growth of RSS between two rows over "
+        "the growth of flows. Socket buffers are 16 KiB + 16 KiB per flow slot, touched page by page as data "
+        "flows and kept after.",
+        "",
+        "| clients | flows open | RSS MiB | peak RSS MiB | hugepages MiB | RSS per flow (vs previous row) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    prev = None
+    for n, flows, run in mem:
+        m = run["meta"]
+        rss = m["VmRSS_kb"] * 1024
+        per = "-"
+        if prev and flows > prev[0]:
+            per = f"{(rss - prev[1]) / (flows - prev[0]):,.0f} B"
+        lines.append(
+            f"| {n:,} | {flows:,} | {rss / 2**20:.1f} | {m.get('VmHWM_kb', 0) / 1024:.1f} | "
+            f"{m.get('HugetlbPages_kb', 0) / 1024:.0f} | {per} |"
+        )
+        prev = (flows, rss)
 
 lines += [
     "",

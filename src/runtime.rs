@@ -559,6 +559,8 @@ fn worker_spec(
         inboxes,
         idle_sleep_us: u64::from(cfg.runtime.idle_sleep_us),
         syn_backlog: cfg.runtime.syn_backlog as usize,
+        admit_flow_limit: cfg.runtime.admit_flow_limit(),
+        admit_backlog_us: u64::from(cfg.runtime.admit_backlog_ms) * 1000,
         secrets,
         access_log: None,
         capture: Arc::default(),

@@ -509,9 +509,11 @@ fn syn_cookies_carry_real_clients_through_a_spoofed_syn_flood() {
     );
     let log = stop_clean(z);
     let cookies = last_counter(&log, "syn_cookies_sent").unwrap();
+    // A worker behind its rx queue drops SYNs instead (net::admission).
+    let dropped = last_counter(&log, "syn_dropped_behind").unwrap_or(0);
     assert!(
-        cookies + 256 >= sent,
-        "sent {sent}, cookies {cookies}: {log}"
+        cookies + dropped + 256 >= sent,
+        "sent {sent}, cookies {cookies}, dropped while behind {dropped}: {log}"
     );
     // State was held for the backlog and the real clients, not for the flood.
     let held = last_counter(&log, "flows_accepted").unwrap() - before;

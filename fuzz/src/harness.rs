@@ -290,6 +290,9 @@ impl Harness {
             idle_sleep_us: 0,
             // Small, so that a few half-open connections bring in SYN cookies.
             syn_backlog: 4,
+            // The fuzzer's frames come in small bursts: never behind.
+            admit_flow_limit: MAX_FLOWS,
+            admit_backlog_us: 10_000,
             // Fixed, so that runs replay: the same ISNs as with the old `random_seed`.
             secrets: Secrets::from_seed(0x5eed_f022),
             access_log: None,

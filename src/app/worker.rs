@@ -127,6 +127,9 @@ pub struct WorkerSpec {
     /// Half-open client connections (SYN received, no ACK yet) beyond which
     /// SYNs are answered with SYN cookies instead of state; 0: always cookies.
     pub syn_backlog: usize,
+    /// `runtime.admit_flows_percent` of `max_flows`, and `runtime.admit_backlog_ms`.
+    pub admit_flow_limit: usize,
+    pub admit_backlog_us: u64,
     /// Hash keys and the seed for smoltcp's ISNs and ports (`Secrets::for_worker`).
     pub secrets: crate::secrets::Secrets,
     /// This worker's access log ring, when the log is on.
@@ -201,6 +204,8 @@ impl Worker {
             worker_index: spec.worker_index,
             inboxes: spec.inboxes,
             syn_backlog: spec.syn_backlog,
+            admit_flow_limit: spec.admit_flow_limit,
+            admit_backlog_us: spec.admit_backlog_us,
             rate_limit_entries: spec.rate_limit_entries,
             secrets: spec.secrets.clone(),
         });

@@ -19,6 +19,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+mod admission;
 mod announce;
 mod eal;
 mod error;
@@ -102,6 +103,7 @@ impl Config {
         cfg.validate_tls(text)?;
         cfg.validate_announce(text)?;
         cfg.validate_fleet(text)?;
+        cfg.validate_admission(text)?;
         Ok(cfg)
     }
 

@@ -135,8 +135,14 @@ pub struct Runtime {
     pub mbufs: u32,
     /// Per-lcore mbuf cache size.
     pub mbuf_cache: u32,
-    /// Most TCP flows one worker holds at once; further SYNs are refused with a RST.
+    /// Most TCP flows one worker holds at once.
     pub max_flows: u32,
+    /// Share of `max_flows` in use past which new clients' SYNs are dropped
+    /// (no RST, no state: their TCP sends them again).
+    pub admit_flows_percent: u32,
+    /// Milliseconds of rx backlog after which the worker is behind its
+    /// queue and drops new SYNs until it catches up (0: never).
+    pub admit_backlog_ms: u32,
     /// Half-open connections (SYN received, handshake not finished) a worker
     /// holds; beyond that, SYNs get SYN cookies and no state (0: always cookies).
     pub syn_backlog: u32,
@@ -169,6 +175,8 @@ impl Default for Runtime {
             mbuf_cache: 256,
             syn_backlog: 1024,
             max_flows: 16384,
+            admit_flows_percent: super::admission::DEFAULT_ADMIT_FLOWS_PERCENT,
+            admit_backlog_ms: super::admission::DEFAULT_ADMIT_BACKLOG_MS,
             socket_rx_buffer: 16384,
             socket_tx_buffer: 16384,
             tx_drain_us: 100,

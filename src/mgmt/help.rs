@@ -61,6 +61,26 @@ pub fn counter_help(c: Counter) -> &'static str {
         }
         SynCookiesSent => "SYN cookies sent (SYN backlog full).",
         SynCookiesAccepted => "Connections accepted from a valid SYN cookie.",
+        SynDroppedBehind => {
+            "SYNs dropped (no RST, no state) while the worker was behind its rx queue (runtime.admit_backlog_ms); the client sends them again."
+        }
+        SynDroppedFull => {
+            "SYNs dropped (no RST, no state) because the flow slots in use reached admit_flow_limit; the client sends them again."
+        }
+        CookieAcksDropped => {
+            "ACKs with a valid SYN cookie dropped for want of a flow slot (the client sends them again; never a RST)."
+        }
+        UpstreamTimeoutsExcused => {
+            "Upstream connects that timed out while this worker was losing frames itself (behind or tx full): not held against the server's health."
+        }
+        AdmitFlowLimit => {
+            "Flow slots in use past which new clients are not taken (runtime.admit_flows_percent of max_flows)."
+        }
+        AdmitBacklogMs => {
+            "Milliseconds of rx backlog after which the worker drops new SYNs (runtime.admit_backlog_ms; 0: never)."
+        }
+        SynBacklog => "Half-open connections held before SYNs get cookies (runtime.syn_backlog).",
+        WorkerBehind => "1 while the worker is behind its rx queue and drops new SYNs, else 0.",
         HandoffsOut => "Frames handed to the worker that owns their flow.",
         HandoffsIn => "Frames received from another worker for a flow this one owns.",
         HandoffDrops => "Frames dropped because the owner's handoff ring was full.",

@@ -376,6 +376,10 @@ fn is_gauge(c: Counter) -> bool {
             | Counter::UpstreamPooled
             | Counter::RateLimitEntries
             | Counter::ConnRateLimitEntries
+            | Counter::AdmitFlowLimit
+            | Counter::AdmitBacklogMs
+            | Counter::SynBacklog
+            | Counter::WorkerBehind
     )
 }
 

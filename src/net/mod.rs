@@ -17,6 +17,7 @@
 //! - [`syncookie`]: stateless SYN-ACKs under a SYN flood.
 //! - [`timers`]: an indexed heap of per-flow deadlines (`poll_at`).
 
+pub mod admission;
 pub mod arena;
 pub mod counters;
 pub mod device;

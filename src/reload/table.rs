@@ -38,6 +38,8 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("runtime.mbuf_cache", Restart),
     ("runtime.max_flows", Restart),
     ("runtime.syn_backlog", Restart),
+    ("runtime.admit_flows_percent", Restart),
+    ("runtime.admit_backlog_ms", Restart),
     ("runtime.socket_rx_buffer", Restart),
     ("runtime.socket_tx_buffer", Restart),
     ("runtime.tx_drain_us", Restart),
@@ -334,6 +336,8 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
         mbufs,
         mbuf_cache,
         max_flows,
+        admit_flows_percent,
+        admit_backlog_ms,
         syn_backlog,
         socket_rx_buffer,
         socket_tx_buffer,
@@ -354,6 +358,18 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
     d.cmp("runtime.mbuf_cache", "", mbuf_cache, &b.mbuf_cache);
     d.cmp("runtime.max_flows", "", max_flows, &b.max_flows);
     d.cmp("runtime.syn_backlog", "", syn_backlog, &b.syn_backlog);
+    d.cmp(
+        "runtime.admit_flows_percent",
+        "",
+        admit_flows_percent,
+        &b.admit_flows_percent,
+    );
+    d.cmp(
+        "runtime.admit_backlog_ms",
+        "",
+        admit_backlog_ms,
+        &b.admit_backlog_ms,
+    );
     d.cmp(
         "runtime.socket_rx_buffer",
         "",

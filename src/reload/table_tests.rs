@@ -77,6 +77,12 @@ const EDITS: &[Edit] = &[
     ("runtime.mbuf_cache", |c| c.runtime.mbuf_cache = 32),
     ("runtime.max_flows", |c| c.runtime.max_flows = 100),
     ("runtime.syn_backlog", |c| c.runtime.syn_backlog = 1),
+    ("runtime.admit_flows_percent", |c| {
+        c.runtime.admit_flows_percent = 90
+    }),
+    ("runtime.admit_backlog_ms", |c| {
+        c.runtime.admit_backlog_ms = 0
+    }),
     ("runtime.socket_rx_buffer", |c| {
         c.runtime.socket_rx_buffer = 1
     }),

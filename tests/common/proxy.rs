@@ -517,9 +517,16 @@ pub struct Holder {
 
 impl Holder {
     pub fn open(lab: &Lab, port: u16, n: usize) -> (Holder, String) {
+        Holder::open_with_timeout(lab, port, n, 5)
+    }
+
+    /// As `open`, with connects given up after `timeout_s` (a server that
+    /// drops the SYNs it will not take never answers them).
+    pub fn open_with_timeout(lab: &Lab, port: u16, n: usize, timeout_s: u32) -> (Holder, String) {
         // Room for thousands of sockets in one process.
         let mut child = lab
             .command("client", "bash")
+            .env("HOLDER_TIMEOUT", timeout_s.to_string())
             .args(["-c", "ulimit -n 20000 && exec python3 \"$0\" \"$@\""])
             .arg(repo_root().join("tests/peers/holder.py"))
             .args([PROXY_CLIENT_IP, &port.to_string(), &n.to_string()])

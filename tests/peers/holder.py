@@ -2,7 +2,7 @@
 when told to (the lab tests and bench/flatness.sh; run it in the lab's client
 namespace only).
 
-Usage: holder.py HOST PORT N
+Usage: holder.py HOST PORT N   (HOLDER_TIMEOUT: seconds a connect may take, 5 by default)
 
 Prints "open K errors E" once it tried every connection, then reads
 commands from stdin, one a line, answering each with one line:
@@ -12,10 +12,13 @@ commands from stdin, one a line, answering each with one line:
   new          one more connection: "new ok", "new refused" or "new error WHAT"
   close        closes everything: "closed", then exits (so does EOF on stdin)
 """
+import os
 import socket
 import sys
 
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# A server that drops SYNs it will not take leaves a connect waiting this long.
+timeout = float(os.environ.get("HOLDER_TIMEOUT", "5"))
 
 
 def say(*words):
@@ -50,7 +53,7 @@ def read_response(s):
 socks, errors = [], 0
 for _ in range(n):
     s = socket.socket()
-    s.settimeout(5)
+    s.settimeout(timeout)
     try:
         s.connect((host, port))
         socks.append(s)
@@ -74,7 +77,7 @@ for line in sys.stdin:
             say("fail", i, type(e).__name__, str(e).replace("\n", " "))
     elif words[0] == "new":
         s = socket.socket()
-        s.settimeout(5)
+        s.settimeout(timeout)
         try:
             s.connect((host, port))
             say("new ok")

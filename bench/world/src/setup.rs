@@ -136,6 +136,9 @@ pub fn stack(a: &WorldArgs, d: &Dpdk) -> Result<Stack, String> {
         inboxes: handoff_inboxes(1),
         // The world is never flooded: state for every SYN, no cookies.
         syn_backlog: a.max_flows,
+        // The world takes every connection it is offered.
+        admit_flow_limit: a.max_flows,
+        admit_backlog_us: 0,
         rate_limit_entries: 64,
         secrets,
     }))

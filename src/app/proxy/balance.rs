@@ -230,6 +230,15 @@ impl Balancer {
     }
 }
 
+/// Whether a failed connect counts against its server's health: a refusal
+/// (the server's RST) always; a timeout only when this worker was not
+/// losing frames itself meanwhile (`lost_locally`: behind its rx queue, or
+/// a tx queue full), for then its SYN or the SYN-ACK may have died here,
+/// and marking the only server down would turn our overload into 503s.
+pub fn failure_is_the_servers(timed_out: bool, lost_locally: bool) -> bool {
+    !(timed_out && lost_locally)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +313,17 @@ mod tests {
         assert!(
             (0..10).any(|_| b.pick(C, DOWN_FOR_US, 0) == Some(0)),
             "back after the down period"
+        );
+    }
+
+    #[test]
+    fn timeouts_while_this_worker_loses_frames_are_not_the_servers() {
+        assert!(failure_is_the_servers(false, false), "refused");
+        assert!(failure_is_the_servers(false, true), "refused while behind");
+        assert!(failure_is_the_servers(true, false), "timed out");
+        assert!(
+            !failure_is_the_servers(true, true),
+            "timed out while behind"
         );
     }
 

@@ -7,7 +7,7 @@ use super::ratelimit::RequestLimiter;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-use super::balance::Balancer;
+use super::balance::{self, Balancer};
 use super::client_limits::{OpenPerClient, Refused};
 use super::headers::RequestIds;
 use super::health::{self, HealthCheck, ServerHealth};
@@ -335,10 +335,14 @@ impl Proxy {
             } => {
                 if connecting && matches!(why, Closed::Refused | Closed::TimedOut) {
                     stack.counters.add(Counter::UpstreamConnectFailures, 1);
-                    self.groups[group]
-                        .spec
-                        .balancer
-                        .connect_failed(server, now_us);
+                    let g = &mut self.groups[group].spec;
+                    let since = now_us.saturating_sub(g.connect_timeout_us);
+                    let local = stack.lost_locally_since(since);
+                    if balance::failure_is_the_servers(why == Closed::TimedOut, local) {
+                        g.balancer.connect_failed(server, now_us);
+                    } else {
+                        stack.counters.add(Counter::UpstreamTimeoutsExcused, 1);
+                    }
                 }
                 remove_from_pool(&mut self.groups[group].pools[server], f);
                 if let Some(c) = client {

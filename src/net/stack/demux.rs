@@ -11,6 +11,7 @@ use smoltcp::wire::{
 
 use super::{instant, Event, FlowId, Stack};
 use crate::dpdk::Mbuf;
+use crate::net::admission::Verdict;
 use crate::net::counters::Counter;
 use crate::net::device::FrameDevice;
 use crate::net::flow::FlowKey;
@@ -238,11 +239,14 @@ impl Stack {
         let Some(listener) = listener.filter(|_| !self.draining) else {
             return self.answer_stateless(port, m, now_us); // RST: closed port, or shutting down
         };
-        if self.half_open >= self.syn_backlog {
-            return self.send_cookie(port, m, key, now_us);
+        // Refused cheaply and early, and silently: its TCP asks again later.
+        match self.admit_syn(listener, now_us) {
+            Verdict::Accept => {}
+            Verdict::Cookie => return self.send_cookie(port, m, key, now_us),
+            Verdict::Drop(counter) => return self.counters.add(counter, 1),
         }
         let Some(f) = self.accept(port, key, listener, now_us) else {
-            return self.answer_stateless(port, m, now_us); // RST: every slot is in use
+            return; // no slot after all (counted): dropped, as above
         };
         self.flows.get_mut(f).half_open = true;
         self.half_open += 1;
@@ -323,7 +327,8 @@ impl Stack {
     }
 
     /// A flow for a new connection to `listener`, its socket listening for
-    /// the SYN; `None` (counted) when no slot is spare. A listener that
+    /// the SYN; `None` (counted) when no slot is spare (admission keeps
+    /// this from happening). A listener that
     /// reserves a peer needs two: its own and one for its upstream, so a
     /// table full of clients still lets each of them reach an upstream.
     fn accept(&mut self, port: usize, key: FlowKey, listener: usize, now_us: u64) -> Option<u32> {
@@ -331,7 +336,7 @@ impl Stack {
         let needed = if reserve { 2 } else { 1 };
         while self.spare_slots() < needed && self.evict_one(now_us) {}
         if self.spare_slots() < needed {
-            // Refuse with a RST rather than hold state.
+            // Refused: dropped rather than hold state.
             self.counters.add(Counter::FlowsRefused, 1);
             return None;
         }
@@ -427,6 +432,11 @@ impl Stack {
         };
         if self.draining {
             return Some(m);
+        }
+        // This client holds an open connection: never a RST for want of room.
+        if let Verdict::Drop(counter) = self.admit_cookie_ack(listener, now_us) {
+            self.counters.add(counter, 1);
+            return None;
         }
         let f = self.accept(port, key, listener, now_us)?;
         // The client proved its address: smoltcp may send to it straight away.

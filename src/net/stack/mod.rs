@@ -11,6 +11,8 @@
 //! - [`demux`]: what each received frame is, and which flow gets it
 //!   (including SYN cookies, TIME-WAIT and handoff to the owning core);
 //!   [`second_chance`]: what no flow here owns goes to the fleet's peers.
+
+mod admit;
 mod demux;
 mod second_chance;
 mod tap;
@@ -25,6 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
+use super::admission::{Admission, AdmitLimits};
 use super::arena::Arena;
 use super::counters::{Counter, Counters};
 use super::device::{FrameDevice, SentSeq, BURST};
@@ -98,6 +101,10 @@ pub struct StackSpec {
     pub inboxes: Inboxes,
     /// Half-open accepted connections beyond which SYNs get cookies.
     pub syn_backlog: usize,
+    /// Slots in use past which SYNs are dropped (at most `max_flows`).
+    pub admit_flow_limit: usize,
+    /// How long a backlog lasts before SYNs are dropped (0: never).
+    pub admit_backlog_us: u64,
     /// Buckets of the connection rate limiter (fixed at start).
     pub rate_limit_entries: usize,
     /// Keys of the flow table and SYN cookies, seed of smoltcp's ISNs.
@@ -231,6 +238,8 @@ pub struct Stack {
     syn_limiter: Limiter,
     half_open: usize,
     syn_backlog: usize,
+    /// Which SYNs are taken under load (see `net::admission`).
+    admission: Admission,
     /// Until when an ACK for no flow may carry a cookie we sent.
     cookies_valid_until_us: u64,
     /// The receive window our own segments offer (no window scaling).
@@ -335,6 +344,11 @@ impl Stack {
             syn_limiter: Limiter::new(spec.rate_limit_entries, spec.secrets.flow_key),
             half_open: 0,
             syn_backlog: spec.syn_backlog,
+            admission: Admission::new(AdmitLimits {
+                flow_limit: spec.admit_flow_limit.min(spec.max_flows),
+                backlog_us: spec.admit_backlog_us,
+                syn_backlog: spec.syn_backlog,
+            }),
             cookies_valid_until_us: 0,
             own_window: spec.socket_rx_buffer.min(usize::from(u16::MAX)) as u16,
             challenge_acks_left: 0,
@@ -350,8 +364,10 @@ impl Stack {
     pub fn poll(&mut self, rx: &mut MbufBurst<BURST>, now_us: u64) -> usize {
         self.reuse_retired();
         let mut work = 0;
+        let mut burst_full = false;
         for p in 0..self.ports.len() {
             let n = self.ports[p].rx.rx_burst(rx);
+            burst_full |= n == BURST;
             self.capture_rx(p, rx);
             work += n;
             self.counters.add(Counter::RxFrames, n as u64);
@@ -364,6 +380,7 @@ impl Stack {
         work += self.take_from_kernel();
         work += self.run_timers(now_us);
         self.time_wait.expire(now_us);
+        self.note_backlog(burst_full, now_us);
         work
     }
 
@@ -594,30 +611,6 @@ impl Stack {
         for port in &mut self.ports {
             port.tx.drain(wait);
         }
-    }
-
-    /// Sets the stack's gauges in `counters` before they are published.
-    pub fn update_gauges(&mut self) {
-        let c = &mut self.counters;
-        c.set(Counter::FlowsActive, self.flows.active() as u64);
-        c.set(Counter::TimeWaitEntries, self.time_wait.len() as u64);
-        c.set(
-            Counter::ConnRateLimitEntries,
-            self.syn_limiter.used() as u64,
-        );
-        c.set(Counter::RateLimitEvictions, self.syn_limiter.evictions());
-        c.set(
-            Counter::TxFrames,
-            self.ports.iter().map(|p| p.tx.sent).sum(),
-        );
-        c.set(
-            Counter::TxDropped,
-            self.ports.iter().map(|p| p.tx.dropped).sum(),
-        );
-        c.set(
-            Counter::TxBytes,
-            self.ports.iter().map(|p| p.tx.sent_bytes).sum(),
-        );
     }
 
     /// Open flows.
