@@ -8,6 +8,7 @@
 //! - [`device`]: smoltcp `phy::Device` over mbufs, with batched TX.
 //! - [`exception`]: frames that are the kernel's, on their way to the control core.
 //! - [`flow`]: 4-tuple keys, the flow table and compact TIME-WAIT state.
+//! - [`flow6`]: IPv6 flow keys and IPv6 flow ids.
 //! - [`handoff`]: lock-free rings that carry frames to the core owning them.
 //! - [`ipv6`]: a port's IPv6 addresses: NDP, DAD and ICMPv6 echo (no TCP yet).
 //! - [`link`]: one port's interface, addresses, neighbours and own frames.
@@ -22,6 +23,7 @@ pub mod counters;
 pub mod device;
 pub mod exception;
 pub mod flow;
+pub mod flow6;
 pub mod handoff;
 pub mod ipv6;
 pub mod link;
