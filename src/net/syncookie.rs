@@ -203,6 +203,21 @@ mod tests {
         assert_eq!(accepted, 0, "cookies of one key accepted under the other");
     }
 
+    /// IPv4 cookies are the MAC they were before the tuple became generic
+    /// (cookies made before an upgrade stay good across it).
+    #[test]
+    fn ipv4_cookies_keep_their_mac_input() {
+        let jar = CookieJar::new(KEY_A);
+        let (k, isn, tick) = (key(), 0xdead_beef, 77u64);
+        let mut h = SipHasher24::new_with_keys(jar.key.0, jar.key.1);
+        h.write_u64(u64::from(u32::from(k.remote_ip)) << 32 | u64::from(u32::from(k.local_ip)));
+        h.write_u64(
+            u64::from(k.remote_port) << 48 | u64::from(k.local_port) << 32 | u64::from(isn),
+        );
+        h.write_u64(tick);
+        assert_eq!(jar.mac(&k, isn, tick), (h.finish() as u32) & MAC_MASK);
+    }
+
     fn key6(remote: &str) -> FlowKey6 {
         FlowKey6 {
             remote_ip: remote.parse().unwrap(),
