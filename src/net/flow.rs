@@ -81,18 +81,23 @@ impl BuildHasher for FlowHashKey {
     }
 }
 
-type FlowMap<V> = HashMap<FlowKey, V, FlowHashKey>;
+/// What a flow table can be keyed by: today's IPv4 [`FlowKey`] and the
+/// IPv6 `flow6::FlowKey6` (a table per family, so IPv4 keys stay 12 bytes).
+pub trait Key: Copy + Eq + Hash {}
+impl<K: Copy + Eq + Hash> Key for K {}
+
+type FlowMap<K, V> = HashMap<K, V, FlowHashKey>;
 
 /// A fixed number of flow slots, each holding a `T` built up front (its
 /// socket and buffers), found by key. No allocation after construction.
-pub struct FlowTable<T> {
+pub struct FlowTable<T, K = FlowKey> {
     slots: Vec<T>,
-    keys: Vec<Option<FlowKey>>,
+    keys: Vec<Option<K>>,
     free: Vec<u32>,
-    index: FlowMap<u32>,
+    index: FlowMap<K, u32>,
 }
 
-impl<T> FlowTable<T> {
+impl<T, K: Key> FlowTable<T, K> {
     /// `capacity` slots made by `make`, indexed by a hash keyed with `key`.
     pub fn new(capacity: usize, key: [u8; 16], mut make: impl FnMut() -> T) -> Self {
         Self {
@@ -105,12 +110,12 @@ impl<T> FlowTable<T> {
     }
 
     #[inline]
-    pub fn lookup(&self, key: &FlowKey) -> Option<u32> {
+    pub fn lookup(&self, key: &K) -> Option<u32> {
         self.index.get(key).copied()
     }
 
     /// Takes a free slot for `key`; `None` when every slot is in use.
-    pub fn insert(&mut self, key: FlowKey) -> Option<u32> {
+    pub fn insert(&mut self, key: K) -> Option<u32> {
         let slot = self.free.pop()?;
         self.keys[slot as usize] = Some(key);
         self.index.insert(key, slot);
@@ -159,7 +164,7 @@ impl<T> FlowTable<T> {
     }
 
     #[inline]
-    pub fn key(&self, slot: u32) -> Option<FlowKey> {
+    pub fn key(&self, slot: u32) -> Option<K> {
         self.keys[slot as usize]
     }
 
@@ -178,7 +183,7 @@ impl<T> FlowTable<T> {
     /// Keys compared by a lookup of `key`: 1 for a hit in its own bucket,
     /// more when others share its bucket and hash tag.
     #[cfg(test)]
-    pub(crate) fn probe_len(&self, key: &FlowKey) -> u64 {
+    pub(crate) fn probe_len(&self, key: &K) -> u64 {
         probes::during(|| {
             self.lookup(key);
         })
@@ -187,14 +192,14 @@ impl<T> FlowTable<T> {
 
 /// TIME-WAIT as ~50 bytes per closed connection instead of a socket with
 /// buffers. All entries live equally long, so expiry is a FIFO.
-pub struct TimeWait {
-    expiry: FlowMap<u64>,
-    order: VecDeque<(FlowKey, u64)>,
+pub struct TimeWait<K = FlowKey> {
+    expiry: FlowMap<K, u64>,
+    order: VecDeque<(K, u64)>,
     capacity: usize,
     ttl_us: u64,
 }
 
-impl TimeWait {
+impl<K: Key> TimeWait<K> {
     /// Room for `capacity` entries of `ttl_us` each, indexed by a hash keyed with `key`.
     pub fn new(capacity: usize, ttl_us: u64, key: [u8; 16]) -> Self {
         Self {
@@ -207,7 +212,7 @@ impl TimeWait {
 
     /// Remembers `key` until `now_us + ttl`. When full, the oldest entry is
     /// forgotten early (RFC 6191 allows reuse; the next SYN starts a fresh flow).
-    pub fn insert(&mut self, key: FlowKey, now_us: u64) {
+    pub fn insert(&mut self, key: K, now_us: u64) {
         if self.order.len() == self.capacity {
             self.pop_oldest();
         }
@@ -217,12 +222,12 @@ impl TimeWait {
     }
 
     /// Forgets `key` (a new SYN reuses the tuple); true if it was there.
-    pub fn remove(&mut self, key: &FlowKey) -> bool {
+    pub fn remove(&mut self, key: &K) -> bool {
         // Its FIFO entry goes stale and is skipped when it expires.
         self.expiry.remove(key).is_some()
     }
 
-    pub fn contains(&self, key: &FlowKey) -> bool {
+    pub fn contains(&self, key: &K) -> bool {
         self.expiry.contains_key(key)
     }
 
@@ -246,7 +251,7 @@ impl TimeWait {
 
     /// Keys compared by a lookup of `key` (see `FlowTable::probe_len`).
     #[cfg(test)]
-    pub(crate) fn probe_len(&self, key: &FlowKey) -> u64 {
+    pub(crate) fn probe_len(&self, key: &K) -> u64 {
         probes::during(|| {
             self.contains(key);
         })

@@ -65,7 +65,7 @@ pub fn ip6_hash(key: &[u8; 40], src: Ipv6Addr, dst: Ipv6Addr) -> u32 {
     toeplitz(key, &tcp6_input(src, dst, 0, 0)[..32])
 }
 
-fn tcp6_input(src: Ipv6Addr, dst: Ipv6Addr, src_port: u16, dst_port: u16) -> [u8; 36] {
+pub(super) fn tcp6_input(src: Ipv6Addr, dst: Ipv6Addr, src_port: u16, dst_port: u16) -> [u8; 36] {
     let mut input = [0u8; 36];
     input[0..16].copy_from_slice(&src.octets());
     input[16..32].copy_from_slice(&dst.octets());

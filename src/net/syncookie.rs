@@ -15,9 +15,47 @@ use std::hash::Hasher;
 use siphasher::sip::SipHasher24;
 
 use super::flow::FlowKey;
+use super::flow6::FlowKey6;
 
-/// The MSS values a cookie can carry (2 bits): the largest the client allows.
-const MSS_TABLE: [u16; 4] = [536, 1220, 1440, 1460];
+/// A 4-tuple a cookie can be made for: what its MAC covers, and the MSS
+/// values its 2 bits can carry (the largest the client allows).
+pub trait CookieTuple {
+    const MSS_TABLE: [u16; 4];
+    /// Feeds the tuple and the client's ISN to the MAC.
+    fn write(&self, h: &mut SipHasher24, client_isn: u32);
+}
+
+impl CookieTuple for FlowKey {
+    const MSS_TABLE: [u16; 4] = [536, 1220, 1440, 1460];
+
+    fn write(&self, h: &mut SipHasher24, client_isn: u32) {
+        h.write_u64(
+            u64::from(u32::from(self.remote_ip)) << 32 | u64::from(u32::from(self.local_ip)),
+        );
+        h.write_u64(
+            u64::from(self.remote_port) << 48
+                | u64::from(self.local_port) << 32
+                | u64::from(client_isn),
+        );
+    }
+}
+
+/// IPv6 headers take 20 bytes more: 1220 is the minimum MTU's (1280), 1440
+/// a 1500-byte link's.
+impl CookieTuple for FlowKey6 {
+    const MSS_TABLE: [u16; 4] = [1220, 1380, 1420, 1440];
+
+    fn write(&self, h: &mut SipHasher24, client_isn: u32) {
+        h.write_u128(u128::from(self.remote_ip));
+        h.write_u128(u128::from(self.local_ip));
+        h.write_u64(
+            u64::from(self.remote_port) << 48
+                | u64::from(self.local_port) << 32
+                | u64::from(client_isn),
+        );
+    }
+}
+
 /// The cookie clock ticks every 2^26 µs (about 67 s); a cookie is good for
 /// the tick it was made in and the next.
 const TICK_SHIFT: u32 = 26;
@@ -39,22 +77,23 @@ impl CookieJar {
         }
     }
 
-    fn mac(&self, key: &FlowKey, client_isn: u32, tick: u64) -> u32 {
-        let tuple = u64::from(u32::from(key.remote_ip)) << 32 | u64::from(u32::from(key.local_ip));
-        let ports = u64::from(key.remote_port) << 48
-            | u64::from(key.local_port) << 32
-            | u64::from(client_isn);
+    fn mac<K: CookieTuple>(&self, key: &K, client_isn: u32, tick: u64) -> u32 {
         let mut h = SipHasher24::new_with_keys(self.key.0, self.key.1);
-        h.write_u64(tuple);
-        h.write_u64(ports);
+        key.write(&mut h, client_isn);
         h.write_u64(tick);
         (h.finish() as u32) & MAC_MASK
     }
 
     /// Our ISN for a SYN from `key` with ISN `client_isn` offering `client_mss`.
-    pub fn make(&self, key: &FlowKey, client_isn: u32, client_mss: u16, now_us: u64) -> u32 {
+    pub fn make<K: CookieTuple>(
+        &self,
+        key: &K,
+        client_isn: u32,
+        client_mss: u16,
+        now_us: u64,
+    ) -> u32 {
         let tick = now_us >> TICK_SHIFT;
-        let mss_index = MSS_TABLE
+        let mss_index = K::MSS_TABLE
             .iter()
             .rposition(|&m| m <= client_mss)
             .unwrap_or(0) as u32;
@@ -63,7 +102,13 @@ impl CookieJar {
 
     /// The MSS `cookie` carries, when it is one this jar made for `key` and
     /// `client_isn` in this tick or the one before.
-    pub fn check(&self, key: &FlowKey, client_isn: u32, cookie: u32, now_us: u64) -> Option<u16> {
+    pub fn check<K: CookieTuple>(
+        &self,
+        key: &K,
+        client_isn: u32,
+        cookie: u32,
+        now_us: u64,
+    ) -> Option<u16> {
         let now = now_us >> TICK_SHIFT;
         [now, now.wrapping_sub(1)]
             .into_iter()
@@ -71,7 +116,7 @@ impl CookieJar {
                 (tick & 3) as u32 == cookie >> 30
                     && self.mac(key, client_isn, tick) == cookie & MAC_MASK
             })
-            .map(|_| MSS_TABLE[(cookie >> 28 & 3) as usize])
+            .map(|_| K::MSS_TABLE[(cookie >> 28 & 3) as usize])
     }
 
     /// How long after the last cookie was sent an ACK may still carry one.
@@ -156,5 +201,53 @@ mod tests {
             "{same} of 10000 cookies the same under both keys"
         );
         assert_eq!(accepted, 0, "cookies of one key accepted under the other");
+    }
+
+    /// IPv4 cookies are the MAC they were before the tuple became generic
+    /// (cookies made before an upgrade stay good across it).
+    #[test]
+    fn ipv4_cookies_keep_their_mac_input() {
+        let jar = CookieJar::new(KEY_A);
+        let (k, isn, tick) = (key(), 0xdead_beef, 77u64);
+        let mut h = SipHasher24::new_with_keys(jar.key.0, jar.key.1);
+        h.write_u64(u64::from(u32::from(k.remote_ip)) << 32 | u64::from(u32::from(k.local_ip)));
+        h.write_u64(
+            u64::from(k.remote_port) << 48 | u64::from(k.local_port) << 32 | u64::from(isn),
+        );
+        h.write_u64(tick);
+        assert_eq!(jar.mac(&k, isn, tick), (h.finish() as u32) & MAC_MASK);
+    }
+
+    fn key6(remote: &str) -> FlowKey6 {
+        FlowKey6 {
+            remote_ip: remote.parse().unwrap(),
+            remote_port: 40000,
+            local_ip: "2001:db8:71::2".parse().unwrap(),
+            local_port: 80,
+        }
+    }
+
+    #[test]
+    fn an_ipv6_cookie_covers_the_whole_tuple_and_carries_an_ipv6_mss() {
+        let jar = CookieJar::new(KEY_A);
+        let t0 = 7 << TICK_SHIFT;
+        let k = key6("2001:db8:71::1");
+        let c = jar.make(&k, 1000, 1440, t0);
+        assert_eq!(jar.check(&k, 1000, c, t0), Some(1440));
+        assert_eq!(jar.check(&k, 1001, c, t0), None);
+        // Addresses that differ only in the high 96 bits (what an IPv4-sized
+        // MAC input would drop) are other tuples.
+        assert_eq!(jar.check(&key6("2001:db9:71::1"), 1000, c, t0), None);
+        let mut other = k;
+        other.local_ip = "2001:db8:72::2".parse().unwrap();
+        assert_eq!(jar.check(&other, 1000, c, t0), None);
+        assert_eq!(CookieJar::new(KEY_B).check(&k, 1000, c, t0), None);
+        // The IPv6 table: a 1500-byte link's 1440 and the minimum MTU's 1220.
+        let c = jar.make(&k, 1, 1460, t0);
+        assert_eq!(jar.check(&k, 1, c, t0), Some(1440));
+        let c = jar.make(&k, 1, 1400, t0);
+        assert_eq!(jar.check(&k, 1, c, t0), Some(1380));
+        let c = jar.make(&k, 1, 536, t0);
+        assert_eq!(jar.check(&k, 1, c, t0), Some(1220));
     }
 }
