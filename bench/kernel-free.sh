@@ -212,14 +212,14 @@ if [ $OVERLOAD = 1 ]; then
   PEAK=$(peak)
   step "overload: offered ${LEVELS//,/x, }x of ZProxy's $(printf '%.0f' "$PEAK") conn/s, keep-alive off"
   RATE=() # each level sets its own
-  # Each level twice: as configured, and with shedding off (admit_backlog_ms
-  # = 0), so that one run shows what dropping SYNs while behind does.
+  # Each level twice: with shedding (admit_backlog_ms = 20), and without (=
+  # 0, the default), so that one run shows what dropping SYNs while behind does.
   saved_extra=$RUNTIME_EXTRA
   for level in ${LEVELS//,/ }; do
     rate=$(python3 -c "print(round($PEAK * $level))")
     for shed in on off; do
-      RUNTIME_EXTRA=$saved_extra label="kf-overload-$level"
-      [ $shed = on ] || { RUNTIME_EXTRA+="\\nadmit_backlog_ms = 0"; label="kf-overload-off-$level"; }
+      RUNTIME_EXTRA="$saved_extra\\nadmit_backlog_ms = 20" label="kf-overload-$level"
+      [ $shed = on ] || { RUNTIME_EXTRA="$saved_extra\\nadmit_backlog_ms = 0"; label="kf-overload-off-$level"; }
       proxied "$label" 0 16384 65536 --concurrency 8192 --keep-alive off --response-size 64 \
         --max-flows 65536 --rate "$rate" --timeout 5s
     done

@@ -139,8 +139,8 @@ if over:
         "counted by ZProxy: while it was behind its rx queue, or with its flow table at `admit_flows_percent`. "
         "`opened` is what the world could really offer (below the offered rate, the world was the limit).",
         "",
-        "Each level runs twice: as configured, then with shedding off (`admit_backlog_ms = 0`, marked "
-        "`no shed`): the flow-table limit, cookie rules and health rule stay on in both.",
+        "Each level runs twice: with shedding (`admit_backlog_ms = 20`), then without (`= 0`, the default, "
+        "marked `no shed`): the flow-table limit, cookie rules and health rule stay on in both.",
         "",
         "| offered | opened | served | of peak | resets to admitted clients | refused at SYN | other failures "
         "| ZProxy busy | SYNs dropped (behind / table full) | flows refused | SYN cookies | upstream connect "

@@ -81,7 +81,7 @@ const EDITS: &[Edit] = &[
         c.runtime.admit_flows_percent = 90
     }),
     ("runtime.admit_backlog_ms", |c| {
-        c.runtime.admit_backlog_ms = 0
+        c.runtime.admit_backlog_ms = 20
     }),
     ("runtime.socket_rx_buffer", |c| {
         c.runtime.socket_rx_buffer = 1
