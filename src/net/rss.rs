@@ -89,30 +89,60 @@ pub fn queue_of(hash: u32, reta_size: u32, queues: u16) -> u16 {
     ((hash % reta_size) % u32::from(queues)) as u16
 }
 
+/// A Toeplitz hash over `N`-byte inputs by table: the hash is linear over
+/// GF(2), the XOR of each input byte's own contribution, looked up here by
+/// position and value (N × 256 entries, built once at start).
+pub(super) struct ByteTable<const N: usize>(Box<[[u32; 256]; N]>);
+
+impl<const N: usize> ByteTable<N> {
+    pub(super) fn new(key: &[u8; 40]) -> Self {
+        let mut table = Box::new([[0u32; 256]; N]);
+        for (position, row) in table.iter_mut().enumerate() {
+            for (value, entry) in row.iter_mut().enumerate() {
+                let mut input = [0u8; N];
+                input[position] = value as u8;
+                *entry = toeplitz(key, &input);
+            }
+        }
+        ByteTable(table)
+    }
+
+    pub(super) fn hash(&self, input: &[u8; N]) -> u32 {
+        input
+            .iter()
+            .zip(self.0.iter())
+            .fold(0, |hash, (&byte, row)| hash ^ row[usize::from(byte)])
+    }
+}
+
+/// The first local port in `ports` (tried from `start`, wrapping) for which
+/// `on_queue` holds.
+pub(super) fn first_port(
+    ports: (u16, u16),
+    start: u16,
+    on_queue: impl Fn(u16) -> bool,
+) -> Option<u16> {
+    let (lo, hi) = ports;
+    let span = u32::from(hi - lo) + 1;
+    (0..span)
+        .map(|i| lo + ((u32::from(start.clamp(lo, hi) - lo) + i) % span) as u16)
+        .find(|&port| on_queue(port))
+}
+
 /// Which receive queue a TCP/IPv4 frame belongs on, as a NIC programmed with
 /// `RSS_KEY` and a round-robin redirection table puts it. Every worker owns
 /// the flows of its queue, so this is also the rule for which worker owns a
 /// flow, whatever queue the device really delivered a frame to.
 pub struct Steering {
-    /// The hash is linear over GF(2): the XOR of each input byte's own
-    /// contribution, looked up here by position and value.
-    table: Box<[[u32; 256]; 12]>,
+    table: ByteTable<12>,
     reta_size: u32,
     queues: u16,
 }
 
 impl Steering {
     pub fn new(key: &[u8; 40], reta_size: u32, queues: u16) -> Steering {
-        let mut table = Box::new([[0u32; 256]; 12]);
-        for (position, row) in table.iter_mut().enumerate() {
-            for (value, entry) in row.iter_mut().enumerate() {
-                let mut input = [0u8; 12];
-                input[position] = value as u8;
-                *entry = toeplitz(key, &input);
-            }
-        }
         Steering {
-            table,
+            table: ByteTable::new(key),
             reta_size: reta_size.max(1),
             queues: queues.max(1),
         }
@@ -120,10 +150,7 @@ impl Steering {
 
     /// Toeplitz hash of a TCP/IPv4 frame from `src` to `dst`.
     pub fn hash(&self, src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16) -> u32 {
-        tcp4_input(src, dst, src_port, dst_port)
-            .iter()
-            .zip(self.table.iter())
-            .fold(0, |hash, (&byte, row)| hash ^ row[usize::from(byte)])
+        self.table.hash(&tcp4_input(src, dst, src_port, dst_port))
     }
 
     /// The queue a frame from `src` to `dst` belongs on.
@@ -145,12 +172,10 @@ impl Steering {
         start: u16,
         queue: u16,
     ) -> Option<u16> {
-        let (lo, hi) = ports;
-        let span = u32::from(hi - lo) + 1;
-        (0..span)
-            .map(|i| lo + ((u32::from(start.clamp(lo, hi) - lo) + i) % span) as u16)
-            // Replies come from the server to us: the server is the source.
-            .find(|&port| self.queue(server.0, local_ip, server.1, port) == queue)
+        // Replies come from the server to us: the server is the source.
+        first_port(ports, start, |port| {
+            self.queue(server.0, local_ip, server.1, port) == queue
+        })
     }
 }
 

@@ -5,29 +5,19 @@
 
 use std::net::Ipv6Addr;
 
-use super::rss::{queue_of, tcp6_input, toeplitz};
+use super::rss::{first_port, queue_of, tcp6_input, ByteTable};
 
 /// The IPv6 counterpart of `rss::Steering`.
 pub struct Steering6 {
-    /// The hash is linear over GF(2): the XOR of each input byte's own
-    /// contribution, looked up here by position and value.
-    table: Box<[[u32; 256]; 36]>,
+    table: ByteTable<36>,
     reta_size: u32,
     queues: u16,
 }
 
 impl Steering6 {
     pub fn new(key: &[u8; 40], reta_size: u32, queues: u16) -> Steering6 {
-        let mut table = Box::new([[0u32; 256]; 36]);
-        for (position, row) in table.iter_mut().enumerate() {
-            for (value, entry) in row.iter_mut().enumerate() {
-                let mut input = [0u8; 36];
-                input[position] = value as u8;
-                *entry = toeplitz(key, &input);
-            }
-        }
         Steering6 {
-            table,
+            table: ByteTable::new(key),
             reta_size: reta_size.max(1),
             queues: queues.max(1),
         }
@@ -35,10 +25,7 @@ impl Steering6 {
 
     /// Toeplitz hash of a TCP/IPv6 frame from `src` to `dst`.
     pub fn hash(&self, src: Ipv6Addr, dst: Ipv6Addr, src_port: u16, dst_port: u16) -> u32 {
-        tcp6_input(src, dst, src_port, dst_port)
-            .iter()
-            .zip(self.table.iter())
-            .fold(0, |hash, (&byte, row)| hash ^ row[usize::from(byte)])
+        self.table.hash(&tcp6_input(src, dst, src_port, dst_port))
     }
 
     /// The queue a frame from `src` to `dst` belongs on.
@@ -60,12 +47,9 @@ impl Steering6 {
         start: u16,
         queue: u16,
     ) -> Option<u16> {
-        let (lo, hi) = ports;
-        let span = u32::from(hi - lo) + 1;
-        (0..span)
-            .map(|i| lo + ((u32::from(start.clamp(lo, hi) - lo) + i) % span) as u16)
-            // Replies come from the server to us: the server is the source.
-            .find(|&port| self.queue(server.0, local_ip, server.1, port) == queue)
+        first_port(ports, start, |port| {
+            self.queue(server.0, local_ip, server.1, port) == queue
+        })
     }
 }
 
