@@ -9,7 +9,7 @@ use super::{Config, ConfigError};
 pub const DEFAULT_ADMIT_FLOWS_PERCENT: u32 = 100;
 /// By default a backed-up rx queue drops no SYN: measured kernel-free
 /// (bench/RESULTS.md), shedding raised what an open-loop 2x overload served
-/// but cut a closed-loop load at saturation to a third (each dropped SYN
+/// but cut a closed-loop load at saturation to about a fifth (each dropped SYN
 /// costs its client a 1 s retransmission), so it is opt-in (20 ms works).
 pub const DEFAULT_ADMIT_BACKLOG_MS: u32 = 0;
 /// Longer than this, the queue has long overflowed: never a useful threshold.
