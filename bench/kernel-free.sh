@@ -28,6 +28,10 @@
 # shapes and takes N conn/s as ZProxy's peak for --overload and --stall (to
 # compare builds quickly); --zproxy runs another ZProxy binary; --runtime adds
 # a line to ZProxy's [runtime] section (e.g. 'admit_backlog_ms = 0').
+# --bulk-only: only the 1 MiB shapes (world alone, through ZProxy), to A/B
+# builds on the per-byte cost in one short run. --zero-copy: ZProxy's two
+# memif ports in zero-copy client mode (zero-copy=yes, its mbufs handed to
+# the world's rings; needs --single-file-segments, added to its EAL args).
 # --memory: ZProxy's resident memory and hugepages with --open keep-alive
 # client connections open (busy ones: each asks again as soon as it has its
 # answer), and the bytes per connection. The world has been seen to hold
@@ -39,6 +43,7 @@ ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
 STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN="" RUNTIME_EXTRA="" MEMORY=0 OPEN=1000,10000
+BULK_ONLY=0 ZERO_COPY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -56,6 +61,8 @@ while [ $# -gt 0 ]; do
     --open) OPEN=$2; shift 2 ;;
     --zproxy) ZPROXY_BIN=$2; shift 2 ;;
     --runtime) RUNTIME_EXTRA+="\\n$2"; shift 2 ;;
+    --bulk-only) BULK_ONLY=1; shift ;;
+    --zero-copy) ZERO_COPY=1; shift ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "kernel-free: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -118,6 +125,10 @@ zproxy_config() {
       -e "s|^max_flows = .*|max_flows = $4|" \
       -e "s|^worker_lcores = \[1\]|worker_lcores = [1]\nsocket_rx_buffer = $3\nsocket_tx_buffer = $3$RUNTIME_EXTRA|" \
       bench/peers/zproxy-memif.toml > "$1"
+  if [ $ZERO_COPY = 1 ]; then
+    sed -i -e 's|^vdev = "net_memif\(.*\)"$|vdev = "net_memif\1,zero-copy=yes"|' \
+      -e 's|^worker_lcores = \[1\]|worker_lcores = [1]\neal_args = ["--single-file-segments"]|' "$1"
+  fi
 }
 
 summary() {
@@ -192,7 +203,11 @@ CLOSE=(--concurrency "$CONCURRENCY" --keep-alive off --response-size 64 --max-fl
 KA=(--concurrency 64 --keep-alive on --response-size 64)
 BULK=(--concurrency 4 --keep-alive on --response-size 1048576 --socket-buffer 262144 --timeout 30s)
 
-if [ -z "$PEAK_GIVEN" ]; then
+if [ $BULK_ONLY = 1 ]; then
+  step "1 MiB responses only: the world alone, then through ZProxy (core 1), $DURATION each"
+  alone kf-world-1m "${BULK[@]}"
+  proxied kf-zproxy-1m 256 262144 4096 "${BULK[@]}"
+elif [ -z "$PEAK_GIVEN" ]; then
   step "the world alone (generator straight to origin over a memif pair, core 0), $DURATION each"
   alone kf-world-close "${CLOSE[@]}"
   alone kf-world-ka "${KA[@]}"

@@ -54,6 +54,17 @@ impl Config {
                 _ => {}
             }
         }
+        // A zero-copy memif client shares its hugepage files with the peer,
+        // one file per segment list (DPDK's memif needs this mode for it).
+        let zero_copy = self
+            .ports
+            .iter()
+            .filter_map(|p| p.vdev.as_deref())
+            .any(|v| v.starts_with("net_memif") && v.split(',').any(|a| a == "zero-copy=yes"));
+        let single = "--single-file-segments";
+        if zero_copy && !rt.no_huge && !rt.eal_args.iter().any(|a| a == single) {
+            args.push(single.into());
+        }
         args.extend(rt.eal_args.iter().cloned());
         args
     }

@@ -244,3 +244,20 @@ fn errors_carry_key_line_and_file() {
     let cause = std::error::Error::source(&e).expect("the I/O error is the cause");
     assert!(cause.to_string().contains("No such file"), "{cause}");
 }
+
+#[test]
+fn a_zero_copy_memif_gets_single_file_segments() {
+    let memif = |extra: &str| {
+        GOOD.replace(
+            "vdev = \"net_af_xdp0,iface=cli1\"",
+            &format!("vdev = \"net_memif0,role=client,socket=/r/c.sock{extra}\""),
+        )
+    };
+    let single = "--single-file-segments".to_owned();
+    let zc = Config::parse(&memif(",zero-copy=yes"))
+        .unwrap()
+        .eal_args("p");
+    assert_eq!(zc.iter().filter(|a| **a == single).count(), 1, "{zc:?}");
+    let copy = Config::parse(&memif("")).unwrap().eal_args("p");
+    assert!(!copy.contains(&single), "{copy:?}");
+}

@@ -8,6 +8,7 @@ use zproxy_ffi as ffi;
 use super::error::{check, DpdkError, Result};
 use super::mbuf::MbufBurst;
 use super::mempool::Mempool;
+use super::offloads::Offloads;
 use super::Eal;
 
 /// DPDK port id.
@@ -103,6 +104,23 @@ pub struct Port {
     reta_size: u16,
     /// The device hashes with our key (it took the key and the table).
     rss_programmed: bool,
+    /// What the device offers to offload (logged at start).
+    offloads: Offloads,
+}
+
+/// The ring size of a memif vdev in zero-copy client mode
+/// (`net_memif...,zero-copy=yes[,rsize=LOG2]`, default 2^10), else None.
+fn memif_zero_copy_ring(vdev: &str) -> Option<u32> {
+    let mut args = vdev.split(',');
+    if !args.next()?.starts_with("net_memif") || !vdev.split(',').any(|a| a == "zero-copy=yes") {
+        return None;
+    }
+    let log2 = args
+        .find_map(|a| a.strip_prefix("rsize="))
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&v| v <= 14)
+        .unwrap_or(10);
+    Some(1 << log2)
 }
 
 /// DPDK 22.11's net_af_xdp fills each rx queue's fill ring with this many
@@ -219,6 +237,16 @@ impl Port {
             ctx("rte_eth_macaddr_get")
         })?;
 
+        let offloads = Offloads {
+            rx: info.rx_offload_capa,
+            tx: info.tx_offload_capa,
+        };
+        log::info!(
+            "port {device} ({driver}): rx offloads offered [{}], tx offloads offered [{}]; using rx checksum: {}",
+            offloads.rx_names(),
+            offloads.tx_names(),
+            if rx_checksum_offload { "yes" } else { "no" }
+        );
         Ok(Port {
             id,
             name: device.to_owned(),
@@ -229,6 +257,7 @@ impl Port {
             driver,
             reta_size: if reta_programmed { info.reta_size } else { 0 },
             rss_programmed: reta_programmed,
+            offloads,
         })
     }
 
@@ -268,9 +297,19 @@ impl Port {
     pub fn mbufs_kept_after_close(&self) -> u32 {
         if self.driver == "net_af_xdp" {
             AF_XDP_FILL_RING * u32::from(self.rx_queues)
+        } else if let Some(ring) = memif_zero_copy_ring(&self.name) {
+            // A zero-copy memif client hands its own mbufs to the rings
+            // (rx refills, tx until the peer is done) and keeps them at
+            // close: at most a full ring per queue.
+            ring * u32::from(self.rx_queues + self.tx_queues)
         } else {
             0
         }
+    }
+
+    /// What the device offers to offload (rx and tx capabilities).
+    pub fn offloads(&self) -> Offloads {
+        self.offloads
     }
 
     pub fn id(&self) -> PortId {
@@ -478,4 +517,25 @@ fn program_reta(id: PortId, reta_size: u16, queues: u16) -> Result<()> {
         format!("programming the RSS redirection table of {id}")
     })
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memif_zero_copy_ring;
+
+    #[test]
+    fn a_zero_copy_memif_keeps_up_to_a_ring_per_queue() {
+        let zc = "net_memif0,role=client,socket=/r/c.sock,zero-copy=yes";
+        assert_eq!(memif_zero_copy_ring(zc), Some(1024));
+        assert_eq!(memif_zero_copy_ring(&format!("{zc},rsize=12")), Some(4096));
+        assert_eq!(
+            memif_zero_copy_ring("net_memif0,role=client,zero-copy=no"),
+            None
+        );
+        assert_eq!(memif_zero_copy_ring("net_memif0,role=client"), None);
+        assert_eq!(
+            memif_zero_copy_ring("net_af_packet0,iface=a,zero-copy=yes"),
+            None
+        );
+    }
 }
