@@ -17,7 +17,6 @@ pub use eal::Eal;
 pub use error::{DpdkError, Errno, Result};
 pub use mbuf::{rx_checksum_bad, Mbuf, MbufBurst};
 pub use mempool::Mempool;
-pub use offloads::Offloads;
 pub use port::{
     LinkStatus, Port, PortConfig, PortId, PortQueue, PortStats, QueueId, QueueStats,
     QUEUE_STATS_MAX,

@@ -15,17 +15,6 @@ pub struct Offloads {
 }
 
 impl Offloads {
-    /// The device would compute IPv4 and TCP checksums on transmit.
-    pub fn tx_checksum(&self) -> bool {
-        let want = (ffi::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | ffi::RTE_ETH_TX_OFFLOAD_TCP_CKSUM) as u64;
-        self.tx & want == want
-    }
-
-    /// The device would cut large TCP segments to the MSS (TSO).
-    pub fn tso(&self) -> bool {
-        self.tx & ffi::RTE_ETH_TX_OFFLOAD_TCP_TSO as u64 != 0
-    }
-
     /// The receive capabilities' names, comma-separated ("none" for none).
     pub fn rx_names(&self) -> String {
         names(self.rx, |bit| {
@@ -80,8 +69,6 @@ mod tests {
         };
         assert_eq!(o.rx_names(), "IPV4_CKSUM,TCP_CKSUM");
         assert_eq!(o.tx_names(), "TCP_CKSUM,TCP_TSO");
-        assert!(o.tso());
-        assert!(!o.tx_checksum(), "no IPv4 header checksum offered");
         assert_eq!(Offloads::default().rx_names(), "none");
         assert_eq!(Offloads::default().tx_names(), "none");
     }

@@ -104,8 +104,6 @@ pub struct Port {
     reta_size: u16,
     /// The device hashes with our key (it took the key and the table).
     rss_programmed: bool,
-    /// What the device offers to offload (logged at start).
-    offloads: Offloads,
 }
 
 /// The ring size of a memif vdev in zero-copy client mode
@@ -257,7 +255,6 @@ impl Port {
             driver,
             reta_size: if reta_programmed { info.reta_size } else { 0 },
             rss_programmed: reta_programmed,
-            offloads,
         })
     }
 
@@ -305,11 +302,6 @@ impl Port {
         } else {
             0
         }
-    }
-
-    /// What the device offers to offload (rx and tx capabilities).
-    pub fn offloads(&self) -> Offloads {
-        self.offloads
     }
 
     pub fn id(&self) -> PortId {
