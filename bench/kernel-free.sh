@@ -28,17 +28,19 @@
 # shapes and takes N conn/s as ZProxy's peak for --overload and --stall (to
 # compare builds quickly); --zproxy runs another ZProxy binary; --runtime adds
 # a line to ZProxy's [runtime] section (e.g. 'admit_backlog_ms = 0').
-# --memory: ZProxy's resident memory and hugepages with --open keep-alive
-# client connections open (busy ones: each asks again as soon as it has its
-# answer), and the bytes per connection. The world has been seen to hold
-# fewer than N open at the sample (201 of 1000 on a loaded machine): the
-# report gives the flows really open and divides by those.
+# --memory: ZProxy's resident memory and hugepages with 1 (the baseline) and
+# --open idle keep-alive client connections open (each made one request,
+# then stays open: the world's --hold-open), the bytes per idle connection,
+# and the memory 3 s after the world reset them all (given back?), for a
+# ZProxy with --memory-flows flow slots (65536). One client address: up to
+# about 60,000 connections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
 STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN="" RUNTIME_EXTRA="" MEMORY=0 OPEN=1000,10000
+MEMORY_FLOWS=65536
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
     --peak) PEAK_GIVEN=$2; shift 2 ;;
     --memory) MEMORY=1; shift ;;
     --open) OPEN=$2; shift 2 ;;
+    --memory-flows) MEMORY_FLOWS=$2; shift 2 ;;
     --zproxy) ZPROXY_BIN=$2; shift 2 ;;
     --runtime) RUNTIME_EXTRA+="\\n$2"; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
@@ -176,6 +179,13 @@ proxied() {
   # The world writes its results, then waits (--linger) for ZProxy to go
   # first: a memif side that still polls when its peer leaves may crash.
   for _ in $(seq 300); do [ -e "$OUT/$label.world.json" ] || ! kill -0 "$WPID" 2>/dev/null && break; sleep 0.1; done
+  if [ -n "${MEMORY_AFTER:-}" ]; then
+    # The world has reset its connections: is the memory given back? The
+    # counter says whether pages were released (not the timing).
+    sleep "$MEMORY_AFTER"
+    mem+=$(awk '/^VmRSS:/ { printf ", \"after_VmRSS_kb\": %s", $2 }' "/proc/$ZPID/status")
+    mem+=", \"after\": $("$ZPROXY" stats -a "127.0.0.1:$MGMT")"
+  fi
   kill -INT "$ZPID"; wait "$ZPID" || { tail -20 "$RUN/$label.log"; echo "kernel-free: ZProxy exited with an error" >&2; exit 1; }
   ZPID=""
   wait "$WPID" || { cat "$RUN/$label.world.log"; tail -20 "$RUN/$label.log"; echo "kernel-free: the world failed" >&2; exit 1; }
@@ -243,13 +253,14 @@ if [ $STALL = 1 ]; then
 fi
 
 if [ $MEMORY = 1 ]; then
-  step "memory: ZProxy with ${OPEN//,/, } keep-alive client connections open"
+  step "memory: ZProxy with 1 (the baseline), ${OPEN//,/, } idle keep-alive client connections open"
   RATE=()
-  for n in ${OPEN//,/ }; do
-    # Closed loop: the world's --rate would pace the connects as well and
-    # leave most of the N unopened.
-    proxied "kf-memory-$n" 256 16384 65536 --concurrency "$n" --keep-alive on --response-size 64 \
-      --max-flows 65536 --timeout 30s
+  for n in 1 ${OPEN//,/ }; do
+    # Each connection makes one request, then stays open and idle
+    # (--hold-open) to the end; closed loop, so all N open at once. Then
+    # the world resets them all and ZProxy's memory is read again.
+    MEMORY_AFTER=3 proxied "kf-memory-$n" 256 16384 "$MEMORY_FLOWS" --concurrency "$n" --keep-alive on \
+      --hold-open --response-size 64 --max-flows $((2 * n + 4096)) --socket-buffer 4096 --timeout 30s
   done
 fi
 

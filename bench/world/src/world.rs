@@ -63,6 +63,8 @@ pub struct WorldFigures {
     pub origin_aborts: u64,
     /// Connects the world's own stack could not make (no slot or local port).
     pub connect_shortages: u64,
+    /// Connections held open and idle when the run ended (`--hold-open`).
+    pub held_open: u64,
     pub counters: Vec<(&'static str, u64)>,
 }
 
@@ -163,6 +165,11 @@ impl World {
             }
         }
         self.figures.busy = busy as f64 / total.max(1) as f64;
+        self.figures.held_open = self
+            .roles
+            .iter()
+            .filter(|r| matches!(r, Role::GenIdle { .. }))
+            .count() as u64;
         let now_us = self.now_us();
         self.stack.shut_down(now_us, Duration::from_millis(20));
         self.stack.update_gauges();
@@ -323,6 +330,13 @@ impl World {
         self.record(client, out, s, now_us);
         if matches!(out, Response::Ok { close: false }) && self.plan.keep_alive && now_us < s.end_us
         {
+            if self.plan.hold_open {
+                // Answered once; now it only stays open (no timer of ours).
+                self.roles[f as usize] = Role::GenIdle { client };
+                self.stack.set_deadline(f, None);
+                self.stack.set_idle_timeout(f, u64::MAX / 4, now_us);
+                return;
+            }
             if s.rate.is_some() {
                 // Its next request waits for the rate (`start_requests`).
                 self.roles[f as usize] = Role::GenIdle { client };
