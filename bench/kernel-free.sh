@@ -109,7 +109,11 @@ world() {
            --target 10.81.0.2:80 --linger 30s)
   fi
   rm -f "$RUN"/*.sock
-  "$WORLD" "${ports[@]}" --cpu 0 --file-prefix "zpkf$$" --duration "$DURATION" --warmup "${WARMUP_S}s" \
+  # WORLD_EXTRA_S: the world runs on this long past ZProxy's last sample
+  # (its end resets every connection; a late sample would see none open).
+  local wdur=$DURATION
+  [ -z "${WORLD_EXTRA_S:-}" ] || wdur="$(python3 -c "print($DUR_S + $WORLD_EXTRA_S)")s"
+  "$WORLD" "${ports[@]}" --cpu 0 --file-prefix "zpkf$$" --duration "$wdur" --warmup "${WARMUP_S}s" \
     --label "$label" --json "$OUT/$label.json" --report "$OUT/$label.md" --plots "$OUT/plots/$label" \
     --world-json "$OUT/$label.world.json" "${RATE[@]}" "$@" > "$RUN/$label.world.log" 2>&1 &
   WPID=$!
@@ -175,7 +179,7 @@ proxied() {
   # ZProxy's memory with the load's connections open: resident (not
   # hugepages), its peak, and the hugepages it maps (kB).
   local mem
-  mem=$(awk '/^(VmRSS|VmHWM|HugetlbPages):/ { sub(":", "", $1); printf ", \"%s_kb\": %s", $1, $2 }' "/proc/$ZPID/status")
+  mem=$(awk '/^(VmRSS|VmHWM|HugetlbPages|RssAnon|RssFile|RssShmem):/ { sub(":", "", $1); printf ", \"%s_kb\": %s", $1, $2 }' "/proc/$ZPID/status")
   # The world writes its results, then waits (--linger) for ZProxy to go
   # first: a memif side that still polls when its peer leaves may crash.
   for _ in $(seq 300); do [ -e "$OUT/$label.world.json" ] || ! kill -0 "$WPID" 2>/dev/null && break; sleep 0.1; done
@@ -259,7 +263,7 @@ if [ $MEMORY = 1 ]; then
     # Each connection makes one request, then stays open and idle
     # (--hold-open) to the end; closed loop, so all N open at once. Then
     # the world resets them all and ZProxy's memory is read again.
-    MEMORY_AFTER=3 proxied "kf-memory-$n" 256 16384 "$MEMORY_FLOWS" --concurrency "$n" --keep-alive on \
+    MEMORY_AFTER=3 WORLD_EXTRA_S=4 proxied "kf-memory-$n" 256 16384 "$MEMORY_FLOWS" --concurrency "$n" --keep-alive on \
       --hold-open --response-size 64 --max-flows $((2 * n + 4096)) --socket-buffer 4096 --timeout 30s
   done
 fi

@@ -240,8 +240,8 @@ if mem:
         "(RSS(N) - RSS(1)) / (N - 1). After: RSS 3 s after the world reset every connection, and the flow slots "
         "whose buffer pages ZProxy gave back (`socket_buffers_released`; 0 for a build without the release).",
         "",
-        "| clients | held | flows open | RSS MiB | hugepages MiB | bytes per idle connection | RSS after MiB | slots released |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| clients | held | flows open | RSS MiB | anon / file / shmem MiB | hugepages MiB | bytes per idle connection | RSS after MiB | slots released |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     base = mem[0][2]["meta"]["VmRSS_kb"] * 1024 if mem[0][0] == 1 else None
     for n, flows, run in mem:
@@ -252,6 +252,7 @@ if mem:
         rel = released(m.get("after"))
         lines.append(
             f"| {n:,} | {run['world'].get('held_open', '-'):,} | {flows:,} | {rss / 2**20:.1f} | "
+            f"{' / '.join(f'{m.get(k, 0) / 1024:.1f}' for k in ('RssAnon_kb', 'RssFile_kb', 'RssShmem_kb'))} | "
             f"{m.get('HugetlbPages_kb', 0) / 1024:.0f} | {per} | "
             f"{'-' if after is None else f'{after / 1024:.1f}'} | {'-' if rel is None else f'{rel:,}'} |"
         )
