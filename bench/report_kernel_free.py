@@ -237,7 +237,7 @@ if mem:
         "read from /proc at the end of the measured window with N client connections open and idle (the world's "
         "`--hold-open`: one request each, then nothing); held = the world's connections still open at its end; "
         "flows = ZProxy's `flows_active` (clients and pooled upstream connections). Bytes per idle connection = "
-        "(RSS(N) - RSS(1)) / (N - 1). After: RSS 3 s after the world reset every connection, and the flow slots "
+        "(RSS(N) - RSS(1)) / (held - 1). After: RSS 3 s after the world reset every connection, and the flow slots "
         "whose buffer pages ZProxy gave back (`socket_buffers_released`; 0 for a build without the release).",
         "",
         "| clients | held | flows open | RSS MiB | anon / file / shmem MiB | hugepages MiB | bytes per idle connection | RSS after MiB | slots released |",
@@ -247,7 +247,8 @@ if mem:
     for n, flows, run in mem:
         m = run["meta"]
         rss = m["VmRSS_kb"] * 1024
-        per = f"{(rss - base) / (n - 1):,.0f} B" if base is not None and n > 1 else "-"
+        held = run["world"].get("held_open", n)
+        per = f"{(rss - base) / (held - 1):,.0f} B" if base is not None and held > 1 else "-"
         after = m.get("after_VmRSS_kb")
         rel = released(m.get("after"))
         lines.append(
