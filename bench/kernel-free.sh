@@ -22,7 +22,8 @@
 #
 #   bench/kernel-free.sh [--duration 10s] [--concurrency 256] [--out DIR] [--no-build] [--overload]
 #                        [--levels 0.5,1,1.5,2,2.5,3] [--stall [--stalls 20,200] [--stall-runs 10]] [--rate N]
-#                        [--peak N] [--zproxy BIN] [--runtime 'KEY = VALUE'] [--memory [--open 1000,10000]]
+#                        [--peak N] [--zproxy BIN] [--runtime 'KEY = VALUE'] [--memory [--open 1000,10000]
+#                        [--memory-flows 65536]] [--bulk-only] [--zero-copy]
 # --rate caps new connections per second in every run (for smoke tests; the
 # measurement runs closed-loop). --peak N skips the world-alone and proxied
 # shapes and takes N conn/s as ZProxy's peak for --overload and --stall (to
@@ -32,18 +33,19 @@
 # builds on the per-byte cost in one short run. --zero-copy: ZProxy's two
 # memif ports in zero-copy client mode (zero-copy=yes, its mbufs handed to
 # the world's rings; needs --single-file-segments, added to its EAL args).
-# --memory: ZProxy's resident memory and hugepages with --open keep-alive
-# client connections open (busy ones: each asks again as soon as it has its
-# answer), and the bytes per connection. The world has been seen to hold
-# fewer than N open at the sample (201 of 1000 on a loaded machine): the
-# report gives the flows really open and divides by those.
+# --memory: ZProxy's resident memory and hugepages with 1 (the baseline) and
+# --open idle keep-alive client connections open (each made one request,
+# then stays open: the world's --hold-open), the bytes per idle connection,
+# and the memory 3 s after the world reset them all (given back?), for a
+# ZProxy with --memory-flows flow slots (65536). One client address: up to
+# about 60,000 connections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
 STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN="" RUNTIME_EXTRA="" MEMORY=0 OPEN=1000,10000
-BULK_ONLY=0 ZERO_COPY=0
+BULK_ONLY=0 ZERO_COPY=0 MEMORY_FLOWS=65536
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -59,11 +61,12 @@ while [ $# -gt 0 ]; do
     --peak) PEAK_GIVEN=$2; shift 2 ;;
     --memory) MEMORY=1; shift ;;
     --open) OPEN=$2; shift 2 ;;
+    --memory-flows) MEMORY_FLOWS=$2; shift 2 ;;
     --zproxy) ZPROXY_BIN=$2; shift 2 ;;
     --runtime) RUNTIME_EXTRA+="\\n$2"; shift 2 ;;
     --bulk-only) BULK_ONLY=1; shift ;;
     --zero-copy) ZERO_COPY=1; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
     *) echo "kernel-free: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -113,7 +116,11 @@ world() {
            --target 10.81.0.2:80 --linger 30s)
   fi
   rm -f "$RUN"/*.sock
-  "$WORLD" "${ports[@]}" --cpu 0 --file-prefix "zpkf$$" --duration "$DURATION" --warmup "${WARMUP_S}s" \
+  # WORLD_EXTRA_S: the world runs on this long past ZProxy's last sample
+  # (its end resets every connection; a late sample would see none open).
+  local wdur=$DURATION
+  [ -z "${WORLD_EXTRA_S:-}" ] || wdur="$(python3 -c "print($DUR_S + $WORLD_EXTRA_S)")s"
+  "$WORLD" "${ports[@]}" --cpu 0 --file-prefix "zpkf$$" --duration "$wdur" --warmup "${WARMUP_S}s" \
     --label "$label" --json "$OUT/$label.json" --report "$OUT/$label.md" --plots "$OUT/plots/$label" \
     --world-json "$OUT/$label.world.json" "${RATE[@]}" "$@" > "$RUN/$label.world.log" 2>&1 &
   WPID=$!
@@ -183,10 +190,17 @@ proxied() {
   # ZProxy's memory with the load's connections open: resident (not
   # hugepages), its peak, and the hugepages it maps (kB).
   local mem
-  mem=$(awk '/^(VmRSS|VmHWM|HugetlbPages):/ { sub(":", "", $1); printf ", \"%s_kb\": %s", $1, $2 }' "/proc/$ZPID/status")
+  mem=$(awk '/^(VmRSS|VmHWM|HugetlbPages|RssAnon|RssFile|RssShmem):/ { sub(":", "", $1); printf ", \"%s_kb\": %s", $1, $2 }' "/proc/$ZPID/status")
   # The world writes its results, then waits (--linger) for ZProxy to go
   # first: a memif side that still polls when its peer leaves may crash.
   for _ in $(seq 300); do [ -e "$OUT/$label.world.json" ] || ! kill -0 "$WPID" 2>/dev/null && break; sleep 0.1; done
+  if [ -n "${MEMORY_AFTER:-}" ]; then
+    # The world has reset its connections: is the memory given back? The
+    # counter says whether pages were released (not the timing).
+    sleep "$MEMORY_AFTER"
+    mem+=$(awk '/^VmRSS:/ { printf ", \"after_VmRSS_kb\": %s", $2 }' "/proc/$ZPID/status")
+    mem+=", \"after\": $("$ZPROXY" stats -a "127.0.0.1:$MGMT")"
+  fi
   kill -INT "$ZPID"; wait "$ZPID" || { tail -20 "$RUN/$label.log"; echo "kernel-free: ZProxy exited with an error" >&2; exit 1; }
   ZPID=""
   wait "$WPID" || { cat "$RUN/$label.world.log"; tail -20 "$RUN/$label.log"; echo "kernel-free: the world failed" >&2; exit 1; }
@@ -258,14 +272,34 @@ if [ $STALL = 1 ]; then
 fi
 
 if [ $MEMORY = 1 ]; then
-  step "memory: ZProxy with ${OPEN//,/, } keep-alive client connections open"
+  step "memory: ZProxy with 1 (the baseline), ${OPEN//,/, } idle keep-alive client connections open"
   RATE=()
-  for n in ${OPEN//,/ }; do
-    # Closed loop: the world's --rate would pace the connects as well and
-    # leave most of the N unopened.
-    proxied "kf-memory-$n" 256 16384 65536 --concurrency "$n" --keep-alive on --response-size 64 \
-      --max-flows 65536 --timeout 30s
+  for n in 1 ${OPEN//,/ }; do
+    # Each connection makes one request, then stays open and idle
+    # (--hold-open) to the end; closed loop, so all N open at once. Then
+    # the world resets them all and ZProxy's memory is read again.
+    MEMORY_AFTER=3 WORLD_EXTRA_S=4 proxied "kf-memory-$n" 256 16384 "$MEMORY_FLOWS" --concurrency "$n" --keep-alive on \
+      --hold-open --response-size 64 --max-flows $((2 * n + 4096)) --socket-buffer 4096 --timeout 30s
   done
+  # This build must give idle connections' buffer pages back: a release
+  # counted, and fewer resident anonymous bytes per open connection than
+  # the page each ring touched (read from /proc, not a timing).
+  [ -n "$ZPROXY_BIN" ] || python3 - "$OUT" ${OPEN//,/ } <<'PY' || { echo "kernel-free: idle buffers were not given back" >&2; exit 1; }
+import json, sys
+out, opens = sys.argv[1], sys.argv[2:]
+meta = lambda n: json.load(open(f"{out}/kf-memory-{n}.meta"))
+base = meta(1)["RssAnon_kb"] * 1024
+ok = True
+for n in opens:
+    m = meta(n)
+    held = json.load(open(f"{out}/kf-memory-{n}.world.json"))["held_open"]
+    released = sum(w.get("socket_buffers_released", 0) for w in m["after"]["workers"])
+    per = (m["RssAnon_kb"] * 1024 - base) / max(held, 1)
+    good = released > 0 and held > 0 and per < 2 * 4096
+    ok &= good
+    print(f"   release check, {n} clients: {held} held, {per:,.0f} anonymous B each, {released} slots given back: {'ok' if good else 'FAILED'}")
+sys.exit(0 if ok else 1)
+PY
 fi
 
 step "report"

@@ -217,37 +217,46 @@ if stall_rows:
     )
 
 mem = []
-for n in opens:
+for n in (["1"] + list(opens)) if opens else []:
     run = load(f"kf-memory-{n}")
     if run and "VmRSS_kb" in run["meta"]:
         after = run["meta"]["zproxy"][1]["workers"]
         mem.append((int(n), sum(w["flows_active"] for w in after), run))
+
+
+def released(stats):
+    return sum(w.get("socket_buffers_released", 0) for w in stats["workers"]) if stats else None
+
+
 if mem:
     lines += [
         "",
-        "### Memory per open connection (keep-alive clients, each asking again once answered)",
+        "### Memory per connection (idle keep-alive clients that each made one request)",
         "",
-        "ZProxy's resident memory (`VmRSS`, hugepages not included), its peak (`VmHWM`) and the hugepages it "
-        "maps (`HugetlbPages`), read from /proc at the end of the measured window; flows = client and upstream "
-        "connections open then (`flows_active`). Bytes per connection: the growth of RSS between two rows over "
-        "the growth of flows. Socket buffers are 16 KiB + 16 KiB per flow slot, touched page by page as data "
-        "flows and kept after.",
+        "ZProxy's resident memory (`VmRSS`, hugepages not included) and the hugepages it maps (`HugetlbPages`), "
+        "read from /proc at the end of the measured window with N client connections open and idle (the world's "
+        "`--hold-open`: one request each, then nothing); held = the world's connections still open at its end; "
+        "flows = ZProxy's `flows_active` (clients and pooled upstream connections). Bytes per idle connection = "
+        "(RSS(N) - RSS(1)) / (held - 1). After: RSS 3 s after the world reset every connection, and the flow slots "
+        "whose buffer pages ZProxy gave back (`socket_buffers_released`; 0 for a build without the release).",
         "",
-        "| clients | flows open | RSS MiB | peak RSS MiB | hugepages MiB | RSS per flow (vs previous row) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| clients | held | flows open | RSS MiB | anon / file / shmem MiB | hugepages MiB | bytes per idle connection | RSS after MiB | slots released |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    prev = None
+    base = mem[0][2]["meta"]["VmRSS_kb"] * 1024 if mem[0][0] == 1 else None
     for n, flows, run in mem:
         m = run["meta"]
         rss = m["VmRSS_kb"] * 1024
-        per = "-"
-        if prev and flows > prev[0]:
-            per = f"{(rss - prev[1]) / (flows - prev[0]):,.0f} B"
+        held = run["world"].get("held_open", n)
+        per = f"{(rss - base) / (held - 1):,.0f} B" if base is not None and held > 1 else "-"
+        after = m.get("after_VmRSS_kb")
+        rel = released(m.get("after"))
         lines.append(
-            f"| {n:,} | {flows:,} | {rss / 2**20:.1f} | {m.get('VmHWM_kb', 0) / 1024:.1f} | "
-            f"{m.get('HugetlbPages_kb', 0) / 1024:.0f} | {per} |"
+            f"| {n:,} | {run['world'].get('held_open', '-'):,} | {flows:,} | {rss / 2**20:.1f} | "
+            f"{' / '.join(f'{m.get(k, 0) / 1024:.1f}' for k in ('RssAnon_kb', 'RssFile_kb', 'RssShmem_kb'))} | "
+            f"{m.get('HugetlbPages_kb', 0) / 1024:.0f} | {per} | "
+            f"{'-' if after is None else f'{after / 1024:.1f}'} | {'-' if rel is None else f'{rel:,}'} |"
         )
-        prev = (flows, rss)
 
 lines += [
     "",

@@ -15,6 +15,7 @@ pub mod access_log;
 pub mod outcome;
 pub mod proxy;
 pub mod responder;
+pub mod slot_vec;
 pub mod stats;
 pub mod worker;
 

@@ -152,7 +152,7 @@ pub struct Worker {
     stack: Stack,
     proxy: Proxy,
     listeners: Vec<ListenerSpec>,
-    apps: Vec<FlowApp>,
+    apps: crate::app::slot_vec::SlotVec<FlowApp>,
     scratch: Box<[u8]>,
     shared: Arc<SharedCounters>,
     /// Per-server figures for the management endpoint, refreshed with the counters.
@@ -226,7 +226,7 @@ impl Worker {
             stack,
             proxy,
             listeners: spec.listeners,
-            apps: (0..spec.max_flows).map(|_| FlowApp::None).collect(),
+            apps: crate::app::slot_vec::SlotVec::new(spec.max_flows, || FlowApp::None),
             scratch: vec![0u8; scratch_len].into_boxed_slice(),
             shared,
             upstream_stats: spec.upstream_stats,
@@ -443,7 +443,7 @@ impl Worker {
 
     /// Closes what can be closed without cutting an exchange short.
     fn drain_sweep(&mut self) {
-        for f in 0..self.apps.len() as FlowId {
+        for f in 0..self.apps.built() as FlowId {
             if let FlowApp::Static { listener, state } = &mut self.apps[f as usize] {
                 if let ListenerApp::Static(responder) = &self.listeners[*listener].app {
                     responder.drain(state, self.stack.socket(f));
@@ -487,7 +487,7 @@ impl Worker {
             mine.tls = tls;
         }
         if self.listeners.iter().any(|l| l.accept_proxy.is_some()) {
-            self.proxy.open.reserve(self.apps.len()); // between bursts: may allocate
+            self.proxy.open.reserve(self.apps.slots()); // between bursts: may allocate
         }
         self.proxy.reload(&mut self.stack, reload.groups, routes);
     }

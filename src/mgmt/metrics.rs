@@ -372,6 +372,7 @@ fn is_gauge(c: Counter) -> bool {
     matches!(
         c,
         Counter::FlowsActive
+            | Counter::SlotsBuilt
             | Counter::TimeWaitEntries
             | Counter::UpstreamPooled
             | Counter::RateLimitEntries

@@ -88,6 +88,8 @@ counters! {
     ExceptionFromKernel => "exception_from_kernel",
     SecondChanceForwarded => "second_chance_forwarded",
     SecondChanceReceived => "second_chance_received",
+    BuffersReleased => "socket_buffers_released",
+    SlotsBuilt => "flow_slots_built",
     SecondChanceDropped => "second_chance_dropped",
     ExceptionTxDrops => "exception_tx_drops",
     ExceptionKernelDrops => "exception_kernel_drops",

@@ -88,13 +88,21 @@ impl<K: Copy + Eq + Hash> Key for K {}
 
 type FlowMap<K, V> = HashMap<K, V, FlowHashKey>;
 
-/// A fixed number of flow slots, each holding a `T` built up front (its
-/// socket and buffers), found by key. No allocation after construction.
+/// A fixed number of flow slots, each holding a `T` (its socket and
+/// buffers), found by key. Built up front ([`new`](Self::new)) or on first
+/// use ([`lazy`](Self::lazy)): then a slot's `T` is made the first time the
+/// free list runs dry, so memory follows the peak of open flows, not the
+/// capacity. Either way no allocation once a slot exists.
 pub struct FlowTable<T, K = FlowKey> {
     slots: Vec<T>,
     keys: Vec<Option<K>>,
+    /// Slots built and free, most recently freed last (taken first: a hot
+    /// slot's pages are reused, cold ones stay untouched).
     free: Vec<u32>,
     index: FlowMap<K, u32>,
+    capacity: usize,
+    /// Makes the next slot (lazy tables); `None` once built up front.
+    make: Option<Box<dyn FnMut() -> T + Send>>,
 }
 
 impl<T, K: Key> FlowTable<T, K> {
@@ -106,7 +114,48 @@ impl<T, K: Key> FlowTable<T, K> {
             // Pop from the end: low slots first.
             free: (0..capacity as u32).rev().collect(),
             index: HashMap::with_capacity_and_hasher(capacity, FlowHashKey::new(key)),
+            capacity,
+            make: None,
         }
+    }
+
+    /// Room for `capacity` slots, each made by `make` when first needed
+    /// (slot `i` is the `i`-th made). The vectors are reserved, not filled:
+    /// their untouched pages cost address space only.
+    pub fn lazy(capacity: usize, key: [u8; 16], make: impl FnMut() -> T + Send + 'static) -> Self {
+        Self {
+            slots: Vec::with_capacity(capacity),
+            keys: Vec::with_capacity(capacity),
+            free: Vec::with_capacity(capacity),
+            index: HashMap::with_capacity_and_hasher(capacity, FlowHashKey::new(key)),
+            capacity,
+            make: Some(Box::new(make)),
+        }
+    }
+
+    /// Slots whose `T` exists (all of them for a table built up front).
+    pub fn built(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The slots' contents, for sweeps that look at every built slot.
+    pub fn slot(&mut self, slot: u32) -> Option<&mut T> {
+        self.slots.get_mut(slot as usize)
+    }
+
+    /// A free slot: the most recently freed, else a new one.
+    fn take(&mut self) -> Option<u32> {
+        if let Some(slot) = self.free.pop() {
+            return Some(slot);
+        }
+        let make = self.make.as_mut()?;
+        if self.slots.len() >= self.capacity {
+            return None;
+        }
+        // Within the reserved capacity: no reallocation.
+        self.slots.push(make());
+        self.keys.push(None);
+        Some(self.slots.len() as u32 - 1)
     }
 
     #[inline]
@@ -116,7 +165,7 @@ impl<T, K: Key> FlowTable<T, K> {
 
     /// Takes a free slot for `key`; `None` when every slot is in use.
     pub fn insert(&mut self, key: K) -> Option<u32> {
-        let slot = self.free.pop()?;
+        let slot = self.take()?;
         self.keys[slot as usize] = Some(key);
         self.index.insert(key, slot);
         Some(slot)
@@ -165,19 +214,20 @@ impl<T, K: Key> FlowTable<T, K> {
 
     #[inline]
     pub fn key(&self, slot: u32) -> Option<K> {
-        self.keys[slot as usize]
+        self.keys.get(slot as usize).copied().flatten()
     }
 
     pub fn active(&self) -> usize {
         self.index.len()
     }
 
+    /// Slots a new flow can take (free ones and those not yet built).
     pub fn free(&self) -> usize {
-        self.free.len()
+        self.free.len() + (self.capacity - self.slots.len())
     }
 
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.capacity
     }
 
     /// Keys compared by a lookup of `key`: 1 for a hit in its own bucket,
@@ -332,6 +382,30 @@ mod tests {
         t.remove(a);
         t.remove(a); // double remove is harmless
         assert_eq!(t.active(), 1);
+    }
+
+    #[test]
+    fn lazy_table_builds_slots_on_demand_and_reuses_the_hottest() {
+        use std::sync::atomic::Ordering;
+        let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let m = made.clone();
+        let mut t = FlowTable::lazy(3, KEY, move || m.fetch_add(1, Ordering::Relaxed));
+        assert_eq!((t.built(), t.free(), t.capacity()), (0, 3, 3));
+        assert_eq!(t.key(2), None, "an unbuilt slot has no key");
+        let a = t.insert(key(1)).unwrap();
+        let b = t.insert(key(2)).unwrap();
+        // Slot i holds the i-th value made: nothing past those taken.
+        assert_eq!((a, b, t.built()), (0, 1, 2));
+        assert_eq!((*t.get_mut(a), *t.get_mut(b)), (0, 1));
+        t.remove(a);
+        t.remove(b);
+        // The most recently freed comes back first; nothing new is built.
+        assert_eq!(t.insert(key(3)), Some(b));
+        assert_eq!(t.insert(key(4)), Some(a));
+        assert_eq!(t.built(), 2);
+        assert_eq!(t.insert(key(5)), Some(2));
+        assert_eq!(t.insert(key(6)), None);
+        assert_eq!((made.load(Ordering::Relaxed), t.free()), (3, 0));
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct WorldArgs {
     pub rate: Option<f64>,
     #[arg(long, value_enum, default_value_t = KeepAlive::Off)]
     pub keep_alive: KeepAlive,
+    /// With keep-alive on: each connection makes one request, then stays
+    /// open and idle to the end of the run (memory per open connection).
+    #[arg(long)]
+    pub hold_open: bool,
     /// Request body bytes (an upload; POST when above 0).
     #[arg(long, default_value_t = 0)]
     pub request_size: usize,
@@ -142,6 +146,9 @@ impl WorldArgs {
         }
         if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             return Err("--rate must be a positive number of requests per second".into());
+        }
+        if self.hold_open && self.keep_alive != KeepAlive::On {
+            return Err("--hold-open keeps connections open: give --keep-alive on too".into());
         }
         if self.socket_buffer < 1024 {
             return Err("--socket-buffer must be at least 1024 bytes".into());

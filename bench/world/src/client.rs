@@ -12,6 +12,8 @@ pub struct Plan {
     /// Head and body, sent as they are.
     pub request: Vec<u8>,
     pub keep_alive: bool,
+    /// One request per connection, then it stays open, idle (`--hold-open`).
+    pub hold_open: bool,
     /// Body bytes every response must have.
     pub expect_len: u64,
     /// Check every body byte against the pattern (costs a compare per byte).

@@ -112,6 +112,7 @@ fn plan(keep_alive: bool, upload: usize, expect_len: u64) -> Plan {
     Plan {
         request: build_request("127.0.0.1:80", "/", keep_alive, upload),
         keep_alive,
+        hold_open: false,
         expect_len,
         verify: true,
         timeout_us: 5_000_000,

@@ -21,6 +21,10 @@ use crate::setup::CLIENT_PORT;
 /// New connections opened per loop iteration at most, so received frames
 /// are never starved by a burst of SYNs.
 const STARTS_PER_POLL: usize = 64;
+/// Handshakes in flight at most: more SYNs at once overflow the memif ring
+/// (and the proxy's SYN backlog), and a lost SYN waits a second for its
+/// retransmission, so a burst of N connects took many seconds to open.
+const OPENING_MAX: usize = 256;
 /// Local ports the generator connects from.
 const LOCAL_PORTS: (u16, u16) = (1024, 65535);
 
@@ -63,6 +67,8 @@ pub struct WorldFigures {
     pub origin_aborts: u64,
     /// Connects the world's own stack could not make (no slot or local port).
     pub connect_shortages: u64,
+    /// Connections held open and idle when the run ended (`--hold-open`).
+    pub held_open: u64,
     pub counters: Vec<(&'static str, u64)>,
 }
 
@@ -79,6 +85,8 @@ pub struct World {
     next_local_port: u16,
     /// Generator connections open and not closing (with a request in flight or parked).
     in_flight: usize,
+    /// Generator connections whose handshake is not done yet.
+    opening: usize,
     /// Kept connections waiting for a token (rate-limited keep-alive), oldest first.
     parked: std::collections::VecDeque<(FlowId, u32)>,
     tsc_origin: u64,
@@ -107,6 +115,7 @@ impl World {
             free_served: Vec::new(),
             next_local_port: LOCAL_PORTS.0,
             in_flight: 0,
+            opening: 0,
             parked: std::collections::VecDeque::with_capacity(max_flows),
             tsc_origin: rdtsc(),
             tsc_per_us: (tsc_hz() / 1_000_000).max(1),
@@ -163,6 +172,11 @@ impl World {
             }
         }
         self.figures.busy = busy as f64 / total.max(1) as f64;
+        self.figures.held_open = self
+            .roles
+            .iter()
+            .filter(|r| matches!(r, Role::GenIdle { .. }))
+            .count() as u64;
         let now_us = self.now_us();
         self.stack.shut_down(now_us, Duration::from_millis(20));
         self.stack.update_gauges();
@@ -196,7 +210,10 @@ impl World {
             started += 1;
             self.next_request(f, client, s, now_us);
         }
-        while self.in_flight < s.concurrency && started < STARTS_PER_POLL {
+        while self.in_flight < s.concurrency
+            && started < STARTS_PER_POLL
+            && self.opening < OPENING_MAX
+        {
             if s.rate.is_some() {
                 if *tokens < 1.0 {
                     break;
@@ -224,6 +241,7 @@ impl World {
                         .set_deadline(f, Some(now_us + self.plan.timeout_us));
                     self.stats.connections += 1;
                     self.in_flight += 1;
+                    self.opening += 1;
                     started += 1;
                 }
                 Err(_) => {
@@ -256,7 +274,12 @@ impl World {
                 self.serve(flow, served);
             }
             Event::Connected(f) => {
-                if let Role::Gen { client, .. } = self.roles[f as usize] {
+                if let Role::Gen {
+                    client,
+                    established: false,
+                } = self.roles[f as usize]
+                {
+                    self.opening -= 1;
                     self.roles[f as usize] = Role::Gen {
                         client,
                         established: true,
@@ -323,6 +346,13 @@ impl World {
         self.record(client, out, s, now_us);
         if matches!(out, Response::Ok { close: false }) && self.plan.keep_alive && now_us < s.end_us
         {
+            if self.plan.hold_open {
+                // Answered once; now it only stays open (no timer of ours).
+                self.roles[f as usize] = Role::GenIdle { client };
+                self.stack.set_deadline(f, None);
+                self.stack.set_idle_timeout(f, u64::MAX / 4, now_us);
+                return;
+            }
             if s.rate.is_some() {
                 // Its next request waits for the rate (`start_requests`).
                 self.roles[f as usize] = Role::GenIdle { client };
@@ -378,6 +408,15 @@ impl World {
 
     /// The connection's request is over: its client state goes back to the pool.
     fn release(&mut self, f: FlowId, client: u32) {
+        if matches!(
+            self.roles[f as usize],
+            Role::Gen {
+                established: false,
+                ..
+            }
+        ) {
+            self.opening -= 1;
+        }
         self.roles[f as usize] = Role::GenDone;
         self.free_clients.push(client);
         self.in_flight -= 1;

@@ -180,7 +180,7 @@ enum Conn {
 
 pub struct Proxy {
     groups: Vec<Group>,
-    conns: Vec<Conn>,
+    conns: crate::app::slot_vec::SlotVec<Conn>,
     /// Per listener: its routes (HTTP listeners only), by listener index.
     routes: Vec<Option<Arc<Routes>>>,
     scratch: Box<[u8]>,
@@ -214,7 +214,7 @@ impl Proxy {
                 .enumerate()
                 .map(|(i, g)| Group::new(g, spread(seed, i)))
                 .collect(),
-            conns: (0..max_flows).map(|_| Conn::None).collect(),
+            conns: crate::app::slot_vec::SlotVec::new(max_flows, || Conn::None),
             routes,
             scratch: vec![0u8; scratch_len].into_boxed_slice(),
             seed,
@@ -742,7 +742,7 @@ impl Proxy {
     /// Shutting down: idle clients and pooled upstreams close now; an
     /// exchange in flight finishes with `Connection: close`.
     pub fn drain(&mut self, stack: &mut Stack) {
-        for f in 0..self.conns.len() as FlowId {
+        for f in 0..self.conns.built() as FlowId {
             match &mut self.conns[f as usize] {
                 Conn::Client { session, .. } => {
                     session.drain(&mut Io::new(stack.socket(f), self.tls.get(f)))

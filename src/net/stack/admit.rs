@@ -58,6 +58,7 @@ impl Stack {
     pub fn update_gauges(&mut self) {
         let c = &mut self.counters;
         c.set(Counter::FlowsActive, self.flows.active() as u64);
+        c.set(Counter::SlotsBuilt, self.flows.built() as u64);
         c.set(Counter::TimeWaitEntries, self.time_wait.len() as u64);
         c.set(
             Counter::ConnRateLimitEntries,

@@ -14,13 +14,15 @@
 
 mod admit;
 mod demux;
+mod reclaim;
 mod second_chance;
+mod slots;
 mod tap;
 pub use demux::ListenSettings;
 pub use second_chance::{Fleet, FleetSpec};
 
 use crate::net::ratelimit::{Limiter, Rate};
-use smoltcp::iface::{PollResult, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::iface::{PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use std::collections::{HashMap, VecDeque};
@@ -28,7 +30,6 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use super::admission::{Admission, AdmitLimits};
-use super::arena::Arena;
 use super::counters::{Counter, Counters};
 use super::device::{FrameDevice, SentSeq, BURST};
 use super::flow::{FlowKey, FlowTable, TimeWait};
@@ -208,6 +209,8 @@ pub struct Stack {
     ports: Vec<Link>,
     listeners: Vec<Listen>,
     flows: FlowTable<Flow>,
+    /// Gives idle flows' and cold slots' buffer pages back.
+    reclaim: reclaim::Reclaim,
     timers: Timers,
     time_wait: TimeWait,
     /// Open accepted connections per client address, for listeners with a
@@ -253,8 +256,8 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Builds every flow slot (sockets and buffers) up front; run this on the
-    /// worker's own core so the memory is local to it.
+    /// Builds the stack (flow slots come as first used: `slots`); run this
+    /// on the worker's own core so the memory is local to it.
     pub fn new(spec: StackSpec) -> Stack {
         let drain_cycles = spec.tx_drain_us * tsc_hz() / 1_000_000;
         let workers = spec.inboxes.len() as u16;
@@ -275,53 +278,14 @@ impl Stack {
             })
             .collect();
         let (rx_len, tx_len) = (spec.socket_rx_buffer, spec.socket_tx_buffer);
-        // Pages come in as flows first use them and stay for the next ones:
-        // resident memory grows to the peak of open flows, never past this.
-        log::info!(
-            "worker {}: socket buffers for {} flows: up to {} MiB, resident as used",
-            spec.worker_index,
+        slots::log_breakdown(spec.worker_index, spec.max_flows, rx_len, tx_len);
+        let (flows, reclaim) = slots::build(
             spec.max_flows,
-            (spec.max_flows * (rx_len + tx_len)) >> 20
-        );
-        // One mapping for every socket buffer, on this worker's node.
-        let arena = Arena::on_node(
-            spec.max_flows * (rx_len + tx_len),
+            rx_len,
+            tx_len,
+            spec.secrets.flow_key,
             crate::dpdk::lcore::current_node(),
-        )
-        .expect("mapping the socket buffer arena (out of address space?)")
-        .leak();
-        let mut chunks = arena.chunks_exact_mut(rx_len + tx_len);
-        let flows = FlowTable::new(spec.max_flows, spec.secrets.flow_key, || {
-            let (rx, tx) = chunks
-                .next()
-                .expect("arena sized for max_flows")
-                .split_at_mut(rx_len);
-            let socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
-            let mut sockets = SocketSet::new(vec![SocketStorage::EMPTY]);
-            let handle = sockets.add(socket);
-            Flow {
-                sockets,
-                handle,
-                port: 0,
-                listener: None,
-                last_rx_us: 0,
-                idle_timeout_us: 0,
-                app_deadline_us: 0,
-                connect_deadline_us: 0,
-                seq_delta: 0,
-                half_open: false,
-                reserve: false,
-                per_source: false,
-                hold_unread: false,
-                evictable: false,
-                established: false,
-                rst_seen: false,
-                timed_out: false,
-                ready_queued: false,
-                dirty: false,
-                sent: SentSeq::default(),
-            }
-        });
+        );
         Stack {
             ports,
             listeners: spec.listeners,
@@ -335,6 +299,7 @@ impl Stack {
             retired: Vec::with_capacity(spec.max_flows),
             per_source: HashMap::with_capacity(spec.max_flows),
             flows,
+            reclaim,
             no_sockets: SocketSet::new(Vec::new()),
             pool: spec.pool,
             counters: Counters::new(),
@@ -363,6 +328,8 @@ impl Stack {
     /// work it found; the outcome is in [`next_event`](Self::next_event).
     pub fn poll(&mut self, rx: &mut MbufBurst<BURST>, now_us: u64) -> usize {
         self.reuse_retired();
+        let released = self.reclaim.sweep(&mut self.flows, now_us);
+        self.counters.add(Counter::BuffersReleased, released);
         let mut work = 0;
         let mut burst_full = false;
         for p in 0..self.ports.len() {

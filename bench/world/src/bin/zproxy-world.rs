@@ -34,6 +34,7 @@ fn run(a: &WorldArgs) -> Result<ExitCode, String> {
     let plan = Plan {
         request: build_request(&host, "/", keep_alive, a.request_size),
         keep_alive,
+        hold_open: a.hold_open,
         expect_len: a.response_size,
         verify: a.verify,
         timeout_us: a.timeout.as_micros() as u64,
@@ -109,6 +110,11 @@ fn world_markdown(f: &WorldFigures) -> String {
     );
     let _ = writeln!(
         o,
+        "| connections held open, idle, at the end | {} |",
+        f.held_open
+    );
+    let _ = writeln!(
+        o,
         "| connects the world could not make (its own slots or ports) | {} |",
         f.connect_shortages
     );
@@ -125,11 +131,12 @@ fn world_json(f: &WorldFigures) -> String {
         .map(|(k, v)| format!("\"{k}\": {v}"))
         .collect();
     format!(
-        "{{\"busy\": {:.6}, \"origin_requests\": {}, \"origin_aborts\": {}, \"connect_shortages\": {}, \"counters\": {{{}}}}}\n",
+        "{{\"busy\": {:.6}, \"origin_requests\": {}, \"origin_aborts\": {}, \"connect_shortages\": {}, \"held_open\": {}, \"counters\": {{{}}}}}\n",
         f.busy,
         f.origin_requests,
         f.origin_aborts,
         f.connect_shortages,
+        f.held_open,
         counters.join(", ")
     )
 }
