@@ -790,7 +790,7 @@ fn a_rolling_restart_under_the_seed_load_over_bgp() {
     // 2 cores carry both instances' workers (busy-polling one core), three
     // BIRDs, nginx and the load: 1,000 requests/s over 32 connections
     // leaves the core room; the bench reports what it reached.
-    let (secs, rate, conns) = (90, 1000, 32);
+    let (secs, rate, conns) = (50, 1000, 32);
     let mut bench = start_bench(&net, secs, rate, conns);
     let begun = Instant::now();
     let mut forwarded = 0;
