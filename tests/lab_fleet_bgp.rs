@@ -784,9 +784,11 @@ fn a_rolling_restart_under_the_seed_load_over_bgp() {
     ];
     net.start_birds();
     wait_route(&net, &[0, 1], "at start");
-    wait_for(Duration::from_secs(15), "a first answer through the VIP", || {
-        all_ok(&short_requests(&net, 1))
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "a first answer through the VIP",
+        || all_ok(&short_requests(&net, 1)),
+    );
     // 2 cores carry both instances' workers (busy-polling one core), three
     // BIRDs, nginx and the load: 1,000 requests/s over 32 connections
     // leaves the core room; the bench reports what it reached.
