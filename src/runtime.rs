@@ -299,6 +299,7 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
                     let update = Reload {
                         groups: plan::groups(&next_cfg, &next_layout),
                         listeners: plan::listeners(&next_cfg, &next_layout),
+                        fleet_peers: next_cfg.fleet.as_ref().map(|f| f.peer_macs()),
                     };
                     if queue.force_push(update).is_some() {
                         log::debug!("an earlier reload was not picked up yet: replaced");

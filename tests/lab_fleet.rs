@@ -11,7 +11,8 @@
 //! ```
 //!
 //! The route is static (`ip route ... nexthop via A nexthop via B`), not BGP:
-//! see `lab_announce` for BIRD. Each instance reaches the upstream through
+//! `lab_fleet_bgp` runs the fleet with BIRD (route, withdrawal, peers by
+//! reload, a rolling restart under the seed shape). Each instance reaches the upstream through
 //! the router on its one port. A drain of A (its next hop removed, then
 //! SIGTERM) while long transfers run: the router re-hashes A's flows onto
 //! B, B hands their segments to A (second-chance forwarding), every transfer

@@ -99,6 +99,8 @@ impl Control {
 pub struct Reload {
     pub groups: Vec<GroupSpec>,
     pub listeners: Vec<ListenerSpec>,
+    /// `[fleet] peers`, when the config has `[fleet]`.
+    pub fleet_peers: Option<Vec<[u8; 6]>>,
 }
 
 pub struct WorkerSpec {
@@ -490,6 +492,9 @@ impl Worker {
             self.proxy.open.reserve(self.apps.slots()); // between bursts: may allocate
         }
         self.proxy.reload(&mut self.stack, reload.groups, routes);
+        if let Some(peers) = reload.fleet_peers {
+            self.stack.retune_fleet_peers(peers);
+        }
     }
 
     fn publish(&mut self) {

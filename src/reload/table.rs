@@ -126,7 +126,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("fleet", Restart),
     ("fleet.port", Restart),
     ("fleet.vip", Restart),
-    ("fleet.peers", Restart),
+    ("fleet.peers", Applies),
 ];
 
 /// What a change to `key` does; a key missing from the table needs a restart.
@@ -282,7 +282,7 @@ pub fn diff(running: &Config, next: &Config) -> Diff {
     d
 }
 
-/// Workers get the VIP and the peers when they start.
+/// Workers get the VIP when they start; the peers with a reload.
 fn fleet_diff(d: &mut Diff, a: Option<&Fleet>, b: Option<&Fleet>) {
     let (a, b) = match (a, b) {
         (None, None) => return,

@@ -208,8 +208,9 @@ impl Stack {
             }
             return;
         }
-        // Under a SYN flood (cookies) sources are not trusted yet.
-        if self.half_open < self.syn_backlog {
+        // Under a SYN flood (cookies) sources are not trusted yet; a peer's
+        // frame carries the peer's MAC, not the client's.
+        if self.half_open < self.syn_backlog && !from_peer {
             self.glean_neighbour(port, key.remote_ip, src_mac, now_us);
         }
         let listener = self
@@ -237,7 +238,11 @@ impl Stack {
             }
         }
         let Some(listener) = listener.filter(|_| !self.draining) else {
-            return self.answer_stateless(port, m, now_us); // RST: closed port, or shutting down
+            if listener.is_some() {
+                // Before the router has heard the withdrawal: a peer opens it.
+                return self.syn_while_draining(port, m, key, from_peer, now_us);
+            }
+            return self.answer_stateless(port, m, now_us); // RST: closed port
         };
         // Refused cheaply and early, and silently: its TCP asks again later.
         match self.admit_syn(listener, now_us) {

@@ -27,20 +27,28 @@ pub struct FleetSpec {
 /// A port's fleet, as the data path uses it.
 pub struct Fleet {
     pub vip: Option<Ipv4Addr>,
-    peers: Vec<EthernetAddress>,
+    /// Kept as the config gives them, so a reload's list (built on the
+    /// control thread) is swapped in as it comes.
+    peers: Vec<[u8; 6]>,
 }
 
 impl Fleet {
     pub fn new(spec: &FleetSpec) -> Fleet {
         Fleet {
             vip: spec.vip,
-            peers: spec.peers.iter().map(|&m| EthernetAddress(m)).collect(),
+            peers: spec.peers.clone(),
         }
     }
 
     /// True when `mac` is a peer's (a handful at most: a scan is cheapest).
     pub fn is_peer(&self, mac: EthernetAddress) -> bool {
-        self.peers.contains(&mac)
+        self.peers.contains(&mac.0)
+    }
+
+    /// A reload's peers in place of these (the VIP needs a restart); the
+    /// old list is handed back, to be freed off the packet path.
+    pub fn swap_peers(&mut self, peers: Vec<[u8; 6]>) -> Vec<[u8; 6]> {
+        std::mem::replace(&mut self.peers, peers)
     }
 }
 
@@ -75,6 +83,13 @@ fn readdress(frame: &mut [u8], dst: EthernetAddress, src: EthernetAddress) {
 }
 
 impl Stack {
+    /// A reload's peers for every port in a fleet (one port has `[fleet]`),
+    /// between bursts: no allocation here, the list came built.
+    pub fn retune_fleet_peers(&mut self, peers: Vec<[u8; 6]>) -> Option<Vec<[u8; 6]>> {
+        let fleet = self.ports.iter_mut().find_map(|p| p.fleet.as_mut())?;
+        Some(fleet.swap_peers(peers))
+    }
+
     /// True when a TCP frame on `port` came from a peer (counted once, on
     /// the core that took it from the wire).
     pub(super) fn came_from_peer(
@@ -104,8 +119,46 @@ impl Stack {
         from_peer: bool,
         now_us: u64,
     ) {
+        match decide(self.service_peers(port, &key), from_peer) {
+            Verdict::Reset => self.answer_stateless(port, m, now_us),
+            Verdict::Drop => self.counters.add(Counter::SecondChanceDropped, 1),
+            Verdict::Forward => self.forward_to_peers(port, m),
+        }
+    }
+
+    /// A SYN for the service while this instance drains: the router has
+    /// not heard the withdrawal yet (BGP takes milliseconds to seconds).
+    /// Rather than a RST, one peer (chosen by the client's port) opens the
+    /// connection and answers the client itself; the client's next
+    /// segments, still routed here, go on to it as second chances. One
+    /// peer, not all: two would each answer the SYN. A peer's SYN, or no
+    /// peers: the RST of a closed port.
+    pub(super) fn syn_while_draining(
+        &mut self,
+        port: usize,
+        mut m: Mbuf,
+        key: FlowKey,
+        from_peer: bool,
+        now_us: u64,
+    ) {
+        let n = self.service_peers(port, &key);
+        if decide(n, from_peer) != Verdict::Forward {
+            return self.answer_stateless(port, m, now_us);
+        }
+        let p = &mut self.ports[port];
+        let Some(fleet) = &p.fleet else { return };
+        let peer = fleet.peers[usize::from(key.remote_port) % n];
+        readdress(m.data_mut(), EthernetAddress(peer), p.mac);
+        p.tx.push_frame(m);
+        self.counters.add(Counter::SecondChanceForwarded, 1);
+    }
+
+    /// The peers a segment for `key` could belong to: only the service's
+    /// own connections (to the VIP's listeners) have an owner elsewhere;
+    /// 0 for others (late upstream segments get the usual RST).
+    fn service_peers(&self, port: usize, key: &FlowKey) -> usize {
         let p = &self.ports[port];
-        let peers = match &p.fleet {
+        match &p.fleet {
             Some(f)
                 if f.vip.unwrap_or(p.ip) == key.local_ip
                     && self.listening(port, key.local_port) =>
@@ -113,11 +166,6 @@ impl Stack {
                 f.peers.len()
             }
             _ => 0,
-        };
-        match decide(peers, from_peer) {
-            Verdict::Reset => self.answer_stateless(port, m, now_us),
-            Verdict::Drop => self.counters.add(Counter::SecondChanceDropped, 1),
-            Verdict::Forward => self.forward_to_peers(port, m),
         }
     }
 
@@ -137,10 +185,10 @@ impl Stack {
                 break;
             };
             buf.copy_from_slice(m.data());
-            readdress(buf, peer, p.mac);
+            readdress(buf, EthernetAddress(peer), p.mac);
             p.tx.push_frame(copy);
         }
-        readdress(m.data_mut(), last, p.mac);
+        readdress(m.data_mut(), EthernetAddress(last), p.mac);
         p.tx.push_frame(m);
         self.counters.add(Counter::SecondChanceForwarded, 1);
     }
@@ -172,6 +220,26 @@ mod tests {
         });
         assert!(f.is_peer(EthernetAddress([2, 0, 0, 0, 0, 0x0c])));
         assert!(!f.is_peer(EthernetAddress([2, 0, 0, 0, 0, 0x0d])));
+    }
+
+    #[test]
+    fn a_reload_swaps_the_peers_in_place() {
+        let (b, c) = ([2, 0, 0, 0, 0, 0x0b], [2, 0, 0, 0, 0, 0x0c]);
+        let mut f = Fleet::new(&FleetSpec {
+            vip: None,
+            peers: vec![],
+        });
+        assert!(!f.is_peer(EthernetAddress(b)));
+        let next = vec![b, c];
+        let at = next.as_ptr();
+        let old = f.swap_peers(next);
+        assert!(old.is_empty());
+        assert!(f.is_peer(EthernetAddress(b)) && f.is_peer(EthernetAddress(c)));
+        // The control thread's list itself, not a copy made here.
+        assert_eq!(f.peers.as_ptr(), at);
+        f.swap_peers(vec![c]);
+        assert!(!f.is_peer(EthernetAddress(b)));
+        assert_eq!(decide(f.peers.len(), false), Verdict::Forward);
     }
 
     #[test]
