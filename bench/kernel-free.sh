@@ -23,7 +23,7 @@
 #   bench/kernel-free.sh [--duration 10s] [--concurrency 256] [--out DIR] [--no-build] [--overload]
 #                        [--levels 0.5,1,1.5,2,2.5,3] [--stall [--stalls 20,200] [--stall-runs 10]] [--rate N]
 #                        [--peak N] [--zproxy BIN] [--runtime 'KEY = VALUE'] [--memory [--open 1000,10000]
-#                        [--memory-flows 65536]] [--bulk-only] [--zero-copy]
+#                        [--memory-flows 65536]] [--bulk-only] [--zero-copy] [--sweep 100,1000,10000]
 # --rate caps new connections per second in every run (for smoke tests; the
 # measurement runs closed-loop). --peak N skips the world-alone and proxied
 # shapes and takes N conn/s as ZProxy's peak for --overload and --stall (to
@@ -38,14 +38,15 @@
 # then stays open: the world's --hold-open), the bytes per idle connection,
 # and the memory 3 s after the world reset them all (given back?), for a
 # ZProxy with --memory-flows flow slots (65536). One client address: up to
-# about 60,000 connections.
+# about 60,000 connections. --sweep 100,1000,10000: the seed shape through
+# ZProxy at each concurrency (the active-connection sweep without the veth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
 STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN="" RUNTIME_EXTRA="" MEMORY=0 OPEN=1000,10000
-BULK_ONLY=0 ZERO_COPY=0 MEMORY_FLOWS=65536
+BULK_ONLY=0 ZERO_COPY=0 MEMORY_FLOWS=65536 SWEEP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -66,6 +67,7 @@ while [ $# -gt 0 ]; do
     --runtime) RUNTIME_EXTRA+="\\n$2"; shift 2 ;;
     --bulk-only) BULK_ONLY=1; shift ;;
     --zero-copy) ZERO_COPY=1; shift ;;
+    --sweep) SWEEP=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
     *) echo "kernel-free: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -217,6 +219,15 @@ CLOSE=(--concurrency "$CONCURRENCY" --keep-alive off --response-size 64 --max-fl
 KA=(--concurrency 64 --keep-alive on --response-size 64)
 BULK=(--concurrency 4 --keep-alive on --response-size 1048576 --socket-buffer 262144 --timeout 30s)
 
+if [ -n "$SWEEP" ]; then
+  # The connection-count sweep without the veth lab: the seed shape at each
+  # concurrency, through ZProxy only (see bench/sweep-probe.sh for the lab's).
+  step "sweep: keep-alive off through ZProxy at ${SWEEP//,/, } concurrent, $DURATION each"
+  for c in ${SWEEP//,/ }; do
+    proxied "kf-sweep-$c" 0 16384 65536 --concurrency "$c" --keep-alive off --response-size 64 --max-flows 65536
+  done
+  exit 0
+fi
 if [ $BULK_ONLY = 1 ]; then
   step "1 MiB responses only: the world alone, then through ZProxy (core 1), $DURATION each"
   alone kf-world-1m "${BULK[@]}"

@@ -378,7 +378,7 @@ if levels:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for c in levels:
-        for p, pname in PROXIES:
+        for p, pname in PROXIES[:1] + [("zproxy-baseline", "ZProxy (baseline)")] + PROXIES[1:]:
             x = load(f"sweep-{c}-{p}")
             if x is None:
                 continue

@@ -22,8 +22,9 @@
 #   --all         all three; --no-main skips the default connection benchmark,
 #                 --no-build the dependencies and the build (binaries already built)
 #   --repeat N    every run N times, in N rounds; the report shows medians
-#   --baseline BIN  also run the connection benchmark through another zproxy
-#                 build (e.g. the previous commit's), labelled zproxy-baseline
+#   --baseline BIN  also run the connection benchmark (and each --sweep level)
+#                 through another zproxy build (e.g. the previous commit's),
+#                 labelled zproxy-baseline
 #   --access-log  also run the connection benchmark through ZProxy with its
 #                 access log on (text, to a file) and HAProxy with its log on
 #                 (option httplog, to a UNIX socket a sink appends to a file):
@@ -79,7 +80,7 @@ while [ $# -gt 0 ]; do
     --overload) OVERLOAD=1; shift ;;
     --stall) STALL=1; shift ;;
     --tls) TLS=1; shift ;;
-    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -380,6 +381,11 @@ zproxy_phase() {
     for c in ${SWEEP_LEVELS//,/ }; do
       sweep_args "$c"
       zproxy_run "sweep-$c-zproxy$SFX" "$RUN/zproxy-sweep.toml" 80
+      # The A/B of two builds, level by level (--baseline).
+      if [ -n "$BASELINE" ]; then
+        local current=$ZPROXY
+        ZPROXY=$BASELINE; zproxy_run "sweep-$c-zproxy-baseline$SFX" "$RUN/zproxy-sweep.toml" 80; ZPROXY=$current
+      fi
     done
   fi
   if [ $SCALING = 1 ]; then

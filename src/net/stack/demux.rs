@@ -199,12 +199,23 @@ impl Stack {
             return self.counters.add(Counter::DropChecksum, 1);
         }
         if !pure_syn {
-            if self.time_wait.contains(&key) {
-                // A late segment of a closed connection: not worth a RST.
-                self.counters.add(Counter::DropTimeWait, 1);
-                self.ack_again_in_time_wait(port, m, key);
-            } else if let Some(m) = self.open_from_cookie(port, m, key, now_us) {
-                self.second_chance(port, m, key, from_peer, now_us); // to the peers, or a RST
+            let mut m = m;
+            for step in orphan_steps(self.time_wait.contains(&key)) {
+                m = match step {
+                    Orphan::Cookie => match self.open_from_cookie(port, m, key, now_us) {
+                        Some(m) => m,
+                        None => return, // opened (or its ACK dropped for room)
+                    },
+                    Orphan::TimeWait => {
+                        // A late segment of a closed connection: not worth a RST.
+                        self.counters.add(Counter::DropTimeWait, 1);
+                        return self.ack_again_in_time_wait(port, m, key);
+                    }
+                    Orphan::SecondChance => {
+                        return self.second_chance(port, m, key, from_peer, now_us);
+                        // to the peers, or a RST
+                    }
+                };
             }
             return;
         }
@@ -608,6 +619,32 @@ impl Stack {
     }
 }
 
+/// What may become of a segment (not a pure SYN) that no flow owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Orphan {
+    /// The ACK of a SYN cookie: opens the connection.
+    Cookie,
+    /// A late segment of a connection in TIME-WAIT: dropped.
+    TimeWait,
+    /// Another core's or a fleet peer's, else answered with a RST.
+    SecondChance,
+}
+
+/// What to try for such a segment, in order. The cookie comes first even
+/// in TIME-WAIT: a new connection's SYN on a 4-tuple still in TIME-WAIT may
+/// have got a cookie (which, unlike an accepted SYN, keeps no state and so
+/// leaves the entry), and the ACK that completes it must open it. Taken for
+/// a late segment of the old connection, every segment of the new one was
+/// dropped and its client waited out its retransmissions (1 s, 3 s...):
+/// with 10,000 clients, more than a connection in twenty.
+fn orphan_steps(in_time_wait: bool) -> &'static [Orphan] {
+    if in_time_wait {
+        &[Orphan::Cookie, Orphan::TimeWait]
+    } else {
+        &[Orphan::Cookie, Orphan::SecondChance]
+    }
+}
+
 /// The IPv4 header and TCP checksums of a frame `classify` found to be
 /// TCP/IPv4 (checked in software when the NIC does not).
 fn checksums_ok(data: &[u8]) -> bool {
@@ -707,6 +744,13 @@ mod tests {
 
     fn classify_us(data: &[u8], us: Ipv4Addr) -> Frame {
         classify(data, us, None)
+    }
+
+    #[test]
+    fn a_cookies_ack_opens_its_connection_even_in_time_wait() {
+        assert_eq!(orphan_steps(true)[0], Orphan::Cookie);
+        assert_eq!(orphan_steps(true).last(), Some(&Orphan::TimeWait));
+        assert_eq!(orphan_steps(false), &[Orphan::Cookie, Orphan::SecondChance]);
     }
 
     #[test]
