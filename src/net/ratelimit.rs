@@ -26,7 +26,7 @@
 //! or refuse anyone who is within their rate.
 
 use std::hash::Hasher;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use siphasher::sip::SipHasher13;
 
@@ -110,7 +110,32 @@ impl Limiter {
         rate: Rate,
         now_us: u64,
     ) -> Result<(), u64> {
-        let key = (u64::from(limit) << 32) | u64::from(u32::from(client));
+        self.check_key((u64::from(limit) << 32) | u64::from(u32::from(client)), rate, now_us)
+    }
+
+    /// [`check`](Self::check) for any client: an IPv6 one by its first
+    /// `prefix6` bits (`per_source_prefix6`), so one holding a /64 is one client.
+    pub fn check_ip(
+        &mut self,
+        limit: u32,
+        client: IpAddr,
+        prefix6: u8,
+        rate: Rate,
+        now_us: u64,
+    ) -> Result<(), u64> {
+        match client {
+            IpAddr::V4(ip) => self.check(limit, ip, rate, now_us),
+            IpAddr::V6(ip) => {
+                // Keyed, like the sets: 64 bits of a 160-bit input.
+                let mut h = SipHasher13::new_with_keys(self.k1, self.k0);
+                h.write_u32(limit);
+                h.write_u128(u128::from(super::source6::source_key6(ip, prefix6)));
+                self.check_key(h.finish(), rate, now_us)
+            }
+        }
+    }
+
+    fn check_key(&mut self, key: u64, rate: Rate, now_us: u64) -> Result<(), u64> {
         let now_ns = now_us.saturating_mul(1000).max(1);
         let set = self.set_of(key);
         let ways = &mut self.ways[set * WAYS..(set + 1) * WAYS];

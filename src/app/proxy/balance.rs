@@ -4,7 +4,7 @@
 //! a server out for a while).
 
 use std::hash::Hasher;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddrV4};
 
 use siphasher::sip::SipHasher13;
 
@@ -17,8 +17,11 @@ use crate::config::Balance;
 const SOURCE_HASH_KEY: (u64, u64) = (0x7a70_726f_7879_2073, 0x6f75_7263_6520_6970);
 
 /// Where `client` falls in source-hash balancing (SipHash-1-3 of its octets).
-fn source_hash(client: Ipv4Addr) -> u64 {
-    key_hash(&client.octets())
+fn source_hash(client: IpAddr) -> u64 {
+    match client {
+        IpAddr::V4(ip) => key_hash(&ip.octets()),
+        IpAddr::V6(ip) => key_hash(&ip.octets()),
+    }
 }
 
 /// A request key's hash (a header's or cookie's value, or a client
@@ -121,8 +124,8 @@ impl Balancer {
 
     /// Picks a server for a client, skipping `exclude` (already tried for
     /// this request) and servers marked down. `None`: no server is usable.
-    pub fn pick(&mut self, client: Ipv4Addr, now_us: u64, exclude: u64) -> Option<usize> {
-        self.pick_for(client, None, now_us, exclude)
+    pub fn pick(&mut self, client: impl Into<IpAddr>, now_us: u64, exclude: u64) -> Option<usize> {
+        self.pick_for(client.into(), None, now_us, exclude)
     }
 
     /// [`Balancer::pick`] for a request whose `hash_key` hashed to
@@ -130,7 +133,7 @@ impl Balancer {
     /// had no such header or cookie).
     pub fn pick_for(
         &mut self,
-        client: Ipv4Addr,
+        client: IpAddr,
         request_key: Option<u64>,
         now_us: u64,
         exclude: u64,

@@ -4,7 +4,7 @@
 //! makes one, without allocating, for an upstream connection.
 
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// The v2 header's first 12 bytes.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -48,7 +48,11 @@ impl AcceptProxy {
                 .any(|&(net, len)| crate::config::in_network(client, net, len))
     }
 
-    pub fn trusts(&self, peer: Ipv4Addr) -> bool {
+    /// A trusted proxy (IPv4 networks only: an IPv6 peer is never one yet).
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let IpAddr::V4(peer) = peer else {
+            return false;
+        };
         self.trusted
             .iter()
             .any(|&(net, len)| crate::config::in_network(peer, net, len))
@@ -197,14 +201,58 @@ fn parse_v2(buf: &[u8]) -> Parsed {
     Parsed::Header { len, source }
 }
 
+/// `write` for a connection with an IPv6 end (the family byte 0x21).
+fn write6(
+    version: Version,
+    client: SocketAddr,
+    local: SocketAddr,
+    out: &mut [u8; HEADER_ROOM],
+) -> usize {
+    let v6 = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+        IpAddr::V6(ip) => ip,
+    };
+    match version {
+        Version::V1 => {
+            let mut cur = std::io::Cursor::new(&mut out[..]);
+            // Fits: the longest TCP6 line is 104 bytes.
+            let _ = write!(
+                cur,
+                "PROXY TCP6 {} {} {} {}\r\n",
+                v6(client),
+                v6(local),
+                client.port(),
+                local.port()
+            );
+            cur.position() as usize
+        }
+        Version::V2 => {
+            out[..12].copy_from_slice(&V2_SIGNATURE);
+            out[12] = 0x21; // version 2, PROXY
+            out[13] = 0x21; // TCP over IPv6
+            out[14..16].copy_from_slice(&36u16.to_be_bytes());
+            out[16..32].copy_from_slice(&v6(client).octets());
+            out[32..48].copy_from_slice(&v6(local).octets());
+            out[48..50].copy_from_slice(&client.port().to_be_bytes());
+            out[50..52].copy_from_slice(&local.port().to_be_bytes());
+            52
+        }
+    }
+}
+
 /// Writes the header naming `client` (connected to us at `local`) into
 /// `out`; returns its length.
 pub fn write(
     version: Version,
-    client: SocketAddrV4,
-    local: SocketAddrV4,
+    client: SocketAddr,
+    local: SocketAddr,
     out: &mut [u8; HEADER_ROOM],
 ) -> usize {
+    let (client, local) = match (client, local) {
+        (SocketAddr::V4(c), SocketAddr::V4(l)) => (c, l),
+        // IPv6 on either side: TCP6 (an IPv4 end as its mapped address).
+        _ => return write6(version, client, local, out),
+    };
     match version {
         Version::V1 => {
             let mut cur = std::io::Cursor::new(&mut out[..]);

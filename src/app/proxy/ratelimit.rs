@@ -5,7 +5,7 @@
 //! clients RSS gives it; see INSTALL.md "Rate limits").
 
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::net::ratelimit::{Limiter, Rate};
 
@@ -69,13 +69,14 @@ impl RequestLimiter {
     pub fn check(
         &mut self,
         limit: Option<RouteLimit>,
-        client: Ipv4Addr,
+        client: IpAddr,
         now_us: u64,
     ) -> Option<u64> {
         let limit = limit?;
+        // An IPv6 client by its /64 (a route's limit has no prefix of its own).
         let wait_us = self
             .table
-            .check(limit.id, client, limit.rate, now_us)
+            .check_ip(limit.id, client, 64, limit.rate, now_us)
             .err()?;
         Some(wait_us.div_ceil(1_000_000).max(1))
     }
