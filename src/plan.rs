@@ -233,9 +233,17 @@ fn stack_allow(l: &crate::config::Listener) -> Vec<(std::net::Ipv4Addr, u8)> {
 
 /// `stack_allow` for IPv6 clients (a list of IPv4 networks only admits none).
 fn stack_allow6(l: &crate::config::Listener) -> crate::net::source6::Allow6 {
-    let mut nets: Vec<_> = l.allow.iter().filter_map(|a| crate::config::ipv6::parse_net(a)).collect();
+    let mut nets: Vec<_> = l
+        .allow
+        .iter()
+        .filter_map(|a| crate::config::ipv6::parse_net(a))
+        .collect();
     if l.accept_proxy_protocol && !nets.is_empty() {
-        nets.extend(l.trusted_proxies.iter().filter_map(|a| crate::config::ipv6::parse_net(a)));
+        nets.extend(
+            l.trusted_proxies
+                .iter()
+                .filter_map(|a| crate::config::ipv6::parse_net(a)),
+        );
     }
     if nets.is_empty() && !l.allow.is_empty() {
         // Nothing parsed (validation rejects this): admit no one rather than all.

@@ -349,16 +349,30 @@ fn ipv6_clients(vdev_client: &str, vdev_upstream: &str) {
     enable_client_ipv6(&lab);
     let up = lab.run_dir().join("xff_upstream.py");
     std::fs::write(&up, XFF_UPSTREAM).unwrap();
-    let _xff = lab.spawn("upstream", ["python3", up.to_str().unwrap(), UPSTREAM_IP, "8081"]);
     let echo = repo_root().join("tests/peers/echo_upstream.py");
-    let _echo = lab.spawn("upstream", ["python3", echo.to_str().unwrap(), UPSTREAM_IP, "8082"]);
+    let mut peers = [
+        lab.spawn(
+            "upstream",
+            ["python3", up.to_str().unwrap(), UPSTREAM_IP, "8081"],
+        ),
+        lab.spawn(
+            "upstream",
+            ["python3", echo.to_str().unwrap(), UPSTREAM_IP, "8082"],
+        ),
+    ];
     for port in [8081, 8082] {
-        wait_for(Duration::from_secs(10), "the Python upstreams to listen", || {
-            proxy::accepts(&lab, "upstream", UPSTREAM_IP, port)
-        });
+        wait_for(
+            Duration::from_secs(10),
+            "the Python upstreams to listen",
+            || proxy::accepts(&lab, "upstream", UPSTREAM_IP, port),
+        );
     }
     let log = lab.run_dir().join("access6.log");
-    let z = ZProxy::start(&lab, "zproxy", &proxy_config(vdev_client, vdev_upstream, &log));
+    let z = ZProxy::start(
+        &lab,
+        "zproxy",
+        &proxy_config(vdev_client, vdev_upstream, &log),
+    );
     let url = format!("http://[{PORT_V6}]/");
     assert!(
         wait_until(Duration::from_secs(15), || proxy::curl(
@@ -401,15 +415,21 @@ fn ipv6_clients(vdev_client: &str, vdev_upstream: &str) {
     assert_eq!(u16::from_be_bytes([got[50], got[51]]), 8082);
     assert_eq!(&got[52..54], b"hi");
     // The access log names the client in RFC 5952 form.
-    wait_for(Duration::from_secs(5), "an IPv6 client in the access log", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains(CLIENT_V6))
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "an IPv6 client in the access log",
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains(CLIENT_V6)),
+    );
 
     // 10,000 sequential and 500 concurrent connections, every one answered.
     let r = bench6(&lab, "seq", &["--concurrency", "1", "--requests", "10000"]);
     assert_eq!(u(&r["successes"]), 10_000, "sequential: {r}");
     assert_eq!(u(&r["failures_total"]), 0, "sequential: {r}");
-    let r = bench6(&lab, "conc", &["--concurrency", "500", "--requests", "20000"]);
+    let r = bench6(
+        &lab,
+        "conc",
+        &["--concurrency", "500", "--requests", "20000"],
+    );
     assert!(u(&r["successes"]) >= 20_000, "concurrent: {r}");
     assert_eq!(u(&r["failures_total"]), 0, "concurrent: {r}");
     eprintln!(
@@ -417,14 +437,20 @@ fn ipv6_clients(vdev_client: &str, vdev_upstream: &str) {
         r["successes"], r["connections_per_sec"]
     );
     // Workers publish their counters every 100 ms.
-    wait_for(Duration::from_secs(5), "30,000 IPv6 accepts counted", || {
-        stat(&lab, "ipv6_tcp_accepted") >= 30_000
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "30,000 IPv6 accepts counted",
+        || stat(&lab, "ipv6_tcp_accepted") >= 30_000,
+    );
     // IPv4 clients are served as before.
     let (code, body) = proxy::curl(&lab, &[&format!("http://{PROXY_CLIENT_IP}/")]);
     assert_eq!((code, body.as_str()), (200, UPSTREAM_BODY));
     let (ok, log) = z.stop("INT");
     assert!(ok, "zproxy exited with an error:\n{log}");
+    for p in &mut peers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
 }
 
 #[test]

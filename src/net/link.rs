@@ -104,7 +104,12 @@ impl Link {
                     .expect("room for the VIP (IFACE_MAX_ADDR_COUNT)");
             }
             // TCP over IPv6 runs in smoltcp too (NDP and echo do not: `net::ipv6`).
-            for &(ip, len) in p.ipv6.iter().flat_map(|s| &s.addresses).take(super::ipv6::MAX_ADDRESSES) {
+            for &(ip, len) in p
+                .ipv6
+                .iter()
+                .flat_map(|s| &s.addresses)
+                .take(super::ipv6::MAX_ADDRESSES)
+            {
                 addrs
                     .push(IpCidr::new(ip.into(), len))
                     .expect("room for the IPv6 addresses (iface-max-addr-count-8)");

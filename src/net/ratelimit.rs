@@ -110,7 +110,11 @@ impl Limiter {
         rate: Rate,
         now_us: u64,
     ) -> Result<(), u64> {
-        self.check_key((u64::from(limit) << 32) | u64::from(u32::from(client)), rate, now_us)
+        self.check_key(
+            (u64::from(limit) << 32) | u64::from(u32::from(client)),
+            rate,
+            now_us,
+        )
     }
 
     /// [`check`](Self::check) for any client: an IPv6 one by its first

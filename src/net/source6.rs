@@ -88,7 +88,10 @@ impl PerSource6 {
 
     /// Connections `source` (a key already masked) holds now.
     pub fn holds(&self, source: Ipv6Addr) -> u32 {
-        self.open.get(&source_key6(source, self.prefix)).copied().unwrap_or(0)
+        self.open
+            .get(&source_key6(source, self.prefix))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// A connection `open` counted has closed.

@@ -245,6 +245,7 @@ pub fn failure_is_the_servers(timed_out: bool, lost_locally: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn group(balance: Balance, weights: &[u32]) -> Balancer {
         let servers = weights
@@ -299,7 +300,7 @@ mod tests {
     #[test]
     fn source_hash_does_not_change_between_builds() {
         // Pinned: a client keeps its server across restarts and upgrades.
-        assert_eq!(source_hash(C), 6_913_585_331_178_620_566);
+        assert_eq!(source_hash(C.into()), 6_913_585_331_178_620_566);
     }
 
     #[test]
@@ -373,7 +374,7 @@ mod tests {
     fn choices(b: &mut Balancer, keys: u64) -> Vec<Option<SocketAddrV4>> {
         (0..keys)
             .map(|k| {
-                let i = b.pick_for(C, Some(key_hash(&k.to_le_bytes())), 0, 0);
+                let i = b.pick_for(C.into(), Some(key_hash(&k.to_le_bytes())), 0, 0);
                 i.map(|i| b.servers[i].address)
             })
             .collect()
@@ -385,7 +386,7 @@ mod tests {
         let mut counts = [0usize; 3];
         for k in 0..40_000u64 {
             counts[b
-                .pick_for(C, Some(key_hash(&k.to_le_bytes())), 0, 0)
+                .pick_for(C.into(), Some(key_hash(&k.to_le_bytes())), 0, 0)
                 .unwrap()] += 1;
         }
         // 10k, 10k, 20k expected; 5 % slack.
@@ -426,8 +427,8 @@ mod tests {
         assert_eq!(choices(&mut b, 10_000), before);
         // A retry skips the server that failed, to the key's next choice.
         let k = Some(key_hash(b"alice"));
-        let first = b.pick_for(C, k, 0, 0).unwrap();
-        let second = b.pick_for(C, k, 0, 1 << first).unwrap();
+        let first = b.pick_for(C.into(), k, 0, 0).unwrap();
+        let second = b.pick_for(C.into(), k, 0, 1 << first).unwrap();
         assert_ne!(first, second);
     }
 }

@@ -251,6 +251,7 @@ impl RequestIds {
 mod tests {
     use super::*;
     use crate::config::headers::HeaderRules;
+    use std::net::Ipv4Addr;
 
     fn rules(set: &[(&str, &str)], add: &[(&str, &str)], remove: &[&str]) -> HeaderRules {
         let map = |kv: &[(&str, &str)]| {
@@ -284,7 +285,7 @@ mod tests {
         let r = Rules::merge(&l, &HeaderRules::default(), "client:80");
         let vars = Vars {
             https: false,
-            client: Some((Ipv4Addr::new(10, 0, 0, 9), 40000)),
+            client: Some((Ipv4Addr::new(10, 0, 0, 9).into(), 40000)),
             request_id: 0x1_0000_0000_002a,
             upstream: Some("10.1.0.5:8080".parse().unwrap()),
         };

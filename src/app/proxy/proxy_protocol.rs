@@ -293,7 +293,12 @@ mod tests {
     fn v1_and_v2_round_trip() {
         for v in [Version::V1, Version::V2] {
             let mut out = [0u8; HEADER_ROOM];
-            let n = write(v, addr("192.0.2.7:51000"), addr("10.0.0.2:80"), &mut out);
+            let n = write(
+                v,
+                addr("192.0.2.7:51000").into(),
+                addr("10.0.0.2:80").into(),
+                &mut out,
+            );
             let mut buf = out[..n].to_vec();
             buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
             let want = Parsed::Header {
@@ -309,8 +314,8 @@ mod tests {
         let mut out = [0u8; HEADER_ROOM];
         let n = write(
             Version::V1,
-            addr("255.255.255.255:65535"),
-            addr("255.255.255.255:65535"),
+            addr("255.255.255.255:65535").into(),
+            addr("255.255.255.255:65535").into(),
             &mut out,
         );
         assert_eq!(
@@ -424,7 +429,12 @@ mod tests {
         }
         let mut out = [0u8; HEADER_ROOM];
         for v in [Version::V1, Version::V2] {
-            let n = write(v, addr("1.2.3.4:5"), addr("6.7.8.9:10"), &mut out);
+            let n = write(
+                v,
+                addr("1.2.3.4:5").into(),
+                addr("6.7.8.9:10").into(),
+                &mut out,
+            );
             for i in 0..n {
                 for x in [0u8, 0xff, b' ', b'\r', b'\n', b'9'] {
                     let mut m = out[..n].to_vec();

@@ -159,7 +159,8 @@ impl Stack {
         sock.listen(key.local_port)
             .expect("a released slot's socket is closed");
         sock.set_timeout(Some(smoltcp::time::Duration::from_micros(idle_timeout_us)));
-        self.events.push_back(super::Event::Accepted { flow: f, listener });
+        self.events
+            .push_back(super::Event::Accepted { flow: f, listener });
         self.mark_dirty(f);
         Some(f)
     }
@@ -167,12 +168,7 @@ impl Stack {
     /// The core that owns `key`'s flow (see `owner`).
     fn owner6(&self, port: usize, key: &FlowKey6) -> usize {
         self.ports[port].steering6.as_ref().map_or(self.index, |s| {
-            usize::from(s.queue(
-                key.remote_ip,
-                key.local_ip,
-                key.remote_port,
-                key.local_port,
-            ))
+            usize::from(s.queue(key.remote_ip, key.local_ip, key.remote_port, key.local_port))
         })
     }
 
