@@ -184,6 +184,23 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_prefix() {
+        let mut l = Limiter::new(64, [7; 16]);
+        let r = Rate::new(1.0, 1);
+        let ip = |s: &str| IpAddr::V6(s.parse().unwrap());
+        assert!(l.check_ip(1, ip("2001:db8:1::1"), 64, r, S).is_ok());
+        // Another address of the same /64 is the same client...
+        assert!(l.check_ip(1, ip("2001:db8:1::ffff"), 64, r, S).is_err());
+        // ...but not under a /128 key, nor another /64, nor another limit.
+        assert!(l.check_ip(1, ip("2001:db8:1::ffff"), 128, r, S).is_ok());
+        assert!(l.check_ip(1, ip("2001:db8:2::1"), 64, r, S).is_ok());
+        assert!(l.check_ip(2, ip("2001:db8:1::1"), 64, r, S).is_ok());
+        // IPv4 clients keep their own keys.
+        assert!(l.check_ip(1, IpAddr::V4(A), 64, r, S).is_ok());
+        assert!(l.check(1, A, r, S).is_err());
+    }
+
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const S: u64 = 1_000_000;

@@ -285,6 +285,34 @@ pub fn write(
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_ipv6_connection_gets_the_tcp6_family() {
+        let client: SocketAddr = "[2001:db8:71::1]:40000".parse().unwrap();
+        let local: SocketAddr = "[2001:db8:71::2]:80".parse().unwrap();
+        let mut out = [0u8; HEADER_ROOM];
+        let n = write(Version::V2, client, local, &mut out);
+        assert_eq!(n, 52);
+        assert_eq!(out[..12], V2_SIGNATURE);
+        assert_eq!((out[12], out[13]), (0x21, 0x21), "v2 PROXY, TCP over IPv6");
+        assert_eq!(u16::from_be_bytes([out[14], out[15]]), 36);
+        let ip = |a: SocketAddr| match a.ip() {
+            IpAddr::V6(ip) => ip.octets(),
+            IpAddr::V4(_) => unreachable!(),
+        };
+        assert_eq!(out[16..32], ip(client));
+        assert_eq!(out[32..48], ip(local));
+        assert_eq!(out[48..52], [0x9c, 0x40, 0, 80]);
+        let n = write(Version::V1, client, local, &mut out);
+        assert_eq!(
+            &out[..n],
+            b"PROXY TCP6 2001:db8:71::1 2001:db8:71::2 40000 80\r\n"
+        );
+        // The longest TCP6 line fits.
+        let max: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap();
+        let n = write(Version::V1, max, max, &mut out);
+        assert_eq!(n, 104);
+    }
+
     fn addr(s: &str) -> SocketAddrV4 {
         s.parse().unwrap()
     }

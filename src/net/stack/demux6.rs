@@ -212,3 +212,84 @@ impl Stack {
         self.answer_stateless(port, m, now_us);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::ipv6::{Ipv6Spec, TICK_FRAMES};
+
+    const US: &str = "2001:db8:71::2";
+    const CLIENT: &str = "2001:db8:71::1";
+
+    /// A port whose address `US` passed DAD.
+    fn port() -> Ipv6Port {
+        let spec = Ipv6Spec {
+            addresses: vec![(US.parse().unwrap(), 64)],
+            gateway: None,
+        };
+        let mut p = Ipv6Port::new(&spec, [2, 0, 0, 0, 0, 2]);
+        let mut out = [None; TICK_FRAMES];
+        p.tick(0, &mut out);
+        p.tick(1_200_000, &mut out);
+        assert!(p.is_preferred(US.parse().unwrap()));
+        p
+    }
+
+    /// Ethernet/IPv6/TCP from `CLIENT`:40000 to `dst`:80 with `flags`.
+    fn frame(dst: &str, next_header: u8, flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 20];
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&20u16.to_be_bytes());
+        f[20] = next_header;
+        f[21] = 64;
+        f[22..38].copy_from_slice(&CLIENT.parse::<Ipv6Addr>().unwrap().octets());
+        f[38..54].copy_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+        f[54..56].copy_from_slice(&40000u16.to_be_bytes());
+        f[56..58].copy_from_slice(&80u16.to_be_bytes());
+        f[66] = 5 << 4;
+        f[67] = flags;
+        f
+    }
+
+    #[test]
+    fn tcp_to_our_address_gets_its_ipv6_key() {
+        let t = classify6(&frame(US, ext::TCP, 0x02), &port()).expect("TCP to us");
+        assert!(t.syn && !t.ack && !t.rst);
+        assert_eq!(t.key.remote_ip, CLIENT.parse::<Ipv6Addr>().unwrap());
+        assert_eq!(t.key.local_ip, US.parse::<Ipv6Addr>().unwrap());
+        assert_eq!((t.key.remote_port, t.key.local_port), (40000, 80));
+        assert_eq!(t.src_mac, [2, 0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn the_rest_stays_with_net_ipv6() {
+        let p = port();
+        // Another address, not TCP, cut short, or an address still in DAD.
+        assert!(classify6(&frame("2001:db8:71::9", ext::TCP, 0x02), &p).is_none());
+        assert!(classify6(&frame(US, ext::UDP, 0x02), &p).is_none());
+        assert!(classify6(&frame(US, ext::TCP, 0x02)[..60], &p).is_none());
+        let tentative = Ipv6Port::new(
+            &Ipv6Spec {
+                addresses: vec![(US.parse().unwrap(), 64)],
+                gateway: None,
+            },
+            [2, 0, 0, 0, 0, 2],
+        );
+        assert!(classify6(&frame(US, ext::TCP, 0x02), &tentative).is_none());
+    }
+
+    #[test]
+    fn placeholder_keys_name_no_address_we_answer_on() {
+        for slot in [0, 1, 65_535, 1 << 20] {
+            let k = super::super::flows6::placeholder(slot);
+            assert!(k.remote_ip.is_unspecified() && k.remote_port == 0);
+            assert_eq!(k.local_ip.octets()[0], 0, "0.0.0.0/8");
+        }
+        assert_ne!(
+            super::super::flows6::placeholder(1),
+            super::super::flows6::placeholder(2)
+        );
+    }
+}
