@@ -233,6 +233,17 @@ while True:
 print(got.hex())
 "#;
 
+/// Holds a connection to [argv1]:argv2 open until killed.
+const HOLD: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+open(sys.argv[3], 'w').write('held')
+time.sleep(60)
+"#;
+
+/// A second address of the client, in the same /64.
+const CLIENT_V6_OTHER: &str = "2001:db8:71::3";
+
 fn proxy_config(vdev_client: &str, vdev_upstream: &str, log: &std::path::Path) -> String {
     format!(
         r#"
@@ -270,6 +281,21 @@ port = "client"
 tcp_port = 8082
 mode = "tcp"
 upstream = "pp"
+
+[[listener]]
+port = "client"
+tcp_port = 8083
+mode = "http"
+upstream = "web"
+allow = ["{CLIENT_IP}/32", "2001:db8:99::/48"]
+
+[[listener]]
+port = "client"
+tcp_port = 8084
+mode = "http"
+upstream = "web"
+max_connections_per_source = 1
+per_source_prefix6 = 64
 
 [[upstream]]
 name = "web"
@@ -339,6 +365,22 @@ fn enable_client_ipv6(lab: &Lab) {
             "dev",
             CLIENT_IF,
             "nodad",
+        ],
+    );
+    lab.exec_ok(
+        "client",
+        [
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{CLIENT_V6_OTHER}/64"),
+            "dev",
+            CLIENT_IF,
+            "nodad",
+            // Deprecated: bound to explicitly, never the kernel's choice.
+            "preferred_lft",
+            "0",
         ],
     );
 }
@@ -419,6 +461,56 @@ fn ipv6_clients(vdev_client: &str, vdev_upstream: &str) {
         Duration::from_secs(5),
         "an IPv6 client in the access log",
         || std::fs::read_to_string(&log).is_ok_and(|l| l.contains(CLIENT_V6)),
+    );
+
+    // Limits: an allow-list without the client's IPv6 network refuses it...
+    let refused = stat(&lab, "refused_acl");
+    let (code, _) = proxy::curl(&lab, &["-6", "-g", &format!("http://[{PORT_V6}]:8083/")]);
+    assert_eq!(code, 0, "refused by the allow-list");
+    wait_for(Duration::from_secs(5), "refused_acl counted", || {
+        stat(&lab, "refused_acl") > refused
+    });
+    // ...and one connection per /64: another address of the client's /64
+    // is the same source.
+    let per_source = format!("http://[{PORT_V6}]:8084/");
+    let (code, _) = proxy::curl(&lab, &["-6", "-g", &per_source]);
+    assert_eq!(code, 200, "the first connection of the /64");
+    let held = lab.run_dir().join("held");
+    let _ = std::fs::remove_file(&held);
+    // The first connection is closed (its slot released) before the holder's.
+    wait_for(
+        Duration::from_secs(5),
+        "the first connection released",
+        || stat(&lab, "flows_closed") >= stat(&lab, "flows_accepted"),
+    );
+    let hold = [
+        "python3",
+        "-c",
+        HOLD,
+        PORT_V6,
+        "8084",
+        held.to_str().unwrap(),
+    ];
+    let mut holder = lab.spawn("client", hold);
+    wait_for(Duration::from_secs(5), "the holder's connection", || {
+        held.exists()
+    });
+    let refused = stat(&lab, "refused_per_source");
+    let other = ["-6", "-g", "--interface", CLIENT_V6_OTHER, &per_source];
+    assert_eq!(
+        proxy::curl(&lab, &other).0,
+        0,
+        "a second connection of the /64"
+    );
+    wait_for(Duration::from_secs(5), "refused_per_source counted", || {
+        stat(&lab, "refused_per_source") > refused
+    });
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy::curl(&lab, &other).0
+            == 200),
+        "the /64 connects again once its connection closed"
     );
 
     // 10,000 sequential and 500 concurrent connections, every one answered.

@@ -308,7 +308,9 @@ mod tests {
             b"PROXY TCP6 2001:db8:71::1 2001:db8:71::2 40000 80\r\n"
         );
         // The longest TCP6 line fits.
-        let max: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap();
+        let max: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+            .parse()
+            .unwrap();
         let n = write(Version::V1, max, max, &mut out);
         assert_eq!(n, 104);
     }

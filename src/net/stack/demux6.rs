@@ -109,6 +109,17 @@ impl Stack {
             self.counters.add(Counter::RefusedPerSource, 1);
             return self.answer_stateless(port, m, now_us); // RST: this source holds enough
         }
+        if let Some(rate) = self.listeners[l].conn_rate {
+            let client = std::net::IpAddr::V6(key.remote_ip);
+            if self
+                .syn_limiter
+                .check_ip(l as u32, client, prefix, rate, now_us)
+                .is_err()
+            {
+                self.counters.add(Counter::RefusedRateLimit, 1);
+                return self.answer_stateless(port, m, now_us); // RST: over its connection rate
+            }
+        }
         match self.admit_syn(l, now_us) {
             Verdict::Accept => {}
             // No cookies over IPv6 yet: dropped, its TCP asks again later.
