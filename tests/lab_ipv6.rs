@@ -566,3 +566,46 @@ fn ipv6_clients_af_xdp() {
         "net_af_xdp1,iface=ups1,start_queue=0,queue_count=1",
     );
 }
+
+/// Two workers on two queues: veth spreads the client's IPv6 frames over
+/// both, and a frame that lands on the core not owning its flow (by the
+/// Toeplitz IPv6 steering) is handed over; every connection still succeeds.
+#[test]
+fn ipv6_two_workers_hand_over_what_lands_on_the_wrong_core() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up_with_queues(2);
+    enable_client_ipv6(&lab);
+    let log = lab.run_dir().join("access6.log");
+    let cfg = proxy_config(
+        "net_af_packet0,iface=cli1,qpairs=2",
+        "net_af_packet1,iface=ups1,qpairs=2",
+        &log,
+    )
+    .replace(
+        "worker_lcores = [1]",
+        "worker_lcores = [1, 2]\nworker_cpus = [1, 0]\nidle_sleep_us = 50",
+    )
+    .replace("mbufs = 16383", "mbufs = 32767");
+    let z = ZProxy::start(&lab, "zproxy", &cfg);
+    let url = format!("http://[{PORT_V6}]/");
+    assert!(
+        wait_until(Duration::from_secs(15), || proxy::curl(
+            &lab,
+            &["-6", "-g", "--max-time", "2", &url]
+        )
+        .0 == 200),
+        "no 200 from {url}; zproxy log:\n{}",
+        z.log()
+    );
+    let r = bench6(&lab, "two", &["--concurrency", "200", "--requests", "5000"]);
+    assert_eq!(u(&r["successes"]), 5000, "two workers: {r}");
+    assert_eq!(u(&r["failures_total"]), 0, "two workers: {r}");
+    wait_for(Duration::from_secs(5), "IPv6 frames handed over", || {
+        stat(&lab, "handoffs_in") > 0
+    });
+    let (ok, log) = z.stop("INT");
+    assert!(ok, "zproxy exited with an error:\n{log}");
+}

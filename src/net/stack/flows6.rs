@@ -60,9 +60,10 @@ impl Flows6 {
         self.index.insert(key, slot);
     }
 
+    /// (Empty when no port has IPv6: nothing is kept per slot then.)
     #[inline]
     pub fn key(&self, slot: u32) -> Option<FlowKey6> {
-        self.keys[slot as usize]
+        self.keys.get(slot as usize).copied().flatten()
     }
 }
 
@@ -94,7 +95,7 @@ impl Stack {
     /// for an IPv4 flow.
     pub(super) fn release6(&mut self, f: FlowId, state: tcp::State, now_us: u64) -> bool {
         let v6 = &mut self.v6;
-        let Some(key) = v6.keys[f as usize].take() else {
+        let Some(key) = v6.keys.get_mut(f as usize).and_then(Option::take) else {
             return false;
         };
         v6.index.remove(&key);

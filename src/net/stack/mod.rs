@@ -284,6 +284,11 @@ impl Stack {
             })
             .collect();
         let (rx_len, tx_len) = (spec.socket_rx_buffer, spec.socket_tx_buffer);
+        let ipv6_flows = if spec.ports.iter().any(|p| p.ipv6.is_some()) {
+            spec.max_flows
+        } else {
+            0
+        };
         // Pages come in as flows first use them and stay for the next ones:
         // resident memory grows to the peak of open flows, never past this.
         log::info!(
@@ -343,9 +348,10 @@ impl Stack {
             dirty: Vec::with_capacity(spec.max_flows),
             retired: Vec::with_capacity(spec.max_flows),
             per_source: HashMap::with_capacity(spec.max_flows),
+            // Sized only when a port has IPv6 (no memory for it otherwise).
             v6: flows6::Flows6::new(
-                spec.max_flows,
-                spec.max_flows * 2,
+                ipv6_flows,
+                ipv6_flows * 2,
                 TIME_WAIT_US,
                 spec.secrets.flow_key,
             ),
