@@ -222,7 +222,7 @@ mod tests {
     fn request() -> Outcome {
         let mut o = Outcome {
             listener: 0,
-            client: Some((Ipv4Addr::new(10, 0, 0, 2), 40312)),
+            client: Some((Ipv4Addr::new(10, 0, 0, 2).into(), 40312)),
             status: 200,
             bytes_in: 75,
             bytes_out: 612,

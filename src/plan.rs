@@ -160,6 +160,8 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             conn_rate: conn_rate(l),
             max_per_source: max_per_source(cfg, l),
             allow: stack_allow(l),
+            allow6: stack_allow6(l),
+            prefix6: l.per_source_prefix6.unwrap_or(128),
             tls: crate::app::proxy::tls::plan::listener(l),
             accept_proxy: l.accept_proxy_protocol.then(|| {
                 Arc::new(AcceptProxy {
@@ -227,6 +229,27 @@ fn stack_allow(l: &crate::config::Listener) -> Vec<(std::net::Ipv4Addr, u8)> {
         allow.extend(cidrs(&l.trusted_proxies));
     }
     allow
+}
+
+/// `stack_allow` for IPv6 clients (a list of IPv4 networks only admits none).
+fn stack_allow6(l: &crate::config::Listener) -> crate::net::source6::Allow6 {
+    let mut nets: Vec<_> = l
+        .allow
+        .iter()
+        .filter_map(|a| crate::config::ipv6::parse_net(a))
+        .collect();
+    if l.accept_proxy_protocol && !nets.is_empty() {
+        nets.extend(
+            l.trusted_proxies
+                .iter()
+                .filter_map(|a| crate::config::ipv6::parse_net(a)),
+        );
+    }
+    if nets.is_empty() && !l.allow.is_empty() {
+        // Nothing parsed (validation rejects this): admit no one rather than all.
+        nets.push((std::net::Ipv4Addr::BROADCAST.into(), 32));
+    }
+    crate::net::source6::Allow6::new(&nets)
 }
 
 /// The worker binding this config asks for, checked against the machine's

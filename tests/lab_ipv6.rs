@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::{lab_lock, stat};
+use common::proxy::{lab_lock, stat, u};
 use common::*;
 
 const CLIENT_V6: &str = "2001:db8:71::1";
@@ -195,4 +195,440 @@ fn ipv6_ping_and_ndp_af_xdp() {
         "net_af_xdp0,iface=cli1,start_queue=0,queue_count=1",
         "net_af_xdp1,iface=ups1,start_queue=0,queue_count=1",
     );
+}
+
+// ---- TCP over IPv6: clients of a listener, proxied to IPv4 upstreams ----------------
+
+/// Answers every request with the X-Forwarded-For it got (a header echo on
+/// the upstream side, for what the proxy wrote).
+const XFF_UPSTREAM: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        body = (self.headers.get('X-Forwarded-For') or '-').encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+/// Connects to [argv1]:argv2 over IPv6, sends "hi", half-closes and prints
+/// the hex of what the echo upstream sent back (the PROXY v2 header the proxy
+/// wrote, "hi", and its trailer).
+const PP_CLIENT: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.sendall(b'hi')
+s.shutdown(socket.SHUT_WR)
+got = b''
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+print(got.hex())
+"#;
+
+/// Holds a connection to [argv1]:argv2 open until killed.
+const HOLD: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+open(sys.argv[3], 'w').write('held')
+time.sleep(60)
+"#;
+
+/// A second address of the client, in the same /64.
+const CLIENT_V6_OTHER: &str = "2001:db8:71::3";
+
+fn proxy_config(vdev_client: &str, vdev_upstream: &str, log: &std::path::Path) -> String {
+    format!(
+        r#"
+[runtime]
+worker_lcores = [1]
+mbufs = 16383
+max_flows = 4096
+
+[[port]]
+name = "client"
+vdev = "{vdev_client}"
+addresses = ["{PROXY_CLIENT_IP}/24", "{PORT_V6}/64", "{PORT_LL}/64"]
+gateway = "{CLIENT_IP}"
+
+[[port]]
+name = "upstream"
+vdev = "{vdev_upstream}"
+address = "{PROXY_UPSTREAM_IP}/24"
+
+[[listener]]
+port = "client"
+tcp_port = 80
+mode = "http"
+upstream = "web"
+max_connections_per_source = 0
+
+[[listener]]
+port = "client"
+tcp_port = 8081
+mode = "http"
+upstream = "xff"
+
+[[listener]]
+port = "client"
+tcp_port = 8082
+mode = "tcp"
+upstream = "pp"
+
+[[listener]]
+port = "client"
+tcp_port = 8083
+mode = "http"
+upstream = "web"
+allow = ["{CLIENT_IP}/32", "2001:db8:99::/48"]
+
+[[listener]]
+port = "client"
+tcp_port = 8084
+mode = "http"
+upstream = "web"
+max_connections_per_source = 1
+per_source_prefix6 = 64
+
+[[upstream]]
+name = "web"
+port = "upstream"
+servers = [{{ address = "{UPSTREAM_IP}:80" }}]
+
+[[upstream]]
+name = "xff"
+port = "upstream"
+servers = [{{ address = "{UPSTREAM_IP}:8081" }}]
+
+[[upstream]]
+name = "pp"
+port = "upstream"
+servers = [{{ address = "{UPSTREAM_IP}:8082" }}]
+proxy_protocol = "v2"
+
+[access_log]
+path = "{}"
+"#,
+        log.display()
+    )
+}
+
+/// zproxy-bench from the client namespace to `[PORT_V6]:80`.
+fn bench6(lab: &Lab, tag: &str, args: &[&str]) -> serde_json::Value {
+    let json = lab.run_dir().join(format!("bench6-{tag}.json"));
+    let _ = std::fs::remove_file(&json);
+    let bin = workspace_bin("zproxy-bench");
+    let mut cmd = vec![
+        "timeout",
+        "120",
+        bin.to_str().unwrap(),
+        "--host",
+        PORT_V6,
+        "--port",
+        "80",
+        "--keep-alive",
+        "off",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    cmd.extend(args);
+    lab.exec_ok("client", cmd);
+    proxy::read_results(&json)
+}
+
+fn enable_client_ipv6(lab: &Lab) {
+    lab.exec_ok(
+        "client",
+        [
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            "net.ipv6.conf.cli0.disable_ipv6=0",
+        ],
+    );
+    lab.exec_ok(
+        "client",
+        [
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{CLIENT_V6}/64"),
+            "dev",
+            CLIENT_IF,
+            "nodad",
+        ],
+    );
+    lab.exec_ok(
+        "client",
+        [
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{CLIENT_V6_OTHER}/64"),
+            "dev",
+            CLIENT_IF,
+            "nodad",
+            // Deprecated: bound to explicitly, never the kernel's choice.
+            "preferred_lft",
+            "0",
+        ],
+    );
+}
+
+fn ipv6_clients(vdev_client: &str, vdev_upstream: &str) {
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    enable_client_ipv6(&lab);
+    let up = lab.run_dir().join("xff_upstream.py");
+    std::fs::write(&up, XFF_UPSTREAM).unwrap();
+    let echo = repo_root().join("tests/peers/echo_upstream.py");
+    let mut peers = [
+        lab.spawn(
+            "upstream",
+            ["python3", up.to_str().unwrap(), UPSTREAM_IP, "8081"],
+        ),
+        lab.spawn(
+            "upstream",
+            ["python3", echo.to_str().unwrap(), UPSTREAM_IP, "8082"],
+        ),
+    ];
+    for port in [8081, 8082] {
+        wait_for(
+            Duration::from_secs(10),
+            "the Python upstreams to listen",
+            || proxy::accepts(&lab, "upstream", UPSTREAM_IP, port),
+        );
+    }
+    let log = lab.run_dir().join("access6.log");
+    let z = ZProxy::start(
+        &lab,
+        "zproxy",
+        &proxy_config(vdev_client, vdev_upstream, &log),
+    );
+    let url = format!("http://[{PORT_V6}]/");
+    assert!(
+        wait_until(Duration::from_secs(15), || proxy::curl(
+            &lab,
+            &["-6", "-g", "--max-time", "2", &url]
+        )
+        .0 == 200),
+        "no 200 from {url}; zproxy log:\n{}",
+        z.log()
+    );
+    // curl -6 through the http listener to the IPv4 nginx.
+    let (code, body) = proxy::curl(&lab, &["-6", "-g", &url]);
+    assert_eq!((code, body.as_str()), (200, UPSTREAM_BODY));
+    // X-Forwarded-For names the IPv6 client in RFC 5952 form.
+    let xff_url = format!("http://[{PORT_V6}]:8081/");
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy::curl(
+            &lab,
+            &["-6", "-g", "--max-time", "2", &xff_url]
+        )
+        .0 == 200),
+        "the X-Forwarded-For upstream never answered: {:?}; zproxy log:\n{}",
+        proxy::curl(&lab, &["-6", "-g", "--max-time", "2", &xff_url]),
+        z.log()
+    );
+    let (code, body) = proxy::curl(&lab, &["-6", "-g", &xff_url]);
+    assert_eq!((code, body.as_str()), (200, CLIENT_V6), "X-Forwarded-For");
+    // A tcp listener writes a PROXY v2 header of family TCP over IPv6.
+    let hex = lab.exec_ok("client", ["python3", "-c", PP_CLIENT, PORT_V6, "8082"]);
+    let got = (0..hex.trim().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex.trim()[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>();
+    let octets = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    assert!(got.len() > 54, "echo: {got:?}");
+    assert_eq!(got[13], 0x21, "family byte: TCP over IPv6");
+    assert_eq!(u16::from_be_bytes([got[14], got[15]]), 36);
+    assert_eq!(got[16..32], octets(CLIENT_V6), "source address");
+    assert_eq!(got[32..48], octets(PORT_V6), "destination address");
+    assert_eq!(u16::from_be_bytes([got[50], got[51]]), 8082);
+    assert_eq!(&got[52..54], b"hi");
+    // The access log names the client in RFC 5952 form.
+    wait_for(
+        Duration::from_secs(5),
+        "an IPv6 client in the access log",
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains(CLIENT_V6)),
+    );
+
+    // Limits: an allow-list without the client's IPv6 network refuses it...
+    let refused = stat(&lab, "refused_acl");
+    let (code, _) = proxy::curl(&lab, &["-6", "-g", &format!("http://[{PORT_V6}]:8083/")]);
+    assert_eq!(code, 0, "refused by the allow-list");
+    wait_for(Duration::from_secs(5), "refused_acl counted", || {
+        stat(&lab, "refused_acl") > refused
+    });
+    // ...and one connection per /64: another address of the client's /64
+    // is the same source.
+    let per_source = format!("http://[{PORT_V6}]:8084/");
+    let (code, _) = proxy::curl(&lab, &["-6", "-g", &per_source]);
+    assert_eq!(code, 200, "the first connection of the /64");
+    let held = lab.run_dir().join("held");
+    let _ = std::fs::remove_file(&held);
+    // The first connection is closed (its slot released) before the holder's.
+    wait_for(
+        Duration::from_secs(5),
+        "the first connection released",
+        || stat(&lab, "flows_closed") >= stat(&lab, "flows_accepted"),
+    );
+    let hold = [
+        "python3",
+        "-c",
+        HOLD,
+        PORT_V6,
+        "8084",
+        held.to_str().unwrap(),
+    ];
+    let mut holder = lab.spawn("client", hold);
+    wait_for(Duration::from_secs(5), "the holder's connection", || {
+        held.exists()
+    });
+    let refused = stat(&lab, "refused_per_source");
+    let other = ["-6", "-g", "--interface", CLIENT_V6_OTHER, &per_source];
+    assert_eq!(
+        proxy::curl(&lab, &other).0,
+        0,
+        "a second connection of the /64"
+    );
+    wait_for(Duration::from_secs(5), "refused_per_source counted", || {
+        stat(&lab, "refused_per_source") > refused
+    });
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy::curl(&lab, &other).0
+            == 200),
+        "the /64 connects again once its connection closed"
+    );
+
+    // 10,000 sequential and 500 concurrent connections, every one answered.
+    let r = bench6(&lab, "seq", &["--concurrency", "1", "--requests", "10000"]);
+    assert_eq!(u(&r["successes"]), 10_000, "sequential: {r}");
+    assert_eq!(u(&r["failures_total"]), 0, "sequential: {r}");
+    let r = bench6(
+        &lab,
+        "conc",
+        &["--concurrency", "500", "--requests", "20000"],
+    );
+    assert!(u(&r["successes"]) >= 20_000, "concurrent: {r}");
+    assert_eq!(u(&r["failures_total"]), 0, "concurrent: {r}");
+    eprintln!(
+        "ipv6 clients: 500 concurrent: {} successes, {} conn/s",
+        r["successes"], r["connections_per_sec"]
+    );
+    // Workers publish their counters every 100 ms.
+    wait_for(
+        Duration::from_secs(5),
+        "30,000 IPv6 accepts counted",
+        || stat(&lab, "ipv6_tcp_accepted") >= 30_000,
+    );
+    // IPv4 clients are served as before.
+    let (code, body) = proxy::curl(&lab, &[&format!("http://{PROXY_CLIENT_IP}/")]);
+    assert_eq!((code, body.as_str()), (200, UPSTREAM_BODY));
+    let (ok, log) = z.stop("INT");
+    assert!(ok, "zproxy exited with an error:\n{log}");
+    for p in &mut peers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
+
+#[test]
+fn ipv6_clients_af_packet() {
+    if !require_root() {
+        return;
+    }
+    ipv6_clients(
+        "net_af_packet0,iface=cli1,qpairs=1",
+        "net_af_packet1,iface=ups1,qpairs=1",
+    );
+}
+
+#[test]
+fn ipv6_clients_af_xdp() {
+    if !require_root() {
+        return;
+    }
+    ipv6_clients(
+        "net_af_xdp0,iface=cli1,start_queue=0,queue_count=1",
+        "net_af_xdp1,iface=ups1,start_queue=0,queue_count=1",
+    );
+}
+
+/// Two workers on two queues serve IPv6 clients (each worker runs DAD and
+/// NDP for the port; multicast is copied to both), also under 3% loss of
+/// replies. This does not prove the IPv6 handoff: in this lab veth kept
+/// every IPv6 connection on one queue (the test passed with `owner6`
+/// disabled), so the handoff by `Steering6` still needs a test of its own.
+#[test]
+fn ipv6_clients_on_two_workers() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up_with_queues(2);
+    enable_client_ipv6(&lab);
+    let log = lab.run_dir().join("access6.log");
+    let cfg = proxy_config(
+        "net_af_packet0,iface=cli1,qpairs=2",
+        "net_af_packet1,iface=ups1,qpairs=2",
+        &log,
+    )
+    .replace(
+        "worker_lcores = [1]",
+        "worker_lcores = [1, 2]\nworker_cpus = [1, 0]\nidle_sleep_us = 50",
+    )
+    .replace("mbufs = 16383", "mbufs = 32767");
+    let z = ZProxy::start(&lab, "zproxy", &cfg);
+    let url = format!("http://[{PORT_V6}]/");
+    assert!(
+        wait_until(Duration::from_secs(15), || proxy::curl(
+            &lab,
+            &["-6", "-g", "--max-time", "2", &url]
+        )
+        .0 == 200),
+        "no 200 from {url}; zproxy log:\n{}",
+        z.log()
+    );
+    let r = bench6(&lab, "two", &["--concurrency", "200", "--requests", "5000"]);
+    assert_eq!(u(&r["successes"]), 5000, "two workers: {r}");
+    assert_eq!(u(&r["failures_total"]), 0, "two workers: {r}");
+    // Lost replies: retransmissions, resets of nothing, TIME-WAIT on both workers.
+    lab.exec_ok(
+        "client",
+        [
+            "nft",
+            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
+             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
+        ],
+    );
+    let lossy = bench6(
+        &lab,
+        "lossy",
+        &[
+            "--concurrency",
+            "100",
+            "--duration",
+            "4s",
+            "--timeout",
+            "20s",
+        ],
+    );
+    lab.exec_ok("client", ["nft", "delete table inet loss"]);
+    assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
+    assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
+    let (ok, log) = z.stop("INT");
+    assert!(ok, "zproxy exited with an error:\n{log}");
 }

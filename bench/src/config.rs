@@ -29,7 +29,7 @@ impl fmt::Display for KeepAlive {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "zproxy-bench", version, about, long_about = None)]
 pub struct Args {
-    /// Target host: an IPv4 address or a name resolving to one.
+    /// Target host: an IPv4 or IPv6 address, or a name resolving to an IPv4 one.
     #[arg(long)]
     pub host: String,
 
@@ -114,10 +114,15 @@ impl Args {
         }
     }
 
-    /// Resolves `--host`/`--port` to one IPv4 socket address.
+    /// Resolves `--host`/`--port` to one socket address: an IPv4 or IPv6
+    /// literal (bare or in brackets) as given, a name to its first IPv4 address.
     pub fn target(&self) -> Result<SocketAddr, String> {
         if let Ok(ip) = self.host.parse::<std::net::Ipv4Addr>() {
             return Ok(SocketAddr::V4(SocketAddrV4::new(ip, self.port)));
+        }
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::Ipv6Addr>() {
+            return Ok(SocketAddr::new(ip.into(), self.port));
         }
         let addrs = (self.host.as_str(), self.port)
             .to_socket_addrs()

@@ -21,10 +21,16 @@ pub use stats::{FailureKind, Results, ThreadStats};
 
 /// Builds the request bytes sent for every request.
 pub fn build_request(args: &Args) -> Vec<u8> {
-    let host = if args.port == 80 {
-        args.host.clone()
+    // An IPv6 literal goes in brackets (RFC 7230 5.4).
+    let name = if args.host.contains(':') && !args.host.starts_with('[') {
+        format!("[{}]", args.host)
     } else {
-        format!("{}:{}", args.host, args.port)
+        args.host.clone()
+    };
+    let host = if args.port == 80 {
+        name
+    } else {
+        format!("{name}:{}", args.port)
     };
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: zproxy-bench/{}\r\nAccept: */*\r\n",

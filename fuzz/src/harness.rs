@@ -186,6 +186,8 @@ impl Harness {
             app,
             idle_timeout_us: 10_000_000,
             allow: Vec::new(),
+            allow6: Default::default(),
+            prefix6: 128,
             header_timeout_us: 2_000_000,
             max_per_source: 0,
             conn_rate: None,

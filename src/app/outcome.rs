@@ -5,7 +5,7 @@
 //! Plain `Copy` data with fixed-size text fields, so that building and
 //! passing one never allocates on the worker.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::proxy::session::Cause;
 
@@ -69,7 +69,7 @@ pub struct Outcome {
     pub kind: Kind,
     /// Index of the listener in the worker's listener list.
     pub listener: u16,
-    pub client: Option<(Ipv4Addr, u16)>,
+    pub client: Option<(IpAddr, u16)>,
     pub method: Text<METHOD_MAX>,
     pub host: Text<HOST_MAX>,
     pub path: Text<PATH_MAX>,

@@ -55,6 +55,9 @@ pub struct ListenerSpec {
     /// Client networks allowed in (address, prefix length); any when empty.
     /// The stack takes it: the worker's own copy is empty once running.
     pub allow: Vec<(std::net::Ipv4Addr, u8)>,
+    /// The allow-list for IPv6 clients, and their per-source prefix.
+    pub allow6: crate::net::source6::Allow6,
+    pub prefix6: u8,
     pub header_timeout_us: u64,
     /// Open connections per client address (0: no limit).
     pub max_per_source: u32,
@@ -188,6 +191,8 @@ impl Worker {
                 idle_timeout_us: l.idle_timeout_us,
                 // The stack enforces it (and takes a reload's); no copy stays here.
                 allow: std::mem::take(&mut l.allow),
+                allow6: l.allow6.clone(),
+                prefix6: l.prefix6,
                 max_per_source: l.max_per_source,
                 conn_rate: l.conn_rate,
                 exempt: exempt(&l.accept_proxy),
@@ -426,7 +431,7 @@ impl Worker {
         let mut log = Sink {
             rec: Outcome {
                 listener: *listener as u16,
-                client: self.stack.key(f).map(|k| (k.remote_ip, k.remote_port)),
+                client: self.stack.remote(f).map(|a| (a.ip(), a.port())),
                 ..Outcome::default()
             },
             out: &mut self.outcomes,
@@ -464,6 +469,8 @@ impl Worker {
                 app,
                 idle_timeout_us,
                 allow,
+                allow6,
+                prefix6,
                 header_timeout_us,
                 max_per_source,
                 conn_rate,
@@ -475,6 +482,8 @@ impl Worker {
             let settings = ListenSettings {
                 idle_timeout_us,
                 allow,
+                allow6,
+                prefix6,
                 max_per_source,
                 conn_rate,
                 exempt: exempt(&accept_proxy),

@@ -263,7 +263,8 @@ pub struct Listener {
     #[serde(default)]
     pub allow: Vec<String>,
     /// An IPv6 client's per-source key: its address's first this many bits
-    /// (64: a whole /64 is one source). Checked, not applied yet (IPv4 data path).
+    /// (64: a whole /64 is one source; unset: 128). Keys the per-source limit and
+    /// the connection rate of IPv6 clients.
     pub per_source_prefix6: Option<u8>,
     /// For `http` mode: requests per client address, for requests whose
     /// route has no `rate_limit` of its own; over it: 429.

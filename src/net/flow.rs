@@ -171,6 +171,14 @@ impl<T, K: Key> FlowTable<T, K> {
         Some(slot)
     }
 
+    /// Like [`insert`](Self::insert), the key made from the slot taken (a
+    /// flow another table finds gets a key no packet can carry).
+    pub fn insert_with(&mut self, key: impl FnOnce(u32) -> K) -> Option<u32> {
+        let slot = *self.free.last()?;
+        let key = key(slot);
+        self.insert(key)
+    }
+
     /// Returns `slot` to the free list.
     pub fn remove(&mut self, slot: u32) {
         if let Some(key) = self.keys[slot as usize].take() {

@@ -71,6 +71,10 @@ pub struct Link {
     pub v6: Option<super::ipv6::Ipv6Port>,
     /// Second-chance forwarding's peers and the VIP, when in a fleet.
     pub fleet: Option<super::stack::Fleet>,
+    /// Which worker owns an IPv6 flow (built only for ports with IPv6).
+    pub steering6: Option<super::rss6::Steering6>,
+    /// When each IPv6 neighbour's MAC was last given to smoltcp (µs).
+    pub gleaned6: HashMap<std::net::Ipv6Addr, u64>,
 }
 
 impl Link {
@@ -99,7 +103,24 @@ impl Link {
                     .push(IpCidr::new(vip.into(), 32))
                     .expect("room for the VIP (IFACE_MAX_ADDR_COUNT)");
             }
+            // TCP over IPv6 runs in smoltcp too (NDP and echo do not: `net::ipv6`).
+            for &(ip, len) in p
+                .ipv6
+                .iter()
+                .flat_map(|s| &s.addresses)
+                .take(super::ipv6::MAX_ADDRESSES)
+            {
+                addrs
+                    .push(IpCidr::new(ip.into(), len))
+                    .expect("room for the IPv6 addresses (iface-max-addr-count-8)");
+            }
         });
+        if let Some(gw) = p.ipv6.as_ref().and_then(|s| s.gateway) {
+            iface
+                .routes_mut()
+                .add_default_ipv6_route(gw)
+                .expect("one default IPv6 route");
+        }
         if let Some(gw) = p.gateway {
             iface
                 .routes_mut()
@@ -125,6 +146,15 @@ impl Link {
                 .as_ref()
                 .map(|s| super::ipv6::Ipv6Port::new(s, p.mac)),
             fleet: p.fleet.as_ref().map(super::stack::Fleet::new),
+            steering6: p
+                .ipv6
+                .as_ref()
+                .map(|_| super::rss6::Steering6::new(&RSS_KEY, p.reta_size, workers)),
+            gleaned6: HashMap::with_capacity(if p.ipv6.is_some() {
+                GLEANED_NEIGHBOURS
+            } else {
+                0
+            }),
         }
     }
 

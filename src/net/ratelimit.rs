@@ -26,7 +26,7 @@
 //! or refuse anyone who is within their rate.
 
 use std::hash::Hasher;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use siphasher::sip::SipHasher13;
 
@@ -110,7 +110,36 @@ impl Limiter {
         rate: Rate,
         now_us: u64,
     ) -> Result<(), u64> {
-        let key = (u64::from(limit) << 32) | u64::from(u32::from(client));
+        self.check_key(
+            (u64::from(limit) << 32) | u64::from(u32::from(client)),
+            rate,
+            now_us,
+        )
+    }
+
+    /// [`check`](Self::check) for any client: an IPv6 one by its first
+    /// `prefix6` bits (`per_source_prefix6`), so one holding a /64 is one client.
+    pub fn check_ip(
+        &mut self,
+        limit: u32,
+        client: IpAddr,
+        prefix6: u8,
+        rate: Rate,
+        now_us: u64,
+    ) -> Result<(), u64> {
+        match client {
+            IpAddr::V4(ip) => self.check(limit, ip, rate, now_us),
+            IpAddr::V6(ip) => {
+                // Keyed, like the sets: 64 bits of a 160-bit input.
+                let mut h = SipHasher13::new_with_keys(self.k1, self.k0);
+                h.write_u32(limit);
+                h.write_u128(u128::from(super::source6::source_key6(ip, prefix6)));
+                self.check_key(h.finish(), rate, now_us)
+            }
+        }
+    }
+
+    fn check_key(&mut self, key: u64, rate: Rate, now_us: u64) -> Result<(), u64> {
         let now_ns = now_us.saturating_mul(1000).max(1);
         let set = self.set_of(key);
         let ways = &mut self.ways[set * WAYS..(set + 1) * WAYS];
@@ -154,6 +183,23 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_prefix() {
+        let mut l = Limiter::new(64, [7; 16]);
+        let r = Rate::new(1.0, 1);
+        let ip = |s: &str| IpAddr::V6(s.parse().unwrap());
+        assert!(l.check_ip(1, ip("2001:db8:1::1"), 64, r, S).is_ok());
+        // Another address of the same /64 is the same client...
+        assert!(l.check_ip(1, ip("2001:db8:1::ffff"), 64, r, S).is_err());
+        // ...but not under a /128 key, nor another /64, nor another limit.
+        assert!(l.check_ip(1, ip("2001:db8:1::ffff"), 128, r, S).is_ok());
+        assert!(l.check_ip(1, ip("2001:db8:2::1"), 64, r, S).is_ok());
+        assert!(l.check_ip(2, ip("2001:db8:1::1"), 64, r, S).is_ok());
+        // IPv4 clients keep their own keys.
+        assert!(l.check_ip(1, IpAddr::V4(A), 64, r, S).is_ok());
+        assert!(l.check(1, A, r, S).is_err());
+    }
 
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);

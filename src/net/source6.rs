@@ -86,6 +86,14 @@ impl PerSource6 {
         true
     }
 
+    /// Connections `source` (a key already masked) holds now.
+    pub fn holds(&self, source: Ipv6Addr) -> u32 {
+        self.open
+            .get(&source_key6(source, self.prefix))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// A connection `open` counted has closed.
     pub fn close(&mut self, client: Ipv6Addr) {
         let key = source_key6(client, self.prefix);

@@ -74,7 +74,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("listener.header_timeout_ms", Applies),
     ("listener.max_connections_per_source", Applies),
     ("listener.allow", Applies),
-    ("listener.per_source_prefix6", Restart),
+    ("listener.per_source_prefix6", Applies),
     ("listener.rate_limit", Applies),
     ("listener.connection_rate_limit", Applies),
     ("listener.request_headers", Applies),

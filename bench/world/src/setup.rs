@@ -126,6 +126,8 @@ pub fn stack(a: &WorldArgs, d: &Dpdk) -> Result<Stack, String> {
             conn_rate: None,
             exempt: Vec::new(),
             reserve_peer: false,
+            allow6: Default::default(),
+            prefix6: 128,
         }],
         max_flows: a.max_flows,
         socket_rx_buffer: a.socket_buffer,

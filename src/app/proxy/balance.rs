@@ -4,7 +4,7 @@
 //! a server out for a while).
 
 use std::hash::Hasher;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddrV4};
 
 use siphasher::sip::SipHasher13;
 
@@ -17,8 +17,11 @@ use crate::config::Balance;
 const SOURCE_HASH_KEY: (u64, u64) = (0x7a70_726f_7879_2073, 0x6f75_7263_6520_6970);
 
 /// Where `client` falls in source-hash balancing (SipHash-1-3 of its octets).
-fn source_hash(client: Ipv4Addr) -> u64 {
-    key_hash(&client.octets())
+fn source_hash(client: IpAddr) -> u64 {
+    match client {
+        IpAddr::V4(ip) => key_hash(&ip.octets()),
+        IpAddr::V6(ip) => key_hash(&ip.octets()),
+    }
 }
 
 /// A request key's hash (a header's or cookie's value, or a client
@@ -121,8 +124,8 @@ impl Balancer {
 
     /// Picks a server for a client, skipping `exclude` (already tried for
     /// this request) and servers marked down. `None`: no server is usable.
-    pub fn pick(&mut self, client: Ipv4Addr, now_us: u64, exclude: u64) -> Option<usize> {
-        self.pick_for(client, None, now_us, exclude)
+    pub fn pick(&mut self, client: impl Into<IpAddr>, now_us: u64, exclude: u64) -> Option<usize> {
+        self.pick_for(client.into(), None, now_us, exclude)
     }
 
     /// [`Balancer::pick`] for a request whose `hash_key` hashed to
@@ -130,7 +133,7 @@ impl Balancer {
     /// had no such header or cookie).
     pub fn pick_for(
         &mut self,
-        client: Ipv4Addr,
+        client: IpAddr,
         request_key: Option<u64>,
         now_us: u64,
         exclude: u64,
@@ -242,6 +245,7 @@ pub fn failure_is_the_servers(timed_out: bool, lost_locally: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn group(balance: Balance, weights: &[u32]) -> Balancer {
         let servers = weights
@@ -296,7 +300,7 @@ mod tests {
     #[test]
     fn source_hash_does_not_change_between_builds() {
         // Pinned: a client keeps its server across restarts and upgrades.
-        assert_eq!(source_hash(C), 6_913_585_331_178_620_566);
+        assert_eq!(source_hash(C.into()), 6_913_585_331_178_620_566);
     }
 
     #[test]
@@ -370,7 +374,7 @@ mod tests {
     fn choices(b: &mut Balancer, keys: u64) -> Vec<Option<SocketAddrV4>> {
         (0..keys)
             .map(|k| {
-                let i = b.pick_for(C, Some(key_hash(&k.to_le_bytes())), 0, 0);
+                let i = b.pick_for(C.into(), Some(key_hash(&k.to_le_bytes())), 0, 0);
                 i.map(|i| b.servers[i].address)
             })
             .collect()
@@ -382,7 +386,7 @@ mod tests {
         let mut counts = [0usize; 3];
         for k in 0..40_000u64 {
             counts[b
-                .pick_for(C, Some(key_hash(&k.to_le_bytes())), 0, 0)
+                .pick_for(C.into(), Some(key_hash(&k.to_le_bytes())), 0, 0)
                 .unwrap()] += 1;
         }
         // 10k, 10k, 20k expected; 5 % slack.
@@ -423,8 +427,8 @@ mod tests {
         assert_eq!(choices(&mut b, 10_000), before);
         // A retry skips the server that failed, to the key's next choice.
         let k = Some(key_hash(b"alice"));
-        let first = b.pick_for(C, k, 0, 0).unwrap();
-        let second = b.pick_for(C, k, 0, 1 << first).unwrap();
+        let first = b.pick_for(C.into(), k, 0, 0).unwrap();
+        let second = b.pick_for(C.into(), k, 0, 1 << first).unwrap();
         assert_ne!(first, second);
     }
 }

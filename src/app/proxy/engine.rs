@@ -4,7 +4,7 @@
 //! happened to them only from the stack's events.
 
 use super::ratelimit::RequestLimiter;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 
 use super::balance::{self, Balancer};
@@ -246,7 +246,7 @@ impl Proxy {
         tls: Option<&ServerTls>,
         now_us: u64,
     ) {
-        let Some(key) = stack.key(f) else {
+        let (Some(client), Some(local)) = (stack.remote(f), stack.local(f)) else {
             return; // closed before it was taken (the stack skips such events)
         };
         if let Some(tls) = tls {
@@ -256,15 +256,15 @@ impl Proxy {
                 return;
             }
         }
-        let client_ip = key.remote_ip;
+        let client_ip = client.ip();
         let read_timeout_us = match mode {
             Mode::Tcp => self.groups[group].spec.read_timeout_us,
             Mode::Http => 0,
         };
         let mut session = Session::new(mode, client_ip, group, read_timeout_us, header_timeout_us);
-        session.set_origin(listener, (client_ip, key.remote_port), now_us);
+        session.set_origin(listener, (client_ip, client.port()), now_us);
         let trusted = accept_proxy.filter(|a| a.trusts(client_ip)).cloned();
-        session.set_proxying(SocketAddrV4::new(key.local_ip, key.local_port), trusted);
+        session.set_proxying(local, trusted);
         self.conns[f as usize] = Conn::Client {
             session,
             listener,
@@ -535,7 +535,7 @@ impl Proxy {
         let Conn::Client { session, .. } = &self.conns[c as usize] else {
             unreachable!()
         };
-        let (client_ip, tried): (Ipv4Addr, u64) = (session.client_ip, session.tried);
+        let (client_ip, tried): (std::net::IpAddr, u64) = (session.client_ip, session.tried);
         let g = &mut self.groups[group];
         let key = session.request_key();
         let Some(server) = g.spec.balancer.pick_for(client_ip, key, now_us, tried) else {
@@ -823,7 +823,7 @@ fn count_failure(stack: &mut Stack, c: FlowId, session: &mut Session) {
     stack.counters.add(Counter::ProxyErrors, 1);
     stack.counters.add(cause_counter(failure.cause), 1);
     if log::log_enabled!(log::Level::Debug) {
-        let client = stack.key(c).map(|k| k.remote_ip);
+        let client = stack.remote(c).map(|a| a.ip());
         match failure.status {
             Some(status) => log::debug!("client {client:?}: {status} ({})", failure.cause.label()),
             None => log::debug!("client {client:?}: cut ({})", failure.cause.label()),

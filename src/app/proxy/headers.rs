@@ -4,7 +4,7 @@
 //! one [`Rules`] and renders its lines straight into the send ring.
 
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddrV4};
 
 use crate::config::headers::{split_value, HeaderRules, Piece, MAX_HEADER_COUNT};
 use crate::config::Listener;
@@ -46,7 +46,7 @@ pub static NO_RULES: (Rules, Rules) = (Rules::EMPTY, Rules::EMPTY);
 /// The per-request values variables render.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Vars {
-    pub client: Option<(Ipv4Addr, u16)>,
+    pub client: Option<(IpAddr, u16)>,
     pub request_id: u64,
     pub upstream: Option<SocketAddrV4>,
     /// The client came over TLS (`X-Forwarded-Proto: https`).
@@ -142,7 +142,8 @@ fn compile_value(value: &str, label: &str) -> Box<[Part]> {
 
 /// Writes one variable's value through a stack buffer.
 fn render(var: Var, vars: &Vars, out: &mut dyn FnMut(&[u8])) {
-    let mut buf = [0u8; 32];
+    // Room for an IPv6 address or socket address in RFC 5952 form.
+    let mut buf = [0u8; 64];
     let mut cur = std::io::Cursor::new(&mut buf[..]);
     let _ = match (var, vars.client, vars.upstream) {
         (Var::ClientAddr, Some((ip, _)), _) => write!(cur, "{ip}"),
@@ -250,6 +251,7 @@ impl RequestIds {
 mod tests {
     use super::*;
     use crate::config::headers::HeaderRules;
+    use std::net::Ipv4Addr;
 
     fn rules(set: &[(&str, &str)], add: &[(&str, &str)], remove: &[&str]) -> HeaderRules {
         let map = |kv: &[(&str, &str)]| {
@@ -283,7 +285,7 @@ mod tests {
         let r = Rules::merge(&l, &HeaderRules::default(), "client:80");
         let vars = Vars {
             https: false,
-            client: Some((Ipv4Addr::new(10, 0, 0, 9), 40000)),
+            client: Some((Ipv4Addr::new(10, 0, 0, 9).into(), 40000)),
             request_id: 0x1_0000_0000_002a,
             upstream: Some("10.1.0.5:8080".parse().unwrap()),
         };

@@ -50,7 +50,7 @@ fn proxied_request_fills_every_field_and_a_pooled_one_connects_in_0() {
     let o = only(&net);
     assert_eq!(o.kind, Kind::Http);
     assert_eq!(o.listener, 0);
-    assert_eq!(o.client, Some((Ipv4Addr::new(10, 0, 0, 1), 40000)));
+    assert_eq!(o.client, Some((Ipv4Addr::new(10, 0, 0, 1).into(), 40000)));
     assert_eq!(
         (text(&o.method), text(&o.host), text(&o.path)),
         ("GET", "a.example", "/x?y")
@@ -127,7 +127,10 @@ fn a_client_over_its_rate_gets_429_with_retry_after_and_no_upstream() {
     let limit = RouteLimit::new(0, None, 0.25, 1);
     net.routes.limits = vec![Some(limit)];
     let client = Ipv4Addr::new(10, 0, 0, 1);
-    assert_eq!(net.limiter.check(Some(limit), client, net.now_us), None);
+    assert_eq!(
+        net.limiter.check(Some(limit), client.into(), net.now_us),
+        None
+    );
     net.client.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(net.run_until(STEPS, client_closed));
     let o = only(&net);

@@ -21,7 +21,12 @@ fn real() -> SocketAddrV4 {
 
 fn header(v: Version, client: SocketAddrV4) -> Vec<u8> {
     let mut out = [0u8; HEADER_ROOM];
-    let n = write(v, client, SocketAddrV4::new(HERE, 80), &mut out);
+    let n = write(
+        v,
+        client.into(),
+        SocketAddrV4::new(HERE, 80).into(),
+        &mut out,
+    );
     out[..n].to_vec()
 }
 
@@ -34,9 +39,9 @@ fn behind_proxy(mode: Mode, allow: &[(Ipv4Addr, u8)]) -> Net {
 fn behind_limited_proxy(mode: Mode, allow: &[(Ipv4Addr, u8)], max_per_source: u32) -> Net {
     let mut net = Net::new(mode, 2048);
     let accept = policy(allow, max_per_source);
-    assert!(accept.trusts(HERE));
+    assert!(accept.trusts(HERE.into()));
     net.session
-        .set_proxying(SocketAddrV4::new(HERE, 80), Some(Arc::new(accept)));
+        .set_proxying(SocketAddrV4::new(HERE, 80).into(), Some(Arc::new(accept)));
     net
 }
 
@@ -76,7 +81,7 @@ fn a_trusted_v2_header_names_the_client_for_xff_and_the_log() {
     net.server()
         .send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     assert!(net.run_until(STEPS, |n| !n.outcomes.is_empty()));
-    assert_eq!(net.outcomes[0].client, Some((*real().ip(), 5555)));
+    assert_eq!(net.outcomes[0].client, Some(((*real().ip()).into(), 5555)));
 }
 
 #[test]
@@ -97,7 +102,8 @@ fn a_tcp_relay_sends_the_real_client_upstream_first() {
 #[test]
 fn v2_goes_upstream_as_binary() {
     let mut net = Net::new(Mode::Tcp, 2048);
-    net.session.set_proxying(SocketAddrV4::new(HERE, 80), None);
+    net.session
+        .set_proxying(SocketAddrV4::new(HERE, 80).into(), None);
     net.session.send_proxy_header(Some(Version::V2));
     net.client.send(b"x");
     let mut want = header(Version::V2, "10.0.0.1:40000".parse().unwrap());

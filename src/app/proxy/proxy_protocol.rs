@@ -4,7 +4,7 @@
 //! makes one, without allocating, for an upstream connection.
 
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// The v2 header's first 12 bytes.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -48,7 +48,11 @@ impl AcceptProxy {
                 .any(|&(net, len)| crate::config::in_network(client, net, len))
     }
 
-    pub fn trusts(&self, peer: Ipv4Addr) -> bool {
+    /// A trusted proxy (IPv4 networks only: an IPv6 peer is never one yet).
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let IpAddr::V4(peer) = peer else {
+            return false;
+        };
         self.trusted
             .iter()
             .any(|&(net, len)| crate::config::in_network(peer, net, len))
@@ -197,14 +201,58 @@ fn parse_v2(buf: &[u8]) -> Parsed {
     Parsed::Header { len, source }
 }
 
+/// `write` for a connection with an IPv6 end (the family byte 0x21).
+fn write6(
+    version: Version,
+    client: SocketAddr,
+    local: SocketAddr,
+    out: &mut [u8; HEADER_ROOM],
+) -> usize {
+    let v6 = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+        IpAddr::V6(ip) => ip,
+    };
+    match version {
+        Version::V1 => {
+            let mut cur = std::io::Cursor::new(&mut out[..]);
+            // Fits: the longest TCP6 line is 104 bytes.
+            let _ = write!(
+                cur,
+                "PROXY TCP6 {} {} {} {}\r\n",
+                v6(client),
+                v6(local),
+                client.port(),
+                local.port()
+            );
+            cur.position() as usize
+        }
+        Version::V2 => {
+            out[..12].copy_from_slice(&V2_SIGNATURE);
+            out[12] = 0x21; // version 2, PROXY
+            out[13] = 0x21; // TCP over IPv6
+            out[14..16].copy_from_slice(&36u16.to_be_bytes());
+            out[16..32].copy_from_slice(&v6(client).octets());
+            out[32..48].copy_from_slice(&v6(local).octets());
+            out[48..50].copy_from_slice(&client.port().to_be_bytes());
+            out[50..52].copy_from_slice(&local.port().to_be_bytes());
+            52
+        }
+    }
+}
+
 /// Writes the header naming `client` (connected to us at `local`) into
 /// `out`; returns its length.
 pub fn write(
     version: Version,
-    client: SocketAddrV4,
-    local: SocketAddrV4,
+    client: SocketAddr,
+    local: SocketAddr,
     out: &mut [u8; HEADER_ROOM],
 ) -> usize {
+    let (client, local) = match (client, local) {
+        (SocketAddr::V4(c), SocketAddr::V4(l)) => (c, l),
+        // IPv6 on either side: TCP6 (an IPv4 end as its mapped address).
+        _ => return write6(version, client, local, out),
+    };
     match version {
         Version::V1 => {
             let mut cur = std::io::Cursor::new(&mut out[..]);
@@ -237,6 +285,36 @@ pub fn write(
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_ipv6_connection_gets_the_tcp6_family() {
+        let client: SocketAddr = "[2001:db8:71::1]:40000".parse().unwrap();
+        let local: SocketAddr = "[2001:db8:71::2]:80".parse().unwrap();
+        let mut out = [0u8; HEADER_ROOM];
+        let n = write(Version::V2, client, local, &mut out);
+        assert_eq!(n, 52);
+        assert_eq!(out[..12], V2_SIGNATURE);
+        assert_eq!((out[12], out[13]), (0x21, 0x21), "v2 PROXY, TCP over IPv6");
+        assert_eq!(u16::from_be_bytes([out[14], out[15]]), 36);
+        let ip = |a: SocketAddr| match a.ip() {
+            IpAddr::V6(ip) => ip.octets(),
+            IpAddr::V4(_) => unreachable!(),
+        };
+        assert_eq!(out[16..32], ip(client));
+        assert_eq!(out[32..48], ip(local));
+        assert_eq!(out[48..52], [0x9c, 0x40, 0, 80]);
+        let n = write(Version::V1, client, local, &mut out);
+        assert_eq!(
+            &out[..n],
+            b"PROXY TCP6 2001:db8:71::1 2001:db8:71::2 40000 80\r\n"
+        );
+        // The longest TCP6 line fits.
+        let max: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+            .parse()
+            .unwrap();
+        let n = write(Version::V1, max, max, &mut out);
+        assert_eq!(n, 104);
+    }
+
     fn addr(s: &str) -> SocketAddrV4 {
         s.parse().unwrap()
     }
@@ -245,7 +323,12 @@ mod tests {
     fn v1_and_v2_round_trip() {
         for v in [Version::V1, Version::V2] {
             let mut out = [0u8; HEADER_ROOM];
-            let n = write(v, addr("192.0.2.7:51000"), addr("10.0.0.2:80"), &mut out);
+            let n = write(
+                v,
+                addr("192.0.2.7:51000").into(),
+                addr("10.0.0.2:80").into(),
+                &mut out,
+            );
             let mut buf = out[..n].to_vec();
             buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
             let want = Parsed::Header {
@@ -261,8 +344,8 @@ mod tests {
         let mut out = [0u8; HEADER_ROOM];
         let n = write(
             Version::V1,
-            addr("255.255.255.255:65535"),
-            addr("255.255.255.255:65535"),
+            addr("255.255.255.255:65535").into(),
+            addr("255.255.255.255:65535").into(),
             &mut out,
         );
         assert_eq!(
@@ -376,7 +459,12 @@ mod tests {
         }
         let mut out = [0u8; HEADER_ROOM];
         for v in [Version::V1, Version::V2] {
-            let n = write(v, addr("1.2.3.4:5"), addr("6.7.8.9:10"), &mut out);
+            let n = write(
+                v,
+                addr("1.2.3.4:5").into(),
+                addr("6.7.8.9:10").into(),
+                &mut out,
+            );
             for i in 0..n {
                 for x in [0u8, 0xff, b' ', b'\r', b'\n', b'9'] {
                     let mut m = out[..n].to_vec();

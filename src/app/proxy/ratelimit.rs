@@ -5,7 +5,7 @@
 //! clients RSS gives it; see INSTALL.md "Rate limits").
 
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::net::ratelimit::{Limiter, Rate};
 
@@ -66,16 +66,12 @@ impl RequestLimiter {
     /// `None` when `client` may go on under `limit`, else the whole seconds
     /// (at least 1) it should wait: `Retry-After`.
     #[inline]
-    pub fn check(
-        &mut self,
-        limit: Option<RouteLimit>,
-        client: Ipv4Addr,
-        now_us: u64,
-    ) -> Option<u64> {
+    pub fn check(&mut self, limit: Option<RouteLimit>, client: IpAddr, now_us: u64) -> Option<u64> {
         let limit = limit?;
+        // An IPv6 client by its /64 (a route's limit has no prefix of its own).
         let wait_us = self
             .table
-            .check(limit.id, client, limit.rate, now_us)
+            .check_ip(limit.id, client, 64, limit.rate, now_us)
             .err()?;
         Some(wait_us.div_ceil(1_000_000).max(1))
     }
@@ -118,12 +114,12 @@ mod tests {
     fn retry_after_is_whole_seconds_rounded_up() {
         let mut l = RequestLimiter::new(64, [1; 16]);
         let fast = Some(RouteLimit::new(0, Some(0), 10.0, 1));
-        assert_eq!(l.check(fast, C, 1_000_000), None);
-        assert_eq!(l.check(fast, C, 1_000_000), Some(1), "100 ms: 1 s");
+        assert_eq!(l.check(fast, C.into(), 1_000_000), None);
+        assert_eq!(l.check(fast, C.into(), 1_000_000), Some(1), "100 ms: 1 s");
         let slow = Some(RouteLimit::new(0, Some(1), 0.4, 1));
-        assert_eq!(l.check(slow, C, 1_000_000), None);
-        assert_eq!(l.check(slow, C, 1_000_000), Some(3), "2.5 s: 3 s");
-        assert_eq!(l.check(None, C, 1_000_000), None, "no limit");
+        assert_eq!(l.check(slow, C.into(), 1_000_000), None);
+        assert_eq!(l.check(slow, C.into(), 1_000_000), Some(3), "2.5 s: 3 s");
+        assert_eq!(l.check(None, C.into(), 1_000_000), None, "no limit");
     }
 
     #[test]

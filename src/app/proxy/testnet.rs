@@ -156,12 +156,12 @@ impl Net {
         let client = End::new(set.add(client));
         let mut session = Session::new(
             mode,
-            std::net::Ipv4Addr::new(10, 0, 0, 1),
+            std::net::Ipv4Addr::new(10, 0, 0, 1).into(),
             0,
             READ_TIMEOUT_US,
             HEADER_TIMEOUT_US,
         );
-        session.set_origin(0, (std::net::Ipv4Addr::new(10, 0, 0, 1), 40000), 0);
+        session.set_origin(0, (std::net::Ipv4Addr::new(10, 0, 0, 1).into(), 40000), 0);
         Net {
             iface,
             dev,

@@ -1,4 +1,4 @@
-//! IPv6 on a port, this round without TCP: the port's addresses with
+//! IPv6 on a port (TCP over IPv6 is `stack::demux6`'s): the port's addresses with
 //! duplicate address detection, neighbour discovery (answering
 //! solicitations, defending our addresses, resolving the gateway into a
 //! small fixed cache) and ICMPv6 echo. Router advertisements are ignored
@@ -218,7 +218,8 @@ impl Ipv6Port {
         }
         let (proto, at) = ext::walk(h.next_header, h.payload)?;
         if proto != ext::ICMPV6 {
-            return Err(Counter::Ipv6Unhandled); // TCP and UDP over IPv6: not this round
+            // UDP, and TCP that is not ours (`demux6` takes the rest).
+            return Err(Counter::Ipv6Unhandled);
         }
         let msg = &h.payload[at..];
         if msg.len() < 8 {

@@ -48,6 +48,8 @@ enum Frame {
 pub struct ListenSettings {
     pub idle_timeout_us: u64,
     pub allow: Vec<(Ipv4Addr, u8)>,
+    pub allow6: crate::net::source6::Allow6,
+    pub prefix6: u8,
     pub max_per_source: u32,
     pub conn_rate: Option<Rate>,
     pub exempt: Vec<(Ipv4Addr, u8)>,
@@ -61,6 +63,8 @@ impl Stack {
         if let Some(l) = self.listeners.get_mut(index) {
             l.idle_timeout_us = s.idle_timeout_us;
             l.allow = s.allow;
+            l.allow6 = s.allow6;
+            l.prefix6 = s.prefix6;
             l.max_per_source = s.max_per_source;
             l.conn_rate = s.conn_rate;
             l.exempt = s.exempt;
@@ -97,6 +101,10 @@ impl Stack {
                 self.wake_connecting(now_us);
             }
             Frame::Ipv6 if self.ports[port].v6.is_some() => {
+                let v6 = self.ports[port].v6.as_ref().expect("checked");
+                if let Some(t) = super::demux6::classify6(m.data(), v6) {
+                    return self.on_tcp6(port, m, t, handed, now_us);
+                }
                 // Every worker keeps the port's NDP state: multicast goes to all.
                 if !handed && m.data()[0] & 1 != 0 {
                     self.copy_to_other_cores(port, &m);
@@ -123,7 +131,7 @@ impl Stack {
     }
 
     /// Hands a frame that is not ZProxy's to the port's exception path.
-    fn pass_to_kernel(&mut self, port: usize, m: Mbuf, now_us: u64) {
+    pub(super) fn pass_to_kernel(&mut self, port: usize, m: Mbuf, now_us: u64) {
         if let Some(k) = &mut self.ports[port].to_kernel {
             k.send(m, now_us, &mut self.counters);
         }
@@ -291,7 +299,7 @@ impl Stack {
     /// the next one expected. One elsewhere in the window gets a challenge
     /// ACK (a peer that really reset answers it with an exact RST); one
     /// outside the window is dropped. smoltcp takes any in-window RST.
-    fn rst_acceptable(&mut self, f: FlowId, port: usize, m: &Mbuf, now_us: u64) -> bool {
+    pub(super) fn rst_acceptable(&mut self, f: FlowId, port: usize, m: &Mbuf, now_us: u64) -> bool {
         let flow = self.flows.get_mut(f);
         let sent = flow.sent;
         let state = flow.socket().state();
@@ -517,7 +525,7 @@ impl Stack {
     }
 
     /// Hands a frame to the flow's own socket set.
-    fn ingress(&mut self, f: FlowId, mut m: Mbuf, now_us: u64) {
+    pub(super) fn ingress(&mut self, f: FlowId, mut m: Mbuf, now_us: u64) {
         let flow = self.flows.get_mut(f);
         flow.last_rx_us = now_us;
         if flow.seq_delta != 0 {
@@ -548,7 +556,7 @@ impl Stack {
         ))
     }
 
-    fn hand_off(&mut self, owner: usize, port: usize, mbuf: Mbuf, arp_copy: bool) {
+    pub(super) fn hand_off(&mut self, owner: usize, port: usize, mbuf: Mbuf, arp_copy: bool) {
         match self.inboxes[owner].push(Handoff {
             port,
             mbuf,

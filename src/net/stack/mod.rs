@@ -13,7 +13,10 @@
 //!   [`second_chance`]: what no flow here owns goes to the fleet's peers.
 
 mod admit;
+mod connect;
 mod demux;
+mod demux6;
+mod flows6;
 mod reclaim;
 mod second_chance;
 mod slots;
@@ -70,6 +73,10 @@ pub struct Listen {
     /// Each accepted flow is promised a second slot (for its upstream) until
     /// the application takes it with [`Stack::unreserve`].
     pub reserve_peer: bool,
+    /// The allow-list as IPv6 clients see it.
+    pub allow6: crate::net::source6::Allow6,
+    /// An IPv6 client's per-source key: its first this many bits.
+    pub prefix6: u8,
 }
 
 impl Listen {
@@ -211,6 +218,8 @@ pub struct Stack {
     flows: FlowTable<Flow>,
     /// Gives idle flows' and cold slots' buffer pages back.
     reclaim: reclaim::Reclaim,
+    /// IPv6 flows' keys, TIME-WAIT and sources (their slots are in `flows`).
+    v6: flows6::Flows6,
     timers: Timers,
     time_wait: TimeWait,
     /// Open accepted connections per client address, for listeners with a
@@ -278,6 +287,11 @@ impl Stack {
             })
             .collect();
         let (rx_len, tx_len) = (spec.socket_rx_buffer, spec.socket_tx_buffer);
+        let ipv6_flows = if spec.ports.iter().any(|p| p.ipv6.is_some()) {
+            spec.max_flows
+        } else {
+            0
+        };
         slots::log_breakdown(spec.worker_index, spec.max_flows, rx_len, tx_len);
         let (flows, reclaim) = slots::build(
             spec.max_flows,
@@ -298,6 +312,13 @@ impl Stack {
             dirty: Vec::with_capacity(spec.max_flows),
             retired: Vec::with_capacity(spec.max_flows),
             per_source: HashMap::with_capacity(spec.max_flows),
+            // Sized only when a port has IPv6 (no memory for it otherwise).
+            v6: flows6::Flows6::new(
+                ipv6_flows,
+                ipv6_flows * 2,
+                TIME_WAIT_US,
+                spec.secrets.flow_key,
+            ),
             flows,
             reclaim,
             no_sockets: SocketSet::new(Vec::new()),
@@ -347,6 +368,7 @@ impl Stack {
         work += self.take_from_kernel();
         work += self.run_timers(now_us);
         self.time_wait.expire(now_us);
+        self.v6.time_wait.expire(now_us);
         self.note_backlog(burst_full, now_us);
         work
     }
@@ -485,66 +507,6 @@ impl Stack {
         self.flows.free() as isize - self.reserved as isize
     }
 
-    /// Opens a connection from a free local port whose replies RSS brings
-    /// to this core; its SYN leaves at the next flush.
-    pub fn connect(&mut self, mut c: Connect, now_us: u64) -> Result<FlowId, ConnectError> {
-        let local_ip = self.ports[c.port_index].ip;
-        let local_port = self
-            .free_local_port(&mut c, local_ip)
-            .ok_or(ConnectError::NoLocalPort)?;
-        let key = FlowKey {
-            remote_ip: *c.server.ip(),
-            remote_port: c.server.port(),
-            local_ip,
-            local_port,
-        };
-        let Some(f) = self.flows.insert(key) else {
-            self.counters.add(Counter::FlowsRefused, 1);
-            return Err(ConnectError::NoSlot);
-        };
-        self.reset_flow(f, c.port_index, None, c.idle_timeout_us, now_us);
-        let flow = self.flows.get_mut(f);
-        flow.connect_deadline_us = now_us + c.connect_timeout_us;
-        let p = &mut self.ports[c.port_index];
-        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
-        // Our own deadline ends a connect; smoltcp's is for established flows.
-        sock.set_timeout(None);
-        if let Err(e) = sock.connect(
-            p.iface.context(),
-            (*c.server.ip(), c.server.port()),
-            local_port,
-        ) {
-            self.flows.remove(f);
-            return Err(e.into());
-        }
-        if self.connecting.len() == self.connecting.capacity() {
-            let flows = &mut self.flows;
-            self.connecting
-                .retain(|&s| flows.key(s).is_some() && flows.get_mut(s).connect_deadline_us != 0);
-        }
-        self.connecting.push(f);
-        self.mark_dirty(f);
-        Ok(f)
-    }
-
-    /// Asks for the MAC of `ip`'s next hop on `port`, so that connects and
-    /// replies never wait on ARP (and entries never expire).
-    pub fn resolve(&mut self, port: usize, ip: Ipv4Addr) {
-        let p = &mut self.ports[port];
-        if let Some(hop) = p.next_hop(ip) {
-            p.send_arp_request(hop);
-        }
-    }
-
-    /// Resolves every port's gateway (see [`resolve`](Self::resolve)).
-    pub fn resolve_gateways(&mut self) {
-        for p in &mut self.ports {
-            if let Some(gw) = p.gateway {
-                p.send_arp_request(gw);
-            }
-        }
-    }
-
     /// Refuse new connections from now on.
     pub fn set_draining(&mut self) {
         self.draining = true;
@@ -604,6 +566,7 @@ impl Stack {
         self.reuse_retired();
         self.run_timers(now_us);
         self.time_wait.expire(now_us);
+        self.v6.time_wait.expire(now_us);
     }
 
     /// Slots released since the last round go back on the free list (their
@@ -661,37 +624,6 @@ impl Stack {
         flow.dirty = false;
         flow.sent = SentSeq::default();
         flow.socket().set_nagle_enabled(false);
-    }
-
-    /// A local port for a new connection, whose 4-tuple is neither open nor
-    /// in TIME-WAIT and whose replies RSS puts on this core's queue.
-    fn free_local_port(&mut self, c: &mut Connect, local_ip: Ipv4Addr) -> Option<u16> {
-        let (lo, hi) = c.local_ports;
-        let steering = &self.ports[c.port_index].steering;
-        let (server_ip, server_port) = (*c.server.ip(), c.server.port());
-        let mut next = *c.next_local_port;
-        for _ in 0..LOCAL_PORT_TRIES {
-            let port = steering.steered_port(
-                (server_ip, server_port),
-                local_ip,
-                (lo, hi),
-                next,
-                self.index as u16,
-            )?;
-            next = if port >= hi { lo } else { port + 1 };
-            let key = FlowKey {
-                remote_ip: server_ip,
-                remote_port: server_port,
-                local_ip,
-                local_port: port,
-            };
-            if self.flows.lookup(&key).is_none() && !self.time_wait.contains(&key) {
-                *c.next_local_port = next;
-                return Some(port);
-            }
-        }
-        *c.next_local_port = next;
-        None
     }
 
     /// A timer of `f` fired: enforce its deadlines, then let the application look.
@@ -814,6 +746,8 @@ impl Stack {
             Closed::Ended
         };
         // By what it was counted under: a reload may have changed the limit since.
+        let v4 = !self.release6(f, state, now_us);
+        let flow = self.flows.get_mut(f);
         if std::mem::take(&mut flow.per_source) {
             if let Some(n) = self.per_source.get_mut(&key.remote_ip) {
                 *n -= 1;
@@ -824,7 +758,7 @@ impl Stack {
         }
         self.unreserve(f);
         self.take_evictable(f);
-        if state == tcp::State::TimeWait {
+        if v4 && state == tcp::State::TimeWait {
             self.time_wait.insert(key, now_us);
         }
         self.timers.remove(f);

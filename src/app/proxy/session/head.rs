@@ -145,7 +145,8 @@ impl Session {
         scratch: &mut [u8],
         routes: Option<&Routes>,
     ) -> Result<bool, HeadTooLarge> {
-        let mut ip = [0u8; 16];
+        // Room for any IPv6 address in RFC 5952 form (at most 45 bytes).
+        let mut ip = [0u8; 48];
         let ip_len = {
             let mut cur = std::io::Cursor::new(&mut ip[..]);
             let _ = write!(cur, "{}", self.client_ip);

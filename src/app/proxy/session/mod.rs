@@ -49,7 +49,7 @@ mod relay;
 mod rewrite;
 mod tunnel;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddrV4};
 
 use smoltcp::socket::tcp::State as TcpState;
 
@@ -236,7 +236,7 @@ enum HeadStep {
 pub struct Session {
     pub mode: Mode,
     state: State,
-    pub client_ip: Ipv4Addr,
+    pub client_ip: IpAddr,
     pub group: usize,
     /// Servers already tried for this request (bit per server index % 64).
     pub tried: u64,
@@ -286,7 +286,7 @@ impl Session {
 
     pub fn new(
         mode: Mode,
-        client_ip: Ipv4Addr,
+        client_ip: IpAddr,
         group: usize,
         read_timeout_us: u64,
         header_timeout_us: u64,

@@ -3,7 +3,7 @@
 //! access log, X-Forwarded-For, `source_hash` and the allow-list), and
 //! writing one to an upstream before any client byte.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::app::proxy::tls::Io as Socket;
@@ -19,7 +19,7 @@ use crate::app::proxy::tls::{dequeue, send_room};
 #[derive(Default)]
 pub(super) struct Proxied {
     /// Where the client reached us (the header's destination).
-    local: Option<SocketAddrV4>,
+    local: Option<SocketAddr>,
     /// The peer is a trusted proxy of this listener: its header comes first.
     accept: Option<Arc<AcceptProxy>>,
     /// The attached upstream still needs its header.
@@ -33,7 +33,7 @@ pub(super) struct Proxied {
 impl Session {
     /// Where the client reached us, and - when the peer is one of the
     /// listener's trusted proxies - the policy its header is read under.
-    pub fn set_proxying(&mut self, local: SocketAddrV4, accept: Option<Arc<AcceptProxy>>) {
+    pub fn set_proxying(&mut self, local: SocketAddr, accept: Option<Arc<AcceptProxy>>) {
         self.pp.local = Some(local);
         if accept.is_some() {
             self.pp.accept = accept;
@@ -83,8 +83,8 @@ impl Session {
                 let policy = self.pp.accept.as_ref()?;
                 let admitted = match source {
                     Some(src) => {
-                        self.client_ip = *src.ip();
-                        self.rec.client = Some((*src.ip(), src.port()));
+                        self.client_ip = IpAddr::V4(*src.ip());
+                        self.rec.client = Some((self.client_ip, src.port()));
                         open.admit(policy, *src.ip(), rates, now_us)
                     }
                     // LOCAL (a health check) or no IPv4 client: the peer
@@ -128,7 +128,7 @@ impl Session {
         let mut buf = [0u8; HEADER_ROOM];
         let n = proxy_protocol::write(
             version,
-            SocketAddrV4::new(self.client_ip, port),
+            SocketAddr::new(self.client_ip, port),
             local,
             &mut buf,
         );

@@ -2,7 +2,7 @@
 //! whole `tcp` connection), handed to the engine as an [`Outcome`] when it
 //! ends.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddrV4};
 
 use super::{Mode, Session, State};
 use crate::app::outcome::{Kind, Outcome};
@@ -10,7 +10,7 @@ use crate::app::outcome::{Kind, Outcome};
 impl Session {
     /// Where the client is and which listener took it (kept for every
     /// request); a `tcp` connection's exchange starts with its accept.
-    pub fn set_origin(&mut self, listener: usize, client: (Ipv4Addr, u16), now_us: u64) {
+    pub fn set_origin(&mut self, listener: usize, client: (IpAddr, u16), now_us: u64) {
         self.rec.listener = listener as u16;
         self.rec.client = Some(client);
         self.rec.kind = match self.mode {

@@ -1,0 +1,103 @@
+//! Connections this side opens: a free local port whose replies RSS brings
+//! back to this core, and the neighbours they go through.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::socket::tcp;
+
+use super::{Connect, ConnectError, FlowId, Stack, LOCAL_PORT_TRIES};
+use crate::net::counters::Counter;
+use crate::net::flow::FlowKey;
+
+impl Stack {
+    /// Opens a connection from a free local port whose replies RSS brings
+    /// to this core; its SYN leaves at the next flush.
+    pub fn connect(&mut self, mut c: Connect, now_us: u64) -> Result<FlowId, ConnectError> {
+        let local_ip = self.ports[c.port_index].ip;
+        let local_port = self
+            .free_local_port(&mut c, local_ip)
+            .ok_or(ConnectError::NoLocalPort)?;
+        let key = FlowKey {
+            remote_ip: *c.server.ip(),
+            remote_port: c.server.port(),
+            local_ip,
+            local_port,
+        };
+        let Some(f) = self.flows.insert(key) else {
+            self.counters.add(Counter::FlowsRefused, 1);
+            return Err(ConnectError::NoSlot);
+        };
+        self.reset_flow(f, c.port_index, None, c.idle_timeout_us, now_us);
+        let flow = self.flows.get_mut(f);
+        flow.connect_deadline_us = now_us + c.connect_timeout_us;
+        let p = &mut self.ports[c.port_index];
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        // Our own deadline ends a connect; smoltcp's is for established flows.
+        sock.set_timeout(None);
+        if let Err(e) = sock.connect(
+            p.iface.context(),
+            (*c.server.ip(), c.server.port()),
+            local_port,
+        ) {
+            self.flows.remove(f);
+            return Err(e.into());
+        }
+        if self.connecting.len() == self.connecting.capacity() {
+            let flows = &mut self.flows;
+            self.connecting
+                .retain(|&s| flows.key(s).is_some() && flows.get_mut(s).connect_deadline_us != 0);
+        }
+        self.connecting.push(f);
+        self.mark_dirty(f);
+        Ok(f)
+    }
+
+    /// Asks for the MAC of `ip`'s next hop on `port`, so that connects and
+    /// replies never wait on ARP (and entries never expire).
+    pub fn resolve(&mut self, port: usize, ip: Ipv4Addr) {
+        let p = &mut self.ports[port];
+        if let Some(hop) = p.next_hop(ip) {
+            p.send_arp_request(hop);
+        }
+    }
+
+    /// Resolves every port's gateway (see [`resolve`](Self::resolve)).
+    pub fn resolve_gateways(&mut self) {
+        for p in &mut self.ports {
+            if let Some(gw) = p.gateway {
+                p.send_arp_request(gw);
+            }
+        }
+    }
+
+    /// A local port for a new connection, whose 4-tuple is neither open nor
+    /// in TIME-WAIT and whose replies RSS puts on this core's queue.
+    fn free_local_port(&mut self, c: &mut Connect, local_ip: Ipv4Addr) -> Option<u16> {
+        let (lo, hi) = c.local_ports;
+        let steering = &self.ports[c.port_index].steering;
+        let (server_ip, server_port) = (*c.server.ip(), c.server.port());
+        let mut next = *c.next_local_port;
+        for _ in 0..LOCAL_PORT_TRIES {
+            let port = steering.steered_port(
+                (server_ip, server_port),
+                local_ip,
+                (lo, hi),
+                next,
+                self.index as u16,
+            )?;
+            next = if port >= hi { lo } else { port + 1 };
+            let key = FlowKey {
+                remote_ip: server_ip,
+                remote_port: server_port,
+                local_ip,
+                local_port: port,
+            };
+            if self.flows.lookup(&key).is_none() && !self.time_wait.contains(&key) {
+                *c.next_local_port = next;
+                return Some(port);
+            }
+        }
+        *c.next_local_port = next;
+        None
+    }
+}
