@@ -165,18 +165,18 @@ impl<T, K: Key> FlowTable<T, K> {
 
     /// Takes a free slot for `key`; `None` when every slot is in use.
     pub fn insert(&mut self, key: K) -> Option<u32> {
-        let slot = self.take()?;
-        self.keys[slot as usize] = Some(key);
-        self.index.insert(key, slot);
-        Some(slot)
+        self.insert_with(|_| key)
     }
 
     /// Like [`insert`](Self::insert), the key made from the slot taken (a
     /// flow another table finds gets a key no packet can carry).
     pub fn insert_with(&mut self, key: impl FnOnce(u32) -> K) -> Option<u32> {
-        let slot = *self.free.last()?;
+        // Take (or build) the slot first: its number makes the key.
+        let slot = self.take()?;
         let key = key(slot);
-        self.insert(key)
+        self.keys[slot as usize] = Some(key);
+        self.index.insert(key, slot);
+        Some(slot)
     }
 
     /// Returns `slot` to the free list.
@@ -414,6 +414,18 @@ mod tests {
         assert_eq!(t.insert(key(5)), Some(2));
         assert_eq!(t.insert(key(6)), None);
         assert_eq!((made.load(Ordering::Relaxed), t.free()), (3, 0));
+    }
+
+    #[test]
+    fn insert_with_keys_the_slot_it_takes_in_a_lazy_table() {
+        // The key is made from the slot: a slot not yet built must be
+        // built first, not refused (an empty free list is not a full table).
+        let mut t = FlowTable::lazy(2, KEY, || ());
+        let a = t.insert_with(|s| key(100 + s as u16)).expect("a slot to build");
+        assert_eq!(t.lookup(&key(100 + a as u16)), Some(a));
+        let b = t.insert_with(|s| key(100 + s as u16)).expect("a second slot");
+        assert_eq!((a, b, t.lookup(&key(101))), (0, 1, Some(1)));
+        assert_eq!(t.insert_with(|s| key(100 + s as u16)), None);
     }
 
     #[test]
