@@ -226,9 +226,7 @@ if [ -n "$SWEEP" ]; then
   for c in ${SWEEP//,/ }; do
     proxied "kf-sweep-$c" 0 16384 65536 --concurrency "$c" --keep-alive off --response-size 64 --max-flows 65536
   done
-  exit 0
-fi
-if [ $BULK_ONLY = 1 ]; then
+elif [ $BULK_ONLY = 1 ]; then
   step "1 MiB responses only: the world alone, then through ZProxy (core 1), $DURATION each"
   alone kf-world-1m "${BULK[@]}"
   proxied kf-zproxy-1m 256 262144 4096 "${BULK[@]}"
@@ -317,4 +315,4 @@ step "report"
 [ $OVERLOAD = 1 ] || LEVELS=""
 [ $STALL = 1 ] || STALLS=""
 [ $MEMORY = 1 ] || OPEN=""
-PEAK=${PEAK_GIVEN:-} python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS" "$STALLS" "$STALL_RUNS" "$OPEN"
+PEAK=${PEAK_GIVEN:-} python3 bench/report_kernel_free.py "$OUT" "$DURATION" "$LEVELS" "$STALLS" "$STALL_RUNS" "$OPEN" "$SWEEP"

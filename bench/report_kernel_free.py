@@ -19,6 +19,7 @@ levels = sys.argv[3].split(",") if len(sys.argv) > 3 else []
 stalls = sys.argv[4].split(",") if len(sys.argv) > 4 else []
 stall_runs = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 opens = [n for n in (sys.argv[6].split(",") if len(sys.argv) > 6 else []) if n]
+sweep = [n for n in (sys.argv[7].split(",") if len(sys.argv) > 7 else []) if n]
 
 SHAPES = [
     ("close", "keep-alive off, 64 B (a fresh upstream connection per request)", "conn"),
@@ -62,6 +63,7 @@ def zproxy(run):
         "syn_full": d("syn_dropped_table_full"),
         "excused": d("upstream_timeouts_excused"),
         "connect_failures": d("upstream_connect_failures"),
+        "tx_dropped": d("tx_dropped"),
     }
 
 
@@ -120,6 +122,33 @@ for key, name, unit in SHAPES:
             f"{lat('p99_us')} | {100 * run['world']['busy']:.0f} % | "
             f"{fmt(z and 100 * z['busy'], '.0f')}{' %' if z else ''} | {fmt(per, '.2f')} | {at_full or '-'} | "
             f"{charts or '-'} |"
+        )
+
+# The active-connection sweep: does a connection cost more when many are open?
+swept = [(int(c), load(f"kf-sweep-{c}")) for c in sweep]
+swept = [(c, run) for c, run in swept if run]
+if swept:
+    lines += [
+        "",
+        "### Active-connection sweep (keep-alive off, 64 B, through ZProxy)",
+        "",
+        "Each level closed-loop with that many client connections at once. A request that waited for a SYN "
+        "retransmission shows as a p99 or max of 1 s or more; tx dropped = frames ZProxy's transmit queue "
+        "could not hand to the device.",
+        "",
+        "| concurrent | rate | success | failures | p50 ms | p99 ms | max ms | world busy | ZProxy busy "
+        "| ZProxy CPU µs per conn | tx dropped |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c, run in swept:
+        r, z = run["r"], zproxy(run)
+        per = z["busy_s"] * 1e6 / z["requests"] if z and z["requests"] else None
+        lat = lambda k: f"{r['latency'][k] / 1000:.1f}" if r["successes"] else "-"
+        lines.append(
+            f"| {c:,} | {r['connections_per_sec']:,.0f}/s | {r['success_rate']:.2f} % | {fail_text(r)} | "
+            f"{lat('p50_us')} | {lat('p99_us')} | {lat('max_us')} | {100 * run['world']['busy']:.0f} % | "
+            f"{fmt(z and 100 * z['busy'], '.0f')}{' %' if z else ''} | {fmt(per, '.2f')} | "
+            f"{fmt(z and z['tx_dropped'], ',')} |"
         )
 
 # Each level as configured, then with shedding off (admit_backlog_ms = 0).

@@ -13,6 +13,12 @@ use crate::dpdk::{rdtsc, Mbuf, MbufBurst, Mempool, PortQueue};
 
 /// Frames per rx/tx burst.
 pub const BURST: usize = 32;
+/// Frames a transmit queue keeps while the driver's ring is full. A burst
+/// of SYNs or SYN-ACKs to thousands of new connections outruns the ring for
+/// a moment; one burst of room dropped them, and each drop cost its
+/// connection a 1 s retransmission. Bounded, so a congested link still
+/// drops rather than holding the pool's mbufs.
+pub const TX_BACKLOG: usize = 256;
 
 /// Largest Ethernet frame smoltcp may build (IP MTU 1500 + 14 B header).
 pub const DEFAULT_FRAME_MTU: usize = 1514;
@@ -21,7 +27,7 @@ pub const DEFAULT_FRAME_MTU: usize = 1514;
 pub struct TxQueue {
     queue: PortQueue,
     pool: Arc<Mempool>,
-    pending: MbufBurst<BURST>,
+    pending: MbufBurst<TX_BACKLOG>,
     /// TSC of the oldest pending frame.
     pending_since: u64,
     drain_cycles: u64,
@@ -96,14 +102,15 @@ impl TxQueue {
         if self.pending.is_empty() {
             self.pending_since = rdtsc();
         }
-        if let Err(m) = self.pending.push(m) {
-            self.flush();
-            if self.pending.push(m).is_err() {
-                // The driver took nothing: the link is congested. Drop (freed here).
-                self.dropped += 1;
-            }
+        if self.pending.push(m).is_err() {
+            // The backlog is full and the driver takes nothing: the link
+            // is congested. Drop (freed here).
+            self.dropped += 1;
         }
-        if self.pending.is_full() {
+        // Hand the driver each full burst; what it refuses waits in the
+        // backlog, tried again a burst later (not on every push: asking a
+        // full ring reads indices the other side keeps writing) or when due.
+        if self.pending.len() % BURST == 0 {
             self.flush();
         }
     }

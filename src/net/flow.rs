@@ -421,9 +421,13 @@ mod tests {
         // The key is made from the slot: a slot not yet built must be
         // built first, not refused (an empty free list is not a full table).
         let mut t = FlowTable::lazy(2, KEY, || ());
-        let a = t.insert_with(|s| key(100 + s as u16)).expect("a slot to build");
+        let a = t
+            .insert_with(|s| key(100 + s as u16))
+            .expect("a slot to build");
         assert_eq!(t.lookup(&key(100 + a as u16)), Some(a));
-        let b = t.insert_with(|s| key(100 + s as u16)).expect("a second slot");
+        let b = t
+            .insert_with(|s| key(100 + s as u16))
+            .expect("a second slot");
         assert_eq!((a, b, t.lookup(&key(101))), (0, 1, Some(1)));
         assert_eq!(t.insert_with(|s| key(100 + s as u16)), None);
     }
