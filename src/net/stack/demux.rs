@@ -178,14 +178,7 @@ impl Stack {
     ) {
         let from_peer = self.came_from_peer(port, src_mac, handed);
         if let Some(f) = self.flows.lookup(&key) {
-            if rst {
-                if !self.rst_acceptable(f, port, &m, now_us) {
-                    return;
-                }
-                self.flows.get_mut(f).rst_seen = true;
-            }
-            self.ingress(f, m, now_us);
-            return self.mark_ready(f);
+            return self.deliver(f, port, m, rst, now_us);
         }
         if !handed && self.inboxes.len() > 1 {
             let owner = self.owner(port, &key);
@@ -293,6 +286,19 @@ impl Stack {
         self.syn_limiter
             .check(l as u32, client, rate, now_us)
             .is_ok()
+    }
+
+    /// A segment of a flow this worker holds (either family): a RST only
+    /// if it carries the exact sequence number, then to the flow's socket.
+    pub(super) fn deliver(&mut self, f: FlowId, port: usize, m: Mbuf, rst: bool, now_us: u64) {
+        if rst {
+            if !self.rst_acceptable(f, port, &m, now_us) {
+                return;
+            }
+            self.flows.get_mut(f).rst_seen = true;
+        }
+        self.ingress(f, m, now_us);
+        self.mark_ready(f)
     }
 
     /// RFC 5961 3.2: a RST is taken only when its sequence number is exactly

@@ -61,14 +61,7 @@ impl Stack {
     pub(super) fn on_tcp6(&mut self, port: usize, m: Mbuf, t: Tcp6, handed: bool, now_us: u64) {
         let key = t.key;
         if let Some(f) = self.v6.lookup(&key) {
-            if t.rst {
-                if !self.rst_acceptable(f, port, &m, now_us) {
-                    return;
-                }
-                self.flows.get_mut(f).rst_seen = true;
-            }
-            self.ingress(f, m, now_us);
-            return self.mark_ready(f);
+            return self.deliver(f, port, m, t.rst, now_us);
         }
         if !handed && self.inboxes.len() > 1 {
             let owner = self.owner6(port, &key);
