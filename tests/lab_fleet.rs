@@ -407,13 +407,13 @@ fn short_requests(net: &Net, n: usize) -> usize {
 }
 
 /// Starts `n` rate-limited downloads of /big from the client namespace;
-/// each leaves its exit code, its body's sha256 and curl's errors in `out/`.
+/// each leaves its exit code, headers, body sha256 and curl errors in `out/`.
 fn start_long(net: &Net, tag: &str, n: usize) -> Child {
     let out = net.dir.join(tag);
     std::fs::create_dir_all(&out).unwrap();
     let script = format!(
         r#"for i in $(seq {n}); do
-  ( curl -sS --max-time 300 http://{VIP}/big 2> {o}/$i.err | sha256sum | cut -c1-64 > {o}/$i.sha
+  ( curl -sS --max-time 300 -D {o}/$i.head http://{VIP}/big 2> {o}/$i.err | sha256sum | cut -c1-64 > {o}/$i.sha
     echo "${{PIPESTATUS[0]}}" > {o}/$i.rc ) &
 done
 wait"#,
@@ -441,7 +441,17 @@ fn long_results(net: &Net, tag: &str, n: usize) -> (usize, Vec<String>) {
         if read("rc") == "0" && read("sha") == want {
             ok += 1;
         } else {
-            bad.push(format!("#{i}: rc {} {}", read("rc"), read("err")));
+            // An error page is a success to curl: name its status line.
+            let status = read("head")
+                .lines()
+                .next()
+                .unwrap_or("no response")
+                .to_owned();
+            bad.push(format!(
+                "#{i}: rc {} {} ({status})",
+                read("rc"),
+                read("err")
+            ));
         }
     }
     (ok, bad)

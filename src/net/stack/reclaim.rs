@@ -3,10 +3,9 @@
 //! process, so RSS climbs to the high-water mark of every slot ever used.
 //! Off the per-packet path: every `SWEEP_EVERY_US` the sweep looks at up to
 //! `SLOTS_PER_SWEEP` built slots round-robin and drops (`MADV_DONTNEED`) the
-//! buffer pages of those quiet for `IDLE_US` whose rings are empty (an idle
-//! keep-alive connection) or whose flow is gone (a cold free slot). An empty
-//! ring's contents are never read again (smoltcp writes before it reads, and
-//! a reused socket's rings are cleared), so zeroed pages change nothing.
+//! buffer pages of those quiet for `IDLE_US` whose flow is gone (a cold free
+//! slot). A reused socket's rings are cleared, so zeroed pages change
+//! nothing. Live flows keep theirs (see `releasable`).
 
 use super::Flow;
 use crate::net::flow::FlowTable;
@@ -51,17 +50,17 @@ impl Reclaim {
 
     /// Whether `slot`'s pages may go: quiet for `IDLE_US`, touched since
     /// last given back, and its rings empty or its flow gone.
-    fn releasable(&self, slot: u32, flow: &mut Flow, live: bool, now_us: u64) -> bool {
+    fn releasable(&self, slot: u32, flow: &Flow, live: bool, now_us: u64) -> bool {
         if now_us < flow.last_rx_us.saturating_add(IDLE_US)
             || flow.last_rx_us == self.released_at[slot as usize]
         {
             return false;
         }
-        if !live {
-            return true;
-        }
-        let sock = flow.socket();
-        sock.recv_queue() == 0 && sock.send_queue() == 0
+        // Only a slot whose flow is gone. A live flow's empty queues do not
+        // prove its ring unused: smoltcp keeps out-of-order segments in the
+        // receive ring past what `recv_queue` counts, and zeroing them
+        // corrupted relayed bodies (lab_fleet's drain, rc 0, wrong sha256).
+        !live
     }
 
     /// One bounded sweep when due: slots whose pages were given back.
