@@ -88,7 +88,7 @@ pub fn counter_help(c: Counter) -> &'static str {
         SecondChanceForwarded => "Segments for no flow here sent on to the fleet's peers ([fleet]).",
         SecondChanceReceived => "Frames that came from a fleet peer (second chances and their flows).",
         SecondChanceDropped => "Second chances from a peer that matched no flow here (dropped, no RST).",
-        BuffersReleased => "Flow slots whose socket buffer pages were given back to the kernel (idle flows, cold free slots).",
+        BuffersReleased => "Flow slots whose socket buffer pages were given back to the kernel (free slots quiet for a second).",
         SlotsBuilt => "Flow slots built so far (each is built on first use; at most max_flows).",
         ExceptionRateDrops => "Frames for the kernel dropped over port.exception.rate.",
         ExceptionRingDrops => {
