@@ -2,7 +2,7 @@
 //! on the writer thread only: allocating here is fine.
 
 use std::fmt::Write as _;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
@@ -14,7 +14,7 @@ use crate::config::AccessLogFormat;
 #[derive(Debug, Clone, Default)]
 pub struct Names {
     pub listeners: Vec<String>,
-    pub servers: Vec<Vec<SocketAddrV4>>,
+    pub servers: Vec<Vec<SocketAddr>>,
 }
 
 impl Names {
@@ -22,7 +22,7 @@ impl Names {
         self.listeners.get(usize::from(i)).map_or("-", |s| s)
     }
 
-    fn server(&self, (g, s): (u16, u16)) -> Option<SocketAddrV4> {
+    fn server(&self, (g, s): (u16, u16)) -> Option<SocketAddr> {
         self.servers
             .get(usize::from(g))?
             .get(usize::from(s))

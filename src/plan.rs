@@ -5,7 +5,7 @@
 //! drops are retired, not removed.
 
 use crate::net::ratelimit::Rate;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::app::proxy::balance::{Balancer, ServerState};
@@ -21,7 +21,7 @@ use crate::config::{parse_cidr, Config, ListenerMode, ProxyProtocol, UpstreamGro
 /// Every group and server ever configured, in index order.
 #[derive(Debug, Clone, Default)]
 pub struct Layout {
-    groups: Vec<(UpstreamGroup, Vec<SocketAddrV4>)>,
+    groups: Vec<(UpstreamGroup, Vec<SocketAddr>)>,
 }
 
 impl Layout {
@@ -46,7 +46,7 @@ impl Layout {
     }
 
     /// Every server's address, by group and server index.
-    pub fn servers(&self) -> Vec<Vec<SocketAddrV4>> {
+    pub fn servers(&self) -> Vec<Vec<SocketAddr>> {
         self.groups.iter().map(|(_, s)| s.clone()).collect()
     }
 

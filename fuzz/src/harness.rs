@@ -202,7 +202,7 @@ impl Harness {
                     balance,
                     servers
                         .iter()
-                        .map(|&(a, w)| ServerState::new(a, w))
+                        .map(|&(a, w)| ServerState::new(a.into(), w))
                         .collect(),
                 ),
                 connect_timeout_us: 1_000_000,

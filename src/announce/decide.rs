@@ -171,7 +171,7 @@ mod tests {
     fn stat(group: &str, port: u16, healthy: bool, retired: bool) -> UpstreamStat {
         UpstreamStat {
             group: group.into(),
-            server: std::net::SocketAddrV4::new([10, 0, 0, 1].into(), port),
+            server: std::net::SocketAddr::from(([10, 0, 0, 1], port)),
             requests: 0,
             connect_failures: 0,
             active: 0,

@@ -40,6 +40,7 @@ mod tests_check;
 mod tls;
 mod types;
 mod upgrade;
+mod upstream6;
 mod validate;
 mod warn;
 

@@ -1,12 +1,14 @@
 //! Upstream servers given by host name ("web1.lab:80"): resolved with the
 //! system resolver when the config is loaded - at start, on SIGHUP and by
-//! `zproxy check` - on the control thread, never by a worker. IPv4 only; a
-//! name with several IPv4 addresses becomes one server per address (each
-//! with the entry's weight), so a reload that sees new addresses adds and
-//! retires servers as an edited address list would.
+//! `zproxy check` - on the control thread, never by a worker. As nginx
+//! does for `server name`, a name becomes one server per address (each
+//! with the entry's weight), IPv4 ones first: every IPv4 address, and every
+//! IPv6 address when the upstream's port has an IPv6 address (else they are
+//! left out: that port cannot reach them). A reload that sees new addresses
+//! adds and retires servers as an edited address list would.
 
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::locate::Place;
 use super::{Config, ConfigError, Server};
@@ -27,7 +29,13 @@ impl Config {
         text: &str,
         resolve: Resolve,
     ) -> Result<(), ConfigError> {
+        let ports = &self.ports;
         for (i, u) in self.upstreams.iter_mut().enumerate() {
+            // A port this upstream cannot use fails validation later.
+            let has_v6 = ports
+                .iter()
+                .find(|p| p.name == u.port)
+                .is_some_and(|p| !p.cidrs6().is_empty());
             let mut out = Vec::with_capacity(u.servers.len());
             for s in &u.servers {
                 let bad = |message: String| ConfigError::Invalid {
@@ -36,7 +44,7 @@ impl Config {
                     key: "upstream.servers.address".into(),
                     message: format!("upstream '{}': server \"{}\" {message}", u.name, s.given),
                 };
-                if let Ok(a) = s.given.parse::<SocketAddrV4>() {
+                if let Ok(a) = s.given.parse::<SocketAddr>() {
                     out.push(Server {
                         address: a,
                         ..s.clone()
@@ -45,32 +53,39 @@ impl Config {
                 }
                 let Some((host, port)) = s.given.rsplit_once(':') else {
                     return Err(bad(
-                        "is not A.B.C.D:port or HOST:port (e.g. \"web1.lab:80\")".into(),
+                        "is not A.B.C.D:port, [IPV6]:port or HOST:port (e.g. \"web1.lab:80\")"
+                            .into(),
                     ));
                 };
                 if !is_host_name(host) || port.parse::<u16>().map_or(true, |p| p == 0) {
                     return Err(bad(
-                        "is not A.B.C.D:port or HOST:port (e.g. \"web1.lab:80\")".into(),
+                        "is not A.B.C.D:port, [IPV6]:port or HOST:port (e.g. \"web1.lab:80\")"
+                            .into(),
                     ));
                 }
                 let found = resolve(&s.given).map_err(|e| {
                     bad(format!("cannot be resolved ({e}): fix the name, /etc/hosts or the DNS, or give A.B.C.D:port"))
                 })?;
-                let mut v4: Vec<SocketAddrV4> = found
+                let any = !found.is_empty();
+                // Sorted: IPv4 before IPv6, each by address.
+                let mut found: Vec<SocketAddr> = found
                     .into_iter()
-                    .filter_map(|a| match a {
-                        SocketAddr::V4(a) => Some(a),
-                        SocketAddr::V6(_) => None,
-                    })
+                    .filter(|a| a.is_ipv4() || has_v6)
                     .collect();
-                v4.sort_unstable();
-                v4.dedup();
-                if v4.is_empty() {
-                    return Err(bad(
-                        "resolves to no IPv4 address (upstreams are IPv4 only)".into()
-                    ));
+                found.sort_unstable();
+                found.dedup();
+                if found.is_empty() {
+                    return Err(bad(format!(
+                        "resolves to no {}address: {}",
+                        if any { "IPv4 " } else { "" },
+                        if any {
+                            format!("give port '{}' an IPv6 address (`addresses`) to reach its IPv6 ones, or give A.B.C.D:port", u.port)
+                        } else {
+                            "fix the name, /etc/hosts or the DNS".into()
+                        }
+                    )));
                 }
-                out.extend(v4.into_iter().map(|a| Server {
+                out.extend(found.into_iter().map(|a| Server {
                     address: a,
                     ..s.clone()
                 }));
@@ -118,11 +133,11 @@ servers = [{ address = "10.72.0.1:80" }, { address = "web1.lab:8080", weight = 3
         match host_port.rsplit_once(':').unwrap().0 {
             "web1.lab" => Ok(vec![
                 port("10.72.0.9").parse().unwrap(),
-                port("[::1]").parse().unwrap(),
+                port("[2001:db8:72::9]").parse().unwrap(),
                 port("10.72.0.8").parse().unwrap(),
                 port("10.72.0.9").parse().unwrap(),
             ]),
-            "six.lab" => Ok(vec![port("[::1]").parse().unwrap()]),
+            "six.lab" => Ok(vec![port("[2001:db8:72::9]").parse().unwrap()]),
             _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such host")),
         }
     }
@@ -134,12 +149,12 @@ servers = [{ address = "10.72.0.1:80" }, { address = "web1.lab:8080", weight = 3
     #[test]
     fn names_become_one_server_per_ipv4_address() {
         let c = parse(BASE).unwrap();
-        let got: Vec<(SocketAddrV4, u32, &str)> = c.upstreams[0]
+        let got: Vec<(SocketAddr, u32, &str)> = c.upstreams[0]
             .servers
             .iter()
             .map(|s| (s.address, s.weight, s.given.as_str()))
             .collect();
-        let a = |ip: [u8; 4], port| SocketAddrV4::new(Ipv4Addr::from(ip), port);
+        let a = |ip: [u8; 4], port| SocketAddr::from((Ipv4Addr::from(ip), port));
         assert_eq!(
             got,
             [
@@ -151,6 +166,37 @@ servers = [{ address = "10.72.0.1:80" }, { address = "web1.lab:8080", weight = 3
     }
 
     #[test]
+    fn a_port_with_ipv6_takes_a_names_ipv6_addresses_too_after_ipv4() {
+        let text = BASE
+            .replace(
+                "address = \"10.72.0.2/24\"",
+                "addresses = [\"10.72.0.2/24\", \"2001:db8:72::2/64\"]",
+            )
+            .replace("10.72.0.1:80", "[2001:db8:72::1]:80");
+        let c = parse(&text).unwrap();
+        let got: Vec<String> = c.upstreams[0]
+            .servers
+            .iter()
+            .map(|s| s.address.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "[2001:db8:72::1]:80",
+                "10.72.0.8:8080",
+                "10.72.0.9:8080",
+                "[2001:db8:72::9]:8080"
+            ]
+        );
+        // A name with only IPv6 addresses is then a server too.
+        let c = parse(&text.replace("web1.lab:8080", "six.lab:81")).unwrap();
+        assert_eq!(
+            c.upstreams[0].servers[1].address.to_string(),
+            "[2001:db8:72::9]:81"
+        );
+    }
+
+    #[test]
     fn bad_or_unresolvable_names_are_refused_clearly() {
         for (entry, want) in [
             (
@@ -158,10 +204,19 @@ servers = [{ address = "10.72.0.1:80" }, { address = "web1.lab:8080", weight = 3
                 "server \"nowhere.lab:80\" cannot be resolved (no such host)",
             ),
             ("six.lab:80", "resolves to no IPv4 address"),
-            ("web1.lab", "is not A.B.C.D:port or HOST:port"),
-            ("web1.lab:0", "is not A.B.C.D:port or HOST:port"),
-            ("10.72.0.1:99999", "is not A.B.C.D:port or HOST:port"),
-            ("web 1.lab:80", "is not A.B.C.D:port or HOST:port"),
+            ("web1.lab", "is not A.B.C.D:port, [IPV6]:port or HOST:port"),
+            (
+                "web1.lab:0",
+                "is not A.B.C.D:port, [IPV6]:port or HOST:port",
+            ),
+            (
+                "10.72.0.1:99999",
+                "is not A.B.C.D:port, [IPV6]:port or HOST:port",
+            ),
+            (
+                "web 1.lab:80",
+                "is not A.B.C.D:port, [IPV6]:port or HOST:port",
+            ),
         ] {
             let text = BASE.replace("web1.lab:8080", entry);
             let e = parse(&text).unwrap_err();

@@ -1,6 +1,6 @@
 //! The config file's sections as serde reads them, with their defaults.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -451,19 +451,19 @@ fn local_ports() -> [u16; 2] {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
-    /// As written: "A.B.C.D:port" or "host.name:port".
+    /// As written: "A.B.C.D:port", "[2001:db8::1]:port" or "host.name:port".
     #[serde(rename = "address")]
     pub given: String,
-    /// `given`, resolved at load (`resolve.rs`; a name with several IPv4
-    /// addresses becomes one server per address).
+    /// `given`, resolved at load (`resolve.rs`; a name with several
+    /// addresses becomes one server per address its port can reach).
     #[serde(skip, default = "unresolved")]
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     #[serde(default = "weight")]
     pub weight: u32,
 }
 
-fn unresolved() -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)
+fn unresolved() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
 }
 
 fn weight() -> u32 {

@@ -2,7 +2,7 @@
 //! names the key and, where it can be found, the line.
 
 use super::locate::Place;
-use super::{in_network, Config, ConfigError, ListenerMode, MAX_DURATION_MS};
+use super::{Config, ConfigError, ListenerMode, MAX_DURATION_MS};
 
 /// The first line (1-based) that contains `needle`.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
@@ -221,7 +221,6 @@ impl Config {
                     format!("upstream '{}': servers is empty", u.name),
                 ));
             }
-            let (addr, len) = port.cidr();
             for s in &u.servers {
                 if s.weight == 0 || s.weight > 1000 {
                     return Err(invalid(
@@ -233,9 +232,12 @@ impl Config {
                         ),
                     ));
                 }
-                let on_link = in_network(*s.address.ip(), addr, len);
-                if !on_link && port.gateway.is_none() {
-                    return Err(invalid(at(&s.address.to_string()), "upstream.servers.address", format!("upstream '{}': server {} is not on port '{}' ({}) and that port has no gateway", u.name, s.address, port.name, port.address4())));
+                if let Some(problem) = super::upstream6::server_problem(s.address, port) {
+                    return Err(invalid(
+                        at(&s.given),
+                        "upstream.servers.address",
+                        format!("upstream '{}': server {} {problem}", u.name, s.address),
+                    ));
                 }
             }
             let [lo, hi] = u.local_ports;

@@ -112,6 +112,7 @@ counters! {
     Ipv6DadDuplicates => "ipv6_dad_duplicates",
     Ipv6AddressConflicts => "ipv6_address_conflicts",
     Ipv6TcpAccepted => "ipv6_tcp_accepted",
+    Ipv6TcpConnects => "ipv6_tcp_connects",
     Ipv6SynNoCookie => "ipv6_syn_dropped_no_cookie",
     BusyCycles => "busy_cycles",
     TotalCycles => "total_cycles",

@@ -4,7 +4,7 @@
 //! a server out for a while).
 
 use std::hash::Hasher;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use siphasher::sip::SipHasher13;
 
@@ -37,10 +37,16 @@ pub fn key_hash(bytes: &[u8]) -> u64 {
 /// `weight / -ln(u)`, `u` uniform in (0, 1) from a hash of (key, server).
 /// It depends on the server's address, not its place in the config, so
 /// every instance agrees, and a server's loss moves only the keys it held.
-fn rendezvous_score(key: u64, server: SocketAddrV4, weight: u32) -> f64 {
+///
+/// An IPv4 server hashes its 4 address bytes (scores unchanged since IPv4
+/// only), an IPv6 one its 16.
+fn rendezvous_score(key: u64, server: SocketAddr, weight: u32) -> f64 {
     let mut h = SipHasher13::new_with_keys(SOURCE_HASH_KEY.0, SOURCE_HASH_KEY.1);
     h.write_u64(key);
-    h.write(&server.ip().octets());
+    match server.ip() {
+        IpAddr::V4(ip) => h.write(&ip.octets()),
+        IpAddr::V6(ip) => h.write(&ip.octets()),
+    }
     h.write_u16(server.port());
     let u = ((h.finish() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     f64::from(weight) / -u.ln()
@@ -53,7 +59,7 @@ pub const DOWN_FOR_US: u64 = 5_000_000;
 
 #[derive(Debug, Clone)]
 pub struct ServerState {
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     pub weight: u32,
     /// Connections open to it (for least_conn).
     pub active: u32,
@@ -74,7 +80,7 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    pub fn new(address: SocketAddrV4, weight: u32) -> Self {
+    pub fn new(address: SocketAddr, weight: u32) -> Self {
         ServerState {
             address,
             weight,
@@ -253,7 +259,7 @@ mod tests {
             .enumerate()
             .map(|(i, &w)| {
                 ServerState::new(
-                    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i as u8 + 1), 80),
+                    SocketAddr::from((Ipv4Addr::new(10, 0, 0, i as u8 + 1), 80)),
                     w,
                 )
             })
@@ -371,7 +377,7 @@ mod tests {
     }
 
     /// Which server each of `keys` goes to.
-    fn choices(b: &mut Balancer, keys: u64) -> Vec<Option<SocketAddrV4>> {
+    fn choices(b: &mut Balancer, keys: u64) -> Vec<Option<SocketAddr>> {
         (0..keys)
             .map(|k| {
                 let i = b.pick_for(C.into(), Some(key_hash(&k.to_le_bytes())), 0, 0);
@@ -430,5 +436,42 @@ mod tests {
         let first = b.pick_for(C.into(), k, 0, 0).unwrap();
         let second = b.pick_for(C.into(), k, 0, 1 << first).unwrap();
         assert_ne!(first, second);
+    }
+
+    #[test]
+    fn ipv4_scores_are_those_of_the_ipv4_only_hash_and_ipv6_servers_spread() {
+        // The recipe before IPv6 upstreams: key, 4 address bytes, port.
+        let old = |key: u64, ip: Ipv4Addr, port: u16| {
+            let mut h = SipHasher13::new_with_keys(SOURCE_HASH_KEY.0, SOURCE_HASH_KEY.1);
+            h.write_u64(key);
+            h.write(&ip.octets());
+            h.write_u16(port);
+            let u = ((h.finish() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            3.0 / -u.ln()
+        };
+        for key in 0..1000u64 {
+            let ip = Ipv4Addr::new(10, 0, 0, (key % 250) as u8);
+            let got = rendezvous_score(key, SocketAddr::from((ip, 8080)), 3);
+            assert_eq!(got.to_bits(), old(key, ip, 8080).to_bits());
+        }
+        // IPv6 servers: whole addresses count (they differ only in the last
+        // bytes here), so the keys spread evenly.
+        let servers = (1..=4u16)
+            .map(|i| {
+                let ip: std::net::Ipv6Addr = format!("2001:db8::{i}").parse().unwrap();
+                ServerState::new(SocketAddr::from((ip, 80)), 1)
+            })
+            .collect();
+        let mut b = Balancer::new(Balance::ConsistentHash, servers);
+        let mut counts = [0usize; 4];
+        for k in 0..40_000u64 {
+            counts[b
+                .pick_for(C.into(), Some(key_hash(&k.to_le_bytes())), 0, 0)
+                .unwrap()] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (9_500..10_500).contains(&n)),
+            "{counts:?}"
+        );
     }
 }

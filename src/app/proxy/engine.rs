@@ -4,7 +4,7 @@
 //! happened to them only from the stack's events.
 
 use super::ratelimit::RequestLimiter;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::balance::{self, Balancer};
@@ -57,7 +57,7 @@ impl GroupSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamStat {
     pub group: String,
-    pub server: SocketAddrV4,
+    pub server: SocketAddr,
     pub requests: u64,
     pub connect_failures: u64,
     pub active: u32,
@@ -594,7 +594,7 @@ impl Proxy {
                 }
             }
         };
-        let ip = *self.groups[group].spec.balancer.servers[server]
+        let ip = self.groups[group].spec.balancer.servers[server]
             .address
             .ip();
         if reused.is_none() && !self.start_upstream_tls(stack, u, group, ip) {
@@ -765,7 +765,7 @@ impl Proxy {
     pub fn resolve_servers(&self, stack: &mut Stack) {
         for g in &self.groups {
             for s in &g.spec.balancer.servers {
-                stack.resolve(g.spec.port_index, *s.address.ip());
+                stack.resolve(g.spec.port_index, s.address.ip());
             }
         }
     }

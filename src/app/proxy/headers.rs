@@ -4,7 +4,7 @@
 //! one [`Rules`] and renders its lines straight into the send ring.
 
 use std::io::Write as _;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::config::headers::{split_value, HeaderRules, Piece, MAX_HEADER_COUNT};
 use crate::config::Listener;
@@ -48,7 +48,7 @@ pub static NO_RULES: (Rules, Rules) = (Rules::EMPTY, Rules::EMPTY);
 pub struct Vars {
     pub client: Option<(IpAddr, u16)>,
     pub request_id: u64,
-    pub upstream: Option<SocketAddrV4>,
+    pub upstream: Option<SocketAddr>,
     /// The client came over TLS (`X-Forwarded-Proto: https`).
     pub https: bool,
 }

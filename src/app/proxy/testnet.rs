@@ -399,7 +399,7 @@ impl Net {
             if s.state() == TcpState::Established && s.recv_queue() == 0 && s.may_send() {
                 self.up = Some(u);
                 self.up_established = true;
-                self.session.attached(0, 0, SERVER, true);
+                self.session.attached(0, 0, SERVER.into(), true);
                 return;
             }
             s.abort();
@@ -416,7 +416,7 @@ impl Net {
         self.up = Some(self.set.add(s));
         self.up_established = false;
         self.session.tried |= 1;
-        self.session.attached(0, 0, SERVER, false);
+        self.session.attached(0, 0, SERVER.into(), false);
     }
 
     pub fn pooled(&self) -> usize {

@@ -134,7 +134,7 @@ impl Ipv6Port {
 
     /// The preferred address to send to `to` from: of the same scope
     /// (link-local or not), one whose prefix holds it first.
-    fn source_for(&self, to: Ipv6Addr) -> Option<Ipv6Addr> {
+    pub fn source_for(&self, to: Ipv6Addr) -> Option<Ipv6Addr> {
         let local = is_link_local(to);
         let usable = || {
             self.addrs

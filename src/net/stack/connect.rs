@@ -1,7 +1,7 @@
 //! Connections this side opens: a free local port whose replies RSS brings
 //! back to this core, and the neighbours they go through.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use smoltcp::socket::tcp;
 
@@ -13,13 +13,17 @@ impl Stack {
     /// Opens a connection from a free local port whose replies RSS brings
     /// to this core; its SYN leaves at the next flush.
     pub fn connect(&mut self, mut c: Connect, now_us: u64) -> Result<FlowId, ConnectError> {
+        let server = match c.server {
+            SocketAddr::V4(s) => s,
+            SocketAddr::V6(s) => return self.connect6(c, s, now_us),
+        };
         let local_ip = self.ports[c.port_index].ip;
         let local_port = self
-            .free_local_port(&mut c, local_ip)
+            .free_local_port(&mut c, server, local_ip)
             .ok_or(ConnectError::NoLocalPort)?;
         let key = FlowKey {
-            remote_ip: *c.server.ip(),
-            remote_port: c.server.port(),
+            remote_ip: *server.ip(),
+            remote_port: server.port(),
             local_ip,
             local_port,
         };
@@ -34,11 +38,7 @@ impl Stack {
         let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
         // Our own deadline ends a connect; smoltcp's is for established flows.
         sock.set_timeout(None);
-        if let Err(e) = sock.connect(
-            p.iface.context(),
-            (*c.server.ip(), c.server.port()),
-            local_port,
-        ) {
+        if let Err(e) = sock.connect(p.iface.context(), (*server.ip(), server.port()), local_port) {
             self.flows.remove(f);
             return Err(e.into());
         }
@@ -53,8 +53,12 @@ impl Stack {
     }
 
     /// Asks for the MAC of `ip`'s next hop on `port`, so that connects and
-    /// replies never wait on ARP (and entries never expire).
-    pub fn resolve(&mut self, port: usize, ip: Ipv4Addr) {
+    /// replies never wait on ARP or NDP (and entries never expire).
+    pub fn resolve(&mut self, port: usize, ip: IpAddr) {
+        let ip = match ip {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(ip) => return self.resolve6(port, ip),
+        };
         let p = &mut self.ports[port];
         if let Some(hop) = p.next_hop(ip) {
             p.send_arp_request(hop);
@@ -72,10 +76,15 @@ impl Stack {
 
     /// A local port for a new connection, whose 4-tuple is neither open nor
     /// in TIME-WAIT and whose replies RSS puts on this core's queue.
-    fn free_local_port(&mut self, c: &mut Connect, local_ip: Ipv4Addr) -> Option<u16> {
+    fn free_local_port(
+        &mut self,
+        c: &mut Connect,
+        server: SocketAddrV4,
+        local_ip: Ipv4Addr,
+    ) -> Option<u16> {
         let (lo, hi) = c.local_ports;
         let steering = &self.ports[c.port_index].steering;
-        let (server_ip, server_port) = (*c.server.ip(), c.server.port());
+        let (server_ip, server_port) = (*server.ip(), server.port());
         let mut next = *c.next_local_port;
         for _ in 0..LOCAL_PORT_TRIES {
             let port = steering.steered_port(

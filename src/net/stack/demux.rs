@@ -105,12 +105,17 @@ impl Stack {
                 if let Some(t) = super::demux6::classify6(m.data(), v6) {
                     return self.on_tcp6(port, m, t, handed, now_us);
                 }
-                // Every worker keeps the port's NDP state: multicast goes to all.
-                if !handed && m.data()[0] & 1 != 0 {
+                // Every worker keeps the port's NDP state: multicast and
+                // adverts (its smoltcp learns upstreams' MACs) go to all.
+                let advert = super::connect6::is_advert(m.data());
+                if !handed && (m.data()[0] & 1 != 0 || advert) {
                     self.copy_to_other_cores(port, &m);
                 }
                 let link = &mut self.ports[port];
                 crate::net::ipv6::receive(link, m.data(), !handed, now_us, &mut self.counters);
+                if advert {
+                    self.learn_advert(port, m, now_us);
+                }
             }
             Frame::Stateless | Frame::Ipv6
                 if self.ports[port].to_kernel.is_some()
@@ -619,7 +624,7 @@ impl Stack {
     }
 
     /// An ARP answer arrived: connects waiting for it can send their SYN now.
-    fn wake_connecting(&mut self, now_us: u64) {
+    pub(super) fn wake_connecting(&mut self, now_us: u64) {
         let mut i = 0;
         while i < self.connecting.len() {
             let f = self.connecting[i];

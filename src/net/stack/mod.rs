@@ -14,6 +14,7 @@
 
 mod admit;
 mod connect;
+mod connect6;
 mod demux;
 mod demux6;
 mod flows6;
@@ -29,7 +30,7 @@ use smoltcp::iface::{PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use super::admission::{Admission, AdmitLimits};
@@ -154,6 +155,8 @@ pub enum ConnectError {
     NoLocalPort,
     #[error("no free flow slot (max_flows reached)")]
     NoSlot,
+    #[error("the port has no IPv6 address past duplicate address detection to reach an IPv6 server from")]
+    NoIpv6Address,
     #[error("smoltcp refused the connect: {0}")]
     Socket(#[from] tcp::ConnectError),
 }
@@ -161,7 +164,8 @@ pub enum ConnectError {
 /// A connection to open.
 pub struct Connect<'a> {
     pub port_index: usize,
-    pub server: SocketAddrV4,
+    /// IPv4, or IPv6 (`connect6`: the port needs an IPv6 address past DAD).
+    pub server: SocketAddr,
     pub local_ports: (u16, u16),
     /// Where the search for a free local port starts; moved past the one taken.
     pub next_local_port: &'a mut u16,

@@ -1,8 +1,6 @@
 //! The engine's TLS steps: the poll iteration's handshake budget, and TLS
 //! on new upstream connections of `tls = true` groups.
 
-use std::net::Ipv4Addr;
-
 use super::Proxy;
 use crate::net::stack::{FlowId, Stack};
 
@@ -26,7 +24,7 @@ impl Proxy {
         stack: &mut Stack,
         u: FlowId,
         group: usize,
-        server: Ipv4Addr,
+        server: std::net::IpAddr,
     ) -> bool {
         let Some(tls) = &self.groups[group].spec.tls else {
             return true;

@@ -49,7 +49,7 @@ mod relay;
 mod rewrite;
 mod tunnel;
 
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::socket::tcp::State as TcpState;
 
@@ -274,7 +274,7 @@ pub struct Session {
     /// `rec` ended and waits for `take_outcome`.
     rec_done: bool,
     /// The attached upstream server (for `$upstream_addr`).
-    upstream_addr: Option<SocketAddrV4>,
+    upstream_addr: Option<SocketAddr>,
     pp: proxied::Proxied,
 }
 

@@ -2,7 +2,7 @@
 //! whole `tcp` connection), handed to the engine as an [`Outcome`] when it
 //! ends.
 
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use super::{Mode, Session, State};
 use crate::app::outcome::{Kind, Outcome};
@@ -48,7 +48,7 @@ impl Session {
 
     /// An upstream connection of (`group`, `server` at `addr`) was attached;
     /// a pooled one took no time to connect.
-    pub fn attached(&mut self, group: usize, server: usize, addr: SocketAddrV4, pooled: bool) {
+    pub fn attached(&mut self, group: usize, server: usize, addr: SocketAddr, pooled: bool) {
         self.upstream_addr = Some(addr);
         self.rec.upstream = Some((group as u16, server as u16));
         self.rec.connect_us = pooled.then_some(0);

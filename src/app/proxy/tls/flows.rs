@@ -10,7 +10,6 @@
 //! in its receive ring and waits in `deferred` for the next iteration
 //! (`Proxy::begin_poll`). Established connections are never deferred.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
@@ -98,14 +97,14 @@ impl TlsFlows {
         &mut self,
         u: FlowId,
         tls: &UpstreamTls,
-        server: Ipv4Addr,
+        server: std::net::IpAddr,
         plain_len: usize,
         deadline_us: u64,
     ) -> bool {
         let name = tls
             .sni
             .clone()
-            .unwrap_or(ServerName::IpAddress(std::net::IpAddr::V4(server).into()));
+            .unwrap_or(ServerName::IpAddress(server.into()));
         let Ok(conn) = ClientConnection::new(tls.config.clone(), name) else {
             return false;
         };
