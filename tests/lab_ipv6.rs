@@ -567,6 +567,284 @@ fn ipv6_clients_af_xdp() {
     );
 }
 
+// ---- IPv6 upstreams, and a client of either family proxied to either ---------
+
+/// The upstream namespace's IPv6 address and the upstream port's.
+const UPSTREAM_V6: &str = "2001:db8:72::1";
+const PORT_UP_V6: &str = "2001:db8:72::2";
+const V6_BODY: &str = "hello from the IPv6 upstream\n";
+
+/// Listeners: 80 to an IPv6 nginx, 8080 to the IPv4 nginx, 8082 (tcp) to
+/// an IPv6 echo upstream with PROXY v1, 8085 to an IPv6 nginx with a
+/// health check.
+fn up6_config(vdev_client: &str, vdev_upstream: &str) -> String {
+    format!(
+        r#"
+[runtime]
+worker_lcores = [1]
+mbufs = 16383
+max_flows = 4096
+
+[[port]]
+name = "client"
+vdev = "{vdev_client}"
+addresses = ["{PROXY_CLIENT_IP}/24", "{PORT_V6}/64", "{PORT_LL}/64"]
+gateway = "{CLIENT_IP}"
+
+[[port]]
+name = "upstream"
+vdev = "{vdev_upstream}"
+addresses = ["{PROXY_UPSTREAM_IP}/24", "{PORT_UP_V6}/64"]
+
+[[listener]]
+port = "client"
+tcp_port = 80
+mode = "http"
+upstream = "web6"
+max_connections_per_source = 0
+
+[[listener]]
+port = "client"
+tcp_port = 8080
+mode = "http"
+upstream = "web4"
+
+[[listener]]
+port = "client"
+tcp_port = 8082
+mode = "tcp"
+upstream = "pp6"
+
+[[listener]]
+port = "client"
+tcp_port = 8085
+mode = "http"
+upstream = "checked6"
+
+[[upstream]]
+name = "web6"
+port = "upstream"
+servers = [{{ address = "[{UPSTREAM_V6}]:80" }}]
+
+[[upstream]]
+name = "web4"
+port = "upstream"
+servers = [{{ address = "{UPSTREAM_IP}:80" }}]
+
+[[upstream]]
+name = "pp6"
+port = "upstream"
+servers = [{{ address = "[{UPSTREAM_V6}]:8082" }}]
+proxy_protocol = "v1"
+
+[[upstream]]
+name = "checked6"
+port = "upstream"
+servers = [{{ address = "[{UPSTREAM_V6}]:8086" }}]
+keepalive = 0
+[upstream.health_check]
+kind = "http"
+path = "/"
+expect_status = 200
+interval_ms = 300
+timeout_ms = 250
+fall = 2
+rise = 2
+"#
+    )
+}
+
+/// The upstream namespace gets IPv6 (the lab turns it off everywhere).
+fn enable_upstream_ipv6(lab: &Lab) {
+    lab.exec_ok(
+        "upstream",
+        [
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            &format!("net.ipv6.conf.{UPSTREAM_IF}.disable_ipv6=0"),
+        ],
+    );
+    lab.exec_ok(
+        "upstream",
+        [
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{UPSTREAM_V6}/64"),
+            "dev",
+            UPSTREAM_IF,
+            "nodad",
+        ],
+    );
+}
+
+/// The health of `server` as /stats shows it (RFC 5952 "[addr]:port").
+fn healthy6(lab: &Lab, server: &str) -> Option<bool> {
+    proxy::stats(lab)["upstreams"]
+        .as_array()?
+        .iter()
+        .find(|u| u["server"] == server)
+        .and_then(|u| u["healthy"].as_bool())
+}
+
+/// What the echo upstream sent back for "hi" through :8082 from `client`
+/// (an address of the client namespace): the PROXY v1 line first.
+fn proxy_line(lab: &Lab, to: &str) -> String {
+    let hex = lab.exec_ok("client", ["python3", "-c", PP_CLIENT, to, "8082"]);
+    let got = (0..hex.trim().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex.trim()[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>();
+    let got = String::from_utf8_lossy(&got).into_owned();
+    got.split("\r\n").next().unwrap_or_default().to_owned()
+}
+
+fn ipv6_upstreams(vdev_client: &str, vdev_upstream: &str) {
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    enable_client_ipv6(&lab);
+    enable_upstream_ipv6(&lab);
+    let body = format!("location / {{ default_type text/plain; return 200 \"{V6_BODY}\"; }}");
+    let body = body.replace('\n', "\\n");
+    let _web6 = nginx::Nginx::start(&lab, "web6", &format!("[{UPSTREAM_V6}]"), 80, &body);
+    let checked = nginx::Nginx::start(&lab, "checked6", &format!("[{UPSTREAM_V6}]"), 8086, &body);
+    let echo = repo_root().join("tests/peers/echo_upstream.py");
+    let mut echo = lab.spawn(
+        "upstream",
+        ["python3", echo.to_str().unwrap(), UPSTREAM_V6, "8082"],
+    );
+    wait_for(Duration::from_secs(10), "the IPv6 echo upstream", || {
+        proxy::accepts(&lab, "upstream", UPSTREAM_V6, 8082)
+    });
+    let z = ZProxy::start(&lab, "zproxy", &up6_config(vdev_client, vdev_upstream));
+    // An IPv4 client to the IPv6 upstream (after DAD and NDP).
+    let url4 = format!("http://{PROXY_CLIENT_IP}/");
+    assert!(
+        wait_until(Duration::from_secs(15), || proxy::curl(
+            &lab,
+            &["--max-time", "2", &url4]
+        )
+        .0 == 200),
+        "no 200 from {url4} (IPv6 upstream): {:?}; zproxy log:\n{}",
+        proxy::curl(&lab, &["--max-time", "2", &url4]),
+        z.log()
+    );
+    let (code, got) = proxy::curl(&lab, &[&url4]);
+    assert_eq!(
+        (code, got.as_str()),
+        (200, V6_BODY),
+        "IPv4 client, IPv6 upstream"
+    );
+    // curl -6 to the IPv6 upstream, and to the IPv4 one.
+    let url6 = format!("http://[{PORT_V6}]/");
+    let (code, got) = proxy::curl(&lab, &["-6", "-g", "--max-time", "5", &url6]);
+    assert_eq!(
+        (code, got.as_str()),
+        (200, V6_BODY),
+        "IPv6 client, IPv6 upstream"
+    );
+    let url64 = format!("http://[{PORT_V6}]:8080/");
+    let (code, got) = proxy::curl(&lab, &["-6", "-g", "--max-time", "5", &url64]);
+    assert_eq!(
+        (code, got.as_str()),
+        (200, UPSTREAM_BODY),
+        "IPv6 client, IPv4 upstream"
+    );
+    assert!(
+        stat(&lab, "ipv6_tcp_connects") >= 2,
+        "IPv6 upstream connects counted"
+    );
+
+    // The PROXY header carries the client's family, whatever the server's.
+    let line = proxy_line(&lab, PROXY_CLIENT_IP);
+    assert!(
+        line.starts_with(&format!("PROXY TCP4 {CLIENT_IP} {PROXY_CLIENT_IP} "))
+            && line.ends_with(" 8082"),
+        "IPv4 client to an IPv6 server: {line:?}"
+    );
+    let line = proxy_line(&lab, PORT_V6);
+    assert!(
+        line.starts_with(&format!("PROXY TCP6 {CLIENT_V6} {PORT_V6} ")) && line.ends_with(" 8082"),
+        "IPv6 client to an IPv6 server: {line:?}"
+    );
+
+    // 500 concurrent IPv4 clients to the IPv6 upstream, every one answered.
+    let r = proxy::bench(
+        &lab,
+        80,
+        &[
+            "--keep-alive",
+            "off",
+            "--concurrency",
+            "500",
+            "--requests",
+            "20000",
+        ],
+    );
+    assert!(
+        u(&r["successes"]) >= 20_000,
+        "IPv4 to IPv6, 500 concurrent: {r}"
+    );
+    assert_eq!(
+        u(&r["failures_total"]),
+        0,
+        "IPv4 to IPv6, 500 concurrent: {r}"
+    );
+    eprintln!(
+        "IPv4 clients to an IPv6 upstream: 500 concurrent: {} successes, {} conn/s",
+        r["successes"], r["connections_per_sec"]
+    );
+
+    // A health check over IPv6 takes the server out and brings it back;
+    // /stats names it in RFC 5952 form.
+    let server = format!("[{UPSTREAM_V6}]:8086");
+    wait_for(Duration::from_secs(10), "the IPv6 server healthy", || {
+        healthy6(&lab, &server) == Some(true)
+    });
+    let url_checked = format!("http://{PROXY_CLIENT_IP}:8085/");
+    assert_eq!(proxy::curl(&lab, &[&url_checked]).0, 200);
+    checked.stop(&lab);
+    wait_for(
+        Duration::from_secs(10),
+        "the IPv6 server marked down",
+        || healthy6(&lab, &server) == Some(false),
+    );
+    checked.launch(&lab);
+    wait_for(Duration::from_secs(10), "the IPv6 server back up", || {
+        healthy6(&lab, &server) == Some(true)
+    });
+    assert_eq!(proxy::curl(&lab, &[&url_checked]).0, 200);
+    let (ok, log) = z.stop("INT");
+    assert!(ok, "zproxy exited with an error:\n{log}");
+    let _ = echo.kill();
+    let _ = echo.wait();
+}
+
+#[test]
+fn ipv6_upstreams_af_packet() {
+    if !require_root() {
+        return;
+    }
+    ipv6_upstreams(
+        "net_af_packet0,iface=cli1,qpairs=1",
+        "net_af_packet1,iface=ups1,qpairs=1",
+    );
+}
+
+#[test]
+fn ipv6_upstreams_af_xdp() {
+    if !require_root() {
+        return;
+    }
+    ipv6_upstreams(
+        "net_af_xdp0,iface=cli1,start_queue=0,queue_count=1",
+        "net_af_xdp1,iface=ups1,start_queue=0,queue_count=1",
+    );
+}
+
 /// Two workers on two queues serve IPv6 clients (each worker runs DAD and
 /// NDP for the port; multicast is copied to both), also under 3% loss of
 /// replies. This does not prove the IPv6 handoff: in this lab veth kept

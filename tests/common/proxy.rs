@@ -268,7 +268,8 @@ pub fn accepts(lab: &Lab, role: &str, ip: &str, port: u16) -> bool {
             "2",
             "bash",
             "-c",
-            &format!("exec 3<>/dev/tcp/{ip}/{port}"),
+            // An IPv6 address as written in a URL or nginx's listen: bare for bash.
+            &format!("exec 3<>/dev/tcp/{}/{port}", ip.trim_matches(['[', ']'])),
         ],
     )
     .status

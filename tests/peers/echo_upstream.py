@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A plain TCP echo upstream for lab_tls (`mode = "tls"` listeners).
 
-Usage: echo_upstream.py IP PORT
+Usage: echo_upstream.py IP PORT (IPv4 or IPv6)
 
 Every connection (one thread each): every byte received is sent back as
 it comes; at the client's EOF (a half-close: our sending side is still
@@ -31,7 +31,7 @@ def serve(c):
         c.shutdown(socket.SHUT_WR)
 
 
-srv = socket.socket()
+srv = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind((ip, port))
 srv.listen(64)
