@@ -192,6 +192,9 @@ fn wrong_values_name_key_line_and_fix() {
         (with("servers = [{ address = \"10.72.0.1:80\" }]", "servers = []"), "upstream 'web': servers is empty", Some(41)),
         // A port's errors point into that port, not at the first mention of its name.
         (with("name = \"upstream\"\n", "name = \"upstream\"\nqueues = 3\n"), "port 'upstream': queues = 3", Some(14)),
+        (with("10.72.0.1:80", "[2001:db8:72::1]:80"), "server [2001:db8:72::1]:80 is IPv6 and port 'upstream' has no IPv6 address: add one to the port's `addresses`", Some(41)),
+        (with("address = \"10.72.0.2/24\"", "addresses = [\"10.72.0.2/24\", \"2001:db8:72::2/64\"]").replace("10.72.0.1:80", "[2001:db8:99::1]:80"), "server [2001:db8:99::1]:80 is not on port 'upstream''s IPv6 networks and that port has no gateway6", Some(41)),
+        (with("address = \"10.72.0.2/24\"", "addresses = [\"10.72.0.2/24\", \"2001:db8:72::2/64\"]").replace("10.72.0.1:80", "[::1]:80"), "server [::1]:80 is not a unicast address a port can reach", Some(41)),
     ];
     for (text, want, line) in &cases {
         let e = Config::parse(text).unwrap_err();
