@@ -753,9 +753,11 @@ fn ipv6_upstreams(vdev_client: &str, vdev_upstream: &str) {
         (200, UPSTREAM_BODY),
         "IPv6 client, IPv4 upstream"
     );
-    assert!(
-        stat(&lab, "ipv6_tcp_connects") >= 2,
-        "IPv6 upstream connects counted"
+    // Workers publish their counters every 100 ms.
+    wait_for(
+        Duration::from_secs(5),
+        "IPv6 upstream connects counted",
+        || stat(&lab, "ipv6_tcp_connects") >= 2,
     );
 
     // The PROXY header carries the client's family, whatever the server's.
