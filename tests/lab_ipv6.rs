@@ -847,6 +847,76 @@ fn ipv6_upstreams_af_xdp() {
     );
 }
 
+/// Two workers open IPv6 upstream connections: each needs the upstream's
+/// MAC in its own smoltcp (an advertisement arriving on one queue is copied
+/// to the other worker), and replies reach the worker that owns the local
+/// port (by queue or by handoff).
+#[test]
+fn ipv6_upstreams_on_two_workers() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up_with_queues(2);
+    enable_client_ipv6(&lab);
+    enable_upstream_ipv6(&lab);
+    let body = format!("location / {{ default_type text/plain; return 200 \"{V6_BODY}\"; }}");
+    let body = body.replace('\n', "\\n");
+    let _web6 = nginx::Nginx::start(&lab, "web6", &format!("[{UPSTREAM_V6}]"), 80, &body);
+    let cfg = up6_config(
+        "net_af_packet0,iface=cli1,qpairs=2",
+        "net_af_packet1,iface=ups1,qpairs=2",
+    )
+    .replace(
+        "worker_lcores = [1]",
+        "worker_lcores = [1, 2]\nworker_cpus = [1, 0]\nidle_sleep_us = 50",
+    )
+    .replace("mbufs = 16383", "mbufs = 32767");
+    let z = ZProxy::start(&lab, "zproxy", &cfg);
+    let url4 = format!("http://{PROXY_CLIENT_IP}/");
+    assert!(
+        wait_until(Duration::from_secs(15), || proxy::curl(
+            &lab,
+            &["--max-time", "2", &url4]
+        )
+        .0 == 200),
+        "no 200 from {url4} (IPv6 upstream); zproxy log:\n{}",
+        z.log()
+    );
+    let r = proxy::bench(
+        &lab,
+        80,
+        &[
+            "--keep-alive",
+            "off",
+            "--concurrency",
+            "200",
+            "--requests",
+            "5000",
+        ],
+    );
+    assert_eq!(u(&r["successes"]), 5000, "two workers, IPv6 upstream: {r}");
+    assert_eq!(
+        u(&r["failures_total"]),
+        0,
+        "two workers, IPv6 upstream: {r}"
+    );
+    // Both workers opened IPv6 upstream connections.
+    let stats = proxy::fresh_stats(&lab);
+    let per_worker: Vec<u64> = stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| u(&w["ipv6_tcp_connects"]))
+        .collect();
+    assert!(
+        per_worker.iter().all(|&n| n > 0),
+        "IPv6 upstream connects per worker: {per_worker:?}"
+    );
+    let (ok, log) = z.stop("INT");
+    assert!(ok, "zproxy exited with an error:\n{log}");
+}
+
 /// Two workers on two queues serve IPv6 clients (each worker runs DAD and
 /// NDP for the port; multicast is copied to both), also under 3% loss of
 /// replies. This does not prove the IPv6 handoff: in this lab veth kept
