@@ -49,10 +49,6 @@ impl Stack {
             local_ip,
             local_port,
         };
-        if self.spare_slots() < 1 {
-            self.counters.add(Counter::FlowsRefused, 1);
-            return Err(ConnectError::NoSlot);
-        }
         let Some(f) = self.flows.insert_with(super::flows6::placeholder) else {
             self.counters.add(Counter::FlowsRefused, 1);
             return Err(ConnectError::NoSlot);
