@@ -472,3 +472,155 @@ fn sighup_adds_and_removes_upstreams_under_load() {
     );
     stop_clean(z);
 }
+
+// ---- backup servers ----------------------------------------------------------------------
+
+/// Stops nginx gracefully (SIGQUIT): it closes its listening socket at once,
+/// so new connects are refused, and finishes the requests it has, as a
+/// server taken out of service does.
+fn quit(lab: &Lab, n: &Nginx, ip: &str) {
+    let pid = n.pid().expect("nginx pid");
+    // SAFETY: kill(2) of the nginx this test started (its pid file).
+    unsafe { libc::kill(pid, libc::SIGQUIT) };
+    wait_for(Duration::from_secs(10), "nginx to quit", || {
+        // SAFETY: signal 0 only checks that the pid exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0;
+        gone && curl_direct_fails(lab, ip)
+    });
+}
+
+fn curl_direct_fails(lab: &Lab, ip: &str) -> bool {
+    !lab.exec(
+        "upstream",
+        ["curl", "-s", "--max-time", "1", &format!("http://{ip}/")],
+    )
+    .status
+    .success()
+}
+
+/// `/stats`'s requests to each of `servers`, and whether each is a backup.
+fn requests_and_roles(lab: &Lab, servers: &[&str]) -> Vec<(u64, bool)> {
+    let s = fresh_stats(lab);
+    servers
+        .iter()
+        .map(|a| {
+            let e = s["upstreams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["server"] == *a)
+                .unwrap_or_else(|| panic!("{a} not in /stats: {s}"));
+            (u(&e["requests"]), e["backup"].as_bool().unwrap())
+        })
+        .collect()
+}
+
+/// A primary and a backup: the backup gets nothing while the primary is
+/// up; the primary stops (refuses connects) under load and every request
+/// still succeeds (the failed connect is retried on the backup, then the
+/// health check takes the primary out); the primary returns and takes all
+/// the traffic back.
+#[test]
+fn a_backup_serves_only_while_the_primary_is_down() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let b = two_backends(&lab);
+    let (primary, backup) = ("10.72.0.11:80", "10.72.0.12:80");
+    // TCP checks (not in the access logs) and no pooled connections (a
+    // pooled one the stopping primary closes could take a request).
+    let check = "keepalive = 0\n[upstream.health_check]\nkind = \"tcp\"\ninterval_ms = 300\ntimeout_ms = 250\nfall = 2\nrise = 2\n";
+    let body = listener(80, "http", "web")
+        + &format!(
+            "\n[[upstream]]\nname = \"web\"\nport = \"upstream\"\nservers = [{{ address = \"{primary}\" }}, {{ address = \"{backup}\", backup = true }}]\n{check}"
+        );
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let n1000 = [
+        "--concurrency",
+        "20",
+        "--requests",
+        "1000",
+        "--keep-alive",
+        "off",
+    ];
+
+    // The primary up: the backup gets nothing.
+    let before = backend_requests(&b);
+    let r = bench(&lab, 80, &n1000);
+    let d = delta(&backend_requests(&b), &before);
+    eprintln!("backup: primary up, 1000 requests: per server {d:?}");
+    assert_eq!(u(&r["failures_total"]), 0, "{r}");
+    assert_eq!(
+        d,
+        [1000, 0],
+        "the backup took traffic while the primary was up"
+    );
+    let seen = requests_and_roles(&lab, &[primary, backup]);
+    assert_eq!(seen[0].1, false, "the primary shown as a backup");
+    assert_eq!(seen[1], (0, true), "/stats: the backup's requests and role");
+
+    // The primary stops under load: every request succeeds.
+    let before = backend_requests(&b);
+    let running = spawn_bench(
+        &lab,
+        80,
+        "backup",
+        &[
+            "--duration",
+            "8s",
+            "--concurrency",
+            "20",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    wait_for(
+        Duration::from_secs(6),
+        "the load to reach the primary (200 requests) before it stops",
+        || b[0].requests() >= before[0] + 200,
+    );
+    quit(&lab, &b[0], "10.72.0.11");
+    let r = wait_bench(running);
+    let d = delta(&backend_requests(&b), &before);
+    eprintln!(
+        "backup: primary stopped under load: {} ok, {} failed {}; per server {d:?}",
+        r["successes"], r["failures_total"], r["failures"]
+    );
+    assert_eq!(u(&r["failures_total"]), 0, "requests failed: {r}");
+    assert!(d[1] > 200, "the backup served little after the stop: {d:?}");
+    wait_log(
+        &z,
+        "upstream 10.72.0.11:80: health check failed 2 times: out of rotation",
+        5,
+    );
+    let before = backend_requests(&b);
+    let r = bench(&lab, 80, &n1000);
+    assert_eq!(u(&r["failures_total"]), 0, "{r}");
+    assert_eq!(delta(&backend_requests(&b), &before), [0, 1000]);
+    let seen = requests_and_roles(&lab, &[primary, backup]);
+    assert!(seen[1].0 >= 1000 + d[1] as u64, "/stats: {seen:?}");
+
+    // The primary returns: all the traffic goes back to it.
+    b[0].launch(&lab);
+    wait_log(
+        &z,
+        "upstream 10.72.0.11:80: health check passed 2 times: back in rotation",
+        10,
+    );
+    // Failed connects also marked it down for a while (passive checks).
+    wait_for(
+        Duration::from_secs(10),
+        "a request to reach the primary again",
+        || curl(&lab, &[&url(80, "/")]).1.contains("10.72.0.11"),
+    );
+    let before = backend_requests(&b);
+    let r = bench(&lab, 80, &n1000);
+    let d = delta(&backend_requests(&b), &before);
+    eprintln!("backup: primary back, 1000 requests: per server {d:?}");
+    assert_eq!(u(&r["failures_total"]), 0, "{r}");
+    assert_eq!(d, [1000, 0], "traffic did not return to the primary");
+    stop_clean(z);
+}
