@@ -111,6 +111,19 @@ impl Net {
                 role,
                 "sysctl -qw net.ipv4.ip_local_port_range='61000 65000'",
             );
+            // af_packet leaves the kernel its copy of every frame, and the
+            // TAP gives the kernel the port's address: without this it would
+            // answer the other instance's connects to that address (a backup
+            // server, its health checks) with a RST of its own. Its traffic
+            // comes through the TAP (the exception path), not this device.
+            net.run(
+                role,
+                &format!(
+                    "nft add table inet zk && \
+                     nft add chain inet zk in '{{ type filter hook input priority 0; }}' && \
+                     nft add rule inet zk in iifname {ifc} drop"
+                ),
+            );
         }
         net.run("router", "ip link add br0 type bridge");
         for ifc in ["a1", "b1"] {
@@ -636,10 +649,15 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
     );
     assert!(!since.is_empty());
     assert_eq!(ok, since.len(), "requests failed after A withdrew");
+    assert!(
+        via_backup > 0,
+        "no request reached A between the stop and the withdrawal: the window was not tested"
+    );
     assert_eq!(
         window_ok,
         window.len(),
-        "requests failed in the {took:?} before the route dropped A (A's backup did not serve them): {window:?}"
+        "requests failed in the {took:?} before the route dropped A (A's backup did not serve them): {window:?}\nA:\n{}",
+        z[0].log()
     );
 
     // Transfers that start while A is out all run on B. A reload gives A
