@@ -379,6 +379,9 @@ max_connections_per_source = 0
 name = "web"
 port = "edge"
 servers = [{{ address = "{up}:80" }}, {{ address = "{other}:80", backup = true }}]
+# No pooled connections: a request sent on one that the stopped upstream
+# resets is lost (only requests not sent yet are retried, on the backup).
+keepalive = 0
 
 [upstream.health_check]
 kind = "tcp"
@@ -486,6 +489,23 @@ impl Instance {
             v.is_some()
         });
         sum(&v.unwrap(), name)
+    }
+
+    /// The failure counters by cause (`failures_*`), fresh.
+    fn failures(&self, net: &Net) -> Vec<(&'static str, u64)> {
+        self.fresh_stat(net, "total_cycles");
+        let v = self.stats(net).expect("/stats");
+        [
+            "refused",
+            "reset",
+            "timeout",
+            "no_server",
+            "no_slot",
+            "bad_response",
+        ]
+        .into_iter()
+        .map(|k| (k, sum(&v, &format!("failures_{k}"))))
+        .collect()
     }
 
     /// Requests sent to backup servers, from `/stats` (fresh, as above).
@@ -605,6 +625,7 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
     // are answered by B; those that still reach A before the route changes
     // are served through A's backup (B's own address): every request succeeds.
     let via_backup = z[0].backup_requests(&net);
+    let failed_before = z[0].failures(&net);
     let short = start_short(&net);
     std::thread::sleep(Duration::from_secs(1));
     net.upstream(0, false);
@@ -637,10 +658,17 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
     let ok = since.iter().filter(|c| *c == "200").count();
     let window_ok = window.iter().filter(|c| *c == "200").count();
     let via_backup = z[0].backup_requests(&net) - via_backup;
+    let failed: Vec<(&str, u64)> = z[0]
+        .failures(&net)
+        .into_iter()
+        .zip(&failed_before)
+        .map(|((k, n), (_, was))| (k, n - was))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     let all = codes.iter().filter(|c| *c == "200").count();
     eprintln!(
         "clients after the withdrawal: {ok}/{} ({:.2} %); in the {took:?} before it: {window_ok}/{} answered; \
-         A sent {via_backup} to its backup (B); in all {all}/{} ({:.2} %)",
+         A sent {via_backup} to its backup (B), its failures meanwhile {failed:?}; in all {all}/{} ({:.2} %)",
         since.len(),
         100.0 * ok as f64 / since.len().max(1) as f64,
         window.len(),
