@@ -1,7 +1,7 @@
 //! Upstream groups, end to end in the netns lab: balancing (round robin,
 //! weights, least connections, source hash, consistent hash), failover and recovery, active
-//! health checks, and SIGHUP adding and removing servers under load, with
-//! extra nginx servers in the upstream namespace.
+//! health checks, backup servers, and SIGHUP adding and removing servers
+//! under load, with extra nginx servers in the upstream namespace.
 //!
 //! Traffic only goes to the lab's namespace addresses (10.71.0.0/24 and
 //! 10.72.0.0/24). Every test builds its own lab and zproxy, stops zproxy
@@ -559,7 +559,7 @@ fn a_backup_serves_only_while_the_primary_is_down() {
         "the backup took traffic while the primary was up"
     );
     let seen = requests_and_roles(&lab, &[primary, backup]);
-    assert_eq!(seen[0].1, false, "the primary shown as a backup");
+    assert!(!seen[0].1, "the primary shown as a backup");
     assert_eq!(seen[1], (0, true), "/stats: the backup's requests and role");
 
     // The primary stops under load: every request succeeds.
