@@ -172,7 +172,7 @@ pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
         .iter()
         .map(|u| {
             format!(
-                "{{\"group\":\"{}\",\"server\":\"{}\",\"requests\":{},\"connect_failures\":{},\"active\":{},\"healthy\":{},\"retired\":{},\"avg_response_ms\":{:.3}}}",
+                "{{\"group\":\"{}\",\"server\":\"{}\",\"requests\":{},\"connect_failures\":{},\"active\":{},\"healthy\":{},\"retired\":{},\"backup\":{},\"avg_response_ms\":{:.3}}}",
                 u.group,
                 u.server,
                 u.requests,
@@ -180,6 +180,7 @@ pub fn json(workers: &[&SharedCounters], g: &Gauges) -> String {
                 u.active,
                 u.healthy,
                 u.retired,
+                u.backup,
                 u.response_us_sum as f64 / 1000.0 / u.responses.max(1) as f64
             )
         })
@@ -263,12 +264,13 @@ mod tests {
                 active: 2,
                 healthy: true,
                 retired: false,
+                backup: true,
                 response_us_sum: 1500,
                 responses: 3,
             }],
         };
         for (path, want) in [
-            ("/stats", "\"server\":\"10.0.0.1:80\",\"requests\":5,\"connect_failures\":1,\"active\":2,\"healthy\":true,\"retired\":false,\"avg_response_ms\":0.500"),
+            ("/stats", "\"server\":\"10.0.0.1:80\",\"requests\":5,\"connect_failures\":1,\"active\":2,\"healthy\":true,\"retired\":false,\"backup\":true,\"avg_response_ms\":0.500"),
             ("/metrics", "zproxy_upstream_requests_total{group=\"web\",server=\"10.0.0.1:80\"} 5\n"),
             ("/metrics", "zproxy_upstream_response_seconds_total{group=\"web\",server=\"10.0.0.1:80\"} 0.0015\n"),
             ("/metrics", "zproxy_requests_total{worker=\"0\"} 0\n"),

@@ -72,6 +72,7 @@ pub fn groups(cfg: &Config, layout: &Layout) -> Vec<GroupSpec> {
                     let current = live.and_then(|u| u.servers.iter().find(|s| s.address == a));
                     let mut s = ServerState::new(a, current.map_or(1, |s| s.weight));
                     s.retired = current.is_none();
+                    s.backup = current.is_some_and(|s| s.backup);
                     s
                 })
                 .collect();

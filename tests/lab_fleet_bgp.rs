@@ -111,6 +111,19 @@ impl Net {
                 role,
                 "sysctl -qw net.ipv4.ip_local_port_range='61000 65000'",
             );
+            // af_packet leaves the kernel its copy of every frame, and the
+            // TAP gives the kernel the port's address: without this it would
+            // answer the other instance's connects to that address (a backup
+            // server, its health checks) with a RST of its own. Its traffic
+            // comes through the TAP (the exception path), not this device.
+            net.run(
+                role,
+                &format!(
+                    "nft add table inet zk && \
+                     nft add chain inet zk in '{{ type filter hook input priority 0; }}' && \
+                     nft add rule inet zk in iifname {ifc} drop"
+                ),
+            );
         }
         net.run("router", "ip link add br0 type bridge");
         for ifc in ["a1", "b1"] {
@@ -365,7 +378,10 @@ max_connections_per_source = 0
 [[upstream]]
 name = "web"
 port = "edge"
-servers = [{{ address = "{up}:80" }}]
+servers = [{{ address = "{up}:80" }}, {{ address = "{other}:80", backup = true }}]
+# No pooled connections: a request sent on one that the stopped upstream
+# resets is lost (only requests not sent yet are retried, on the backup).
+keepalive = 0
 
 [upstream.health_check]
 kind = "tcp"
@@ -392,6 +408,10 @@ peers = [{peer}]
         ifc = IFACES[i],
         addr = ADDRS[i],
         up = UPSTREAMS[i],
+        // The other instance's own address (not the VIP, which is local
+        // here too): what reaches this one while its upstream is gone and
+        // the router has not yet heard the withdrawal is served there.
+        other = ADDRS[1 - i],
         sock = net.socket(ROLES[i]).display(),
     );
     let path = net.dir.join(format!("zproxy{i}.toml"));
@@ -469,6 +489,36 @@ impl Instance {
             v.is_some()
         });
         sum(&v.unwrap(), name)
+    }
+
+    /// The failure counters by cause (`failures_*`), fresh.
+    fn failures(&self, net: &Net) -> Vec<(&'static str, u64)> {
+        self.fresh_stat(net, "total_cycles");
+        let v = self.stats(net).expect("/stats");
+        [
+            "refused",
+            "reset",
+            "timeout",
+            "no_server",
+            "no_slot",
+            "bad_response",
+        ]
+        .into_iter()
+        .map(|k| (k, sum(&v, &format!("failures_{k}"))))
+        .collect()
+    }
+
+    /// Requests sent to backup servers, from `/stats` (fresh, as above).
+    fn backup_requests(&self, net: &Net) -> u64 {
+        self.fresh_stat(net, "total_cycles");
+        let v = self.stats(net).expect("/stats");
+        v["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["backup"] == true)
+            .map(|u| u["requests"].as_u64().unwrap_or(0))
+            .sum()
     }
 }
 
@@ -558,25 +608,24 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
         "a first answer through the VIP",
         || all_ok(&short_requests(&net, 1)),
     );
-    let before: Vec<u64> = z
-        .iter()
-        .map(|z| z.fresh_stat(&net, "flows_accepted"))
-        .collect();
+    // Requests, not accepted flows: each instance health-checks the other
+    // (its backup), and those probes are flows too.
+    let before: Vec<u64> = z.iter().map(|z| z.fresh_stat(&net, "requests")).collect();
     let n = 100;
     let codes = short_requests(&net, n);
     assert!(all_ok(&codes) && codes.len() == n, "{codes:?}");
-    let after: Vec<u64> = z
-        .iter()
-        .map(|z| z.fresh_stat(&net, "flows_accepted"))
-        .collect();
+    let after: Vec<u64> = z.iter().map(|z| z.fresh_stat(&net, "requests")).collect();
     let (sa, sb) = (after[0] - before[0], after[1] - before[1]);
-    eprintln!("{n} connections over BGP ECMP: A accepted {sa}, B {sb}");
+    eprintln!("{n} connections over BGP ECMP: A served {sa}, B {sb}");
     assert_eq!(sa + sb, n as u64);
     assert!(sa >= 20 && sb >= 20, "not spread: A {sa}, B {sb}");
 
     // A's upstream stops: A withdraws, the router's route drops A within
     // the health checks' detection time (plus BGP's update), and clients
-    // are answered by B.
+    // are answered by B; those that still reach A before the route changes
+    // are served through A's backup (B's own address): every request succeeds.
+    let via_backup = z[0].backup_requests(&net);
+    let failed_before = z[0].failures(&net);
     let short = start_short(&net);
     std::thread::sleep(Duration::from_secs(1));
     net.upstream(0, false);
@@ -607,15 +656,37 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
     // have gone to A before; the ones after it started with A out.
     let (window, since) = codes.split_at((cut + 1).min(codes.len()));
     let ok = since.iter().filter(|c| *c == "200").count();
+    let window_ok = window.iter().filter(|c| *c == "200").count();
+    let via_backup = z[0].backup_requests(&net) - via_backup;
+    let failed: Vec<(&str, u64)> = z[0]
+        .failures(&net)
+        .into_iter()
+        .zip(&failed_before)
+        .map(|((k, n), (_, was))| (k, n - was))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let all = codes.iter().filter(|c| *c == "200").count();
     eprintln!(
-        "clients after the withdrawal: {ok}/{} ({:.2} %); in the {took:?} before it: {}/{} answered",
+        "clients after the withdrawal: {ok}/{} ({:.2} %); in the {took:?} before it: {window_ok}/{} answered; \
+         A sent {via_backup} to its backup (B), its failures meanwhile {failed:?}; in all {all}/{} ({:.2} %)",
         since.len(),
         100.0 * ok as f64 / since.len().max(1) as f64,
-        window.iter().filter(|c| *c == "200").count(),
-        window.len()
+        window.len(),
+        codes.len(),
+        100.0 * all as f64 / codes.len().max(1) as f64,
     );
     assert!(!since.is_empty());
     assert_eq!(ok, since.len(), "requests failed after A withdrew");
+    assert_eq!(
+        window_ok,
+        window.len(),
+        "requests failed in the {took:?} before the route dropped A (A's backup did not serve them): {window:?}\nA:\n{}",
+        z[0].log()
+    );
+    assert!(
+        via_backup > 0,
+        "no request reached A between the stop and the withdrawal: the window was not tested"
+    );
 
     // Transfers that start while A is out all run on B. A reload gives A
     // its peer; when A is announced again (rise, hold-down) the router

@@ -1,7 +1,7 @@
 //! Upstream groups, end to end in the netns lab: balancing (round robin,
 //! weights, least connections, source hash, consistent hash), failover and recovery, active
-//! health checks, and SIGHUP adding and removing servers under load, with
-//! extra nginx servers in the upstream namespace.
+//! health checks, backup servers, and SIGHUP adding and removing servers
+//! under load, with extra nginx servers in the upstream namespace.
 //!
 //! Traffic only goes to the lab's namespace addresses (10.71.0.0/24 and
 //! 10.72.0.0/24). Every test builds its own lab and zproxy, stops zproxy
@@ -470,5 +470,152 @@ fn sighup_adds_and_removes_upstreams_under_load() {
         b0_after_removal,
         "the removed server still got requests"
     );
+    stop_clean(z);
+}
+
+// ---- backup servers ----------------------------------------------------------------------
+
+/// The primary refuses new connections (a RST to each SYN, as from a
+/// server that stopped listening) while the connections it has finish, or
+/// accepts again. (Stopping nginx would also reset connections the kernel
+/// had accepted for it but nginx had not: requests already sent, which no
+/// proxy may retry.)
+fn refuse(lab: &Lab, ip: &str, on: bool) {
+    let line = if on {
+        format!(
+            "nft add table inet zb && \
+             nft add chain inet zb in '{{ type filter hook input priority 0; }}' && \
+             nft add rule inet zb in ip daddr {ip} tcp dport 80 'tcp flags & (syn | ack) == syn' reject with tcp reset"
+        )
+    } else {
+        "nft delete table inet zb".to_owned()
+    };
+    lab.exec_ok("upstream", ["bash", "-c", &line]);
+}
+
+/// `/stats`'s requests to each of `servers`, and whether each is a backup.
+fn requests_and_roles(lab: &Lab, servers: &[&str]) -> Vec<(u64, bool)> {
+    let s = fresh_stats(lab);
+    servers
+        .iter()
+        .map(|a| {
+            let e = s["upstreams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["server"] == *a)
+                .unwrap_or_else(|| panic!("{a} not in /stats: {s}"));
+            (u(&e["requests"]), e["backup"].as_bool().unwrap())
+        })
+        .collect()
+}
+
+/// A primary and a backup: the backup gets nothing while the primary is
+/// up; the primary refuses connects under load and every request
+/// still succeeds (the failed connect is retried on the backup, then the
+/// health check takes the primary out); the primary returns and takes all
+/// the traffic back.
+#[test]
+fn a_backup_serves_only_while_the_primary_is_down() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let b = two_backends(&lab);
+    let (primary, backup) = ("10.72.0.11:80", "10.72.0.12:80");
+    // TCP checks (not in the access logs) and no pooled connections (a
+    // pooled one the stopping primary closes could take a request).
+    let check = "keepalive = 0\n[upstream.health_check]\nkind = \"tcp\"\ninterval_ms = 300\ntimeout_ms = 250\nfall = 2\nrise = 2\n";
+    let body = listener(80, "http", "web")
+        + &format!(
+            "\n[[upstream]]\nname = \"web\"\nport = \"upstream\"\nservers = [{{ address = \"{primary}\" }}, {{ address = \"{backup}\", backup = true }}]\n{check}"
+        );
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let n1000 = [
+        "--concurrency",
+        "20",
+        "--requests",
+        "1000",
+        "--keep-alive",
+        "off",
+    ];
+
+    // The primary up: the backup gets nothing.
+    let before = backend_requests(&b);
+    let r = bench(&lab, 80, &n1000);
+    let d = delta(&backend_requests(&b), &before);
+    eprintln!("backup: primary up, 1000 requests: per server {d:?}");
+    assert_eq!(u(&r["failures_total"]), 0, "{r}");
+    assert_eq!(
+        d,
+        [1000, 0],
+        "the backup took traffic while the primary was up"
+    );
+    let seen = requests_and_roles(&lab, &[primary, backup]);
+    assert!(!seen[0].1, "the primary shown as a backup");
+    assert_eq!(seen[1], (0, true), "/stats: the backup's requests and role");
+
+    // The primary stops under load: every request succeeds.
+    let before = backend_requests(&b);
+    let running = spawn_bench(
+        &lab,
+        80,
+        "backup",
+        &[
+            "--duration",
+            "8s",
+            "--concurrency",
+            "20",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    wait_for(
+        Duration::from_secs(6),
+        "the load to reach the primary (200 requests) before it stops",
+        || b[0].requests() >= before[0] + 200,
+    );
+    refuse(&lab, "10.72.0.11", true);
+    let r = wait_bench(running);
+    let d = delta(&backend_requests(&b), &before);
+    eprintln!(
+        "backup: primary refusing connects under load: {} ok, {} failed {}; per server {d:?}",
+        r["successes"], r["failures_total"], r["failures"]
+    );
+    assert_eq!(u(&r["failures_total"]), 0, "requests failed: {r}");
+    assert!(d[1] > 200, "the backup served little after the stop: {d:?}");
+    wait_log(
+        &z,
+        "upstream 10.72.0.11:80: health check failed 2 times: out of rotation",
+        5,
+    );
+    let before = backend_requests(&b);
+    let r = bench(&lab, 80, &n1000);
+    assert_eq!(u(&r["failures_total"]), 0, "{r}");
+    assert_eq!(delta(&backend_requests(&b), &before), [0, 1000]);
+    let seen = requests_and_roles(&lab, &[primary, backup]);
+    assert!(seen[1].0 >= 1000 + d[1] as u64, "/stats: {seen:?}");
+
+    // The primary returns: all the traffic goes back to it.
+    refuse(&lab, "10.72.0.11", false);
+    wait_log(
+        &z,
+        "upstream 10.72.0.11:80: health check passed 2 times: back in rotation",
+        10,
+    );
+    // Failed connects also marked it down for a while (passive checks).
+    wait_for(
+        Duration::from_secs(10),
+        "a request to reach the primary again",
+        || curl(&lab, &[&url(80, "/")]).1.contains("10.72.0.11"),
+    );
+    let before = backend_requests(&b);
+    let r = bench(&lab, 80, &n1000);
+    let d = delta(&backend_requests(&b), &before);
+    eprintln!("backup: primary back, 1000 requests: per server {d:?}");
+    assert_eq!(u(&r["failures_total"]), 0, "{r}");
+    assert_eq!(d, [1000, 0], "traffic did not return to the primary");
     stop_clean(z);
 }

@@ -12,7 +12,7 @@ pub struct Inputs {
     pub up: bool,
     /// SIGTERM arrived: no new connections, so no new traffic either.
     pub draining: bool,
-    /// Every followed group has a healthy, live server.
+    /// Every followed group has a healthy, live primary server.
     pub healthy: bool,
 }
 
@@ -73,14 +73,16 @@ impl Decider {
     }
 }
 
-/// Every group in `groups` has at least one server that is healthy and not
-/// retired by a reload (a group missing from `stats` is not healthy: its
-/// worker has not published yet).
+/// Every group in `groups` has at least one primary server that is healthy
+/// and not retired by a reload (a group missing from `stats` is not healthy:
+/// its worker has not published yet). Backups do not count: an instance
+/// whose own servers are gone withdraws, and its backups serve only what
+/// still reaches it before the route changes.
 pub fn groups_healthy(groups: &[&str], stats: &[UpstreamStat]) -> bool {
     groups.iter().all(|g| {
         stats
             .iter()
-            .any(|s| s.group == *g && s.healthy && !s.retired)
+            .any(|s| s.group == *g && s.healthy && !s.retired && !s.backup)
     })
 }
 
@@ -177,6 +179,7 @@ mod tests {
             active: 0,
             healthy,
             retired,
+            backup: false,
             response_us_sum: 0,
             responses: 0,
         }
@@ -195,5 +198,14 @@ mod tests {
         assert!(!groups_healthy(&["web", "api"], &stats));
         assert!(!groups_healthy(&["img"], &stats), "not published yet");
         assert!(groups_healthy(&[], &stats));
+    }
+
+    #[test]
+    fn a_healthy_backup_does_not_keep_the_vip() {
+        let mut stats = vec![stat("web", 1, false, false), stat("web", 2, true, false)];
+        stats[1].backup = true;
+        assert!(!groups_healthy(&["web"], &stats), "primaries all down");
+        stats[0].healthy = true;
+        assert!(groups_healthy(&["web"], &stats), "a primary back");
     }
 }

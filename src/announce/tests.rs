@@ -84,6 +84,7 @@ fn web(healthy: bool) -> Vec<UpstreamStat> {
         active: 0,
         healthy,
         retired: false,
+        backup: false,
         response_us_sum: 0,
         responses: 0,
     }]

@@ -190,6 +190,8 @@ fn wrong_values_name_key_line_and_fix() {
         (with("10.72.0.1:80", "web_1.lab:80"), "upstream 'web': server \"web_1.lab:80\" is not A.B.C.D:port or HOST:port", Some(41)),
         // An empty group is reported at the group, not at a listener naming it.
         (with("servers = [{ address = \"10.72.0.1:80\" }]", "servers = []"), "upstream 'web': servers is empty", Some(41)),
+        (with("servers = [{ address = \"10.72.0.1:80\" }]", "servers = [{ address = \"10.72.0.1:80\", backup = true }, { address = \"10.72.0.3:80\", backup = true }]"), "upstream 'web': every server is a backup (backup = true)", Some(41)),
+        (with("servers = [{ address = \"10.72.0.1:80\" }]", "servers = [{ address = \"10.72.0.1:80\", backup = \"yes\" }]"), "invalid type: string \"yes\", expected a boolean", Some(41)),
         // A port's errors point into that port, not at the first mention of its name.
         (with("name = \"upstream\"\n", "name = \"upstream\"\nqueues = 3\n"), "port 'upstream': queues = 3", Some(14)),
         (with("10.72.0.1:80", "[2001:db8:72::1]:80"), "server [2001:db8:72::1]:80 is IPv6 and port 'upstream' has no IPv6 address: add one to the port's `addresses`", Some(41)),

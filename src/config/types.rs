@@ -460,6 +460,10 @@ pub struct Server {
     pub address: SocketAddr,
     #[serde(default = "weight")]
     pub weight: u32,
+    /// Takes traffic only while no primary (non-backup) server of its group
+    /// is up, as HAProxy's `backup` and nginx's `backup` do.
+    #[serde(default)]
+    pub backup: bool,
 }
 
 fn unresolved() -> SocketAddr {

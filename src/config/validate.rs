@@ -221,6 +221,13 @@ impl Config {
                     format!("upstream '{}': servers is empty", u.name),
                 ));
             }
+            if u.servers.iter().all(|s| s.backup) {
+                return Err(invalid(
+                    Place::new("upstream", i).line(text, "servers"),
+                    "upstream.servers.backup",
+                    format!("upstream '{}': every server is a backup (backup = true); a backup takes traffic only while no primary is up, so the group needs at least one server without backup = true", u.name),
+                ));
+            }
             for s in &u.servers {
                 if s.weight == 0 || s.weight > 1000 {
                     return Err(invalid(

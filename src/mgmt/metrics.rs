@@ -317,9 +317,12 @@ impl Snapshot {
             &'static str,
             fn(&UpstreamStat) -> Value<'static>,
         );
-        let series: [Series; 6] = [
+        let series: [Series; 7] = [
             ("upstream_up", "1 if the server is in rotation (healthy, not retired by a reload), else 0.", |u| {
                 Value::Gauge(u64::from(u.healthy && !u.retired))
+            }),
+            ("upstream_backup", "1 if the server is a backup (takes traffic only while no primary of its group is up), else 0.", |u| {
+                Value::Gauge(u64::from(u.backup))
             }),
             ("upstream_active_connections", "Connections open to the server.", |u| {
                 Value::Gauge(u64::from(u.active))
@@ -355,7 +358,22 @@ impl Snapshot {
                 }),
             )?;
         }
-        Ok(())
+        let mut groups: Vec<(&str, u64)> = Vec::new();
+        for u in &self.upstreams {
+            let sent = if u.backup { u.requests } else { 0 };
+            match groups.iter_mut().find(|(g, _)| *g == u.group) {
+                Some((_, n)) => *n += sent,
+                None => groups.push((u.group.as_str(), sent)),
+            }
+        }
+        family(
+            enc,
+            "upstream_backup_requests",
+            "Requests and connections the group sent to its backup servers (its primaries were down or had failed them).",
+            groups
+                .into_iter()
+                .map(|(g, n)| (vec![("group", g)], Value::Counter(n))),
+        )
     }
 }
 

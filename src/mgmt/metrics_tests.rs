@@ -47,6 +47,7 @@ fn snapshot() -> Snapshot {
             active: 2,
             healthy: true,
             retired: false,
+            backup: false,
             response_us_sum: 1_500,
             responses: 3,
         }],
@@ -227,5 +228,28 @@ fn a_family_without_series_is_left_out() {
     assert!(
         text.contains("# TYPE zproxy_reloads_total counter"),
         "{text}"
+    );
+}
+
+#[test]
+fn backups_are_marked_and_what_they_serve_is_counted() {
+    let mut s = snapshot();
+    let mut backup = s.upstreams[0].clone();
+    backup.server = "10.0.0.2:80".parse().unwrap();
+    backup.backup = true;
+    backup.requests = 7;
+    s.upstreams.push(backup);
+    let text = s.encode();
+    has(
+        &text,
+        r#"zproxy_upstream_backup{group="g\"q",server="10.0.0.1:80"} 0"#,
+    );
+    has(
+        &text,
+        r#"zproxy_upstream_backup{group="g\"q",server="10.0.0.2:80"} 1"#,
+    );
+    has(
+        &text,
+        r#"zproxy_upstream_backup_requests_total{group="g\"q"} 7"#,
     );
 }

@@ -90,6 +90,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("upstream", Applies),
     ("upstream.port", Restart),
     ("upstream.servers", Applies),
+    ("upstream.servers.backup", Applies),
     ("upstream.balance", Applies),
     ("upstream.connect_timeout_ms", Applies),
     ("upstream.read_timeout_ms", Applies),
@@ -601,6 +602,18 @@ fn group_diff(d: &mut Diff, a: &UpstreamGroup, b: &UpstreamGroup) {
     }
     if !what.is_empty() {
         d.push("upstream.servers", at.clone(), what.join(" "));
+    }
+    let flipped: Vec<String> = b
+        .servers
+        .iter()
+        .filter_map(|s| {
+            let o = servers.iter().find(|o| o.address == s.address)?;
+            (o.backup != s.backup)
+                .then(|| format!("{} backup {}->{}", s.address, o.backup, s.backup))
+        })
+        .collect();
+    if !flipped.is_empty() {
+        d.push("upstream.servers.backup", at.clone(), flipped.join(" "));
     }
     d.cmp("upstream.balance", &at, balance, &b.balance);
     d.cmp("upstream.hash_key", &at, hash_key, &b.hash_key);

@@ -231,7 +231,11 @@ const EDITS: &[Edit] = &[
             given: "10.1.0.6:80".into(),
             address: "10.1.0.6:80".parse().unwrap(),
             weight: 1,
+            backup: false,
         })
+    }),
+    ("upstream.servers.backup", |c| {
+        c.upstreams[0].servers[0].backup = true
     }),
     ("upstream.balance", |c| {
         c.upstreams[0].balance = Balance::LeastConn
@@ -377,6 +381,7 @@ fn restart_keys_are_what_start_up_fixes() {
         "listener.upgrade",
         "listener.tunnel_idle_timeout_ms",
         "upstream.servers",
+        "upstream.servers.backup",
         "upstream.health_check.interval_ms",
         "management.drain_timeout_ms",
     ] {
@@ -404,17 +409,20 @@ fn messages_name_each_key_and_where() {
     let mut next = running.clone();
     next.listeners[0].allow = vec!["10.0.0.0/8".into()];
     next.upstreams[0].servers[0].weight = 3;
+    next.upstreams[0].servers[0].backup = true;
     next.upstreams[0].servers.push(Server {
         given: "10.1.0.6:80".into(),
         address: "10.1.0.6:80".parse().unwrap(),
         weight: 1,
+        backup: false,
     });
     let d = diff(&running, &next);
     assert_eq!(d.refusal(), None);
     assert_eq!(
         d.summary(),
         "applied listener.allow (listener client:80), upstream.servers (upstream \"web\"): \
-         10.1.0.5:80 weight 1->3 +10.1.0.6:80"
+         10.1.0.5:80 weight 1->3 +10.1.0.6:80, upstream.servers.backup (upstream \"web\"): \
+         10.1.0.5:80 backup false->true"
     );
     assert_eq!(diff(&running, &running).summary(), "no change");
 }

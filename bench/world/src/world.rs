@@ -130,7 +130,7 @@ impl World {
 
     /// Asks for the target's MAC, so the first connects do not wait on ARP.
     pub fn resolve_target(&mut self) {
-        self.stack.resolve(CLIENT_PORT, *self.target.ip());
+        self.stack.resolve(CLIENT_PORT, (*self.target.ip()).into());
     }
 
     /// Runs until `s.end_us`: keeps `s.concurrency` requests in flight
@@ -222,7 +222,7 @@ impl World {
             }
             let c = Connect {
                 port_index: CLIENT_PORT,
-                server: self.target,
+                server: self.target.into(),
                 local_ports: LOCAL_PORTS,
                 next_local_port: &mut self.next_local_port,
                 connect_timeout_us: self.plan.timeout_us,

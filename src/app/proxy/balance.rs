@@ -1,7 +1,8 @@
 //! Upstream server choice: weighted round robin, least connections,
 //! source-IP hash and consistent (rendezvous) hash over the servers that
 //! are not marked down, with passive health marking (connect failures take
-//! a server out for a while).
+//! a server out for a while). Backup servers are a second tier: the same
+//! choice runs over them only when no primary is usable.
 
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
@@ -77,6 +78,8 @@ pub struct ServerState {
     pub retired: bool,
     /// What the active health check last concluded (true without checks).
     pub healthy: bool,
+    /// Picked only when no primary (non-backup) server is usable.
+    pub backup: bool,
 }
 
 impl ServerState {
@@ -94,6 +97,7 @@ impl ServerState {
             responses: 0,
             retired: false,
             healthy: true,
+            backup: false,
         }
     }
 
@@ -122,6 +126,7 @@ impl Balancer {
                     debug_assert_eq!(old.address, s.address, "reloads keep server indices");
                     old.weight = s.weight;
                     old.retired = s.retired;
+                    old.backup = s.backup;
                 }
                 None => self.servers.push(s),
             }
@@ -136,7 +141,8 @@ impl Balancer {
 
     /// [`Balancer::pick`] for a request whose `hash_key` hashed to
     /// `request_key` (`None`: the group hashes the client, or the request
-    /// had no such header or cookie).
+    /// had no such header or cookie). The primaries first; the backups when
+    /// every primary is down or already tried for this request.
     pub fn pick_for(
         &mut self,
         client: IpAddr,
@@ -144,7 +150,22 @@ impl Balancer {
         now_us: u64,
         exclude: u64,
     ) -> Option<usize> {
-        let usable = |i: usize, s: &ServerState| s.is_up(now_us) && exclude & (1 << (i % 64)) == 0;
+        self.pick_tier(client, request_key, now_us, exclude, false)
+            .or_else(|| self.pick_tier(client, request_key, now_us, exclude, true))
+    }
+
+    /// The balance mode's choice among the usable servers whose `backup` is `backup`.
+    fn pick_tier(
+        &mut self,
+        client: IpAddr,
+        request_key: Option<u64>,
+        now_us: u64,
+        exclude: u64,
+        backup: bool,
+    ) -> Option<usize> {
+        let usable = |i: usize, s: &ServerState| {
+            s.backup == backup && s.is_up(now_us) && exclude & (1 << (i % 64)) == 0
+        };
         match self.balance {
             Balance::RoundRobin => {
                 // nginx's smooth weighted round robin.
@@ -249,11 +270,15 @@ pub fn failure_is_the_servers(timed_out: bool, lost_locally: bool) -> bool {
 }
 
 #[cfg(test)]
+#[path = "balance_backup_tests.rs"]
+mod backup_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn group(balance: Balance, weights: &[u32]) -> Balancer {
+    pub(super) fn group(balance: Balance, weights: &[u32]) -> Balancer {
         let servers = weights
             .iter()
             .enumerate()
@@ -267,7 +292,7 @@ mod tests {
         Balancer::new(balance, servers)
     }
 
-    const C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    pub(super) const C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
     #[test]
     fn round_robin_follows_weights_smoothly() {

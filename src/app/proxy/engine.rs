@@ -63,6 +63,8 @@ pub struct UpstreamStat {
     pub active: u32,
     pub healthy: bool,
     pub retired: bool,
+    /// A backup server (takes traffic only while no primary is up).
+    pub backup: bool,
     pub response_us_sum: u64,
     pub responses: u64,
 }
@@ -792,6 +794,7 @@ impl Proxy {
                     active: s.active,
                     healthy: s.healthy,
                     retired: s.retired,
+                    backup: s.backup,
                     response_us_sum: s.response_us_sum,
                     responses: s.responses,
                 });
