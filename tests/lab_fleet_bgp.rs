@@ -361,9 +361,11 @@ worker_lcores = [1]
 mbufs = 8191
 max_flows = 4096
 
+# framecnt: as in lab_fleet, the default ring (512 frames) overflows while
+# both instances busy-poll core 1.
 [[port]]
 name = "edge"
-vdev = "net_af_packet{i},iface={ifc},qpairs=1"
+vdev = "net_af_packet{i},iface={ifc},qpairs=1,framecnt=4096"
 address = "{addr}/24"
 gateway = "{ROUTER}"
 exception = {{ kind = "tap", iface = "zpe" }}
