@@ -122,7 +122,7 @@ pub fn counter_help(c: Counter) -> &'static str {
         Ipv6DadDuplicates => "Our IPv6 addresses found in use by another node (duplicate address detection).",
         Ipv6AddressConflicts => "Claims by another node on an IPv6 address of ours after DAD.",
         Ipv6TcpAccepted => "TCP connections accepted from IPv6 clients.",
-        Ipv6SynNoCookie => "IPv6 SYNs dropped under a SYN flood (no SYN cookies over IPv6 yet).",
+        Ipv6SynCookies => "IPv6 SYNs answered with a SYN cookie (also in syn_cookies_sent).",
         BusyCycles => "TSC cycles of loop iterations that found work.",
         TotalCycles => "TSC cycles the worker's loop ran.",
         RateLimitEntries => {

@@ -112,7 +112,7 @@ counters! {
     Ipv6DadDuplicates => "ipv6_dad_duplicates",
     Ipv6AddressConflicts => "ipv6_address_conflicts",
     Ipv6TcpAccepted => "ipv6_tcp_accepted",
-    Ipv6SynNoCookie => "ipv6_syn_dropped_no_cookie",
+    Ipv6SynCookies => "ipv6_syn_cookies_sent",
     BusyCycles => "busy_cycles",
     TotalCycles => "total_cycles",
 }

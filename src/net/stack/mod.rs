@@ -14,6 +14,7 @@
 
 mod admit;
 mod connect;
+mod cookie6;
 mod demux;
 mod demux6;
 mod flows6;
