@@ -181,7 +181,7 @@ pub struct SentSeq {
 
 impl SentSeq {
     /// Reads an Ethernet/IPv4/TCP or Ethernet/IPv6/TCP frame smoltcp just built.
-    fn record(&mut self, frame: &[u8]) {
+    pub(crate) fn record(&mut self, frame: &[u8]) {
         let Some(t) = crate::net::segment::tcp_offset(frame) else {
             return;
         };

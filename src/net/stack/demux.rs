@@ -318,25 +318,23 @@ impl Stack {
     pub(super) fn rst_acceptable(&mut self, f: FlowId, port: usize, m: &Mbuf, now_us: u64) -> bool {
         let flow = self.flows.get_mut(f);
         let sent = flow.sent;
-        let state = flow.socket().state();
+        let handshake = matches!(
+            flow.socket().state(),
+            tcp::State::SynSent | tcp::State::Listen
+        );
         let window = flow.socket().recv_capacity() as u32;
-        if !sent.acked || matches!(state, tcp::State::SynSent | tcp::State::Listen) {
-            return true; // nothing acknowledged yet: smoltcp checks the ACK field
+        let verdict = super::rst::check(sent, handshake, window, m.data());
+        if verdict != super::rst::Rst::Take {
+            self.counters.add(Counter::RstChallenged, 1);
         }
-        let Some(seg) = segment::parse(m.data()) else {
-            return false;
-        };
-        if seg.seq == sent.rcv_nxt {
-            return true;
+        if let super::rst::Rst::Challenge(seg) = verdict {
+            if self.challenge_ack_allowed(now_us) {
+                // Either family: the flow's own ends, not the slot's IPv4 key.
+                let ends = self.local(f).zip(self.remote(f)).expect("live flow");
+                self.send_ack(port, ends, seg.src_mac, sent.snd_nxt, sent.rcv_nxt);
+            }
         }
-        self.counters.add(Counter::RstChallenged, 1);
-        if seg.seq.wrapping_sub(sent.rcv_nxt) < window.max(1) && self.challenge_ack_allowed(now_us)
-        {
-            // Either family: the flow's own ends, not the slot's IPv4 key.
-            let ends = self.local(f).zip(self.remote(f)).expect("live flow");
-            self.send_ack(port, ends, seg.src_mac, sent.snd_nxt, sent.rcv_nxt);
-        }
-        false
+        verdict == super::rst::Rst::Take
     }
 
     /// A bare ACK from `local` to `remote`, built here (not by smoltcp).

@@ -19,6 +19,7 @@ mod demux;
 mod demux6;
 mod flows6;
 mod reclaim;
+mod rst;
 mod second_chance;
 mod slots;
 mod tap;
