@@ -261,3 +261,170 @@ fn ipv6_blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
     );
     stop_clean(z);
 }
+
+/// Two workers on two queues: IPv6 connections whose Toeplitz hash
+/// (`Steering6`) names the other worker are handed to it and served there.
+/// veth picks the rx queue by its own hash, so frames arrive on either
+/// queue; the owner must still get every one, also when lost replies move
+/// a connection to the other queue mid-way. Both workers accept IPv6
+/// connections, IPv6 frames are handed over, and every request succeeds
+/// (with the IPv6 handoff disabled, the lossy run fails).
+#[test]
+fn ipv6_connections_are_handed_to_the_worker_that_owns_them() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up_with_queues(2);
+    enable_client_ipv6(&lab);
+    let cfg = config6("")
+        .replace(
+            "worker_lcores = [1]",
+            "worker_lcores = [1, 2]\nworker_cpus = [1, 0]\nidle_sleep_us = 50",
+        )
+        .replace("mbufs = 16383", "mbufs = 32767")
+        .replace("qpairs=1", "qpairs=2");
+    let z = ZProxy::start(&lab, "zproxy", &cfg);
+    wait_proxy6(&lab, &z, 80);
+    let r = bench6(
+        &lab,
+        80,
+        "two",
+        &["--concurrency", "200", "--requests", "5000"],
+    );
+    assert_eq!(u(&r["successes"]), 5000, "two workers: {r}");
+    assert_eq!(u(&r["failures_total"]), 0, "two workers: {r}");
+    let r = bench6(
+        &lab,
+        81,
+        "two-tcp",
+        &["--concurrency", "100", "--requests", "2000"],
+    );
+    assert_eq!(u(&r["successes"]), 2000, "two workers, tcp listener: {r}");
+    // Lost replies make the client's kernel retransmit with a new flow hash
+    // (net.core.txrehash): veth moves the rest of the connection to the
+    // other queue, and only the handoff gets those frames to their owner.
+    lab.exec_ok(
+        "client",
+        [
+            "nft",
+            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
+             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
+        ],
+    );
+    let lossy = bench6(
+        &lab,
+        80,
+        "lossy",
+        &[
+            "--concurrency",
+            "100",
+            "--duration",
+            "4s",
+            "--timeout",
+            "20s",
+        ],
+    );
+    lab.exec_ok("client", ["nft", "delete table inet loss"]);
+    assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
+    assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
+    // Each connection is served by the worker its Toeplitz hash names,
+    // whichever queue veth put its SYN on (by veth's own hash, so without
+    // the handoff about half of them would be served elsewhere).
+    let reta = z
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split("RSS programmed (")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(128); // without a programmed table (runtime.rs)
+    let steering = zproxy::net::rss6::Steering6::new(&zproxy::net::rss::RSS_KEY, reta, 2);
+    let accepted = |st: &serde_json::Value| -> Vec<u64> {
+        let w = st["workers"].as_array().unwrap();
+        w.iter().map(|w| u(&w["ipv6_tcp_accepted"])).collect()
+    };
+    let (client, us) = (CLIENT_V6.parse().unwrap(), PORT_V6.parse().unwrap());
+    let mut owners = [0usize; 2];
+    // The benches may have left a port in TIME-WAIT (the lab widens the
+    // ephemeral range): a port curl cannot bind is skipped.
+    for sport in 20000u16..21000 {
+        if owners.iter().sum::<usize>() == 16 {
+            break;
+        }
+        let owner = usize::from(steering.queue(client, us, sport, 80));
+        let before = accepted(&fresh_stats(&lab));
+        let sport_arg = sport.to_string();
+        let (code, head, _) = curl_with_head(
+            &lab,
+            &["-6", "-g", "--local-port", &sport_arg, &url6(80, "/")],
+        );
+        if head.contains("bind failed") {
+            continue;
+        }
+        assert_eq!(code, 200, "from port {sport}: {head}");
+        owners[owner] += 1;
+        let after = accepted(&fresh_stats(&lab));
+        assert_eq!(
+            (
+                after[owner] - before[owner],
+                after[1 - owner] - before[1 - owner]
+            ),
+            (1, 0),
+            "the connection from port {sport} is worker {owner}'s (reta {reta}): \
+             accepted before {before:?}, after {after:?}"
+        );
+    }
+    assert!(
+        owners[0] > 0 && owners[1] > 0,
+        "ports of both workers: {owners:?}"
+    );
+    let sum = |st: &serde_json::Value, key: &str| -> u64 {
+        st["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| u(&w[key]))
+            .sum()
+    };
+    // Workers publish on their own schedule: read until both sides agree.
+    let mut st = fresh_stats(&lab);
+    wait_until(Duration::from_secs(5), || {
+        st = fresh_stats(&lab);
+        sum(&st, "handoffs_out") == sum(&st, "handoffs_in")
+    });
+    eprintln!(
+        "IPv6 handoffs: {} of {} handoffs_out; accepted per worker: {:?}",
+        sum(&st, "ipv6_handoffs_out"),
+        sum(&st, "handoffs_out"),
+        st["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| u(&w["ipv6_tcp_accepted"]))
+            .collect::<Vec<_>>()
+    );
+    let workers = st["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    for (i, w) in workers.iter().enumerate() {
+        assert!(
+            u(&w["ipv6_tcp_accepted"]) > 500,
+            "worker {i} served no share of the IPv6 clients: {w}"
+        );
+        assert_eq!(
+            u(&w["handoff_drops"]),
+            0,
+            "worker {i} dropped handed-over frames: {w}"
+        );
+    }
+    assert!(
+        sum(&st, "ipv6_handoffs_out") > 1000,
+        "IPv6 frames must reach the other worker by handoff: {st}"
+    );
+    assert_eq!(sum(&st, "handoffs_out"), sum(&st, "handoffs_in"), "{st}");
+    stop_clean(z);
+}

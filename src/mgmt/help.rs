@@ -123,6 +123,7 @@ pub fn counter_help(c: Counter) -> &'static str {
         Ipv6AddressConflicts => "Claims by another node on an IPv6 address of ours after DAD.",
         Ipv6TcpAccepted => "TCP connections accepted from IPv6 clients.",
         Ipv6SynCookies => "IPv6 SYNs answered with a SYN cookie (also in syn_cookies_sent).",
+        Ipv6HandoffsOut => "IPv6 TCP frames passed to the worker that owns their flow (also in handoffs_out).",
         BusyCycles => "TSC cycles of loop iterations that found work.",
         TotalCycles => "TSC cycles the worker's loop ran.",
         RateLimitEntries => {

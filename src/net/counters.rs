@@ -113,6 +113,7 @@ counters! {
     Ipv6AddressConflicts => "ipv6_address_conflicts",
     Ipv6TcpAccepted => "ipv6_tcp_accepted",
     Ipv6SynCookies => "ipv6_syn_cookies_sent",
+    Ipv6HandoffsOut => "ipv6_handoffs_out",
     BusyCycles => "busy_cycles",
     TotalCycles => "total_cycles",
 }

@@ -66,6 +66,7 @@ impl Stack {
         if !handed && self.inboxes.len() > 1 {
             let owner = self.owner6(port, &key);
             if owner != self.index {
+                self.counters.add(Counter::Ipv6HandoffsOut, 1);
                 return self.hand_off(owner, port, m, false);
             }
         }
