@@ -114,6 +114,8 @@ counters! {
     Ipv6TcpAccepted => "ipv6_tcp_accepted",
     Ipv6SynCookies => "ipv6_syn_cookies_sent",
     Ipv6HandoffsOut => "ipv6_handoffs_out",
+    Ipv6PtbApplied => "ipv6_ptb_applied",
+    Ipv6PtbDropped => "ipv6_ptb_dropped",
     BusyCycles => "busy_cycles",
     TotalCycles => "total_cycles",
 }

@@ -148,6 +148,8 @@ pub struct FrameDevice<'a> {
     pub seq_delta: u32,
     /// Where the sequence numbers of a flow's segments are recorded.
     pub sent: Option<&'a mut SentSeq>,
+    /// A flow's lowered IPv6 path MTU: longer segments are cut (0: none).
+    pub path_mtu: u16,
 }
 
 impl<'a> FrameDevice<'a> {
@@ -163,6 +165,7 @@ impl<'a> FrameDevice<'a> {
             caps,
             seq_delta,
             sent: None,
+            path_mtu: 0,
         }
     }
 }
@@ -228,6 +231,7 @@ impl phy::Device for FrameDevice<'_> {
                 tx: self.tx,
                 seq_delta: self.seq_delta,
                 sent: self.sent.as_deref_mut(),
+                path_mtu: self.path_mtu,
             },
         ))
     }
@@ -237,6 +241,7 @@ impl phy::Device for FrameDevice<'_> {
             tx: self.tx,
             seq_delta: self.seq_delta,
             sent: self.sent.as_deref_mut(),
+            path_mtu: self.path_mtu,
         })
     }
 
@@ -258,6 +263,7 @@ pub struct TxToken<'a> {
     tx: &'a mut TxQueue,
     seq_delta: u32,
     sent: Option<&'a mut SentSeq>,
+    path_mtu: u16,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -274,7 +280,13 @@ impl phy::TxToken for TxToken<'_> {
                         sent.record(buf);
                     }
                     tx.sent_bytes += len as u64;
-                    tx.push(m);
+                    let cut = (self.path_mtu != 0)
+                        .then(|| crate::net::pmtu6::plan(buf, self.path_mtu))
+                        .flatten();
+                    match cut {
+                        Some(plan) => send_cut(tx, m, plan),
+                        None => tx.push(m),
+                    }
                     r
                 }
                 None => {
@@ -288,6 +300,24 @@ impl phy::TxToken for TxToken<'_> {
                 f(&mut tx.scratch[..len.min(9230)])
             }
         }
+    }
+}
+
+/// Sends `m` as the pieces `plan` cuts it into (see `pmtu6`); a piece
+/// with no mbuf is dropped (TCP resends it).
+fn send_cut(tx: &mut TxQueue, m: Mbuf, plan: (usize, usize, usize)) {
+    for i in 0..crate::net::pmtu6::pieces(plan) {
+        let len = plan.0 + plan.2.min(plan.1 - i * plan.2);
+        let Some(mut piece) = tx.pool.alloc() else {
+            tx.dropped += 1;
+            continue;
+        };
+        let Some(out) = piece.append(len) else {
+            tx.dropped += 1;
+            continue;
+        };
+        crate::net::pmtu6::write_piece(m.data(), plan, i, out);
+        tx.push(piece);
     }
 }
 

@@ -105,6 +105,9 @@ impl Stack {
                 if let Some(t) = super::demux6::classify6(m.data(), v6) {
                     return self.on_tcp6(port, m, t, handed, now_us);
                 }
+                let Some(m) = self.on_ptb6(port, m, handed) else {
+                    return; // a Packet Too Big for one of our flows (taken or counted)
+                };
                 // Every worker keeps the port's NDP state: multicast goes to all.
                 if !handed && m.data()[0] & 1 != 0 {
                     self.copy_to_other_cores(port, &m);
@@ -593,6 +596,7 @@ impl Stack {
             caps: &p.caps,
             seq_delta: flow.seq_delta,
             sent: Some(&mut flow.sent),
+            path_mtu: flow.path_mtu,
         };
         p.iface
             .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);

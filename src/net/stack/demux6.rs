@@ -179,7 +179,7 @@ impl Stack {
     }
 
     /// The core that owns `key`'s flow (see `owner`).
-    fn owner6(&self, port: usize, key: &FlowKey6) -> usize {
+    pub(super) fn owner6(&self, port: usize, key: &FlowKey6) -> usize {
         self.ports[port].steering6.as_ref().map_or(self.index, |s| {
             usize::from(s.queue(key.remote_ip, key.local_ip, key.remote_port, key.local_port))
         })
