@@ -428,3 +428,51 @@ fn ipv6_connections_are_handed_to_the_worker_that_owns_them() {
     assert_eq!(sum(&st, "handoffs_out"), sum(&st, "handoffs_in"), "{st}");
     stop_clean(z);
 }
+
+/// ICMPv6 Packet Too Big into an open transfer (tests/peers/ptb6.py): an
+/// off-path one (a sequence number not in flight) is dropped and counted;
+/// one quoting the flow's segment lowers its path MTU to 1280, the rest of
+/// the transfer comes in packets that fit, and it completes.
+#[test]
+fn ipv6_packet_too_big_lowers_an_open_flows_segments() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    enable_client_ipv6(&lab);
+    let z = ZProxy::start(&lab, "zproxy", &config6(""));
+    wait_proxy6(&lab, &z, 80);
+    let script = repo_root().join("tests/peers/ptb6.py");
+    let out = lab.exec_ok(
+        "client",
+        [
+            "timeout",
+            "60",
+            "python3",
+            script.to_str().unwrap(),
+            CLIENT_IF,
+            PORT_V6,
+            "80",
+            "1280",
+        ],
+    );
+    eprintln!("ptb6.py: {out}");
+    let seen: serde_json::Value = serde_json::from_str(out.trim()).expect("ptb6.py JSON");
+    assert!(
+        u(&seen["received"]) > 1_000_000,
+        "the transfer completes: {seen}"
+    );
+    assert_eq!(
+        u(&seen["max_before"]),
+        1500,
+        "full-size packets first: {seen}"
+    );
+    let after = u(&seen["max_after"]);
+    assert!(after > 0 && after <= 1280, "packets after the PTB: {seen}");
+    let st = fresh_stats(&lab);
+    let w = &st["workers"][0];
+    assert_eq!(u(&w["ipv6_ptb_applied"]), 1, "{w}");
+    assert_eq!(u(&w["ipv6_ptb_dropped"]), 1, "the off-path one: {w}");
+    stop_clean(z);
+}
