@@ -1,12 +1,15 @@
 //! SYN cookies over IPv6: the ACK of a cookie SYN-ACK (sent by
 //! `send_cookie`, either family) opens its connection, as `open_from_cookie`
-//! does for IPv4. The handshake replay is shared (`replay_cookie`).
+//! does for IPv4; and the handshake replay both families share.
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::Stack;
+use smoltcp::socket::tcp;
+
+use super::{FlowId, Stack};
 use crate::dpdk::Mbuf;
 use crate::net::admission::Verdict;
+use crate::net::counters::Counter;
 use crate::net::flow6::FlowKey6;
 use crate::net::segment;
 use crate::net::source6::source_key6;
@@ -59,5 +62,55 @@ impl Stack {
         self.glean6(port, key.remote_ip, key.local_ip, seg.src_mac.0, now_us);
         let (us, client) = ends6(&key);
         self.replay_cookie(f, port, m, &seg, (client, us), (mss, cookie), now_us)
+    }
+
+    /// Replays the handshake a cookie's ACK completes into `f`'s fresh
+    /// socket (either family), then gives it the ACK. Gives the ACK back
+    /// (and `f` up) when the socket did not take it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn replay_cookie(
+        &mut self,
+        f: FlowId,
+        port: usize,
+        m: Mbuf,
+        seg: &segment::Segment,
+        (client, us): (SocketAddr, SocketAddr),
+        (mss, cookie): (u16, u32),
+        now_us: u64,
+    ) -> Option<Mbuf> {
+        let p = &self.ports[port];
+        let syn = segment::Build {
+            src_mac: seg.src_mac,
+            dst_mac: p.mac,
+            src: (client.ip(), client.port()),
+            dst: (us.ip(), us.port()),
+            syn: true,
+            seq: seg.seq.wrapping_sub(1),
+            ack: None,
+            window: seg.window,
+            mss: Some(mss),
+        };
+        let established = self.ingress_built(f, &syn, now_us).is_some()
+            && self.capture_syn_ack(f, now_us).is_some_and(|isn| {
+                let ack = segment::Build {
+                    syn: false,
+                    seq: seg.seq,
+                    ack: Some(isn.wrapping_add(1)),
+                    mss: None,
+                    ..syn
+                };
+                self.ingress_built(f, &ack, now_us).is_some() && {
+                    let flow = self.flows.get_mut(f);
+                    flow.seq_delta = cookie.wrapping_sub(isn);
+                    flow.socket().state() == tcp::State::Established
+                }
+            });
+        if !established {
+            self.release(f, tcp::State::Closed, now_us);
+            return Some(m);
+        }
+        self.counters.add(Counter::SynCookiesAccepted, 1);
+        self.ingress(f, m, now_us); // the client's ACK, perhaps with its request
+        None
     }
 }

@@ -509,58 +509,13 @@ impl Stack {
         self.replay_cookie(f, port, m, &seg, (client, us), (mss, cookie), now_us)
     }
 
-    /// Replays the handshake a cookie's ACK completes into `f`'s fresh
-    /// socket (either family), then gives it the ACK. Gives the ACK back
-    /// (and `f` up) when the socket did not take it.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn replay_cookie(
+    /// Feeds a segment built here to `f`'s socket.
+    pub(super) fn ingress_built(
         &mut self,
         f: FlowId,
-        port: usize,
-        m: Mbuf,
-        seg: &segment::Segment,
-        (client, us): (SocketAddr, SocketAddr),
-        (mss, cookie): (u16, u32),
+        segment: &segment::Build,
         now_us: u64,
-    ) -> Option<Mbuf> {
-        let p = &self.ports[port];
-        let syn = segment::Build {
-            src_mac: seg.src_mac,
-            dst_mac: p.mac,
-            src: (client.ip(), client.port()),
-            dst: (us.ip(), us.port()),
-            syn: true,
-            seq: seg.seq.wrapping_sub(1),
-            ack: None,
-            window: seg.window,
-            mss: Some(mss),
-        };
-        let established = self.ingress_built(f, &syn, now_us).is_some()
-            && self.capture_syn_ack(f, now_us).is_some_and(|isn| {
-                let ack = segment::Build {
-                    syn: false,
-                    seq: seg.seq,
-                    ack: Some(isn.wrapping_add(1)),
-                    mss: None,
-                    ..syn
-                };
-                self.ingress_built(f, &ack, now_us).is_some() && {
-                    let flow = self.flows.get_mut(f);
-                    flow.seq_delta = cookie.wrapping_sub(isn);
-                    flow.socket().state() == tcp::State::Established
-                }
-            });
-        if !established {
-            self.release(f, tcp::State::Closed, now_us);
-            return Some(m);
-        }
-        self.counters.add(Counter::SynCookiesAccepted, 1);
-        self.ingress(f, m, now_us); // the client's ACK, perhaps with its request
-        None
-    }
-
-    /// Feeds a segment built here to `f`'s socket.
-    fn ingress_built(&mut self, f: FlowId, segment: &segment::Build, now_us: u64) -> Option<()> {
+    ) -> Option<()> {
         let mut m = self.pool.alloc()?;
         segment.emit(m.append(segment.frame_len())?);
         self.ingress(f, m, now_us);
@@ -569,7 +524,7 @@ impl Stack {
 
     /// Lets `f`'s socket send its SYN-ACK into the capture queue and
     /// returns the ISN it chose; nothing reaches the wire.
-    fn capture_syn_ack(&mut self, f: FlowId, now_us: u64) -> Option<u32> {
+    pub(super) fn capture_syn_ack(&mut self, f: FlowId, now_us: u64) -> Option<u32> {
         let flow = self.flows.get_mut(f);
         let p = &mut self.ports[flow.port];
         let mut dev = FrameDevice::new(None, &mut p.capture, &p.caps, 0);
