@@ -919,9 +919,8 @@ fn ipv6_upstreams_on_two_workers() {
 
 /// Two workers on two queues serve IPv6 clients (each worker runs DAD and
 /// NDP for the port; multicast is copied to both), also under 3% loss of
-/// replies. This does not prove the IPv6 handoff: in this lab veth kept
-/// every IPv6 connection on one queue (the test passed with `owner6`
-/// disabled), so the handoff by `Steering6` still needs a test of its own.
+/// replies. This does not prove the IPv6 handoff (it passes with `owner6`
+/// disabled): lab_ipv6_flows' `ipv6_connections_are_handed_to_the_worker_that_owns_them` does.
 #[test]
 fn ipv6_clients_on_two_workers() {
     if !require_root() {

@@ -123,7 +123,10 @@ pub fn counter_help(c: Counter) -> &'static str {
         Ipv6AddressConflicts => "Claims by another node on an IPv6 address of ours after DAD.",
         Ipv6TcpAccepted => "TCP connections accepted from IPv6 clients.",
         Ipv6TcpConnects => "TCP connections opened to IPv6 upstream servers (and health checks).",
-        Ipv6SynNoCookie => "IPv6 SYNs dropped under a SYN flood (no SYN cookies over IPv6 yet).",
+        Ipv6SynCookies => "IPv6 SYNs answered with a SYN cookie (also in syn_cookies_sent).",
+        Ipv6HandoffsOut => "IPv6 TCP frames passed to the worker that owns their flow (also in handoffs_out).",
+        Ipv6PtbApplied => "ICMPv6 Packet Too Big messages that lowered an open flow's path MTU.",
+        Ipv6PtbDropped => "ICMPv6 Packet Too Big messages ignored: no flow of ours, MTU below 1280 or not lower, a sequence number not in flight, malformed.",
         BusyCycles => "TSC cycles of loop iterations that found work.",
         TotalCycles => "TSC cycles the worker's loop ran.",
         RateLimitEntries => {

@@ -113,7 +113,10 @@ counters! {
     Ipv6AddressConflicts => "ipv6_address_conflicts",
     Ipv6TcpAccepted => "ipv6_tcp_accepted",
     Ipv6TcpConnects => "ipv6_tcp_connects",
-    Ipv6SynNoCookie => "ipv6_syn_dropped_no_cookie",
+    Ipv6SynCookies => "ipv6_syn_cookies_sent",
+    Ipv6HandoffsOut => "ipv6_handoffs_out",
+    Ipv6PtbApplied => "ipv6_ptb_applied",
+    Ipv6PtbDropped => "ipv6_ptb_dropped",
     BusyCycles => "busy_cycles",
     TotalCycles => "total_cycles",
 }

@@ -148,6 +148,8 @@ pub struct FrameDevice<'a> {
     pub seq_delta: u32,
     /// Where the sequence numbers of a flow's segments are recorded.
     pub sent: Option<&'a mut SentSeq>,
+    /// A flow's lowered IPv6 path MTU: longer segments are cut (0: none).
+    pub path_mtu: u16,
 }
 
 impl<'a> FrameDevice<'a> {
@@ -163,6 +165,7 @@ impl<'a> FrameDevice<'a> {
             caps,
             seq_delta,
             sent: None,
+            path_mtu: 0,
         }
     }
 }
@@ -180,23 +183,24 @@ pub struct SentSeq {
 }
 
 impl SentSeq {
-    /// Reads an Ethernet/IPv4/TCP frame smoltcp just built.
-    fn record(&mut self, frame: &[u8]) {
-        if frame.len() < 14 + 20 + 20 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 6 {
+    /// Reads an Ethernet/IPv4/TCP or Ethernet/IPv6/TCP frame smoltcp just built.
+    pub(crate) fn record(&mut self, frame: &[u8]) {
+        let Some(t) = crate::net::segment::tcp_offset(frame) else {
             return;
-        }
-        let ihl = usize::from(frame[14] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
-        let t = 14 + ihl;
-        if frame.len() < t + 20 || total < ihl + 20 {
-            return;
-        }
+        };
+        // The TCP segment's length: to the IP header's end, not the frame's.
+        let segment_len = if frame[12] == 0x86 {
+            usize::from(u16::from_be_bytes([frame[18], frame[19]]))
+        } else {
+            let ihl = usize::from(frame[14] & 0x0f) * 4;
+            usize::from(u16::from_be_bytes([frame[16], frame[17]])).saturating_sub(ihl)
+        };
         let word = |at: usize| {
             u32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]])
         };
         let flags = frame[t + 13];
         let doff = usize::from(frame[t + 12] >> 4) * 4;
-        let payload = total.saturating_sub(ihl + doff) as u32;
+        let payload = segment_len.saturating_sub(doff) as u32;
         let syn_fin = u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0);
         if flags & 0x04 != 0 {
             return; // a RST moves nothing
@@ -227,6 +231,7 @@ impl phy::Device for FrameDevice<'_> {
                 tx: self.tx,
                 seq_delta: self.seq_delta,
                 sent: self.sent.as_deref_mut(),
+                path_mtu: self.path_mtu,
             },
         ))
     }
@@ -236,6 +241,7 @@ impl phy::Device for FrameDevice<'_> {
             tx: self.tx,
             seq_delta: self.seq_delta,
             sent: self.sent.as_deref_mut(),
+            path_mtu: self.path_mtu,
         })
     }
 
@@ -257,6 +263,7 @@ pub struct TxToken<'a> {
     tx: &'a mut TxQueue,
     seq_delta: u32,
     sent: Option<&'a mut SentSeq>,
+    path_mtu: u16,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -273,7 +280,13 @@ impl phy::TxToken for TxToken<'_> {
                         sent.record(buf);
                     }
                     tx.sent_bytes += len as u64;
-                    tx.push(m);
+                    let cut = (self.path_mtu != 0)
+                        .then(|| crate::net::pmtu6::plan(buf, self.path_mtu))
+                        .flatten();
+                    match cut {
+                        Some(plan) => send_cut(tx, m, plan),
+                        None => tx.push(m),
+                    }
                     r
                 }
                 None => {
@@ -290,6 +303,24 @@ impl phy::TxToken for TxToken<'_> {
     }
 }
 
+/// Sends `m` as the pieces `plan` cuts it into (see `pmtu6`); a piece
+/// with no mbuf is dropped (TCP resends it).
+fn send_cut(tx: &mut TxQueue, m: Mbuf, plan: (usize, usize, usize)) {
+    for i in 0..crate::net::pmtu6::pieces(plan) {
+        let len = plan.0 + plan.2.min(plan.1 - i * plan.2);
+        let Some(mut piece) = tx.pool.alloc() else {
+            tx.dropped += 1;
+            continue;
+        };
+        let Some(out) = piece.append(len) else {
+            tx.dropped += 1;
+            continue;
+        };
+        crate::net::pmtu6::write_piece(m.data(), plan, i, out);
+        tx.push(piece);
+    }
+}
+
 /// Capabilities for a port: Ethernet, its MTU, and software checksums except
 /// what the device verifies on receive.
 pub fn capabilities(ip_mtu: usize, rx_checksum_offload: bool) -> DeviceCapabilities {
@@ -303,4 +334,70 @@ pub fn capabilities(ip_mtu: usize, rx_checksum_offload: bool) -> DeviceCapabilit
         caps.checksum.tcp = phy::Checksum::Tx;
     }
     caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SentSeq;
+    use crate::net::segment::Build;
+    use smoltcp::wire::EthernetAddress;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    fn frame(src: IpAddr, dst: IpAddr, seq: u32, ack: Option<u32>, payload: usize) -> Vec<u8> {
+        let b = Build {
+            src_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            dst_mac: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            src: (src, 80),
+            dst: (dst, 40000),
+            syn: false,
+            seq,
+            ack,
+            window: 1000,
+            mss: None,
+        };
+        let mut f = vec![0u8; b.frame_len()];
+        b.emit(&mut f);
+        // Payload bytes the IP header counts (checksums do not matter here).
+        f.extend(std::iter::repeat_n(0, payload));
+        if src.is_ipv6() {
+            let len = u16::from_be_bytes([f[18], f[19]]) + payload as u16;
+            f[18..20].copy_from_slice(&len.to_be_bytes());
+        } else {
+            let len = u16::from_be_bytes([f[16], f[17]]) + payload as u16;
+            f[16..18].copy_from_slice(&len.to_be_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn records_what_a_flow_sent_in_both_families() {
+        let v4 = (
+            Ipv4Addr::new(10, 0, 0, 2).into(),
+            Ipv4Addr::new(10, 0, 0, 1).into(),
+        );
+        let v6 = (
+            "2001:db8::2".parse::<Ipv6Addr>().unwrap().into(),
+            "2001:db8::1".parse::<Ipv6Addr>().unwrap().into(),
+        );
+        for (us, them) in [v4, v6] {
+            let mut sent = SentSeq::default();
+            sent.record(&frame(us, them, 1000, None, 0));
+            assert!(!sent.acked, "no ACK flag: rcv_nxt unknown");
+            sent.record(&frame(us, them, 1000, Some(7), 100));
+            assert_eq!(
+                sent,
+                SentSeq {
+                    snd_nxt: 1100,
+                    rcv_nxt: 7,
+                    acked: true
+                },
+                "{us}"
+            );
+            // Ethernet padding past the IP length is not payload.
+            let mut padded = frame(us, them, 2000, Some(9), 0);
+            padded.extend([0u8; 10]);
+            sent.record(&padded);
+            assert_eq!((sent.snd_nxt, sent.rcv_nxt), (2000, 9), "{us}");
+        }
+    }
 }

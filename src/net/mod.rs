@@ -30,6 +30,7 @@ pub mod flow6;
 pub mod handoff;
 pub mod ipv6;
 pub mod link;
+pub mod pmtu6;
 pub mod ratelimit;
 pub mod rss;
 pub mod rss6;

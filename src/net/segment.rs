@@ -1,20 +1,22 @@
 //! TCP segments a worker reads and writes itself, outside smoltcp: the SYN
 //! cookie exchange (a SYN-ACK sent, a handshake replayed into a socket, the
 //! sequence shift of a cookie connection) and the ACK of a FIN retransmitted
-//! into TIME-WAIT.
+//! into TIME-WAIT, the challenge ACK of RFC 5961), over IPv4 or IPv6.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet,
-    Ipv4Repr, TcpControl, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber,
+    Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
 const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
+const IP6_LEN: usize = 40;
 
-/// The fields of a received TCP/IPv4 segment the worker answers itself.
+/// The fields of a received TCP segment (IPv4, or IPv6 with TCP straight
+/// after the fixed header) the worker answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     pub src_mac: EthernetAddress,
@@ -30,11 +32,22 @@ pub struct Segment {
     pub mss: Option<u16>,
 }
 
-/// Reads a frame `classify` already found to be TCP/IPv4 for us.
+/// Reads a frame `classify` (or `classify6`) already found to be TCP for us.
 pub fn parse(frame: &[u8]) -> Option<Segment> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let tcp = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            TcpPacket::new_checked(Ipv4Packet::new_checked(eth.payload()).ok()?.payload()).ok()?
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            TcpPacket::new_checked(ip.payload()).ok()?
+        }
+        _ => return None,
+    };
     let mut mss = None;
     let mut options = tcp.options();
     while !options.is_empty() {
@@ -66,8 +79,9 @@ pub fn parse(frame: &[u8]) -> Option<Segment> {
 pub struct Build {
     pub src_mac: EthernetAddress,
     pub dst_mac: EthernetAddress,
-    pub src: (Ipv4Addr, u16),
-    pub dst: (Ipv4Addr, u16),
+    /// Both ends of one family (an IPv4 and an IPv6 end build nothing).
+    pub src: (IpAddr, u16),
+    pub dst: (IpAddr, u16),
     pub syn: bool,
     pub seq: u32,
     pub ack: Option<u32>,
@@ -97,9 +111,17 @@ impl Build {
         }
     }
 
+    fn ip_len(&self) -> usize {
+        if self.src.0.is_ipv6() {
+            IP6_LEN
+        } else {
+            IP_LEN
+        }
+    }
+
     /// Bytes of the whole frame.
     pub fn frame_len(&self) -> usize {
-        ETH_LEN + IP_LEN + self.tcp().header_len()
+        ETH_LEN + self.ip_len() + self.tcp().header_len()
     }
 
     /// Writes the frame (checksums included) into `buf`, `frame_len()` bytes long.
@@ -107,32 +129,54 @@ impl Build {
         let tcp = self.tcp();
         let caps = ChecksumCapabilities::default();
         let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+        let ethertype = if self.src.0.is_ipv6() {
+            EthernetProtocol::Ipv6
+        } else {
+            EthernetProtocol::Ipv4
+        };
         EthernetRepr {
             src_addr: self.src_mac,
             dst_addr: self.dst_mac,
-            ethertype: EthernetProtocol::Ipv4,
+            ethertype,
         }
         .emit(&mut eth);
-        let ip_repr = Ipv4Repr {
-            src_addr: self.src.0,
-            dst_addr: self.dst.0,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.header_len(),
-            hop_limit: 64,
-        };
-        let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
-        ip_repr.emit(&mut ip, &caps);
-        let mut packet = TcpPacket::new_unchecked(ip.payload_mut());
+        let (ip_header, tcp_bytes) = eth.payload_mut().split_at_mut(self.ip_len());
+        match (self.src.0, self.dst.0) {
+            (IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => Ipv4Repr {
+                src_addr,
+                dst_addr,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp.header_len(),
+                hop_limit: 64,
+            }
+            .emit(&mut Ipv4Packet::new_unchecked(ip_header), &caps),
+            (IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => Ipv6Repr {
+                src_addr,
+                dst_addr,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp.header_len(),
+                hop_limit: 64,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(ip_header)),
+            _ => return, // mixed families: not a segment (no caller builds one)
+        }
+        let mut packet = TcpPacket::new_unchecked(tcp_bytes);
         tcp.emit(&mut packet, &self.src.0.into(), &self.dst.0.into(), &caps);
     }
 }
 
-/// Where the TCP header of an Ethernet/IPv4/TCP frame starts, if it is one.
-fn tcp_offset(frame: &[u8]) -> Option<usize> {
-    if frame.len() < ETH_LEN + IP_LEN || frame[12..14] != [0x08, 0x00] || frame[ETH_LEN + 9] != 6 {
-        return None;
-    }
-    let offset = ETH_LEN + usize::from(frame[ETH_LEN] & 0x0f) * 4;
+/// Where the TCP header of an Ethernet/IPv4/TCP frame (or Ethernet/IPv6/TCP
+/// with no extension header, all we build or take) starts, if it is one.
+pub(crate) fn tcp_offset(frame: &[u8]) -> Option<usize> {
+    let offset = match frame.get(12..14)? {
+        [0x08, 0x00] if frame.len() >= ETH_LEN + IP_LEN && frame[ETH_LEN + 9] == 6 => {
+            ETH_LEN + usize::from(frame[ETH_LEN] & 0x0f) * 4
+        }
+        [0x86, 0xdd] if frame.len() >= ETH_LEN + IP6_LEN && frame[ETH_LEN + 6] == 6 => {
+            ETH_LEN + IP6_LEN
+        }
+        _ => return None,
+    };
     (frame.len() >= offset + 20).then_some(offset)
 }
 
@@ -174,12 +218,33 @@ pub fn shift_ack(frame: &mut [u8], delta: u32) {
 mod tests {
     use super::*;
 
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     fn segment(syn: bool, seq: u32, ack: Option<u32>, mss: Option<u16>) -> Vec<u8> {
+        build(
+            Ipv4Addr::new(10, 71, 0, 1).into(),
+            Ipv4Addr::new(10, 71, 0, 2).into(),
+            (syn, seq, ack, mss),
+        )
+    }
+
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x71, 0, 0, 0, 0, 1);
+    const US6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x71, 0, 0, 0, 0, 2);
+
+    fn segment6(syn: bool, seq: u32, ack: Option<u32>, mss: Option<u16>) -> Vec<u8> {
+        build(CLIENT6.into(), US6.into(), (syn, seq, ack, mss))
+    }
+
+    fn build(
+        src: IpAddr,
+        dst: IpAddr,
+        (syn, seq, ack, mss): (bool, u32, Option<u32>, Option<u16>),
+    ) -> Vec<u8> {
         let b = Build {
             src_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
             dst_mac: EthernetAddress([2, 0, 0, 0, 0, 2]),
-            src: (Ipv4Addr::new(10, 71, 0, 1), 40000),
-            dst: (Ipv4Addr::new(10, 71, 0, 2), 80),
+            src: (src, 40000),
+            dst: (dst, 80),
             syn,
             seq,
             ack,
@@ -189,6 +254,77 @@ mod tests {
         let mut f = vec![0u8; b.frame_len()];
         b.emit(&mut f);
         f
+    }
+
+    /// smoltcp's own parser checks the IPv6 pseudo-header checksum.
+    fn checksum6_ok(frame: &[u8]) -> bool {
+        let eth = EthernetFrame::new_checked(frame).unwrap();
+        assert_eq!(eth.ethertype(), EthernetProtocol::Ipv6);
+        let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+        let repr = Ipv6Repr::parse(&ip).unwrap();
+        assert_eq!((repr.src_addr, repr.dst_addr), (CLIENT6, US6));
+        assert_eq!(repr.next_header, IpProtocol::Tcp);
+        assert_eq!(repr.payload_len, ip.payload().len());
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        tcp.verify_checksum(&CLIENT6.into(), &US6.into())
+            && TcpRepr::parse(
+                &tcp,
+                &CLIENT6.into(),
+                &US6.into(),
+                &ChecksumCapabilities::default(),
+            )
+            .is_ok()
+    }
+
+    #[test]
+    fn ipv6_segments_are_built_with_the_ipv6_pseudo_header() {
+        let f = segment6(true, 77, Some(9), Some(1440));
+        assert_eq!(f.len(), ETH_LEN + IP6_LEN + 24);
+        assert!(checksum6_ok(&f));
+        let s = parse(&f).unwrap();
+        assert!(s.syn && s.ack_flag && !s.rst);
+        assert_eq!((s.seq, s.ack, s.window, s.mss), (77, 9, 29200, Some(1440)));
+        // One flipped address byte breaks the checksum.
+        let mut bad = f.clone();
+        bad[ETH_LEN + 8] ^= 1;
+        let ip = Ipv6Packet::new_checked(&bad[ETH_LEN..]).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(!tcp.verify_checksum(&ip.src_addr().into(), &US6.into()));
+        // Mixed families build nothing.
+        let b = Build {
+            src_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            dst_mac: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            src: (CLIENT6.into(), 1),
+            dst: (Ipv4Addr::LOCALHOST.into(), 2),
+            syn: true,
+            seq: 0,
+            ack: None,
+            window: 0,
+            mss: None,
+        };
+        let mut zero = vec![0u8; b.frame_len()];
+        b.emit(&mut zero);
+        assert_eq!(parse(&zero), None);
+    }
+
+    #[test]
+    fn ipv6_shifting_keeps_the_checksum_right() {
+        for (seq, ack, delta) in [(1u32, 2u32, 3u32), (0xffff_fff0, 0x10, 0x20)] {
+            let mut f = segment6(false, seq, Some(ack), None);
+            shift_seq(&mut f, delta);
+            shift_ack(&mut f, delta);
+            assert!(checksum6_ok(&f), "{seq:#x} {ack:#x} {delta:#x}");
+            let s = parse(&f).unwrap();
+            assert_eq!(s.seq, seq.wrapping_add(delta));
+            assert_eq!(s.ack, ack.wrapping_sub(delta));
+        }
+        // An extension header before TCP: left alone, not misread.
+        let mut f = segment6(false, 5, Some(6), None);
+        f[ETH_LEN + 6] = 0; // hop-by-hop
+        let before = f.clone();
+        shift_seq(&mut f, 7);
+        assert_eq!(f, before);
+        assert_eq!(parse(&f), None);
     }
 
     fn checksum_ok(frame: &[u8]) -> bool {

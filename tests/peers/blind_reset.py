@@ -1,7 +1,7 @@
 """Blind reset injection (RFC 5961 3.2) against a keep-alive connection, for
 tests/lab_attacks.rs.
 
-Usage: blind_reset.py IFACE IP PORT
+Usage: blind_reset.py IFACE IP PORT   (IP: IPv4 or IPv6)
 
 Run it in the lab's client namespace only. Opens a keep-alive connection to
 IP:PORT and gets one answer to `GET /`; watching IFACE (AF_PACKET) it learns
@@ -37,19 +37,29 @@ def checksum(data):
 
 def tcp_segment(src, dst, sport, dport, seq, ack, flags):
     header = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
-    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(header))
+    if ":" in dst:
+        pseudo = (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+                  + struct.pack("!IxxxB", len(header), 6))
+    else:
+        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(header))
     csum = checksum(pseudo + header)
     return header[:16] + struct.pack("!H", csum) + header[18:]
 
 
 def parse(frame, ip, port, cport):
     """(direction, seq, ack, flags, payload_len) of a TCP frame of our connection."""
-    if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+    if len(frame) >= 74 and frame[12:14] == b"\x86\xdd" and frame[20] == 6:
+        ihl, t = 0, 54
+        total = struct.unpack("!H", frame[18:20])[0]
+        src = socket.inet_ntop(socket.AF_INET6, frame[22:38])
+        dst = socket.inet_ntop(socket.AF_INET6, frame[38:54])
+    elif len(frame) >= 54 and frame[12:14] == b"\x08\x00" and frame[23] == 6:
+        ihl = (frame[14] & 0x0F) * 4
+        total = struct.unpack("!H", frame[16:18])[0]
+        src, dst = socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34])
+        t = 14 + ihl
+    else:
         return None
-    ihl = (frame[14] & 0x0F) * 4
-    total = struct.unpack("!H", frame[16:18])[0]
-    src, dst = socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34])
-    t = 14 + ihl
     sport, dport, seq, ack, off, flags = struct.unpack("!HHIIBB", frame[t : t + 14])
     payload = total - ihl - (off >> 4) * 4
     if (src, sport, dport) == (ip, port, cport):
@@ -64,10 +74,12 @@ def main():
     sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sniff.bind((iface, 0))
     sniff.settimeout(0.05)
-    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    raw = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP)
     conn = socket.create_connection((ip, port), timeout=3)
-    local_ip, cport = conn.getsockname()
-    request = f"GET / HTTP/1.1\r\nHost: {ip}\r\n\r\n".encode()
+    local_ip, cport = conn.getsockname()[:2]
+    host = f"[{ip}]" if family == socket.AF_INET6 else ip
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     # The server's RCV.NXT (our SND.NXT) and SND.NXT (what we acknowledge).
     expect = {"rcv_nxt": None, "snd_nxt": 0}
 

@@ -2,7 +2,7 @@
 //! flow for a listener (or a SYN cookie under a flood), to the core that
 //! owns it, to smoltcp's stateless answers (ARP, ICMP, RST), or nowhere.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use smoltcp::socket::tcp;
 use smoltcp::wire::{
@@ -18,7 +18,7 @@ use crate::net::flow::FlowKey;
 use crate::net::handoff::Handoff;
 use crate::net::ratelimit::Rate;
 use crate::net::segment;
-use crate::net::syncookie::CookieJar;
+use crate::net::syncookie::{CookieJar, CookieTuple};
 
 /// Handed-off frames taken per poll.
 const HANDOFFS_PER_POLL: usize = 64;
@@ -105,6 +105,9 @@ impl Stack {
                 if let Some(t) = super::demux6::classify6(m.data(), v6) {
                     return self.on_tcp6(port, m, t, handed, now_us);
                 }
+                let Some(m) = self.on_ptb6(port, m, handed) else {
+                    return; // a Packet Too Big for one of our flows (taken or counted)
+                };
                 // Every worker keeps the port's NDP state: multicast and
                 // adverts (its smoltcp learns upstreams' MACs) go to all.
                 let advert = super::connect6::is_advert(m.data());
@@ -215,7 +218,11 @@ impl Stack {
                     Orphan::TimeWait => {
                         // A late segment of a closed connection: not worth a RST.
                         self.counters.add(Counter::DropTimeWait, 1);
-                        return self.ack_again_in_time_wait(port, m, key);
+                        let ends = (
+                            SocketAddr::new(key.local_ip.into(), key.local_port),
+                            SocketAddr::new(key.remote_ip.into(), key.remote_port),
+                        );
+                        return self.ack_again_in_time_wait(port, m, ends);
                     }
                     Orphan::SecondChance => {
                         return self.second_chance(port, m, key, from_peer, now_us);
@@ -264,7 +271,13 @@ impl Stack {
         // Refused cheaply and early, and silently: its TCP asks again later.
         match self.admit_syn(listener, now_us) {
             Verdict::Accept => {}
-            Verdict::Cookie => return self.send_cookie(port, m, key, now_us),
+            Verdict::Cookie => {
+                let ends = (
+                    SocketAddr::new(key.local_ip.into(), key.local_port),
+                    SocketAddr::new(key.remote_ip.into(), key.remote_port),
+                );
+                return self.send_cookie(port, m, &key, ends, now_us);
+            }
             Verdict::Drop(counter) => return self.counters.add(counter, 1),
         }
         let Some(f) = self.accept(port, key, listener, now_us) else {
@@ -313,34 +326,40 @@ impl Stack {
     pub(super) fn rst_acceptable(&mut self, f: FlowId, port: usize, m: &Mbuf, now_us: u64) -> bool {
         let flow = self.flows.get_mut(f);
         let sent = flow.sent;
-        let state = flow.socket().state();
+        let handshake = matches!(
+            flow.socket().state(),
+            tcp::State::SynSent | tcp::State::Listen
+        );
         let window = flow.socket().recv_capacity() as u32;
-        if !sent.acked || matches!(state, tcp::State::SynSent | tcp::State::Listen) {
-            return true; // nothing acknowledged yet: smoltcp checks the ACK field
+        let verdict = super::rst::check(sent, handshake, window, m.data());
+        if verdict != super::rst::Rst::Take {
+            self.counters.add(Counter::RstChallenged, 1);
         }
-        let Some(seg) = segment::parse(m.data()) else {
-            return false;
-        };
-        if seg.seq == sent.rcv_nxt {
-            return true;
+        if let super::rst::Rst::Challenge(seg) = verdict {
+            if self.challenge_ack_allowed(now_us) {
+                // Either family: the flow's own ends, not the slot's IPv4 key.
+                let ends = self.local(f).zip(self.remote(f)).expect("live flow");
+                self.send_ack(port, ends, seg.src_mac, sent.snd_nxt, sent.rcv_nxt);
+            }
         }
-        self.counters.add(Counter::RstChallenged, 1);
-        if seg.seq.wrapping_sub(sent.rcv_nxt) < window.max(1) && self.challenge_ack_allowed(now_us)
-        {
-            let key = self.flows.key(f).expect("live flow");
-            self.send_ack(port, key, seg.src_mac, sent.snd_nxt, sent.rcv_nxt);
-        }
-        false
+        verdict == super::rst::Rst::Take
     }
 
-    /// A bare ACK on `key`'s connection, built here (not by smoltcp).
-    fn send_ack(&mut self, port: usize, key: FlowKey, to: EthernetAddress, seq: u32, ack: u32) {
+    /// A bare ACK from `local` to `remote`, built here (not by smoltcp).
+    pub(super) fn send_ack(
+        &mut self,
+        port: usize,
+        (local, remote): (SocketAddr, SocketAddr),
+        to: EthernetAddress,
+        seq: u32,
+        ack: u32,
+    ) {
         let p = &mut self.ports[port];
         p.send_segment(&segment::Build {
             src_mac: p.mac,
             dst_mac: to,
-            src: (key.local_ip, key.local_port),
-            dst: (key.remote_ip, key.remote_port),
+            src: (local.ip(), local.port()),
+            dst: (remote.ip(), remote.port()),
             syn: false,
             seq,
             ack: Some(ack),
@@ -400,22 +419,31 @@ impl Stack {
     }
 
     /// Under a SYN flood: answers a SYN with a SYN-ACK whose sequence number
-    /// is a cookie, and keeps nothing.
-    fn send_cookie(&mut self, port: usize, m: Mbuf, key: FlowKey, now_us: u64) {
+    /// is a cookie, and keeps nothing. `key` is the family's tuple (the
+    /// cookie's MAC input and MSS table), `ends` ours and the client's.
+    pub(super) fn send_cookie<K: CookieTuple>(
+        &mut self,
+        port: usize,
+        m: Mbuf,
+        key: &K,
+        (local, remote): (SocketAddr, SocketAddr),
+        now_us: u64,
+    ) {
         let Some(syn) = segment::parse(m.data()) else {
             return self.counters.add(Counter::DropMalformed, 1);
         };
         drop(m);
         let p = &mut self.ports[port];
-        let our_mss = (p.caps.max_transmission_unit - 14 - 40) as u16;
+        let headers = if local.is_ipv6() { 14 + 60 } else { 14 + 40 };
+        let our_mss = (p.caps.max_transmission_unit - headers) as u16;
         let client_mss = syn.mss.unwrap_or(536).min(our_mss);
         p.send_segment(&segment::Build {
             src_mac: p.mac,
             dst_mac: syn.src_mac,
-            src: (key.local_ip, key.local_port),
-            dst: (key.remote_ip, key.remote_port),
+            src: (local.ip(), local.port()),
+            dst: (remote.ip(), remote.port()),
             syn: true,
-            seq: self.cookies.make(&key, syn.seq, client_mss, now_us),
+            seq: self.cookies.make(key, syn.seq, client_mss, now_us),
             ack: Some(syn.seq.wrapping_add(1)),
             window: self.own_window,
             mss: Some(our_mss),
@@ -427,7 +455,12 @@ impl Stack {
     /// A FIN again in TIME-WAIT: our last ACK was lost, and the peer waits
     /// in LAST-ACK until one arrives (RFC 9293 3.10.7.4). The segment has
     /// all it takes: its ACK field is our next sequence number.
-    fn ack_again_in_time_wait(&mut self, port: usize, m: Mbuf, key: FlowKey) {
+    pub(super) fn ack_again_in_time_wait(
+        &mut self,
+        port: usize,
+        m: Mbuf,
+        ends: (SocketAddr, SocketAddr),
+    ) {
         let Some(fin) =
             segment::parse(m.data()).filter(|s| s.fin && s.ack_flag && !s.syn && !s.rst)
         else {
@@ -435,7 +468,7 @@ impl Stack {
         };
         drop(m);
         let ack = fin.seq.wrapping_add(fin.payload_len).wrapping_add(1);
-        self.send_ack(port, key, fin.src_mac, fin.ack, ack);
+        self.send_ack(port, ends, fin.src_mac, fin.ack, ack);
         self.counters.add(Counter::TimeWaitAcks, 1);
     }
 
@@ -476,44 +509,18 @@ impl Stack {
         let f = self.accept(port, key, listener, now_us)?;
         // The client proved its address: smoltcp may send to it straight away.
         self.glean_neighbour(port, key.remote_ip, seg.src_mac, now_us);
-        let p = &self.ports[port];
-        let syn = segment::Build {
-            src_mac: seg.src_mac,
-            dst_mac: p.mac,
-            src: (key.remote_ip, key.remote_port),
-            dst: (key.local_ip, key.local_port),
-            syn: true,
-            seq: client_isn,
-            ack: None,
-            window: seg.window,
-            mss: Some(mss),
-        };
-        let established = self.ingress_built(f, &syn, now_us).is_some()
-            && self.capture_syn_ack(f, now_us).is_some_and(|isn| {
-                let ack = segment::Build {
-                    syn: false,
-                    seq: seg.seq,
-                    ack: Some(isn.wrapping_add(1)),
-                    mss: None,
-                    ..syn
-                };
-                self.ingress_built(f, &ack, now_us).is_some() && {
-                    let flow = self.flows.get_mut(f);
-                    flow.seq_delta = cookie.wrapping_sub(isn);
-                    flow.socket().state() == tcp::State::Established
-                }
-            });
-        if !established {
-            self.release(f, tcp::State::Closed, now_us);
-            return Some(m);
-        }
-        self.counters.add(Counter::SynCookiesAccepted, 1);
-        self.ingress(f, m, now_us); // the client's ACK, perhaps with its request
-        None
+        let client = SocketAddr::new(key.remote_ip.into(), key.remote_port);
+        let us = SocketAddr::new(key.local_ip.into(), key.local_port);
+        self.replay_cookie(f, port, m, &seg, (client, us), (mss, cookie), now_us)
     }
 
     /// Feeds a segment built here to `f`'s socket.
-    fn ingress_built(&mut self, f: FlowId, segment: &segment::Build, now_us: u64) -> Option<()> {
+    pub(super) fn ingress_built(
+        &mut self,
+        f: FlowId,
+        segment: &segment::Build,
+        now_us: u64,
+    ) -> Option<()> {
         let mut m = self.pool.alloc()?;
         segment.emit(m.append(segment.frame_len())?);
         self.ingress(f, m, now_us);
@@ -522,7 +529,7 @@ impl Stack {
 
     /// Lets `f`'s socket send its SYN-ACK into the capture queue and
     /// returns the ISN it chose; nothing reaches the wire.
-    fn capture_syn_ack(&mut self, f: FlowId, now_us: u64) -> Option<u32> {
+    pub(super) fn capture_syn_ack(&mut self, f: FlowId, now_us: u64) -> Option<u32> {
         let flow = self.flows.get_mut(f);
         let p = &mut self.ports[flow.port];
         let mut dev = FrameDevice::new(None, &mut p.capture, &p.caps, 0);
@@ -549,6 +556,7 @@ impl Stack {
             caps: &p.caps,
             seq_delta: flow.seq_delta,
             sent: Some(&mut flow.sent),
+            path_mtu: flow.path_mtu,
         };
         p.iface
             .poll_ingress_single(instant(now_us), &mut dev, &mut flow.sockets);

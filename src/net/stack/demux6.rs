@@ -66,6 +66,7 @@ impl Stack {
         if !handed && self.inboxes.len() > 1 {
             let owner = self.owner6(port, &key);
             if owner != self.index {
+                self.counters.add(Counter::Ipv6HandoffsOut, 1);
                 return self.hand_off(owner, port, m, false);
             }
         }
@@ -76,9 +77,14 @@ impl Stack {
             return self.pass_to_kernel(port, m, now_us);
         }
         if !t.syn || t.ack {
+            // A cookie's ACK first, even in TIME-WAIT (see `orphan_steps`).
+            let Some(m) = self.open_from_cookie6(port, m, key, now_us) else {
+                return; // opened (or its ACK dropped for room)
+            };
             if self.v6.time_wait.contains(&key) {
                 // A late segment of a closed connection: not worth a RST.
-                return self.counters.add(Counter::DropTimeWait, 1);
+                self.counters.add(Counter::DropTimeWait, 1);
+                return self.ack_again_in_time_wait(port, m, super::cookie6::ends6(&key));
             }
             return self.answer_stateless(port, m, now_us); // RST: no such connection
         }
@@ -115,8 +121,11 @@ impl Stack {
         }
         match self.admit_syn(l, now_us) {
             Verdict::Accept => {}
-            // No cookies over IPv6 yet: dropped, its TCP asks again later.
-            Verdict::Cookie => return self.counters.add(Counter::Ipv6SynNoCookie, 1),
+            Verdict::Cookie => {
+                self.counters.add(Counter::Ipv6SynCookies, 1);
+                let ends = super::cookie6::ends6(&key);
+                return self.send_cookie(port, m, &key, ends, now_us);
+            }
             Verdict::Drop(counter) => return self.counters.add(counter, 1),
         }
         let Some(f) = self.accept6(port, key, l, (max > 0).then_some(source), now_us) else {
@@ -128,7 +137,7 @@ impl Stack {
     }
 
     /// A flow for a new IPv6 connection to `listener` (see `accept`).
-    fn accept6(
+    pub(super) fn accept6(
         &mut self,
         port: usize,
         key: FlowKey6,
@@ -170,7 +179,7 @@ impl Stack {
     }
 
     /// The core that owns `key`'s flow (see `owner`).
-    fn owner6(&self, port: usize, key: &FlowKey6) -> usize {
+    pub(super) fn owner6(&self, port: usize, key: &FlowKey6) -> usize {
         self.ports[port].steering6.as_ref().map_or(self.index, |s| {
             usize::from(s.queue(key.remote_ip, key.local_ip, key.remote_port, key.local_port))
         })
@@ -179,7 +188,14 @@ impl Stack {
     /// smoltcp learns IPv6 neighbours only from NDP, which `net::ipv6`
     /// answers: tell it the MAC a SYN came from (the client's, or on its
     /// way the router's) with an advertisement, once per `GLEAN_EVERY_US`.
-    fn glean6(&mut self, port: usize, ip: Ipv6Addr, ours: Ipv6Addr, mac: [u8; 6], now_us: u64) {
+    pub(super) fn glean6(
+        &mut self,
+        port: usize,
+        ip: Ipv6Addr,
+        ours: Ipv6Addr,
+        mac: [u8; 6],
+        now_us: u64,
+    ) {
         let link = &mut self.ports[port];
         let Some(hop) = link.v6.as_ref().and_then(|v6| v6.next_hop(ip)) else {
             return;

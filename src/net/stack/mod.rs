@@ -15,10 +15,13 @@
 mod admit;
 mod connect;
 mod connect6;
+mod cookie6;
 mod demux;
 mod demux6;
 mod flows6;
+mod ptb6;
 mod reclaim;
+mod rst;
 mod second_chance;
 mod slots;
 mod tap;
@@ -208,6 +211,8 @@ struct Flow {
     ready_queued: bool,
     dirty: bool,
     sent: SentSeq,
+    /// An IPv6 path MTU an ICMPv6 Packet Too Big lowered (0: the port's; see `pmtu6`).
+    path_mtu: u16,
 }
 
 impl Flow {
@@ -627,6 +632,7 @@ impl Stack {
         flow.ready_queued = false;
         flow.dirty = false;
         flow.sent = SentSeq::default();
+        flow.path_mtu = 0;
         flow.socket().set_nagle_enabled(false);
     }
 
@@ -672,6 +678,7 @@ impl Stack {
             caps: &p.caps,
             seq_delta: flow.seq_delta,
             sent: Some(&mut flow.sent),
+            path_mtu: flow.path_mtu,
         };
         for _ in 0..EGRESS_ROUNDS {
             if p.iface
