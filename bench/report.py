@@ -26,9 +26,12 @@ MAIN_ROWS = [
     ("zproxy+rules", "ZProxy, header rules and rate limits set, not hit"),
     ("zproxy+exception", "ZProxy, TAP exception path on the client port"),
     ("zproxy+capture", "ZProxy, `zproxy capture` running (`tcp port 80`, to /dev/null)"),
+    ("zproxy-v6", "ZProxy, IPv6 clients (`--ipv6`)"),
     ("haproxy", "HAProxy 2.6 (proxy, kernel TCP)"),
+    ("haproxy-v6", "HAProxy 2.6, IPv6 clients"),
     ("haproxy+log", "HAProxy 2.6, httplog on (UNIX socket, sink to a file)"),
     ("nginx", "nginx 1.22 (proxy, kernel TCP)"),
+    ("nginx-v6", "nginx 1.22, IPv6 clients"),
     ("direct", "no proxy (kernel forwarding)"),
     ("zproxy-static", "ZProxy static responder"),
     ("nginx-static", "nginx static `return 200`"),
@@ -280,6 +283,9 @@ if any(loaded.values()):
                          f"(for {x.r['requests_all']:,} requests)")
     ratio("zproxy", "nginx", "ZProxy vs nginx (proxy)")
     ratio("zproxy-static", "nginx-static", "ZProxy static responder vs nginx static")
+    ratio("zproxy-v6", "zproxy", "ZProxy with IPv6 clients vs IPv4 clients (CPU per connection: the issue asks within 10 %)")
+    ratio("zproxy-v6", "haproxy-v6", "ZProxy vs HAProxy, IPv6 clients")
+    ratio("zproxy-v6", "nginx-v6", "ZProxy vs nginx, IPv6 clients")
     saturated = [n for label, n in MAIN_ROWS if loaded[label] and loaded[label].client_idle < 5]
     if saturated:
         lines += ["", f"Saturated client side (core 0 idle < 5 %): {', '.join(saturated)}."]

@@ -43,6 +43,9 @@
 #                 origin over memif (no kernel, no veth lab); report in
 #                 OUT/kernel-free.md. With --overload also 0.5x..3x of its peak;
 #                 with --stall, 20 and 200 ms freezes of ZProxy at 70 % of it.
+#   --ipv6        also run the connection benchmark with IPv6 clients (the client
+#                 namespace gets fd00:71::1, the proxy fd00:71::2; upstreams stay
+#                 IPv4): rows zproxy-v6, haproxy-v6, nginx-v6
 #   --tls         TLS rows (bench/tls-phase.sh): full handshakes/s (ECDSA
 #                 P-256, RSA-2048), resumed handshakes/s and keep-alive
 #                 requests/s over TLS, ZProxy vs HAProxy vs nginx: tls.md
@@ -52,7 +55,7 @@ ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=500 DEVICE=af_xdp OUT=bench/results ONLY=zproxy,haproxy,nginx,direct,static CONFIG=configs/lab.toml
 REPEAT=1 BUILD=1 MAIN=1 THROUGHPUT=0 SCALING=0 SWEEP=0 TP_CONC=4 TP_DURATION="" TP_BUFFER=262144 SWEEP_LEVELS=100,1000,10000
-BASELINE="" ACCESS_LOG=0 GATEWAY=0 EXCEPTION=0 KERNEL_FREE=0 OVERLOAD=0 STALL=0 TLS=0
+BASELINE="" ACCESS_LOG=0 GATEWAY=0 EXCEPTION=0 IPV6=0 KERNEL_FREE=0 OVERLOAD=0 STALL=0 TLS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -76,11 +79,12 @@ while [ $# -gt 0 ]; do
     --access-log) ACCESS_LOG=1; shift ;;
     --gateway) GATEWAY=1; shift ;;
     --exception) EXCEPTION=1; shift ;;
+    --ipv6) IPV6=1; shift ;;
     --kernel-free) KERNEL_FREE=1; shift ;;
     --overload) OVERLOAD=1; shift ;;
     --stall) STALL=1; shift ;;
     --tls) TLS=1; shift ;;
-    -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
     *) echo "run-lab: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -184,7 +188,7 @@ zproxy_run() {
   workers=$(python3 -c "import re,sys; m = re.search(r'(?m)^worker_lcores\s*=\s*\[(.*)\]', open(sys.argv[1]).read()); print(len(m.group(1).split(',')) if m else 1)" "$config")
   for _ in $(seq 100); do [ "$(grep -c " polling" "$RUN/$label.log")" -ge "$workers" ] && break; sleep 0.1; done
   [ "$(grep -c " polling" "$RUN/$label.log")" -ge "$workers" ] || { cat "$RUN/$label.log"; echo "run-lab: ZProxy did not start" >&2; exit 1; }
-  bash bench/lab.sh exec client curl -s --retry 5 --retry-connrefused --max-time 2 -o /dev/null "http://10.71.0.2:$port/"
+  bash bench/lab.sh exec client curl -s --retry 5 --retry-connrefused --max-time 2 -o /dev/null "http://$(url_host "$HOST"):$port/"
   HUGE_USED=$(awk '/HugePages_Total/ {t=$2} /HugePages_Free/ {f=$2} END {print t - f}' /proc/meminfo)
   local capture=""
   if [[ $label == zproxy+capture* ]]; then
@@ -195,7 +199,7 @@ zproxy_run() {
     capture=$!
     sleep 0.5
   fi
-  measure "$label" 10.71.0.2 "$port" "$ZPID"
+  measure "$label" "$HOST" "$port" "$ZPID"
   if [ -n "$capture" ]; then
     wait "$capture" || { cat "$OUT/$label.capture"; echo "run-lab: zproxy capture failed" >&2; exit 1; }
     sed 's/^/     capture: /' "$OUT/$label.capture"
@@ -214,7 +218,15 @@ zproxy_run() {
   HUGE_USED=0
 }
 
-fill() { sed -e "s|@RUN@|$RUN|g" -e "s|@CORE@|$PROXY_CORE|g" -e "s|@MASK@|$MASK|g" "$1" > "$2"; }
+# The address clients connect to: 10.71.0.2, or fd00:71::2 for the IPv6 rows.
+HOST=10.71.0.2 HOST6=fd00:71::2
+url_host() { if [[ $1 == *:* ]]; then echo "[$1]"; else echo "$1"; fi; }
+
+fill() {
+  local v6=()
+  [[ $HOST != *:* ]] || v6=(-e "s|bind 10.71.0.2:|bind $HOST:|" -e "s|listen 10.71.0.2:|listen [$HOST]:|")
+  sed -e "s|@RUN@|$RUN|g" -e "s|@CORE@|$PROXY_CORE|g" -e "s|@MASK@|$MASK|g" "${v6[@]}" "$1" > "$2"
+}
 
 # peer_run LABEL haproxy|nginx-proxy|nginx-static PORT: a fresh kernel-stack
 # peer on core 1, one benchmark, stop.
@@ -243,7 +255,7 @@ peer_run() {
   master=$(cat "$RUN/$peer.pid")
   pids="$master $( (pgrep -P "$master" || true) | tr "\n" " ")"
   # shellcheck disable=SC2086
-  measure "$label" 10.71.0.2 "$port" $pids
+  measure "$label" "$HOST" "$port" $pids
   kill "$master"
   for _ in $(seq 50); do kill -0 "$master" 2>/dev/null || break; sleep 0.1; done
   if [ -n "${SINK:-}" ]; then
@@ -312,6 +324,9 @@ make_configs() {
   # Scaling runs on net_af_packet whatever --device says: net_af_xdp takes
   # one queue per "combined" channel, and veth has none (only rx/tx ones).
   zproxy_config "$RUN/zproxy-1w.toml" af_packet 1 "idle_sleep_us = 50" "mbufs = 32767"
+  # The main config with an IPv6 address on the client port (--ipv6).
+  sed "s|^address = \"10.71.0.2/24\"|&\naddresses = [\"$HOST6/64\"]|" "$RUN/zproxy.toml" > "$RUN/zproxy-v6.toml"
+  grep -q "$HOST6" "$RUN/zproxy-v6.toml" || { echo "run-lab: no client address in $RUN/zproxy.toml for --ipv6" >&2; exit 1; }
   # The main config with the access log on (--access-log).
   cp "$RUN/zproxy.toml" "$RUN/zproxy+log.toml"
   printf '\n[access_log]\npath = "%s"\nformat = "text"\n' "$RUN/zproxy-access.log" >> "$RUN/zproxy+log.toml"
@@ -368,6 +383,10 @@ zproxy_phase() {
       ZPROXY=$BASELINE; zproxy_run "zproxy-baseline$SFX" "$RUN/zproxy.toml" 80; ZPROXY=$current
     fi
     if wants static; then zproxy_run "zproxy-static$SFX" "$RUN/zproxy.toml" 8080; fi
+    if wants zproxy && [ $IPV6 = 1 ]; then
+      client_ipv6
+      HOST=$HOST6; zproxy_run "zproxy-v6$SFX" "$RUN/zproxy-v6.toml" 80; HOST=10.71.0.2
+    fi
   fi
   if [ $THROUGHPUT = 1 ] && wants zproxy; then
     step "throughput through ZProxy: 1 MiB and 100 MiB, keep-alive, $TP_CONC streams, $TP_DURATION$ROUND"
@@ -395,6 +414,14 @@ zproxy_phase() {
   fi
 }
 
+# client_ipv6: IPv6 on the client namespace's link (once per lab; no DAD wait).
+client_ipv6() {
+  local have; have=$(bash bench/lab.sh exec client ip -6 addr show dev cli0 2>/dev/null || true)
+  [[ $have != *fd00:71::1/* ]] || return 0
+  bash bench/lab.sh exec client sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.cli0.disable_ipv6=0
+  bash bench/lab.sh exec client ip addr add fd00:71::1/64 dev cli0 nodad
+}
+
 # Kernel-stack peers: they get the addresses ZProxy had, on the same veth ends.
 kernel_phase() {
   { [ $MAIN = 1 ] || [ $THROUGHPUT = 1 ] || [ $SWEEP = 1 ]; } || return 0
@@ -409,6 +436,17 @@ kernel_phase() {
     if wants nginx; then peer_run "nginx$SFX" nginx-proxy 80; fi
     if wants static; then peer_run "nginx-static$SFX" nginx-static 8080; fi
     if wants direct; then direct_run "direct$SFX"; fi
+    if [ $IPV6 = 1 ]; then
+      client_ipv6
+      bash bench/lab.sh exec proxy sysctl -qw net.ipv6.conf.cli1.disable_ipv6=0
+      bash bench/lab.sh exec proxy ip addr add "$HOST6/64" dev cli1 nodad
+      HOST=$HOST6
+      if wants haproxy; then peer_run "haproxy-v6$SFX" haproxy 80; fi
+      if wants nginx; then peer_run "nginx-v6$SFX" nginx-proxy 80; fi
+      HOST=10.71.0.2
+      bash bench/lab.sh exec proxy ip addr del "$HOST6/64" dev cli1
+      bash bench/lab.sh exec proxy sysctl -qw net.ipv6.conf.cli1.disable_ipv6=1
+    fi
   fi
   if [ $THROUGHPUT = 1 ]; then
     for s in $SIZES; do
