@@ -67,7 +67,10 @@ fn get_lost_on_a_reset_pooled_connection_is_retried() {
     assert!(net.failures.is_empty(), "{:?}", net.failures);
     let last = net.outcomes.last().expect("the exchange was recorded");
     assert_eq!(last.status, 200);
-    assert!(last.connect_us.is_some(), "the fresh connection's connect time");
+    assert!(
+        last.connect_us.is_some(),
+        "the fresh connection's connect time"
+    );
 }
 
 /// The same with a FIN (an empty response): retried too.
@@ -84,7 +87,8 @@ fn get_lost_on_a_closed_pooled_connection_is_retried() {
     );
     let head = net.server_head(0, STEPS);
     assert!(head.starts_with("HEAD /again "), "{head}");
-    net.server().send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+    net.server()
+        .send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
     assert!(net.run_until(STEPS, |n| n.client.rx.starts_with(b"HTTP/1.1 200 ")));
     assert_eq!(net.retries, 1);
     assert!(net.failures.is_empty(), "{:?}", net.failures);
@@ -101,7 +105,11 @@ fn post_lost_on_a_pooled_connection_is_not_retried() {
     let h = net.servers[0].h;
     net.sock(h).abort();
     assert!(net.run_until(STEPS, client_done));
-    assert!(net.client.rx.starts_with(b"HTTP/1.1 502 "), "{}", text(&net.client.rx));
+    assert!(
+        net.client.rx.starts_with(b"HTTP/1.1 502 "),
+        "{}",
+        text(&net.client.rx)
+    );
     assert_eq!((net.retries, net.servers.len()), (0, 1));
     assert_eq!(
         net.failures,
@@ -124,6 +132,10 @@ fn failure_after_response_bytes_is_not_retried() {
     let h = net.servers[0].h;
     net.sock(h).abort();
     assert!(net.run_until(STEPS, client_done));
-    assert!(net.client.rx.starts_with(b"HTTP/1.1 502 "), "{}", text(&net.client.rx));
+    assert!(
+        net.client.rx.starts_with(b"HTTP/1.1 502 "),
+        "{}",
+        text(&net.client.rx)
+    );
     assert_eq!((net.retries, net.servers.len()), (0, 1));
 }

@@ -192,6 +192,7 @@ impl Session {
     /// still sends is read and dropped until its FIN, `LINGER_BYTES` or
     /// `LINGER_US`.
     pub(super) fn close_client(&mut self, c: &mut Socket) {
+        self.release_head(c); // a request held for a replay is not lingering input
         c.close();
         self.scanned = 0;
         self.lingered = 0;
