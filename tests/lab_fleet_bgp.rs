@@ -381,9 +381,6 @@ max_connections_per_source = 0
 name = "web"
 port = "edge"
 servers = [{{ address = "{up}:80" }}, {{ address = "{other}:80", backup = true }}]
-# No pooled connections: a request sent on one that the stopped upstream
-# resets is lost (only requests not sent yet are retried, on the backup).
-keepalive = 0
 
 [upstream.health_check]
 kind = "tcp"
@@ -668,9 +665,13 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
         .filter(|(_, n)| *n > 0)
         .collect();
     let all = codes.iter().filter(|c| *c == "200").count();
+    // Pooling is on: requests lost on a pooled connection the stopping
+    // upstream closed are replayed on a fresh one (the backup's).
+    let replayed = z[0].fresh_stat(&net, "upstream_reuse_retries");
     eprintln!(
         "clients after the withdrawal: {ok}/{} ({:.2} %); in the {took:?} before it: {window_ok}/{} answered; \
-         A sent {via_backup} to its backup (B), its failures meanwhile {failed:?}; in all {all}/{} ({:.2} %)",
+         A sent {via_backup} to its backup (B), replayed {replayed} lost on pooled connections, \
+         its failures meanwhile {failed:?}; in all {all}/{} ({:.2} %)",
         since.len(),
         100.0 * ok as f64 / since.len().max(1) as f64,
         window.len(),

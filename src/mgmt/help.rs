@@ -42,6 +42,7 @@ pub fn counter_help(c: Counter) -> &'static str {
         UpstreamConnects => "Connections opened to upstream servers.",
         UpstreamConnectFailures => "Connections to upstream servers that failed.",
         UpstreamReused => "Requests sent on a pooled upstream connection.",
+        UpstreamReuseRetries => "Requests replayed on a new connection after a pooled one failed before any response byte.",
         UpstreamPooled => "Idle upstream connections kept for reuse now.",
         NoUpstream => "Requests that matched no route and no default upstream.",
         ProxyErrors => "Proxied exchanges that failed (all causes; see proxy_failures_total).",

@@ -46,6 +46,7 @@ counters! {
     UpstreamConnects => "upstream_connects",
     UpstreamConnectFailures => "upstream_connect_failures",
     UpstreamReused => "upstream_reused",
+    UpstreamReuseRetries => "upstream_reuse_retries",
     UpstreamPooled => "upstream_pooled",
     NoUpstream => "no_upstream",
     ProxyErrors => "proxy_errors",

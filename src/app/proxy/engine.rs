@@ -538,6 +538,7 @@ impl Proxy {
             unreachable!()
         };
         let (client_ip, tried): (std::net::IpAddr, u64) = (session.client_ip, session.tried);
+        let fresh = session.wants_fresh(); // a replay: not on a pooled connection again
         let g = &mut self.groups[group];
         let key = session.request_key();
         let Some(server) = g.spec.balancer.pick_for(client_ip, key, now_us, tried) else {
@@ -545,7 +546,7 @@ impl Proxy {
         };
         // Reuse an idle connection when one is still good.
         let mut reused = None;
-        while let Some(u) = g.pools[server].pop() {
+        while let Some(u) = if fresh { None } else { g.pools[server].pop() } {
             if !stack.take_evictable(u) {
                 continue; // evicted for a slot meanwhile: no longer ours
             }
@@ -812,6 +813,9 @@ fn collect(outcomes: &mut Outcomes, session: &mut Session) {
 
 /// Counts the session's failure, if it had one, by cause (and says why at debug level).
 fn count_failure(stack: &mut Stack, c: FlowId, session: &mut Session) {
+    if session.take_retry() {
+        stack.counters.add(Counter::UpstreamReuseRetries, 1);
+    }
     if let Some(why) = session.take_refusal() {
         let counter = match why {
             Refused::Acl => Counter::RefusedAcl,

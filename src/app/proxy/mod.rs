@@ -32,6 +32,8 @@ mod proxied_tests;
 #[cfg(test)]
 mod relay_tests;
 #[cfg(test)]
+mod retry_tests;
+#[cfg(test)]
 pub(crate) mod testnet;
 #[cfg(test)]
 mod upgrade_tests;

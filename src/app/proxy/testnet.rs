@@ -98,6 +98,8 @@ pub struct Net {
     /// After this many connects the "balancer" has no server left: the
     /// session gets `no_upstream(NoServer)`.
     pub max_connects: usize,
+    /// Requests the session replayed after a reused upstream failed.
+    pub retries: usize,
 }
 
 fn socket(buf: usize) -> Socket<'static> {
@@ -196,6 +198,7 @@ impl Net {
             server_chunk: 0,
             back_port: BACK,
             max_connects: usize::MAX,
+            retries: 0,
         }
     }
 
@@ -316,6 +319,9 @@ impl Net {
     }
 
     fn note(&mut self, step: Step) -> Step {
+        if self.session.take_retry() {
+            self.retries += 1;
+        }
         if let Some(f) = self.session.take_error() {
             self.failures.push(f);
         }
@@ -394,7 +400,8 @@ impl Net {
     }
 
     fn attach(&mut self) {
-        while let Some(u) = self.pool.pop() {
+        let fresh = self.session.wants_fresh();
+        while let Some(u) = if fresh { None } else { self.pool.pop() } {
             let s = self.set.get_mut::<Socket>(u);
             if s.state() == TcpState::Established && s.recv_queue() == 0 && s.may_send() {
                 self.up = Some(u);

@@ -18,6 +18,9 @@ impl Session {
     /// The upstream connection died (reset, refused, timed out) while attached.
     /// `cause` says how: `Refused`, `Reset` or `Timeout`.
     pub fn upstream_lost(&mut self, c: &mut Socket, can_retry: bool, cause: Cause) -> Step {
+        if let Some(step) = self.replay(cause) {
+            return step; // lost on a reused connection before any response byte
+        }
         self.last_upstream = Some(cause);
         match self.state {
             State::WaitUpstream if can_retry => Step::NeedUpstream { group: self.group },
@@ -189,6 +192,7 @@ impl Session {
     /// still sends is read and dropped until its FIN, `LINGER_BYTES` or
     /// `LINGER_US`.
     pub(super) fn close_client(&mut self, c: &mut Socket) {
+        self.release_head(c); // a request held for a replay is not lingering input
         c.close();
         self.scanned = 0;
         self.lingered = 0;

@@ -9,7 +9,7 @@ use crate::app::proxy::tls::Io as Socket;
 
 use super::relay::peer_closed;
 use super::rewrite::{plan_request, write_request_head, write_response_head};
-use super::{Exchange, HeadStep, Routes, Session, State};
+use super::{Cause, Exchange, HeadStep, Routes, Session, State, Step};
 use crate::app::outcome::Outcome;
 use crate::app::proxy::headers::{Rules, Vars, NO_RULES};
 use crate::app::proxy::http::{self, Body, Refusal, MAX_HEADERS};
@@ -31,6 +31,13 @@ impl Session {
         now_us: u64,
         routes: Option<&Routes>,
     ) -> HeadStep {
+        if up.recv_queue() > 0 {
+            self.release_head(c);
+        } else if peer_closed(up) && self.replay(Cause::Reset).is_some() {
+            // Closed before any response byte: replayed on a fresh connection.
+            up.abort();
+            return HeadStep::Failed(Step::ReleaseUpstream { reusable: false });
+        }
         let Some(head_len) = scan_head(up, scratch, &mut self.scanned) else {
             if up.recv_queue() >= up.recv_capacity() || peer_closed(up) {
                 // Too large to ever complete, or the upstream closed before one did.
@@ -174,7 +181,10 @@ impl Session {
                 let _ = up.send_slice(b);
             });
         }
-        dequeue(c, plan.head_len as usize);
+        // Kept in the ring for a replay until the response starts (`retry`).
+        if !self.hold_head(plan.head_len as usize) {
+            dequeue(c, plan.head_len as usize);
+        }
         Ok(true)
     }
 }

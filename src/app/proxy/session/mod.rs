@@ -39,6 +39,7 @@
 //! - [`close`]: how an exchange ends: failures, timeouts, lingering close.
 //! - [`failure`]: failure causes and error pages.
 //! - [`proxied`]: PROXY protocol headers read from clients, written to upstreams.
+//! - [`retry`]: one replay of a request lost on a reused upstream connection.
 
 mod close;
 mod failure;
@@ -46,6 +47,7 @@ mod head;
 mod proxied;
 mod record;
 mod relay;
+mod retry;
 mod rewrite;
 mod tunnel;
 
@@ -276,6 +278,8 @@ pub struct Session {
     /// The attached upstream server (for `$upstream_addr`).
     upstream_addr: Option<SocketAddr>,
     pp: proxied::Proxied,
+    /// The retry of a request lost on a reused upstream connection.
+    replay: retry::Replay,
 }
 
 impl Session {
@@ -319,6 +323,7 @@ impl Session {
             rec_done: false,
             upstream_addr: None,
             pp: proxied::Proxied::default(),
+            replay: retry::Replay::default(),
         }
     }
 
@@ -453,6 +458,7 @@ impl Session {
                     self.group = group;
                     self.tried = 0;
                     self.last_upstream = None;
+                    (self.replay.retried, self.replay.held) = (false, 0);
                     self.state = State::WaitUpstream;
                     if u.is_none() {
                         return Step::NeedUpstream { group };
@@ -461,7 +467,7 @@ impl Session {
                 State::WaitUpstream => {
                     let Some(up) = u.as_deref_mut() else {
                         // TCP mode connects as soon as the client's SYN is in.
-                        return if self.mode == Mode::Tcp && self.tried == 0 {
+                        return if self.mode == Mode::Tcp && self.tried == 0 || self.replay_due() {
                             Step::NeedUpstream { group: self.group }
                         } else {
                             Step::Idle

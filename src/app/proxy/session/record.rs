@@ -52,6 +52,7 @@ impl Session {
         self.upstream_addr = Some(addr);
         self.rec.upstream = Some((group as u16, server as u16));
         self.rec.connect_us = pooled.then_some(0);
+        self.replay.reused = pooled;
     }
 
     /// The attached upstream is established (first seen now).
