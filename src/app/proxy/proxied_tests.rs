@@ -49,6 +49,8 @@ fn policy(allow: &[(Ipv4Addr, u8)], max_per_source: u32) -> AcceptProxy {
     AcceptProxy {
         trusted: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
         allow: allow.to_vec(),
+        allow6: Default::default(),
+        prefix6: 128,
         max_per_source,
         conn_rate: None,
         limit_id: AcceptProxy::limit_id_of(0),
@@ -134,9 +136,9 @@ fn the_allow_list_is_checked_on_the_real_client() {
 fn per_source_limits_count_the_real_client_not_the_balancer() {
     // The real client already holds its one connection (on another flow).
     let mut net = behind_limited_proxy(Mode::Tcp, &[], 1);
-    let held = *real().ip();
+    let held = std::net::IpAddr::from(*real().ip());
     let policy = policy(&[], 1);
-    assert_eq!(net.open.admit(&policy, held, &mut net.limiter, 0), Ok(()));
+    assert_eq!(net.open.admit(&policy, held, &mut net.limiter, 0), Ok(held));
     net.client.send(&header(Version::V2, real()));
     assert!(reset(&mut net), "its second connection is reset");
     assert!(net.servers.is_empty(), "nothing went upstream");
@@ -151,8 +153,14 @@ fn per_source_limits_count_the_real_client_not_the_balancer() {
     let mut net = behind_limited_proxy(Mode::Tcp, &[], 1);
     assert_eq!(
         net.open
-            .admit(&policy, Ipv4Addr::new(192, 0, 2, 99), &mut net.limiter, 0),
-        Ok(())
+            .admit(
+                &policy,
+                Ipv4Addr::new(192, 0, 2, 99).into(),
+                &mut net.limiter,
+                0
+            )
+            .is_ok(),
+        true
     );
     net.client.send(&header(Version::V2, real()));
     net.client.send(b"hello");
