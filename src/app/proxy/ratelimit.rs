@@ -116,6 +116,7 @@ pub fn too_many_requests(retry_after_s: u64, buf: &mut [u8; 192]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
