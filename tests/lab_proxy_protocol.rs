@@ -452,7 +452,8 @@ allow = ["2001:db8:71::/48"]
     let request = b"GET /?pp6 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
 
     // v1: the TCP6 line's client, in RFC 5952 form (zeros compressed).
-    let mut v1 = b"PROXY TCP6 2001:0db8:0071:0000:0000:0000:0000:0007 2001:db8:71::2 40007 87\r\n".to_vec();
+    let mut v1 =
+        b"PROXY TCP6 2001:0db8:0071:0000:0000:0000:0000:0007 2001:db8:71::2 40007 87\r\n".to_vec();
     v1.extend_from_slice(request);
     let answer = raw_exchange(&lab, 87, &v1);
     assert!(

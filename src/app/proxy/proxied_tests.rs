@@ -87,6 +87,33 @@ fn a_trusted_v2_header_names_the_client_for_xff_and_the_log() {
 }
 
 #[test]
+fn an_ipv6_client_behind_the_balancer_is_itself() {
+    // v1 TCP6 and v2 0x21 (as an IPv6 balancer writes them) into an http listener.
+    let client: std::net::SocketAddr = "[2001:db8:71::7]:5555".parse().unwrap();
+    for v in [Version::V1, Version::V2] {
+        let mut net = behind_proxy(Mode::Http, &[]);
+        let mut out = [0u8; HEADER_ROOM];
+        let n = write(v, client, "[2001:db8:71::2]:80".parse().unwrap(), &mut out);
+        net.client.send(&out[..n]);
+        net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(net.run_until(STEPS, |n| n
+            .servers
+            .last()
+            .is_some_and(|s| head_len(&s.rx).is_some())));
+        let head = String::from_utf8_lossy(&net.servers[0].rx).into_owned();
+        assert!(
+            head.contains("\r\nX-Forwarded-For: 2001:db8:71::7\r\n"),
+            "{v:?}: {head}"
+        );
+        net.server()
+            .send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(net.run_until(STEPS, |n| !n.outcomes.is_empty()));
+        assert_eq!(net.outcomes[0].client, Some((client.ip(), 5555)), "{v:?}");
+        assert_eq!(net.session.take_counted(), Some(client.ip()), "{v:?}");
+    }
+}
+
+#[test]
 fn a_tcp_relay_sends_the_real_client_upstream_first() {
     let mut net = behind_proxy(Mode::Tcp, &[]);
     net.session.send_proxy_header(Some(Version::V1));
