@@ -168,6 +168,8 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
                 Arc::new(AcceptProxy {
                     trusted: cidrs(&l.trusted_proxies),
                     allow: cidrs(&l.allow),
+                    allow6: crate::net::source6::Allow6::new(&allow_nets(l)),
+                    prefix6: l.per_source_prefix6.unwrap_or(128),
                     max_per_source: max_per_source(cfg, l),
                     conn_rate: conn_rate(l),
                     limit_id: AcceptProxy::limit_id_of(i),
@@ -230,6 +232,15 @@ fn stack_allow(l: &crate::config::Listener) -> Vec<(std::net::Ipv4Addr, u8)> {
         allow.extend(cidrs(&l.trusted_proxies));
     }
     allow
+}
+
+/// A listener's allow-list, IPv4 and IPv6 entries (for the real client
+/// behind a PROXY header).
+fn allow_nets(l: &crate::config::Listener) -> Vec<(std::net::IpAddr, u8)> {
+    l.allow
+        .iter()
+        .filter_map(|a| crate::config::ipv6::parse_net(a))
+        .collect()
 }
 
 /// `stack_allow` for IPv6 clients (a list of IPv4 networks only admits none).

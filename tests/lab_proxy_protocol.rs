@@ -380,3 +380,112 @@ fn upstream_host_names_resolve_at_start() {
         "{err}"
     );
 }
+
+/// Answers every request with the X-Forwarded-For it got.
+const XFF_UPSTREAM: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        body = (self.headers.get('X-Forwarded-For') or '-').encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+/// A PROXY v2 header for TCP over IPv6 (family 0x21) from `client`.
+fn v2_tcp6(client: &str, port: u16) -> Vec<u8> {
+    let ip = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    h.extend_from_slice(&ip(client));
+    h.extend_from_slice(&ip("2001:db8:71::2"));
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&87u16.to_be_bytes());
+    h
+}
+
+/// An IPv6 balancer's headers, sent over IPv4 by a trusted peer: a v1
+/// `TCP6` line and a v2 0x21 header each name an IPv6 client, which the
+/// upstream sees in X-Forwarded-For (RFC 5952) and the access log logs;
+/// the allow-list is checked on that IPv6 client.
+#[test]
+fn proxy_headers_from_an_ipv6_balancer() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    let script = lab.run_dir().join("xff_upstream.py");
+    std::fs::write(&script, XFF_UPSTREAM).unwrap();
+    let mut xff = lab.spawn(
+        "upstream",
+        ["python3", script.to_str().unwrap(), UPSTREAM_IP, "8091"],
+    );
+    let up = wait_until(Duration::from_secs(10), || {
+        accepts(&lab, "upstream", UPSTREAM_IP, 8091)
+    });
+    assert!(up, "the X-Forwarded-For upstream did not listen");
+    let access = lab.run_dir().join("access-pp6.log");
+    let _ = std::fs::remove_file(&access);
+    let body = web("")
+        + &upstream("xff", &[(&format!("{UPSTREAM_IP}:8091"), 1)], "")
+        + &format!(
+            r#"
+[[listener]]
+port = "client"
+tcp_port = 87
+mode = "http"
+upstream = "xff"
+accept_proxy_protocol = true
+trusted_proxies = ["{CLIENT_IP}/32"]
+allow = ["2001:db8:71::/48"]
+"#
+        )
+        + &format!("\n[access_log]\npath = \"{}\"\n", access.display());
+    let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
+    wait_proxy(&lab, &z, 80);
+    let request = b"GET /?pp6 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+
+    // v1: the TCP6 line's client, in RFC 5952 form (zeros compressed).
+    let mut v1 =
+        b"PROXY TCP6 2001:0db8:0071:0000:0000:0000:0000:0007 2001:db8:71::2 40007 87\r\n".to_vec();
+    v1.extend_from_slice(request);
+    let answer = raw_exchange(&lab, 87, &v1);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\n2001:db8:71::7"),
+        "v1 TCP6: {answer:?}\nzproxy log:\n{}",
+        z.log()
+    );
+    // v2, family 0x21.
+    let mut v2 = v2_tcp6("2001:db8:71:1::8", 40008);
+    v2.extend_from_slice(request);
+    let answer = raw_exchange(&lab, 87, &v2);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\n2001:db8:71:1::8"),
+        "v2 0x21: {answer:?}\nzproxy log:\n{}",
+        z.log()
+    );
+    let logged = wait_until(Duration::from_secs(10), || {
+        let log = std::fs::read_to_string(&access).unwrap_or_default();
+        log.contains("2001:db8:71::7") && log.contains("2001:db8:71:1::8")
+    });
+    assert!(logged, "access log: {:?}", std::fs::read_to_string(&access));
+
+    // An IPv6 client outside the allow-list is reset after the header.
+    let refused_before = stat(&lab, "refused_acl");
+    let mut outside = b"PROXY TCP6 2001:db9::9 2001:db8:71::2 40009 87\r\n".to_vec();
+    outside.extend_from_slice(request);
+    let answer = raw_exchange(&lab, 87, &outside);
+    assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
+    wait_for(Duration::from_secs(5), "refused_acl to count it", || {
+        stat(&lab, "refused_acl") > refused_before
+    });
+    let _ = xff.kill();
+    let _ = xff.wait();
+    stop_clean(z);
+}

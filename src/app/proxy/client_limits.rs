@@ -8,7 +8,7 @@
 //! Like the stack's, they are per worker.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::proxy_protocol::AcceptProxy;
 use super::ratelimit::RequestLimiter;
@@ -27,7 +27,8 @@ pub enum Refused {
 /// Open connections per real client, on listeners that accept PROXY headers.
 #[derive(Default)]
 pub struct OpenPerClient {
-    open: HashMap<Ipv4Addr, u32>,
+    /// Keyed by [`AcceptProxy::source_key`] (an IPv6 client's prefix).
+    open: HashMap<IpAddr, u32>,
 }
 
 impl OpenPerClient {
@@ -38,32 +39,34 @@ impl OpenPerClient {
     }
 
     /// Admits one more connection of `client` under `policy` at `now_us`,
-    /// counting it (release it with [`OpenPerClient::release`]).
+    /// counting it under the key it returns (release that with
+    /// [`OpenPerClient::release`]).
     pub fn admit(
         &mut self,
         policy: &AcceptProxy,
-        client: Ipv4Addr,
+        client: IpAddr,
         rates: &mut RequestLimiter,
         now_us: u64,
-    ) -> Result<(), Refused> {
+    ) -> Result<IpAddr, Refused> {
         if !policy.allows(client) {
             return Err(Refused::Acl);
         }
+        let client = policy.source_key(client);
         let open = self.open.get(&client).copied().unwrap_or(0);
         if policy.max_per_source > 0 && open >= policy.max_per_source {
             return Err(Refused::PerSource);
         }
         if let Some(rate) = policy.conn_rate {
-            if !rates.admit_connection(policy.limit_id, rate, client, now_us) {
+            if !rates.admit_connection(policy.limit_id, rate, client, policy.prefix6, now_us) {
                 return Err(Refused::Rate);
             }
         }
         *self.open.entry(client).or_insert(0) += 1;
-        Ok(())
+        Ok(client)
     }
 
     /// A connection [`OpenPerClient::admit`] counted has closed.
-    pub fn release(&mut self, client: Ipv4Addr) {
+    pub fn release(&mut self, client: IpAddr) {
         if let Some(n) = self.open.get_mut(&client) {
             *n -= 1;
             if *n == 0 {
@@ -83,13 +86,20 @@ mod tests {
     use super::*;
     use crate::net::ratelimit::Rate;
 
-    const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-    const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 
     fn policy(max: u32, rate: Option<Rate>) -> AcceptProxy {
         AcceptProxy {
             trusted: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
             allow: vec![(Ipv4Addr::new(192, 0, 2, 0), 24)],
+            allow6: crate::net::source6::Allow6::new(&[
+                (Ipv4Addr::new(192, 0, 2, 0).into(), 24),
+                ("2001:db8::".parse::<Ipv6Addr>().unwrap().into(), 32),
+            ]),
+            prefix6: 64,
             max_per_source: max,
             conn_rate: rate,
             limit_id: AcceptProxy::limit_id_of(0),
@@ -100,12 +110,12 @@ mod tests {
     fn counts_open_connections_per_real_client() {
         let (mut open, mut rates) = (OpenPerClient::default(), RequestLimiter::new(64, [1; 16]));
         let p = policy(2, None);
-        assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(()));
-        assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(()));
+        assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(A));
+        assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(A));
         assert_eq!(open.admit(&p, A, &mut rates, 1), Err(Refused::PerSource));
-        assert_eq!(open.admit(&p, B, &mut rates, 1), Ok(()), "another client");
+        assert_eq!(open.admit(&p, B, &mut rates, 1), Ok(B), "another client");
         open.release(A);
-        assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(()), "one closed");
+        assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(A), "one closed");
         for c in [A, A, B] {
             open.release(c);
         }
@@ -117,9 +127,9 @@ mod tests {
         let (mut open, mut rates) = (OpenPerClient::default(), RequestLimiter::new(64, [1; 16]));
         let p = policy(0, None);
         for _ in 0..100 {
-            assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(()));
+            assert_eq!(open.admit(&p, A, &mut rates, 1), Ok(A));
         }
-        let outside = Ipv4Addr::new(198, 51, 100, 7);
+        let outside = Ipv4Addr::new(198, 51, 100, 7).into();
         assert_eq!(open.admit(&p, outside, &mut rates, 1), Err(Refused::Acl));
     }
 
@@ -127,14 +137,60 @@ mod tests {
     fn connection_rate_is_per_real_client() {
         let (mut open, mut rates) = (OpenPerClient::default(), RequestLimiter::new(64, [1; 16]));
         let p = policy(0, Some(Rate::new(1.0, 2)));
-        assert_eq!(open.admit(&p, A, &mut rates, 1_000_000), Ok(()));
-        assert_eq!(open.admit(&p, A, &mut rates, 1_000_000), Ok(()));
+        assert_eq!(open.admit(&p, A, &mut rates, 1_000_000), Ok(A));
+        assert_eq!(open.admit(&p, A, &mut rates, 1_000_000), Ok(A));
         assert_eq!(open.admit(&p, A, &mut rates, 1_000_000), Err(Refused::Rate));
-        assert_eq!(open.admit(&p, B, &mut rates, 1_000_000), Ok(()));
+        assert_eq!(open.admit(&p, B, &mut rates, 1_000_000), Ok(B));
         assert_eq!(
             open.admit(&p, A, &mut rates, 2_000_000),
-            Ok(()),
+            Ok(A),
             "a second later"
         );
+    }
+
+    #[test]
+    fn an_ipv6_real_client_is_limited_by_its_prefix() {
+        let ip = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().unwrap());
+        let (mut open, mut rates) = (OpenPerClient::default(), RequestLimiter::new(64, [1; 16]));
+        let p = policy(2, Some(Rate::new(1.0, 3)));
+        let net = ip("2001:db8:1:2::");
+        // Rotating through one /64 is one source.
+        assert_eq!(
+            open.admit(&p, ip("2001:db8:1:2::1"), &mut rates, 1_000_000),
+            Ok(net)
+        );
+        assert_eq!(
+            open.admit(&p, ip("2001:db8:1:2::2"), &mut rates, 1_000_000),
+            Ok(net)
+        );
+        assert_eq!(
+            open.admit(&p, ip("2001:db8:1:2::3"), &mut rates, 1_000_000),
+            Err(Refused::PerSource)
+        );
+        // Another /64 is another source; outside the allow-list is refused.
+        let other = ip("2001:db8:1:3::1");
+        assert_eq!(
+            open.admit(&p, other, &mut rates, 1_000_000),
+            Ok(ip("2001:db8:1:3::"))
+        );
+        assert_eq!(
+            open.admit(&p, ip("2001:db9::1"), &mut rates, 1_000_000),
+            Err(Refused::Acl)
+        );
+        // The rate (3 a second) is per /64 too: the fourth in the second is refused.
+        open.release(net);
+        open.release(net);
+        assert_eq!(
+            open.admit(&p, ip("2001:db8:1:2::4"), &mut rates, 1_000_000),
+            Ok(net)
+        );
+        assert_eq!(
+            open.admit(&p, ip("2001:db8:1:2::5"), &mut rates, 1_000_000),
+            Err(Refused::Rate)
+        );
+        for key in [net, ip("2001:db8:1:3::")] {
+            open.release(key);
+        }
+        assert_eq!(open.clients(), 0, "released under the keys admitted");
     }
 }

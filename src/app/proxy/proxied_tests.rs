@@ -49,6 +49,8 @@ fn policy(allow: &[(Ipv4Addr, u8)], max_per_source: u32) -> AcceptProxy {
     AcceptProxy {
         trusted: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
         allow: allow.to_vec(),
+        allow6: Default::default(),
+        prefix6: 128,
         max_per_source,
         conn_rate: None,
         limit_id: AcceptProxy::limit_id_of(0),
@@ -82,6 +84,33 @@ fn a_trusted_v2_header_names_the_client_for_xff_and_the_log() {
         .send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     assert!(net.run_until(STEPS, |n| !n.outcomes.is_empty()));
     assert_eq!(net.outcomes[0].client, Some(((*real().ip()).into(), 5555)));
+}
+
+#[test]
+fn an_ipv6_client_behind_the_balancer_is_itself() {
+    // v1 TCP6 and v2 0x21 (as an IPv6 balancer writes them) into an http listener.
+    let client: std::net::SocketAddr = "[2001:db8:71::7]:5555".parse().unwrap();
+    for v in [Version::V1, Version::V2] {
+        let mut net = behind_proxy(Mode::Http, &[]);
+        let mut out = [0u8; HEADER_ROOM];
+        let n = write(v, client, "[2001:db8:71::2]:80".parse().unwrap(), &mut out);
+        net.client.send(&out[..n]);
+        net.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(net.run_until(STEPS, |n| n
+            .servers
+            .last()
+            .is_some_and(|s| head_len(&s.rx).is_some())));
+        let head = String::from_utf8_lossy(&net.servers[0].rx).into_owned();
+        assert!(
+            head.contains("\r\nX-Forwarded-For: 2001:db8:71::7\r\n"),
+            "{v:?}: {head}"
+        );
+        net.server()
+            .send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(net.run_until(STEPS, |n| !n.outcomes.is_empty()));
+        assert_eq!(net.outcomes[0].client, Some((client.ip(), 5555)), "{v:?}");
+        assert_eq!(net.session.take_counted(), Some(client.ip()), "{v:?}");
+    }
 }
 
 #[test]
@@ -134,9 +163,9 @@ fn the_allow_list_is_checked_on_the_real_client() {
 fn per_source_limits_count_the_real_client_not_the_balancer() {
     // The real client already holds its one connection (on another flow).
     let mut net = behind_limited_proxy(Mode::Tcp, &[], 1);
-    let held = *real().ip();
+    let held = std::net::IpAddr::from(*real().ip());
     let policy = policy(&[], 1);
-    assert_eq!(net.open.admit(&policy, held, &mut net.limiter, 0), Ok(()));
+    assert_eq!(net.open.admit(&policy, held, &mut net.limiter, 0), Ok(held));
     net.client.send(&header(Version::V2, real()));
     assert!(reset(&mut net), "its second connection is reset");
     assert!(net.servers.is_empty(), "nothing went upstream");
@@ -149,10 +178,10 @@ fn per_source_limits_count_the_real_client_not_the_balancer() {
 
     // Another client behind the same balancer still gets in, and is counted.
     let mut net = behind_limited_proxy(Mode::Tcp, &[], 1);
+    let other = std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 99));
     assert_eq!(
-        net.open
-            .admit(&policy, Ipv4Addr::new(192, 0, 2, 99), &mut net.limiter, 0),
-        Ok(())
+        net.open.admit(&policy, other, &mut net.limiter, 0),
+        Ok(other)
     );
     net.client.send(&header(Version::V2, real()));
     net.client.send(b"hello");

@@ -4,7 +4,9 @@
 //! makes one, without allocating, for an upstream connection.
 
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use crate::net::source6::{source_key6, Allow6};
 
 /// The v2 header's first 12 bytes.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -24,6 +26,11 @@ pub struct AcceptProxy {
     /// The listener's allow-list, checked again on the real client (the
     /// stack checked it on the peer at SYN time, with `trusted` added).
     pub allow: Vec<(Ipv4Addr, u8)>,
+    /// The same allow-list for a real client on IPv6.
+    pub allow6: Allow6,
+    /// `per_source_prefix6`: an IPv6 real client is limited by its first
+    /// this many bits, as a direct IPv6 client is by the stack.
+    pub prefix6: u8,
     /// `max_connections_per_source` and `connection_rate_limit`, taken on
     /// the real client (the stack exempts the trusted proxies from them).
     pub max_per_source: u32,
@@ -40,12 +47,26 @@ impl AcceptProxy {
     }
 
     /// The real client is in the listener's `allow` networks (any when empty).
-    pub fn allows(&self, client: Ipv4Addr) -> bool {
-        self.allow.is_empty()
-            || self
-                .allow
-                .iter()
-                .any(|&(net, len)| crate::config::in_network(client, net, len))
+    pub fn allows(&self, client: IpAddr) -> bool {
+        match client {
+            IpAddr::V4(client) => {
+                self.allow.is_empty()
+                    || self
+                        .allow
+                        .iter()
+                        .any(|&(net, len)| crate::config::in_network(client, net, len))
+            }
+            IpAddr::V6(client) => self.allow6.allows(client),
+        }
+    }
+
+    /// The key a real client's limits count under: an IPv6 one by its
+    /// first `prefix6` bits, so rotating through a /64 does not dodge them.
+    pub fn source_key(&self, client: IpAddr) -> IpAddr {
+        match client {
+            IpAddr::V4(_) => client,
+            IpAddr::V6(ip) => IpAddr::V6(source_key6(ip, self.prefix6)),
+        }
     }
 
     /// A trusted proxy (IPv4 networks only: an IPv6 peer is never one yet).
@@ -73,12 +94,12 @@ pub enum Parsed {
     Incomplete,
     /// Not a PROXY header, or a broken one.
     Invalid,
-    /// A header of `len` bytes; `source` is the client when it is a TCP
-    /// over IPv4 connection, `None` for LOCAL (the balancer's own health
-    /// check), UNKNOWN and IPv6 clients.
+    /// A header of `len` bytes; `source` is the client of a TCP over IPv4
+    /// or IPv6 connection, `None` for LOCAL (the balancer's own health
+    /// check) and UNKNOWN.
     Header {
         len: usize,
-        source: Option<SocketAddrV4>,
+        source: Option<SocketAddr>,
     },
 }
 
@@ -123,12 +144,16 @@ fn parse_v1(buf: &[u8]) -> Parsed {
                 return Parsed::Invalid;
             }
             if proto == "TCP6" {
-                let ok = src.parse::<std::net::Ipv6Addr>().is_ok()
-                    && dst.parse::<std::net::Ipv6Addr>().is_ok();
-                return if ok {
-                    Parsed::Header { len, source: None }
-                } else {
-                    Parsed::Invalid
+                return match (
+                    src.parse::<Ipv6Addr>(),
+                    dst.parse::<Ipv6Addr>(),
+                    sport.parse(),
+                ) {
+                    (Ok(ip), Ok(_), Ok(port)) => Parsed::Header {
+                        len,
+                        source: Some(SocketAddrV6::new(ip, port, 0, 0).into()),
+                    },
+                    _ => Parsed::Invalid,
                 };
             }
             match (
@@ -138,7 +163,7 @@ fn parse_v1(buf: &[u8]) -> Parsed {
             ) {
                 (Ok(ip), Ok(_), Ok(port)) => Parsed::Header {
                     len,
-                    source: Some(SocketAddrV4::new(ip, port)),
+                    source: Some(SocketAddrV4::new(ip, port).into()),
                 },
                 _ => Parsed::Invalid,
             }
@@ -190,10 +215,21 @@ fn parse_v2(buf: &[u8]) -> Parsed {
         return Parsed::Incomplete;
     };
     let source = match family {
-        0x11 if !local => Some(SocketAddrV4::new(
+        0x11 if !local => Some(SocketAddr::from(SocketAddrV4::new(
             Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]),
             u16::from_be_bytes([addr[8], addr[9]]),
-        )),
+        ))),
+        // Source address (16), destination (16), source port, destination port.
+        0x21 if !local => {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&addr[..16]);
+            Some(SocketAddr::from(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                u16::from_be_bytes([addr[32], addr[33]]),
+                0,
+                0,
+            )))
+        }
         // UDP is no client of a TCP listener.
         0x12 | 0x22 | 0x32 if !local => return Parsed::Invalid,
         _ => None,
@@ -333,7 +369,7 @@ mod tests {
             buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
             let want = Parsed::Header {
                 len: n,
-                source: Some(addr("192.0.2.7:51000")),
+                source: Some(addr("192.0.2.7:51000").into()),
             };
             assert_eq!(parse(&buf), want, "{v:?}");
             // Every prefix is incomplete, never wrong.
@@ -361,7 +397,7 @@ mod tests {
                 parse(s),
                 Parsed::Header {
                     len: s.len(),
-                    source: source.map(addr)
+                    source: source.map(|a| a.parse().unwrap())
                 },
                 "{}",
                 String::from_utf8_lossy(s)
@@ -370,7 +406,12 @@ mod tests {
         ok(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", Some("1.2.3.4:1"));
         ok(b"PROXY UNKNOWN\r\n", None);
         ok(b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", None);
-        ok(b"PROXY TCP6 ::1 ::2 1000 80\r\n", None);
+        // An IPv6 client behind the balancer is itself.
+        ok(b"PROXY TCP6 ::1 ::2 1000 80\r\n", Some("[::1]:1000"));
+        ok(
+            b"PROXY TCP6 2001:db8:71::1 2001:db8:71::2 40000 80\r\n",
+            Some("[2001:db8:71::1]:40000"),
+        );
         for bad in [
             &b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n"[..],
             b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
@@ -379,6 +420,15 @@ mod tests {
             b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",
             b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n",
             b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP6 ::1 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 ::1 ::2 1 2\r\n",
+            b"PROXY TCP6 ::1 ::2 1\r\n",
+            b"PROXY TCP6 ::1 ::2 1 2 3\r\n",
+            b"PROXY TCP6 ::1 ::2 01 2\r\n",
+            b"PROXY TCP6 ::1 ::2 1 65536\r\n",
+            b"PROXY TCP6 ::g ::2 1 2\r\n",
+            b"PROXY TCP6 [::1] ::2 1 2\r\n",
+            b"PROXY TCP6 fe80::1%eth0 ::2 1 2\r\n",
             b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
             b"PROXY\r\n",
             b"GET / HTTP/1.1\r\n",
@@ -416,7 +466,7 @@ mod tests {
             parse(&h),
             Parsed::Header {
                 len: h.len(),
-                source: Some(addr("192.0.2.1:8080"))
+                source: Some(addr("192.0.2.1:8080").into())
             }
         );
         // LOCAL (a health check): no client, whatever the addresses say.
@@ -426,17 +476,49 @@ mod tests {
             source: None,
         };
         assert_eq!(parse(&h), local);
-        let h = head(0x21, 0x21, &[0u8; 36]);
-        let v6 = Parsed::Header {
+        // TCP over IPv6 (0x21): the client is the first 16 bytes and its
+        // port follows both addresses; TLVs after them are skipped.
+        let src: std::net::Ipv6Addr = "2001:db8:71::1".parse().unwrap();
+        let dst: std::net::Ipv6Addr = "2001:db8:71::2".parse().unwrap();
+        let mut ip6 = [src.octets(), dst.octets()].concat();
+        ip6.extend_from_slice(&[0x9c, 0x40, 0, 80]);
+        let want6 = |h: &[u8]| Parsed::Header {
             len: h.len(),
-            source: None,
+            source: Some("[2001:db8:71::1]:40000".parse().unwrap()),
         };
-        assert_eq!(parse(&h), v6);
+        let h = head(0x21, 0x21, &ip6);
+        assert_eq!(parse(&h), want6(&h));
+        let mut tlv6 = ip6.clone();
+        tlv6.extend_from_slice(&[0x04, 0, 1, b'z']);
+        let h = head(0x21, 0x21, &tlv6);
+        assert_eq!(parse(&h), want6(&h));
+        for k in 0..h.len() {
+            assert_eq!(parse(&h[..k]), Parsed::Incomplete, "0x21 prefix {k}");
+        }
+        // What `write` sends upstream reads back as the same client.
+        let client: SocketAddr = "[2001:db8:71::1]:40000".parse().unwrap();
+        let mut out = [0u8; HEADER_ROOM];
+        for v in [Version::V1, Version::V2] {
+            let n = write(v, client, "[2001:db8:71::2]:80".parse().unwrap(), &mut out);
+            assert_eq!(parse(&out[..n]), want6(&out[..n]), "{v:?}");
+        }
+        // LOCAL over IPv6: no client.
+        let h = head(0x20, 0x21, &ip6);
+        assert_eq!(
+            parse(&h),
+            Parsed::Header {
+                len: h.len(),
+                source: None
+            }
+        );
         for bad in [
             head(0x11, 0x11, &ip4),         // version 1 in a v2 signature
             head(0x22, 0x11, &ip4),         // unknown command
             head(0x21, 0x11, &ip4[..8]),    // addresses cut short
             head(0x21, 0x12, &ip4),         // UDP
+            head(0x21, 0x21, &ip6[..35]),   // IPv6 addresses cut short
+            head(0x21, 0x21, &ip4),         // IPv4 lengths under an IPv6 family
+            head(0x21, 0x22, &ip6),         // UDP over IPv6
             head(0x21, 0x41, &ip4),         // unknown family
             head(0x21, 0x11, &[0u8; 1100]), // over the bound
         ] {

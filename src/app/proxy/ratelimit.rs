@@ -5,7 +5,7 @@
 //! clients RSS gives it; see INSTALL.md "Rate limits").
 
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use crate::net::ratelimit::{Limiter, Rate};
 
@@ -77,10 +77,19 @@ impl RequestLimiter {
     }
 
     /// One new connection of `client` within `rate` (bucket `id`: see
-    /// `AcceptProxy::limit_id_of`).
+    /// `AcceptProxy::limit_id_of`); an IPv6 one by its first `prefix6` bits.
     #[inline]
-    pub fn admit_connection(&mut self, id: u32, rate: Rate, client: Ipv4Addr, now_us: u64) -> bool {
-        self.table.check(id, client, rate, now_us).is_ok()
+    pub fn admit_connection(
+        &mut self,
+        id: u32,
+        rate: Rate,
+        client: IpAddr,
+        prefix6: u8,
+        now_us: u64,
+    ) -> bool {
+        self.table
+            .check_ip(id, client, prefix6, rate, now_us)
+            .is_ok()
     }
 
     pub fn used(&self) -> usize {
@@ -107,6 +116,7 @@ pub fn too_many_requests(retry_after_s: u64, buf: &mut [u8; 192]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 

@@ -3,7 +3,7 @@
 //! access log, X-Forwarded-For, `source_hash` and the allow-list), and
 //! writing one to an upstream before any client byte.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::app::proxy::tls::Io as Socket;
@@ -26,8 +26,9 @@ pub(super) struct Proxied {
     send: Option<Version>,
     /// Why the real client was turned away (counted by the engine).
     refused: Option<Refused>,
-    /// The real client this connection counts against (released at close).
-    counted: Option<Ipv4Addr>,
+    /// The key of the real client this connection counts against
+    /// (released at close).
+    counted: Option<IpAddr>,
 }
 
 impl Session {
@@ -52,7 +53,7 @@ impl Session {
     }
 
     /// The real client counted in [`OpenPerClient`], once (at close).
-    pub fn take_counted(&mut self) -> Option<Ipv4Addr> {
+    pub fn take_counted(&mut self) -> Option<IpAddr> {
         self.pp.counted.take()
     }
 
@@ -83,17 +84,17 @@ impl Session {
                 let policy = self.pp.accept.as_ref()?;
                 let admitted = match source {
                     Some(src) => {
-                        self.client_ip = IpAddr::V4(*src.ip());
+                        self.client_ip = src.ip();
                         self.rec.client = Some((self.client_ip, src.port()));
-                        open.admit(policy, *src.ip(), rates, now_us)
+                        open.admit(policy, src.ip(), rates, now_us).map(Some)
                     }
-                    // LOCAL (a health check) or no IPv4 client: the peer
-                    // stays the client, and an allow-list cannot admit it.
-                    None if policy.allow.is_empty() => Ok(()),
+                    // LOCAL (a health check) or UNKNOWN: the peer stays
+                    // the client, and an allow-list cannot admit it.
+                    None if policy.allow.is_empty() => Ok(None),
                     None => Err(Refused::Acl),
                 };
                 match admitted {
-                    Ok(()) => self.pp.counted = source.map(|s| *s.ip()),
+                    Ok(key) => self.pp.counted = key,
                     Err(why) => {
                         self.pp.refused = Some(why);
                         return Some(self.cut(c));
