@@ -77,36 +77,49 @@ impl Stack {
     /// A local port for a new connection, whose 4-tuple is neither open nor
     /// in TIME-WAIT and whose replies RSS puts on this core's queue.
     fn free_local_port(
-        &mut self,
+        &self,
         c: &mut Connect,
         server: SocketAddrV4,
         local_ip: Ipv4Addr,
     ) -> Option<u16> {
-        let (lo, hi) = c.local_ports;
         let steering = &self.ports[c.port_index].steering;
-        let (server_ip, server_port) = (*server.ip(), server.port());
-        let mut next = *c.next_local_port;
-        for _ in 0..LOCAL_PORT_TRIES {
-            let port = steering.steered_port(
-                (server_ip, server_port),
-                local_ip,
-                (lo, hi),
-                next,
-                self.index as u16,
-            )?;
-            next = if port >= hi { lo } else { port + 1 };
-            let key = FlowKey {
-                remote_ip: server_ip,
-                remote_port: server_port,
-                local_ip,
-                local_port: port,
-            };
-            if self.flows.lookup(&key).is_none() && !self.time_wait.contains(&key) {
-                *c.next_local_port = next;
-                return Some(port);
-            }
-        }
-        *c.next_local_port = next;
-        None
+        let (range, core) = (c.local_ports, self.index as u16);
+        let remote = (*server.ip(), server.port());
+        probe_local_ports(
+            c,
+            |next| steering.steered_port(remote, local_ip, range, next, core),
+            |local_port| {
+                let key = FlowKey {
+                    remote_ip: remote.0,
+                    remote_port: remote.1,
+                    local_ip,
+                    local_port,
+                };
+                self.flows.lookup(&key).is_none() && !self.time_wait.contains(&key)
+            },
+        )
     }
+}
+
+/// The probe both families share: up to `LOCAL_PORT_TRIES` ports from
+/// `c.next_local_port` on, each the next one `steer` says RSS brings back
+/// to this core, until `is_free` takes one; where to go on from is kept
+/// for the next connect.
+pub(super) fn probe_local_ports(
+    c: &mut Connect,
+    mut steer: impl FnMut(u16) -> Option<u16>,
+    mut is_free: impl FnMut(u16) -> bool,
+) -> Option<u16> {
+    let (lo, hi) = c.local_ports;
+    let mut next = *c.next_local_port;
+    for _ in 0..LOCAL_PORT_TRIES {
+        let port = steer(next)?;
+        next = if port >= hi { lo } else { port + 1 };
+        if is_free(port) {
+            *c.next_local_port = next;
+            return Some(port);
+        }
+    }
+    *c.next_local_port = next;
+    None
 }

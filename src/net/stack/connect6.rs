@@ -8,7 +8,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
-use super::{Connect, ConnectError, FlowId, Stack, LOCAL_PORT_TRIES};
+use super::{Connect, ConnectError, FlowId, Stack};
 use crate::dpdk::Mbuf;
 use crate::net::counters::Counter;
 use crate::net::flow6::FlowKey6;
@@ -105,37 +105,27 @@ impl Stack {
     /// `free_local_port` for IPv6: steered by `Steering6`, neither open
     /// nor in TIME-WAIT.
     fn free_local_port6(
-        &mut self,
+        &self,
         c: &mut Connect,
         server: SocketAddrV6,
         local_ip: Ipv6Addr,
     ) -> Option<u16> {
-        let (lo, hi) = c.local_ports;
         let steering = self.ports[c.port_index].steering6.as_ref()?;
-        let (server_ip, server_port) = (*server.ip(), server.port());
-        let mut next = *c.next_local_port;
-        for _ in 0..LOCAL_PORT_TRIES {
-            let port = steering.steered_port(
-                (server_ip, server_port),
-                local_ip,
-                (lo, hi),
-                next,
-                self.index as u16,
-            )?;
-            next = if port >= hi { lo } else { port + 1 };
-            let key = FlowKey6 {
-                remote_ip: server_ip,
-                remote_port: server_port,
-                local_ip,
-                local_port: port,
-            };
-            if self.v6.lookup(&key).is_none() && !self.v6.time_wait.contains(&key) {
-                *c.next_local_port = next;
-                return Some(port);
-            }
-        }
-        *c.next_local_port = next;
-        None
+        let (range, core) = (c.local_ports, self.index as u16);
+        let remote = (*server.ip(), server.port());
+        super::connect::probe_local_ports(
+            c,
+            |next| steering.steered_port(remote, local_ip, range, next, core),
+            |local_port| {
+                let key = FlowKey6 {
+                    remote_ip: remote.0,
+                    remote_port: remote.1,
+                    local_ip,
+                    local_port,
+                };
+                self.v6.lookup(&key).is_none() && !self.v6.time_wait.contains(&key)
+            },
+        )
     }
 }
 
