@@ -366,6 +366,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), RunError> {
             (w.wait() != 0).then_some(lcore_id)
         })
         .collect();
+    // A frame handed to a worker that had already stopped still sits in its
+    // inbox: free it now, before the pools count what is left.
+    drop(inboxes);
     if let Some(t) = exception_thread {
         if t.join().is_err() {
             log::error!("the exception path's thread panicked");

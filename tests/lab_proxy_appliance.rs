@@ -279,5 +279,25 @@ fn two_workers_on_two_queues_hand_over_what_lands_on_the_wrong_core() {
         handoffs(&stats, "handoffs_in"),
         "every handed-over frame arrived: {stats}"
     );
+    // Stopped under load, one worker stops polling before the other and
+    // frames keep being handed to it: they must still go back to the pool.
+    let load = spawn_bench(
+        &lab,
+        80,
+        "at-stop",
+        &[
+            "--concurrency",
+            "200",
+            "--duration",
+            "4s",
+            "--keep-alive",
+            "off",
+        ],
+    );
+    let accepted = stat(&lab, "flows_accepted");
+    wait_for(Duration::from_secs(5), "load under way at the stop", || {
+        stat(&lab, "flows_accepted") > accepted + 2000
+    });
     stop_clean(z);
+    let _ = load.0.wait_with_output();
 }

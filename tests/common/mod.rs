@@ -415,7 +415,10 @@ impl ZProxy {
                 );
             }
         };
-        (status.success(), self.log())
+        (
+            status.success(),
+            format!("{}\n(exit: {status})", self.log()),
+        )
     }
 }
 
