@@ -167,6 +167,7 @@ pub fn listeners(cfg: &Config, layout: &Layout) -> Vec<ListenerSpec> {
             accept_proxy: l.accept_proxy_protocol.then(|| {
                 Arc::new(AcceptProxy {
                     trusted: cidrs(&l.trusted_proxies),
+                    trusted6: cidrs6(&l.trusted_proxies),
                     allow: cidrs(&l.allow),
                     allow6: crate::net::source6::Allow6::new(&allow_nets(l)),
                     prefix6: l.per_source_prefix6.unwrap_or(128),
@@ -221,6 +222,13 @@ fn cidrs(nets: &[String]) -> Vec<(std::net::Ipv4Addr, u8)> {
         return vec![(std::net::Ipv4Addr::BROADCAST, 32)];
     }
     v4
+}
+
+/// The IPv6 networks of a list that may hold IPv4 ones too.
+fn cidrs6(nets: &[String]) -> Vec<(std::net::Ipv6Addr, u8)> {
+    nets.iter()
+        .filter_map(|a| crate::config::ipv6::parse_cidr6(a))
+        .collect()
 }
 
 /// The allow-list the stack checks at SYN time, on the peer: a listener

@@ -397,6 +397,21 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 "#;
 
+/// XFF_UPSTREAM on the upstream namespace's :8091.
+fn start_xff_upstream(lab: &Lab) -> Child {
+    let script = lab.run_dir().join("xff_upstream.py");
+    std::fs::write(&script, XFF_UPSTREAM).unwrap();
+    let xff = lab.spawn(
+        "upstream",
+        ["python3", script.to_str().unwrap(), UPSTREAM_IP, "8091"],
+    );
+    let up = wait_until(Duration::from_secs(10), || {
+        accepts(lab, "upstream", UPSTREAM_IP, 8091)
+    });
+    assert!(up, "the X-Forwarded-For upstream did not listen");
+    xff
+}
+
 /// A PROXY v2 header for TCP over IPv6 (family 0x21) from `client`.
 fn v2_tcp6(client: &str, port: u16) -> Vec<u8> {
     let ip = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
@@ -420,16 +435,7 @@ fn proxy_headers_from_an_ipv6_balancer() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    let script = lab.run_dir().join("xff_upstream.py");
-    std::fs::write(&script, XFF_UPSTREAM).unwrap();
-    let mut xff = lab.spawn(
-        "upstream",
-        ["python3", script.to_str().unwrap(), UPSTREAM_IP, "8091"],
-    );
-    let up = wait_until(Duration::from_secs(10), || {
-        accepts(&lab, "upstream", UPSTREAM_IP, 8091)
-    });
-    assert!(up, "the X-Forwarded-For upstream did not listen");
+    let mut xff = start_xff_upstream(&lab);
     let access = lab.run_dir().join("access-pp6.log");
     let _ = std::fs::remove_file(&access);
     let body = web("")
@@ -485,6 +491,119 @@ allow = ["2001:db8:71::/48"]
     wait_for(Duration::from_secs(5), "refused_acl to count it", || {
         stat(&lab, "refused_acl") > refused_before
     });
+    let _ = xff.kill();
+    let _ = xff.wait();
+    stop_clean(z);
+}
+
+/// The balancer at this address (the client namespace's) connects over IPv6.
+const BALANCER_V6: &str = "2001:db8:71::1";
+const PORT_V6: &str = "2001:db8:71::2";
+
+/// Opens two connections to [argv1]:argv2, each sending the bytes of one
+/// hex argument (argv3, argv4), writes argv5 and holds them until killed.
+const HOLD_TWO: &str = r#"
+import socket, sys, time
+s = [socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) for _ in range(2)]
+for c, h in zip(s, sys.argv[3:5]):
+    c.sendall(bytes.fromhex(h))
+open(sys.argv[5], 'w').write('held')
+time.sleep(60)
+"#;
+
+/// A balancer that itself connects over IPv6: trusted by its IPv6 network,
+/// its headers name the clients (X-Forwarded-For), and the stack does not
+/// hold it to `max_connections_per_source` (one balancer, many clients):
+/// with a limit of 1 it holds two connections and opens a third. Without a
+/// header it is cut.
+#[test]
+fn proxy_headers_from_a_balancer_on_ipv6() {
+    if !require_root() {
+        return;
+    }
+    let _lock = lab_lock();
+    let lab = Lab::up();
+    lab.exec_ok(
+        "client",
+        [
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            &format!("net.ipv6.conf.{CLIENT_IF}.disable_ipv6=0"),
+        ],
+    );
+    let cidr = format!("{BALANCER_V6}/64");
+    lab.exec_ok(
+        "client",
+        ["ip", "-6", "addr", "add", &cidr, "dev", CLIENT_IF, "nodad"],
+    );
+    let mut xff = start_xff_upstream(&lab);
+    let body = web("")
+        + &upstream("xff", &[(&format!("{UPSTREAM_IP}:8091"), 1)], "")
+        + &format!(
+            r#"
+[[listener]]
+port = "client"
+tcp_port = 88
+mode = "http"
+upstream = "xff"
+accept_proxy_protocol = true
+trusted_proxies = ["192.0.2.0/24", "{BALANCER_V6}/128"]
+max_connections_per_source = 1
+per_source_prefix6 = 64
+"#
+        );
+    let cfg = config(16384, &body).replace(
+        &format!("address = \"{PROXY_CLIENT_IP}/24\""),
+        &format!("addresses = [\"{PROXY_CLIENT_IP}/24\", \"{PORT_V6}/64\"]"),
+    );
+    let z = ZProxy::start(&lab, "zproxy", &cfg);
+    wait_proxy(&lab, &z, 80);
+    let hex = |client: &str| -> String {
+        let mut h = v2_tcp6(client, 40000);
+        h.extend_from_slice(b"GET /?held HTTP/1.1\r\n");
+        h.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let held = lab.run_dir().join("held6");
+    let _ = std::fs::remove_file(&held);
+    let accepted = stat(&lab, "flows_accepted");
+    let (a, b) = (hex("2001:db8:71:a::1"), hex("2001:db8:71:b::1"));
+    let mut holder = lab.spawn(
+        "client",
+        [
+            "python3",
+            "-c",
+            HOLD_TWO,
+            PORT_V6,
+            "88",
+            &a,
+            &b,
+            held.to_str().unwrap(),
+        ],
+    );
+    wait_for(Duration::from_secs(10), "two held balancer flows", || {
+        held.exists() && stat(&lab, "flows_accepted") >= accepted + 2
+    });
+    // A third connection of the balancer, naming a third client.
+    let mut third = v2_tcp6("2001:db8:71:c::1", 40003);
+    third.extend_from_slice(b"GET /?third HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let answer = raw_exchange_to(&lab, PORT_V6, 88, &third);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\n2001:db8:71:c::1"),
+        "a third connection of the IPv6 balancer: {answer:?}\nzproxy log:\n{}",
+        z.log()
+    );
+    assert_eq!(stat(&lab, "refused_per_source"), 0);
+    // Trusted, so a header is required: without one the balancer is cut.
+    let answer = raw_exchange_to(
+        &lab,
+        PORT_V6,
+        88,
+        b"GET /?bare HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
+    let _ = holder.kill();
+    let _ = holder.wait();
     let _ = xff.kill();
     let _ = xff.wait();
     stop_clean(z);

@@ -196,6 +196,7 @@ impl Worker {
                 max_per_source: l.max_per_source,
                 conn_rate: l.conn_rate,
                 exempt: exempt(&l.accept_proxy),
+                exempt6: exempt6(&l.accept_proxy),
                 reserve_peer: !matches!(l.app, ListenerApp::Static(_)),
             })
             .collect();
@@ -487,6 +488,7 @@ impl Worker {
                 max_per_source,
                 conn_rate,
                 exempt: exempt(&accept_proxy),
+                exempt6: exempt6(&accept_proxy),
             };
             self.stack.retune_listener(i, settings);
             mine.app = app;
@@ -548,6 +550,12 @@ impl Worker {
 /// (`proxy::client_limits`), which see the real client.
 fn exempt(accept: &Option<Arc<AcceptProxy>>) -> Vec<(std::net::Ipv4Addr, u8)> {
     accept.as_ref().map_or_else(Vec::new, |a| a.trusted.clone())
+}
+
+fn exempt6(accept: &Option<Arc<AcceptProxy>>) -> Vec<(std::net::Ipv6Addr, u8)> {
+    accept
+        .as_ref()
+        .map_or_else(Vec::new, |a| a.trusted6.clone())
 }
 
 fn routes_of<'a>(apps: impl Iterator<Item = &'a ListenerApp>) -> Vec<Option<Arc<Routes>>> {

@@ -2,8 +2,9 @@
 //! `trusted_proxies` on a listener (`proxy_protocol` on a group is an enum
 //! serde checks).
 
+use super::ipv6::parse_net;
 use super::locate::Place;
-use super::{parse_cidr, Config, ConfigError, ListenerMode};
+use super::{Config, ConfigError, ListenerMode};
 
 impl Config {
     pub(super) fn validate_proxy_keys(&self, text: &str) -> Result<(), ConfigError> {
@@ -14,8 +15,8 @@ impl Config {
                 key: format!("listener.{key}"),
                 message: format!("listener on tcp_port {}: {message}", l.tcp_port),
             };
-            if let Some(net) = l.trusted_proxies.iter().find(|a| parse_cidr(a).is_none()) {
-                return Err(bad("trusted_proxies", format!("trusted_proxies entry \"{net}\" is not A.B.C.D/prefix (e.g. \"10.0.0.0/8\")")));
+            if let Some(net) = l.trusted_proxies.iter().find(|a| parse_net(a).is_none()) {
+                return Err(bad("trusted_proxies", format!("trusted_proxies entry \"{net}\" is not an IPv4 or IPv6 network with a prefix length (e.g. \"10.0.0.0/8\" or \"2001:db8::/32\")")));
             }
             match (l.accept_proxy_protocol, l.trusted_proxies.is_empty()) {
                 (true, true) => return Err(bad("accept_proxy_protocol", "accept_proxy_protocol = true needs trusted_proxies: the networks of the load balancers whose PROXY headers are believed".into())),

@@ -149,7 +149,9 @@ fn wrong_values_name_key_line_and_fix() {
         // PROXY protocol keys.
         (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\n"), "tcp_port 80: accept_proxy_protocol = true needs trusted_proxies", Some(22)),
         (with("mode = \"http\"\n", "mode = \"http\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n"), "tcp_port 80: trusted_proxies does nothing without accept_proxy_protocol = true", Some(22)),
-        (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0\"]\n"), "trusted_proxies entry \"10.0.0.0\" is not A.B.C.D/prefix", Some(23)),
+        (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0\"]\n"), "trusted_proxies entry \"10.0.0.0\" is not an IPv4 or IPv6 network with a prefix length", Some(23)),
+        (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/129\"]\n"), "trusted_proxies entry \"2001:db8::/129\" is not an IPv4 or IPv6 network", Some(23)),
+        (with("mode = \"http\"\n", "mode = \"http\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"fe80::1%eth0/64\"]\n"), "trusted_proxies entry \"fe80::1%eth0/64\" is not an IPv4 or IPv6 network", Some(23)),
         (with("mode = \"static\"", "mode = \"static\"\naccept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]"), "tcp_port 8080: accept_proxy_protocol needs mode = \"tcp\" or \"http\"", Some(34)),
         (with("port = \"upstream\"\n", "port = \"upstream\"\nproxy_protocol = \"v3\"\n"), "unknown variant `v3`, expected `v1` or `v2`", Some(41)),
         // Consistent hashing keys.

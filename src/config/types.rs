@@ -293,7 +293,7 @@ pub struct Listener {
     /// (v1 or v2) header naming the real client (see `proxy_protocol.rs`).
     #[serde(default)]
     pub accept_proxy_protocol: bool,
-    /// Networks ("A.B.C.D/len") whose PROXY headers are believed.
+    /// Networks ("A.B.C.D/len" or "2001:db8::/len") whose PROXY headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     /// For `https` and `tls` modes: certificates and protocol settings.

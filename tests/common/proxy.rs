@@ -279,6 +279,11 @@ pub fn accepts(lab: &Lab, role: &str, ip: &str, port: u16) -> bool {
 /// Sends `data` raw to the proxy from the client namespace and returns
 /// everything it answers until it closes (or 5 s of silence / a reset, marked).
 pub fn raw_exchange(lab: &Lab, port: u16, data: &[u8]) -> String {
+    raw_exchange_to(lab, PROXY_CLIENT_IP, port, data)
+}
+
+/// [`raw_exchange`] with ZProxy at `host` (an IPv6 address of its port, say).
+pub fn raw_exchange_to(lab: &Lab, host: &str, port: u16, data: &[u8]) -> String {
     const SCRIPT: &str = r#"
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
@@ -298,14 +303,7 @@ sys.stdout.buffer.write(out)
 "#;
     let mut child = lab
         .command("client", "timeout")
-        .args([
-            "20",
-            "python3",
-            "-c",
-            SCRIPT,
-            PROXY_CLIENT_IP,
-            &port.to_string(),
-        ])
+        .args(["20", "python3", "-c", SCRIPT, host, &port.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

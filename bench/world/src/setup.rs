@@ -125,6 +125,7 @@ pub fn stack(a: &WorldArgs, d: &Dpdk) -> Result<Stack, String> {
             max_per_source: 0,
             conn_rate: None,
             exempt: Vec::new(),
+            exempt6: Vec::new(),
             reserve_peer: false,
             allow6: Default::default(),
             prefix6: 128,

@@ -94,6 +94,7 @@ mod tests {
     fn policy(max: u32, rate: Option<Rate>) -> AcceptProxy {
         AcceptProxy {
             trusted: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
+            trusted6: vec![("2001:db8:ff::".parse().unwrap(), 48)],
             allow: vec![(Ipv4Addr::new(192, 0, 2, 0), 24)],
             allow6: crate::net::source6::Allow6::new(&[
                 (Ipv4Addr::new(192, 0, 2, 0).into(), 24),
@@ -146,6 +147,18 @@ mod tests {
             Ok(A),
             "a second later"
         );
+    }
+
+    #[test]
+    fn balancers_are_trusted_by_network_on_either_family() {
+        let p = policy(0, None);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p.trusts(ip("10.1.2.3")));
+        assert!(!p.trusts(ip("11.1.2.3")));
+        assert!(p.trusts(ip("2001:db8:ff:1::9")));
+        assert!(!p.trusts(ip("2001:db8:fe::9")));
+        // An IPv4 balancer's address mapped into IPv6 is not the same peer.
+        assert!(!p.trusts(ip("::ffff:10.1.2.3")));
     }
 
     #[test]

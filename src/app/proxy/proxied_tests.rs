@@ -48,6 +48,7 @@ fn behind_limited_proxy(mode: Mode, allow: &[(Ipv4Addr, u8)], max_per_source: u3
 fn policy(allow: &[(Ipv4Addr, u8)], max_per_source: u32) -> AcceptProxy {
     AcceptProxy {
         trusted: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
+        trusted6: Vec::new(),
         allow: allow.to_vec(),
         allow6: Default::default(),
         prefix6: 128,

@@ -23,6 +23,8 @@ pub const HEADER_ROOM: usize = V1_MAX;
 pub struct AcceptProxy {
     /// Peers whose header is read (others' bytes are data).
     pub trusted: Vec<(Ipv4Addr, u8)>,
+    /// The same for peers on IPv6.
+    pub trusted6: Vec<(Ipv6Addr, u8)>,
     /// The listener's allow-list, checked again on the real client (the
     /// stack checked it on the peer at SYN time, with `trusted` added).
     pub allow: Vec<(Ipv4Addr, u8)>,
@@ -69,14 +71,18 @@ impl AcceptProxy {
         }
     }
 
-    /// A trusted proxy (IPv4 networks only: an IPv6 peer is never one yet).
+    /// A trusted proxy: its header is read.
     pub fn trusts(&self, peer: IpAddr) -> bool {
-        let IpAddr::V4(peer) = peer else {
-            return false;
-        };
-        self.trusted
-            .iter()
-            .any(|&(net, len)| crate::config::in_network(peer, net, len))
+        match peer {
+            IpAddr::V4(peer) => self
+                .trusted
+                .iter()
+                .any(|&(net, len)| crate::config::in_network(peer, net, len)),
+            IpAddr::V6(peer) => self
+                .trusted6
+                .iter()
+                .any(|&(net, len)| crate::net::ipv6::in_network6(peer, net, len)),
+        }
     }
 }
 

@@ -56,7 +56,8 @@ impl Stack {
             return None;
         }
         let (max, prefix) = (self.listeners[l].max_per_source, self.listeners[l].prefix6);
-        let source = (max > 0).then(|| source_key6(key.remote_ip, prefix));
+        let exempt = self.listeners[l].exempts6(key.remote_ip);
+        let source = (max > 0 && !exempt).then(|| source_key6(key.remote_ip, prefix));
         let f = self.accept6(port, key, l, source, now_us)?;
         // The client proved its address: smoltcp may send to it straight away.
         self.glean6(port, key.remote_ip, key.local_ip, seg.src_mac.0, now_us);

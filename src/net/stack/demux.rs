@@ -53,6 +53,7 @@ pub struct ListenSettings {
     pub max_per_source: u32,
     pub conn_rate: Option<Rate>,
     pub exempt: Vec<(Ipv4Addr, u8)>,
+    pub exempt6: Vec<(std::net::Ipv6Addr, u8)>,
 }
 
 impl Stack {
@@ -68,6 +69,7 @@ impl Stack {
             l.max_per_source = s.max_per_source;
             l.conn_rate = s.conn_rate;
             l.exempt = s.exempt;
+            l.exempt6 = s.exempt6;
         }
     }
 

@@ -102,13 +102,19 @@ impl Stack {
             self.counters.add(Counter::RefusedAcl, 1);
             return self.answer_stateless(port, m, now_us); // RST: not an allowed client network
         }
-        let (max, prefix) = (self.listeners[l].max_per_source, self.listeners[l].prefix6);
+        // A trusted balancer's clients are limited by the application, which
+        // sees them; the balancer itself is not.
+        let exempt = self.listeners[l].exempts6(key.remote_ip);
+        let (max, prefix) = match exempt {
+            true => (0, 128),
+            false => (self.listeners[l].max_per_source, self.listeners[l].prefix6),
+        };
         let source = source_key6(key.remote_ip, prefix);
         if max > 0 && self.v6.per_source.holds(source) >= max {
             self.counters.add(Counter::RefusedPerSource, 1);
             return self.answer_stateless(port, m, now_us); // RST: this source holds enough
         }
-        if let Some(rate) = self.listeners[l].conn_rate {
+        if let Some(rate) = self.listeners[l].conn_rate.filter(|_| !exempt) {
             let client = std::net::IpAddr::V6(key.remote_ip);
             if self
                 .syn_limiter

@@ -74,6 +74,8 @@ pub struct Listen {
     /// Peers neither limit counts: balancers whose clients the application
     /// limits itself once it knows them (the PROXY protocol).
     pub exempt: Vec<(Ipv4Addr, u8)>,
+    /// The same for peers on IPv6.
+    pub exempt6: Vec<(std::net::Ipv6Addr, u8)>,
     /// Each accepted flow is promised a second slot (for its upstream) until
     /// the application takes it with [`Stack::unreserve`].
     pub reserve_peer: bool,
@@ -96,6 +98,12 @@ impl Listen {
         self.exempt
             .iter()
             .any(|&(net, len)| in_network(peer, net, len))
+    }
+
+    fn exempts6(&self, peer: std::net::Ipv6Addr) -> bool {
+        self.exempt6
+            .iter()
+            .any(|&(net, len)| crate::net::ipv6::in_network6(peer, net, len))
     }
 }
 
