@@ -39,14 +39,18 @@
 # and the memory 3 s after the world reset them all (given back?), for a
 # ZProxy with --memory-flows flow slots (65536). One client address: up to
 # about 60,000 connections. --sweep 100,1000,10000: the seed shape through
-# ZProxy at each concurrency (the active-connection sweep without the veth).
+# ZProxy at each concurrency (the active-connection sweep without the veth);
+# --sweep-buffer N: its socket_rx_buffer/socket_tx_buffer (16384). --perf-stat:
+# `perf stat` of ZProxy over each measured window (LABEL.perf; hardware
+# counters only where the machine exposes a PMU, software ones always).
+# --memif-rsize N: every memif ring 2^N descriptors (memif's default is 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DURATION=10s CONCURRENCY=256 OUT=bench/results BUILD=1 OVERLOAD=0 LEVELS=0.5,1,1.5,2,2.5,3 RATE=()
 STALL=0 STALLS=20,200 STALL_RUNS=10 PEAK_GIVEN="" ZPROXY_BIN="" RUNTIME_EXTRA="" MEMORY=0 OPEN=1000,10000
-BULK_ONLY=0 ZERO_COPY=0 MEMORY_FLOWS=65536 SWEEP=""
+BULK_ONLY=0 ZERO_COPY=0 MEMORY_FLOWS=65536 SWEEP="" SWEEP_BUFFER=16384 PERF_STAT=0 RSIZE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -68,6 +72,9 @@ while [ $# -gt 0 ]; do
     --bulk-only) BULK_ONLY=1; shift ;;
     --zero-copy) ZERO_COPY=1; shift ;;
     --sweep) SWEEP=$2; shift 2 ;;
+    --sweep-buffer) SWEEP_BUFFER=$2; shift 2 ;;
+    --perf-stat) PERF_STAT=1; shift ;;
+    --memif-rsize) RSIZE=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
     *) echo "kernel-free: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -102,7 +109,7 @@ fi
 step "hugepages"; bash hugepages/setup.sh --pages 512
 rm -f "$OUT"/kf-*
 
-MEMIF="socket-abstract=no,id=0"
+MEMIF="socket-abstract=no,id=0${RSIZE:+,rsize=$RSIZE}"
 # world LABEL MODE WORLD-ARGS...: one zproxy-world run on core 0; MODE alone
 # (its own memif pair) or proxied (the server of ZProxy's two sockets).
 world() {
@@ -134,6 +141,7 @@ zproxy_config() {
       -e "s|^max_flows = .*|max_flows = $4|" \
       -e "s|^worker_lcores = \[1\]|worker_lcores = [1]\nsocket_rx_buffer = $3\nsocket_tx_buffer = $3$RUNTIME_EXTRA|" \
       bench/peers/zproxy-memif.toml > "$1"
+  [ -z "$RSIZE" ] || sed -i -e "s|^vdev = \"net_memif\(.*\)\"$|vdev = \"net_memif\1,rsize=$RSIZE\"|" "$1"
   if [ $ZERO_COPY = 1 ]; then
     sed -i -e 's|^vdev = "net_memif\(.*\)"$|vdev = "net_memif\1,zero-copy=yes"|' \
       -e 's|^worker_lcores = \[1\]|worker_lcores = [1]\neal_args = ["--single-file-segments"]|' "$1"
@@ -176,6 +184,12 @@ proxied() {
   sleep "$(python3 -c "print($WARMUP_S + 0.5)")"
   local z0 z1 t0 t1
   t0=$(date +%s.%N); z0=$("$ZPROXY" stats -a "127.0.0.1:$MGMT")
+  local ppid=""
+  if [ $PERF_STAT = 1 ]; then
+    perf stat -x, -o "$OUT/$label.perf" -p "$ZPID" \
+      -e cycles,instructions,cache-misses,LLC-load-misses,dTLB-load-misses,page-faults,task-clock,context-switches &
+    ppid=$!
+  fi
   local stall=""
   if [ -n "${STALL_MS:-}" ]; then
     # Freeze ZProxy (every thread) 1 s after the first sample, as a
@@ -189,6 +203,7 @@ proxied() {
     sleep "$(python3 -c "print(max($DUR_S - 1, 0.2))")"
   fi
   t1=$(date +%s.%N); z1=$("$ZPROXY" stats -a "127.0.0.1:$MGMT")
+  [ -z "$ppid" ] || { kill -INT "$ppid"; wait "$ppid" || true; }
   # ZProxy's memory with the load's connections open: resident (not
   # hugepages), its peak, and the hugepages it maps (kB).
   local mem
@@ -224,7 +239,7 @@ if [ -n "$SWEEP" ]; then
   # concurrency, through ZProxy only (see bench/sweep-probe.sh for the lab's).
   step "sweep: keep-alive off through ZProxy at ${SWEEP//,/, } concurrent, $DURATION each"
   for c in ${SWEEP//,/ }; do
-    proxied "kf-sweep-$c" 0 16384 65536 --concurrency "$c" --keep-alive off --response-size 64 --max-flows 65536
+    proxied "kf-sweep-$c" 0 "$SWEEP_BUFFER" 65536 --concurrency "$c" --keep-alive off --response-size 64 --max-flows 65536
   done
 elif [ $BULK_ONLY = 1 ]; then
   step "1 MiB responses only: the world alone, then through ZProxy (core 1), $DURATION each"

@@ -67,6 +67,15 @@ def zproxy(run):
     }
 
 
+def perf_stat(label):
+    """`perf stat -x,` counters of ZProxy over the window (--perf-stat), by event."""
+    try:
+        rows = [l.split(",") for l in open(f"{out}/{label}.perf") if l.count(",") >= 3]
+    except FileNotFoundError:
+        return {}
+    return {r[2]: float(r[0]) for r in rows if r[0].replace(".", "", 1).isdigit()}
+
+
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -124,6 +133,20 @@ for key, name, unit in SHAPES:
             f"{charts or '-'} |"
         )
 
+def frames(run):
+    z = run["meta"].get("zproxy")
+    if not z:
+        return "-"
+    d = lambda k: sum(a.get(k, 0) - b.get(k, 0) for a, b in zip(z[1]["workers"], z[0]["workers"]))
+    n = d("requests")
+    return f"{d('rx_frames') / n:.2f} / {d('tx_frames') / n:.2f}" if n else "-"
+
+
+def on_cpu(run, label):
+    ms = perf_stat(label).get("task-clock")
+    return f"{ms / 10 / run['meta']['wall_s']:.0f} %" if ms and run["meta"].get("wall_s") else "-"
+
+
 # The active-connection sweep: does a connection cost more when many are open?
 swept = [(int(c), load(f"kf-sweep-{c}")) for c in sweep]
 swept = [(c, run) for c, run in swept if run]
@@ -137,8 +160,8 @@ if swept:
         "could not hand to the device.",
         "",
         "| concurrent | rate | success | failures | p50 ms | p99 ms | max ms | world busy | ZProxy busy "
-        "| ZProxy CPU µs per conn | tx dropped |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ZProxy CPU µs per conn | tx dropped | ZProxy frames rx / tx per conn | ZProxy on CPU |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c, run in swept:
         r, z = run["r"], zproxy(run)
@@ -148,8 +171,15 @@ if swept:
             f"| {c:,} | {r['connections_per_sec']:,.0f}/s | {r['success_rate']:.2f} % | {fail_text(r)} | "
             f"{lat('p50_us')} | {lat('p99_us')} | {lat('max_us')} | {100 * run['world']['busy']:.0f} % | "
             f"{fmt(z and 100 * z['busy'], '.0f')}{' %' if z else ''} | {fmt(per, '.2f')} | "
-            f"{fmt(z and z['tx_dropped'], ',')} |"
+            f"{fmt(z and z['tx_dropped'], ',')} | {frames(run)} | {on_cpu(run, f'kf-sweep-{c}')} |"
         )
+    lines += [
+        "",
+        "- frames per conn: ZProxy's rx and tx frames (both ports) per proxied request; more at higher "
+        "concurrency is extra work (delayed ACKs that fired, retransmissions), not a larger footprint.",
+        "- on CPU: ZProxy's task-clock over the window (`--perf-stat`) per second of wall time; below 100 % "
+        "another process pre-empted its busy-polling worker, and the CPU µs column counts that time as busy.",
+    ]
 
 # Each level as configured, then with shedding off (admit_backlog_ms = 0).
 over = [(lv, tag, load(f"kf-overload-{pre}{lv}")) for lv in levels for tag, pre in (("", ""), ("off", "off-"))]
