@@ -5,7 +5,7 @@
 //! `proxy` module (the lab lock every lab test takes, config builders, curl,
 //! zproxy-bench and `zproxy stats` helpers) adds `serde_json` and `libc`;
 //! `nginx` starts extra upstream servers, `faults` has the fault tests'
-//! clients and configs.
+//! clients and configs, `fleet` the fleet tests' network and instances.
 //!
 //! ```ignore
 //! mod common;
@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod fleet;
 pub mod nginx;
 pub mod proxy;
 
