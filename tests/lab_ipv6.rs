@@ -75,29 +75,7 @@ sock.send(eth + ip6 + bytes(icmp))
 fn ipv6(vdev_client: &str, vdev_upstream: &str) {
     let _lock = lab_lock();
     let lab = Lab::up();
-    lab.exec_ok(
-        "client",
-        [
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            "net.ipv6.conf.cli0.disable_ipv6=0",
-        ],
-    );
-    lab.exec_ok(
-        "client",
-        [
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{CLIENT_V6}/64"),
-            "dev",
-            CLIENT_IF,
-            "nodad",
-        ],
-    );
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     let z = ZProxy::start(&lab, "zproxy", &config(vdev_client, vdev_upstream));
     let ping = ["ping", "-6", "-c", "1", "-W", "1", PORT_V6];
     assert!(
@@ -198,23 +176,6 @@ fn ipv6_ping_and_ndp_af_xdp() {
 }
 
 // ---- TCP over IPv6: clients of a listener, proxied to IPv4 upstreams ----------------
-
-/// Answers every request with the X-Forwarded-For it got (a header echo on
-/// the upstream side, for what the proxy wrote).
-const XFF_UPSTREAM: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def do_GET(self):
-        body = (self.headers.get('X-Forwarded-For') or '-').encode()
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-"#;
 
 /// Connects to [argv1]:argv2 over IPv6, sends "hi", half-closes and prints
 /// the hex of what the echo upstream sent back (the PROXY v2 header the proxy
@@ -343,30 +304,9 @@ fn bench6(lab: &Lab, tag: &str, args: &[&str]) -> serde_json::Value {
     proxy::read_results(&json)
 }
 
+/// The client namespace gets IPv6: `CLIENT_V6`, and `CLIENT_V6_OTHER` deprecated.
 fn enable_client_ipv6(lab: &Lab) {
-    lab.exec_ok(
-        "client",
-        [
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            "net.ipv6.conf.cli0.disable_ipv6=0",
-        ],
-    );
-    lab.exec_ok(
-        "client",
-        [
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{CLIENT_V6}/64"),
-            "dev",
-            CLIENT_IF,
-            "nodad",
-        ],
-    );
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     lab.exec_ok(
         "client",
         [
@@ -389,26 +329,19 @@ fn ipv6_clients(vdev_client: &str, vdev_upstream: &str) {
     let _lock = lab_lock();
     let lab = Lab::up();
     enable_client_ipv6(&lab);
-    let up = lab.run_dir().join("xff_upstream.py");
-    std::fs::write(&up, XFF_UPSTREAM).unwrap();
     let echo = repo_root().join("tests/peers/echo_upstream.py");
     let mut peers = [
-        lab.spawn(
-            "upstream",
-            ["python3", up.to_str().unwrap(), UPSTREAM_IP, "8081"],
-        ),
+        proxy::start_xff_upstream(&lab, 8081),
         lab.spawn(
             "upstream",
             ["python3", echo.to_str().unwrap(), UPSTREAM_IP, "8082"],
         ),
     ];
-    for port in [8081, 8082] {
-        wait_for(
-            Duration::from_secs(10),
-            "the Python upstreams to listen",
-            || proxy::accepts(&lab, "upstream", UPSTREAM_IP, port),
-        );
-    }
+    wait_for(
+        Duration::from_secs(10),
+        "the Python echo upstream to listen",
+        || proxy::accepts(&lab, "upstream", UPSTREAM_IP, 8082),
+    );
     let log = lab.run_dir().join("access6.log");
     let z = ZProxy::start(
         &lab,
@@ -656,29 +589,7 @@ rise = 2
 
 /// The upstream namespace gets IPv6 (the lab turns it off everywhere).
 fn enable_upstream_ipv6(lab: &Lab) {
-    lab.exec_ok(
-        "upstream",
-        [
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            &format!("net.ipv6.conf.{UPSTREAM_IF}.disable_ipv6=0"),
-        ],
-    );
-    lab.exec_ok(
-        "upstream",
-        [
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{UPSTREAM_V6}/64"),
-            "dev",
-            UPSTREAM_IF,
-            "nodad",
-        ],
-    );
+    lab.enable_ipv6("upstream", UPSTREAM_IF, UPSTREAM_V6);
 }
 
 /// The health of `server` as /stats shows it (RFC 5952 "[addr]:port").

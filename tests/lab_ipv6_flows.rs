@@ -30,24 +30,6 @@ fn config6(runtime: &str) -> String {
         .replace("max_flows = ", &format!("{runtime}\nmax_flows = "))
 }
 
-fn enable_client_ipv6(lab: &Lab) {
-    lab.exec_ok(
-        "client",
-        [
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            "net.ipv6.conf.cli0.disable_ipv6=0",
-        ],
-    );
-    let addr = format!("{CLIENT_V6}/64");
-    lab.exec_ok(
-        "client",
-        ["ip", "-6", "addr", "add", &addr, "dev", CLIENT_IF, "nodad"],
-    );
-}
-
 fn url6(port: u16, path: &str) -> String {
     format!("http://[{PORT_V6}]:{port}{path}")
 }
@@ -97,7 +79,7 @@ fn ipv6_syn_cookies_carry_real_clients_through_a_spoofed_flood() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    enable_client_ipv6(&lab);
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
 
     // Every IPv6 connection through a cookie: the handshake replay and the
     // sequence shift must carry whole exchanges, small and large.
@@ -215,7 +197,7 @@ fn ipv6_blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    enable_client_ipv6(&lab);
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     let body = config6("").replace(
         "\n[[upstream]]",
         "\n[[listener]]\nport = \"client\"\ntcp_port = 8080\nmode = \"static\"\n\
@@ -276,7 +258,7 @@ fn ipv6_connections_are_handed_to_the_worker_that_owns_them() {
     }
     let _lock = lab_lock();
     let lab = Lab::up_with_queues(2);
-    enable_client_ipv6(&lab);
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     let cfg = config6("")
         .replace(
             "worker_lcores = [1]",
@@ -440,7 +422,7 @@ fn ipv6_packet_too_big_lowers_an_open_flows_segments() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    enable_client_ipv6(&lab);
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     let z = ZProxy::start(&lab, "zproxy", &config6(""));
     wait_proxy6(&lab, &z, 80);
     let script = repo_root().join("tests/peers/ptb6.py");

@@ -265,6 +265,34 @@ impl Lab {
             .expect("spawn ip netns exec")
     }
 
+    /// IPv6 on in the role's namespace (the lab turns it off everywhere), and
+    /// `addr`/64 on its `ifc` (no DAD: usable at once).
+    pub fn enable_ipv6(&self, role: &str, ifc: &str, addr: &str) {
+        self.exec_ok(
+            role,
+            [
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+                &format!("net.ipv6.conf.{ifc}.disable_ipv6=0"),
+            ],
+        );
+        self.exec_ok(
+            role,
+            [
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                ifc,
+                "nodad",
+            ],
+        );
+    }
+
     /// Runtime dir of this lab (nginx.conf, access.log, error.log, nginx.pid).
     pub fn run_dir(&self) -> PathBuf {
         Path::new(LAB_RUN_ROOT).join(&self.prefix)

@@ -276,6 +276,27 @@ pub fn accepts(lab: &Lab, role: &str, ip: &str, port: u16) -> bool {
     .success()
 }
 
+/// `tests/peers/xff_upstream.py` (answers with the X-Forwarded-For it got)
+/// on the upstream namespace's `UPSTREAM_IP:port`, once it listens.
+pub fn start_xff_upstream(lab: &Lab, port: u16) -> Child {
+    let script = repo_root().join("tests/peers/xff_upstream.py");
+    let port_arg = port.to_string();
+    let xff = lab.spawn(
+        "upstream",
+        [
+            "python3",
+            script.to_str().unwrap(),
+            UPSTREAM_IP,
+            port_arg.as_str(),
+        ],
+    );
+    let up = wait_until(Duration::from_secs(10), || {
+        accepts(lab, "upstream", UPSTREAM_IP, port)
+    });
+    assert!(up, "the X-Forwarded-For upstream did not listen on :{port}");
+    xff
+}
+
 /// Sends `data` raw to the proxy from the client namespace and returns
 /// everything it answers until it closes (or 5 s of silence / a reset, marked).
 pub fn raw_exchange(lab: &Lab, port: u16, data: &[u8]) -> String {
