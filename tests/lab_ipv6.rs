@@ -11,11 +11,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::{lab_lock, stat, u};
+use common::proxy::{bench6, lab_lock, stat, u, with_lost_replies};
 use common::*;
 
-const CLIENT_V6: &str = "2001:db8:71::1";
-const PORT_V6: &str = "2001:db8:71::2";
 const PORT_LL: &str = "fe80::71:2";
 
 fn config(vdev_client: &str, vdev_upstream: &str) -> String {
@@ -281,29 +279,6 @@ path = "{}"
     )
 }
 
-/// zproxy-bench from the client namespace to `[PORT_V6]:80`.
-fn bench6(lab: &Lab, tag: &str, args: &[&str]) -> serde_json::Value {
-    let json = lab.run_dir().join(format!("bench6-{tag}.json"));
-    let _ = std::fs::remove_file(&json);
-    let bin = workspace_bin("zproxy-bench");
-    let mut cmd = vec![
-        "timeout",
-        "120",
-        bin.to_str().unwrap(),
-        "--host",
-        PORT_V6,
-        "--port",
-        "80",
-        "--keep-alive",
-        "off",
-        "--json",
-        json.to_str().unwrap(),
-    ];
-    cmd.extend(args);
-    lab.exec_ok("client", cmd);
-    proxy::read_results(&json)
-}
-
 /// The client namespace gets IPv6: `CLIENT_V6`, and `CLIENT_V6_OTHER` deprecated.
 fn enable_client_ipv6(lab: &Lab) {
     lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
@@ -447,11 +422,17 @@ fn ipv6_clients(vdev_client: &str, vdev_upstream: &str) {
     );
 
     // 10,000 sequential and 500 concurrent connections, every one answered.
-    let r = bench6(&lab, "seq", &["--concurrency", "1", "--requests", "10000"]);
+    let r = bench6(
+        &lab,
+        80,
+        "seq",
+        &["--concurrency", "1", "--requests", "10000"],
+    );
     assert_eq!(u(&r["successes"]), 10_000, "sequential: {r}");
     assert_eq!(u(&r["failures_total"]), 0, "sequential: {r}");
     let r = bench6(
         &lab,
+        80,
         "conc",
         &["--concurrency", "500", "--requests", "20000"],
     );
@@ -862,31 +843,30 @@ fn ipv6_clients_on_two_workers() {
         "no 200 from {url}; zproxy log:\n{}",
         z.log()
     );
-    let r = bench6(&lab, "two", &["--concurrency", "200", "--requests", "5000"]);
+    let r = bench6(
+        &lab,
+        80,
+        "two",
+        &["--concurrency", "200", "--requests", "5000"],
+    );
     assert_eq!(u(&r["successes"]), 5000, "two workers: {r}");
     assert_eq!(u(&r["failures_total"]), 0, "two workers: {r}");
     // Lost replies: retransmissions, resets of nothing, TIME-WAIT on both workers.
-    lab.exec_ok(
-        "client",
-        [
-            "nft",
-            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
-             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
-        ],
-    );
-    let lossy = bench6(
-        &lab,
-        "lossy",
-        &[
-            "--concurrency",
-            "100",
-            "--duration",
-            "4s",
-            "--timeout",
-            "20s",
-        ],
-    );
-    lab.exec_ok("client", ["nft", "delete table inet loss"]);
+    let lossy = with_lost_replies(&lab, || {
+        bench6(
+            &lab,
+            80,
+            "lossy",
+            &[
+                "--concurrency",
+                "100",
+                "--duration",
+                "4s",
+                "--timeout",
+                "20s",
+            ],
+        )
+    });
     assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
     assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
     let (ok, log) = z.stop("INT");

@@ -1,6 +1,6 @@
 //! IPv6 flows under attack and across workers, in the netns lab: SYN
 //! cookies carry `curl -6` and zproxy-bench clients through a spoofed IPv6
-//! SYN flood (tests/peers/synflood6.py), as lab_proxy_guard's IPv4 test
+//! SYN flood (bench/synflood.py), as lab_proxy_guard's IPv4 test
 //! does. The lab disables IPv6 in every namespace; these tests turn it on in
 //! the client namespace only.
 //!
@@ -8,14 +8,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::proxy::*;
 use common::*;
-
-const CLIENT_V6: &str = "2001:db8:71::1";
-const PORT_V6: &str = "2001:db8:71::2";
 
 /// :80 http and :81 tcp to the lab's nginx, on a client port that also has
 /// `PORT_V6`; `runtime` adds [runtime] keys.
@@ -46,30 +42,6 @@ fn wait_proxy6(lab: &Lab, z: &ZProxy, port: u16) {
         "no 200 from {url}; zproxy log:\n{}",
         z.log()
     );
-}
-
-/// zproxy-bench from the client namespace to `[PORT_V6]:port`, no keep-alive.
-fn bench6(lab: &Lab, port: u16, tag: &str, args: &[&str]) -> serde_json::Value {
-    let json = lab.run_dir().join(format!("bench6-{tag}.json"));
-    let _ = std::fs::remove_file(&json);
-    let bin = workspace_bin("zproxy-bench");
-    let port = port.to_string();
-    let mut cmd = vec![
-        "timeout",
-        "120",
-        bin.to_str().unwrap(),
-        "--host",
-        PORT_V6,
-        "--port",
-        &port,
-        "--keep-alive",
-        "off",
-        "--json",
-        json.to_str().unwrap(),
-    ];
-    cmd.extend(args);
-    lab.exec_ok("client", cmd);
-    read_results(&json)
 }
 
 #[test]
@@ -123,15 +95,7 @@ fn ipv6_syn_cookies_carry_real_clients_through_a_spoofed_flood() {
     let before = stats(&lab);
     let accepted_before = u(&before["workers"][0]["flows_accepted"]);
     let cookies_before = u(&before["workers"][0]["ipv6_syn_cookies_sent"]);
-    let synflood6 = repo_root().join("tests/peers/synflood6.py");
-    let flood = lab
-        .command("client", "python3")
-        .arg(synflood6)
-        .args([CLIENT_IF, &mac, PORT_V6])
-        .args(["--rate", "20000", "--duration", "6"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("synflood6.py");
+    let flood = start_synflood(&lab, &[CLIENT_IF, &mac, PORT_V6]);
     wait_for(
         Duration::from_secs(5),
         "the flood to fill the SYN backlog (ipv6_syn_cookies_sent to move)",
@@ -144,13 +108,7 @@ fn ipv6_syn_cookies_carry_real_clients_through_a_spoofed_flood() {
         &["--concurrency", "100", "--duration", "4s"],
     );
     let (code, body) = curl(&lab, &["-6", "-g", &url6(80, "/")]);
-    let out = flood.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    let sent: u64 = said
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let (done, sent, said) = wait_synflood(flood);
     eprintln!(
         "IPv6 syn flood: {} ; real clients: {} conn/s, {} completed, {} failed",
         said.trim(),
@@ -158,7 +116,7 @@ fn ipv6_syn_cookies_carry_real_clients_through_a_spoofed_flood() {
         real["completed"],
         real["failures_total"]
     );
-    assert!(out.status.success() && sent > 10_000, "synflood6: {said}");
+    assert!(done && sent > 10_000, "synflood (IPv6): {said}");
     assert_eq!(
         (code, body.as_str()),
         (200, UPSTREAM_BODY),
@@ -286,28 +244,21 @@ fn ipv6_connections_are_handed_to_the_worker_that_owns_them() {
     // Lost replies make the client's kernel retransmit with a new flow hash
     // (net.core.txrehash): veth moves the rest of the connection to the
     // other queue, and only the handoff gets those frames to their owner.
-    lab.exec_ok(
-        "client",
-        [
-            "nft",
-            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
-             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
-        ],
-    );
-    let lossy = bench6(
-        &lab,
-        80,
-        "lossy",
-        &[
-            "--concurrency",
-            "100",
-            "--duration",
-            "4s",
-            "--timeout",
-            "20s",
-        ],
-    );
-    lab.exec_ok("client", ["nft", "delete table inet loss"]);
+    let lossy = with_lost_replies(&lab, || {
+        bench6(
+            &lab,
+            80,
+            "lossy",
+            &[
+                "--concurrency",
+                "100",
+                "--duration",
+                "4s",
+                "--timeout",
+                "20s",
+            ],
+        )
+    });
     assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
     assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
     // Each connection is served by the worker its Toeplitz hash names,

@@ -46,6 +46,10 @@ pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 71, 0, 1);
 pub const PROXY_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 71, 0, 2);
 pub const UPSTREAM_ADDR: Ipv4Addr = Ipv4Addr::new(10, 72, 0, 1);
 pub const PROXY_UPSTREAM_ADDR: Ipv4Addr = Ipv4Addr::new(10, 72, 0, 2);
+/// The client's IPv6 address (`Lab::enable_ipv6`), and the one the IPv6
+/// tests give ZProxy's client port, in the same /64.
+pub const CLIENT_V6: &str = "2001:db8:71::1";
+pub const PORT_V6: &str = "2001:db8:71::2";
 /// Prefix length of both lab subnets.
 pub const LAB_PREFIX_LEN: u8 = 24;
 

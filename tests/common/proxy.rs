@@ -206,6 +206,47 @@ pub fn bench(lab: &Lab, port: u16, args: &[&str]) -> Value {
     read_results(&json)
 }
 
+/// Runs zproxy-bench to `[PORT_V6]:port` in the client namespace, a
+/// connection per request (bounded by `timeout 120`); results by `tag`.
+pub fn bench6(lab: &Lab, port: u16, tag: &str, args: &[&str]) -> Value {
+    let json = lab.run_dir().join(format!("bench6-{tag}.json"));
+    let _ = std::fs::remove_file(&json);
+    let bin = workspace_bin("zproxy-bench");
+    let port = port.to_string();
+    let mut cmd = vec![
+        "timeout",
+        "120",
+        bin.to_str().unwrap(),
+        "--host",
+        PORT_V6,
+        "--port",
+        &port,
+        "--keep-alive",
+        "off",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    cmd.extend(args);
+    lab.exec_ok("client", cmd);
+    read_results(&json)
+}
+
+/// Runs `f` while the client namespace drops 3 % of what port 80 sends it,
+/// at random: lost replies make its kernel retransmit.
+pub fn with_lost_replies<T>(lab: &Lab, f: impl FnOnce() -> T) -> T {
+    lab.exec_ok(
+        "client",
+        [
+            "nft",
+            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
+             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
+        ],
+    );
+    let r = f();
+    lab.exec_ok("client", ["nft", "delete table inet loss"]);
+    r
+}
+
 /// Starts zproxy-bench in the client namespace; `wait_bench` collects it.
 pub fn spawn_bench(lab: &Lab, port: u16, tag: &str, args: &[&str]) -> (Child, PathBuf) {
     let json = lab.run_dir().join(format!("bench-{tag}.json"));
@@ -295,6 +336,31 @@ pub fn start_xff_upstream(lab: &Lab, port: u16) -> Child {
     });
     assert!(up, "the X-Forwarded-For upstream did not listen on :{port}");
     xff
+}
+
+/// `bench/synflood.py` with `args` (its target) from the client namespace:
+/// 20,000 SYNs/s for 6 s, in the background.
+pub fn start_synflood(lab: &Lab, args: &[&str]) -> Child {
+    lab.command("client", "python3")
+        .arg(repo_root().join("bench/synflood.py"))
+        .args(args)
+        .args(["--rate", "20000", "--duration", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("synflood.py")
+}
+
+/// Waits for a `start_synflood`: whether it exited cleanly, how many SYNs
+/// it sent, and its words.
+pub fn wait_synflood(flood: Child) -> (bool, u64, String) {
+    let out = flood.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sent = said
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (out.status.success(), sent, said)
 }
 
 /// Sends `data` raw to the proxy from the client namespace and returns
