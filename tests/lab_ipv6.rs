@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::{bench6, lab_lock, stat, u, with_lost_replies};
+use common::proxy::{bench6, bench6_under_loss, lab_lock, stat, u};
 use common::*;
 
 const PORT_LL: &str = "fe80::71:2";
@@ -852,23 +852,7 @@ fn ipv6_clients_on_two_workers() {
     assert_eq!(u(&r["successes"]), 5000, "two workers: {r}");
     assert_eq!(u(&r["failures_total"]), 0, "two workers: {r}");
     // Lost replies: retransmissions, resets of nothing, TIME-WAIT on both workers.
-    let lossy = with_lost_replies(&lab, || {
-        bench6(
-            &lab,
-            80,
-            "lossy",
-            &[
-                "--concurrency",
-                "100",
-                "--duration",
-                "4s",
-                "--timeout",
-                "20s",
-            ],
-        )
-    });
-    assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
-    assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
+    bench6_under_loss(&lab);
     let (ok, log) = z.stop("INT");
     assert!(ok, "zproxy exited with an error:\n{log}");
 }

@@ -244,23 +244,7 @@ fn ipv6_connections_are_handed_to_the_worker_that_owns_them() {
     // Lost replies make the client's kernel retransmit with a new flow hash
     // (net.core.txrehash): veth moves the rest of the connection to the
     // other queue, and only the handoff gets those frames to their owner.
-    let lossy = with_lost_replies(&lab, || {
-        bench6(
-            &lab,
-            80,
-            "lossy",
-            &[
-                "--concurrency",
-                "100",
-                "--duration",
-                "4s",
-                "--timeout",
-                "20s",
-            ],
-        )
-    });
-    assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
-    assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
+    bench6_under_loss(&lab);
     // Each connection is served by the worker its Toeplitz hash names,
     // whichever queue veth put its SYN on (by veth's own hash, so without
     // the handoff about half of them would be served elsewhere).

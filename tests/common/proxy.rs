@@ -231,6 +231,28 @@ pub fn bench6(lab: &Lab, port: u16, tag: &str, args: &[&str]) -> Value {
     read_results(&json)
 }
 
+/// 4 s of `bench6` to :80 while 3 % of the replies are lost: some requests
+/// succeed and none fails.
+pub fn bench6_under_loss(lab: &Lab) {
+    let lossy = with_lost_replies(lab, || {
+        bench6(
+            lab,
+            80,
+            "lossy",
+            &[
+                "--concurrency",
+                "100",
+                "--duration",
+                "4s",
+                "--timeout",
+                "20s",
+            ],
+        )
+    });
+    assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
+    assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
+}
+
 /// Runs `f` while the client namespace drops 3 % of what port 80 sends it,
 /// at random: lost replies make its kernel retransmit.
 pub fn with_lost_replies<T>(lab: &Lab, f: impl FnOnce() -> T) -> T {
