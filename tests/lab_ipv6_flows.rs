@@ -163,42 +163,7 @@ fn ipv6_blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
     );
     let z = ZProxy::start(&lab, "zproxy", &body);
     wait_proxy6(&lab, &z, 80);
-    let script = repo_root().join("tests/peers/blind_reset.py");
-    for port in [80u16, 8080] {
-        let out = lab.exec_ok(
-            "client",
-            [
-                "python3",
-                script.to_str().unwrap(),
-                CLIENT_IF,
-                PORT_V6,
-                &port.to_string(),
-            ],
-        );
-        eprintln!("port {port}: {out}");
-        let seen: serde_json::Value =
-            serde_json::from_str(out.trim()).expect("blind_reset.py JSON");
-        assert_eq!(seen["first"], true, "port {port}: no first answer: {seen}");
-        for case in ["rst-in-window", "rstack-in-window"] {
-            assert_eq!(
-                seen[case]["alive"], true,
-                "port {port}: an in-window {case} closed the connection: {seen}"
-            );
-            assert!(
-                u(&seen[case]["challenge_acks"]) >= 1,
-                "port {port}: no challenge ACK for {case}: {seen}"
-            );
-        }
-        assert_eq!(
-            seen["rst-exact"]["alive"], false,
-            "port {port}: an exact RST must close: {seen}"
-        );
-    }
-    wait_for(
-        Duration::from_secs(5),
-        "rst_challenged to count the 4 challenged RSTs",
-        || stat(&lab, "rst_challenged") >= 4,
-    );
+    assert_blind_resets_challenged(&lab, PORT_V6);
     stop_clean(z);
 }
 

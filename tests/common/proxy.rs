@@ -385,6 +385,49 @@ pub fn wait_synflood(flood: Child) -> (bool, u64, String) {
     (out.status.success(), sent, said)
 }
 
+/// `tests/peers/blind_reset.py` against `target` on :80 and :8080 (an
+/// http and a static listener): in-window RSTs and RST|ACKs get challenge
+/// ACKs and leave the connection up, an exact RST closes it, and
+/// `rst_challenged` counts the 4 challenged.
+pub fn assert_blind_resets_challenged(lab: &Lab, target: &str) {
+    let script = repo_root().join("tests/peers/blind_reset.py");
+    for port in [80u16, 8080] {
+        let out = lab.exec_ok(
+            "client",
+            [
+                "python3",
+                script.to_str().unwrap(),
+                CLIENT_IF,
+                target,
+                &port.to_string(),
+            ],
+        );
+        eprintln!("port {port}: {out}");
+        let seen: serde_json::Value =
+            serde_json::from_str(out.trim()).expect("blind_reset.py JSON");
+        assert_eq!(seen["first"], true, "port {port}: no first answer: {seen}");
+        for case in ["rst-in-window", "rstack-in-window"] {
+            assert_eq!(
+                seen[case]["alive"], true,
+                "port {port}: an in-window {case} closed the connection: {seen}"
+            );
+            assert!(
+                u(&seen[case]["challenge_acks"]) >= 1,
+                "port {port}: no challenge ACK for {case}: {seen}"
+            );
+        }
+        assert_eq!(
+            seen["rst-exact"]["alive"], false,
+            "port {port}: an exact RST must close: {seen}"
+        );
+    }
+    wait_for(
+        Duration::from_secs(5),
+        "rst_challenged to count the 4 challenged RSTs",
+        || stat(lab, "rst_challenged") >= 4,
+    );
+}
+
 /// Sends `data` raw to the proxy from the client namespace and returns
 /// everything it answers until it closes (or 5 s of silence / a reset, marked).
 pub fn raw_exchange(lab: &Lab, port: u16, data: &[u8]) -> String {
