@@ -132,42 +132,7 @@ fn blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
     let body = web_and_hello();
     let z = ZProxy::start(&lab, "zproxy", &config(16384, &body));
     wait_proxy(&lab, &z, 80);
-    for port in [80u16, 8080] {
-        let script = repo_root().join("tests/peers/blind_reset.py");
-        let out = lab.exec_ok(
-            "client",
-            [
-                "python3",
-                script.to_str().unwrap(),
-                CLIENT_IF,
-                PROXY_CLIENT_IP,
-                &port.to_string(),
-            ],
-        );
-        eprintln!("port {port}: {out}");
-        let seen: serde_json::Value =
-            serde_json::from_str(out.trim()).expect("blind_reset.py JSON");
-        assert_eq!(seen["first"], true, "port {port}: no first answer: {seen}");
-        for case in ["rst-in-window", "rstack-in-window"] {
-            assert_eq!(
-                seen[case]["alive"], true,
-                "port {port}: an in-window {case} closed the connection: {seen}"
-            );
-            assert!(
-                u(&seen[case]["challenge_acks"]) >= 1,
-                "port {port}: no challenge ACK for {case}: {seen}"
-            );
-        }
-        assert_eq!(
-            seen["rst-exact"]["alive"], false,
-            "port {port}: an exact RST must close: {seen}"
-        );
-    }
-    wait_for(
-        Duration::from_secs(5),
-        "rst_challenged to count the 4 challenged RSTs",
-        || stat(&lab, "rst_challenged") >= 4,
-    );
+    assert_blind_resets_challenged(&lab, PROXY_CLIENT_IP);
     stop_clean(z);
 }
 

@@ -25,18 +25,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::fleet::*;
 use common::proxy::lab_lock;
 use common::*;
-use serde_json::Value;
 
-const VIP: &str = "10.99.0.1";
 const MACS: [&str; 2] = ["02:00:00:00:f0:0a", "02:00:00:00:f0:0b"];
-const ADDRS: [&str; 2] = ["10.70.0.1", "10.70.0.2"];
-const IFACES: [&str; 2] = ["a0", "b0"];
 /// The rolling restart's long transfers: this many, of `BIG_MIB` MiB each,
 /// sent by nginx at `RATE` per connection. Scaled to this 2-core VM, whose
 /// core 1 both instances' workers share.
@@ -54,103 +51,28 @@ const SLOW_RATE: &str = "32k";
 /// a stalled one fails the test well inside nextest's 5 minutes.
 const DRAIN_MAX: Duration = Duration::from_secs(120);
 
-/// The namespaces, links and nginx; removed on drop (also on panic).
-struct Net {
-    id: String,
-    dir: PathBuf,
-}
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", describe(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Both instances in one namespace, routed by a static ECMP route, and
+/// nginx with `/big` and `/slow`.
+fn net_up() -> Net {
+    let net = Net::up(Layout {
+        tag: "zf",
+        proxies: ["proxy", "proxy"],
+        macs: MACS,
+        mgmt: ["127.0.0.1:9101", "127.0.0.1:9102"],
+        upstreams: &["10.70.3.1"],
+    });
+    net.route(&[0, 1]);
+    let d = net.dir.display();
+    net.start_nginx(
+        BIG_MIB << 20,
+        RATE,
+        "reuseport backlog=4096",
+        &format!("location = /slow {{ alias {d}/www/big; limit_rate {SLOW_RATE}; }}"),
+    );
+    net
 }
 
 impl Net {
-    fn up() -> Net {
-        let id = format!("zf{}", std::process::id());
-        let dir = Path::new(LAB_RUN_ROOT).join(&id);
-        std::fs::create_dir_all(dir.join("out")).unwrap();
-        let net = Net { id, dir };
-        for role in ["client", "router", "proxy", "upstream"] {
-            sh(&["ip", "netns", "add", &net.ns(role)]);
-            net.run(role, "ip link set lo up");
-            net.run(
-                role,
-                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-            );
-        }
-        for (a, ra, b, rb) in [
-            ("c0", "client", "c1", "router"),
-            ("u0", "upstream", "u1", "router"),
-            ("a0", "proxy", "a1", "router"),
-            ("b0", "proxy", "b1", "router"),
-        ] {
-            sh(&[
-                "ip",
-                "link",
-                "add",
-                a,
-                "netns",
-                &net.ns(ra),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                b,
-                "netns",
-                &net.ns(rb),
-            ]);
-            for (ns, ifc) in [(ra, a), (rb, b)] {
-                // af_packet sees frames as the kernel left them: whole, with checksums.
-                net.run(
-                    ns,
-                    &format!("ethtool -K {ifc} tso off gso off gro off tx off >/dev/null"),
-                );
-            }
-        }
-        for (i, ifc) in IFACES.iter().enumerate() {
-            net.run("proxy", &format!("ip link set {ifc} address {}", MACS[i]));
-            net.run("proxy", &format!("ip link set {ifc} up"));
-        }
-        net.run("router", "ip link add br0 type bridge");
-        for ifc in ["a1", "b1"] {
-            net.run("router", &format!("ip link set {ifc} master br0"));
-        }
-        for ifc in ["br0", "a1", "b1", "c1", "u1"] {
-            net.run("router", &format!("ip link set {ifc} up"));
-        }
-        net.run("router", "ip addr add 10.70.0.254/24 dev br0");
-        net.run("router", "ip addr add 10.70.1.254/24 dev c1");
-        net.run("router", "ip addr add 10.70.3.254/24 dev u1");
-        net.run(
-            "router",
-            "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1",
-        );
-        net.run("client", "ip addr add 10.70.1.1/24 dev c0");
-        net.run("client", "ip link set c0 up");
-        net.run("client", "ip route add default via 10.70.1.254");
-        net.run(
-            "client",
-            "sysctl -qw net.ipv4.ip_local_port_range='1024 65000'",
-        );
-        net.run("upstream", "ip addr add 10.70.3.1/24 dev u0");
-        net.run("upstream", "ip link set u0 up");
-        net.run("upstream", "ip route add default via 10.70.3.254");
-        net.route(&[0, 1]);
-        net.start_nginx();
-        net
-    }
-
-    fn ns(&self, role: &str) -> String {
-        format!("{}-{role}", self.id)
-    }
-
-    /// Runs a shell line in the role's namespace; panics unless it succeeds.
-    fn run(&self, role: &str, line: &str) -> String {
-        sh(&["ip", "netns", "exec", &self.ns(role), "bash", "-c", line])
-    }
-
     /// The router's route to the VIP: through these instances.
     fn route(&self, via: &[usize]) {
         let hops: Vec<String> = via
@@ -161,65 +83,6 @@ impl Net {
             "router",
             &format!("ip route replace {VIP}/32 {}", hops.join(" ")),
         );
-    }
-
-    /// nginx on 10.70.3.1:80: `/big` (BIG_MIB MiB of random bytes, at RATE
-    /// per connection) and `/small`.
-    fn start_nginx(&self) {
-        let d = self.dir.display();
-        let www = self.dir.join("www");
-        std::fs::create_dir_all(self.dir.join("tmp")).unwrap();
-        std::fs::create_dir_all(&www).unwrap();
-        sh(&[
-            "bash",
-            "-c",
-            &format!(
-                "head -c {} /dev/urandom > {}/big",
-                BIG_MIB << 20,
-                www.display()
-            ),
-        ]);
-        let conf = format!(
-            r#"
-worker_processes 1;
-daemon on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    server {{
-        listen 10.70.3.1:80 reuseport backlog=4096;
-        root {d}/www;
-        location = /big {{ limit_rate {RATE}; }}
-        location = /slow {{ alias {d}/www/big; limit_rate {SLOW_RATE}; }}
-        location = /small {{ default_type text/plain; return 200 "small\n"; }}
-    }}
-}}
-"#
-        );
-        std::fs::write(self.dir.join("nginx.conf"), conf).unwrap();
-        self.run(
-            "upstream",
-            &format!("nginx -q -p {d} -e {d}/error.log -c {d}/nginx.conf"),
-        );
-        wait_for(Duration::from_secs(10), "nginx", || {
-            Command::new("ip")
-                .args(["netns", "exec", &self.ns("upstream"), "bash", "-c"])
-                .arg("exec 3<>/dev/tcp/10.70.3.1/80")
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-    }
-
-    fn big_sha(&self) -> String {
-        let out = sh(&["sha256sum", self.dir.join("www/big").to_str().unwrap()]);
-        out[..64].to_owned()
     }
 
     /// The sha256 of what `/slow` sends (the first `SLOW_MIB` MiB of `/big`).
@@ -237,53 +100,15 @@ http {{
     }
 }
 
-impl Drop for Net {
-    fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(self.dir.join("nginx.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) of the nginx this test started (its pid file).
-            unsafe { libc::kill(pid, libc::SIGQUIT) };
-        }
-        for role in ["client", "router", "proxy", "upstream"] {
-            // Whatever still runs there (curl, zproxy) goes with it.
-            let _ = Command::new("ip")
-                .args(["netns", "pids", &self.ns(role)])
-                .output()
-                .map(|o| {
-                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        if let Ok(pid) = pid.parse::<i32>() {
-                            // SAFETY: kill(2) of a process in this test's own namespace.
-                            unsafe { libc::kill(pid, libc::SIGKILL) };
-                        }
-                    }
-                });
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(role)])
-                .status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// One ZProxy instance in the proxy namespace; killed on drop.
-struct Instance {
-    child: Option<Child>,
-    log: PathBuf,
-    mgmt: String,
-}
-
-impl Instance {
-    fn start(net: &Net, i: usize, peers: bool) -> Instance {
-        let peer = if peers {
-            format!("{{ mac = \"{}\", name = \"{}\" }}", MACS[1 - i], 1 - i)
-        } else {
-            String::new()
-        };
-        let mgmt = format!("127.0.0.1:{}", 9101 + i);
-        let cfg = format!(
-            r#"
+/// Instance `i`, listing the other as its peer or none.
+fn start(net: &Net, i: usize, peers: bool) -> Instance {
+    let peer = if peers {
+        format!("{{ mac = \"{}\", name = \"{}\" }}", MACS[1 - i], 1 - i)
+    } else {
+        String::new()
+    };
+    let cfg = format!(
+        r#"
 [runtime]
 worker_lcores = [1]
 mbufs = 8191
@@ -300,7 +125,7 @@ socket_tx_buffer = 65536
 name = "edge"
 vdev = "net_af_packet{i},iface={ifc},qpairs=1,framecnt=4096"
 address = "{addr}/24"
-gateway = "10.70.0.254"
+gateway = "{ROUTER}"
 
 [[listener]]
 port = "edge"
@@ -323,88 +148,13 @@ port = "edge"
 vip = "{VIP}"
 peers = [{peer}]
 "#,
-            ifc = IFACES[i],
-            addr = ADDRS[i],
-        );
-        let path = net.dir.join(format!("zproxy{i}.toml"));
-        std::fs::write(&path, cfg).unwrap();
-        let log = net.dir.join(format!("zproxy{i}.log"));
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &net.ns("proxy")])
-            .arg(env!("CARGO_BIN_EXE_zproxy"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        let mut z = Instance {
-            child: Some(child),
-            log,
-            mgmt,
-        };
-        wait_for(Duration::from_secs(30), "the instance to poll", || {
-            z.log().contains("polling") || !z.running()
-        });
-        assert!(z.running(), "instance {i} did not come up:\n{}", z.log());
-        z
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        // SAFETY: kill(2) of the zproxy this test started (`ip netns exec` execs it).
-        unsafe { libc::kill(pid, sig) };
-    }
-
-    /// `/stats`, or None while the endpoint does not answer.
-    fn stats(&self, net: &Net) -> Option<Value> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &net.ns("proxy")])
-            .arg(env!("CARGO_BIN_EXE_zproxy"))
-            .args(["stats", "-a", &self.mgmt])
-            .output()
-            .ok()?;
-        serde_json::from_slice::<Value>(&out.stdout)
-            .ok()
-            .filter(|v| v["workers"].is_array())
-    }
-
-    /// A counter summed over the workers.
-    fn stat(&self, net: &Net, name: &str) -> u64 {
-        let mut v = None;
-        wait_for(Duration::from_secs(5), "/stats", || {
-            v = self.stats(net);
-            v.is_some()
-        });
-        sum(&v.unwrap(), name)
-    }
-}
-
-impl Instance {
-    /// A counter as published after this call began (workers publish every
-    /// 100 ms; `total_cycles` moves on with every publication).
-    fn fresh_stat(&self, net: &Net, name: &str) -> u64 {
-        let first = self.stat(net, "total_cycles");
-        let mut v = None;
-        wait_for(Duration::from_secs(5), "fresh counters", || {
-            v = self.stats(net).filter(|v| sum(v, "total_cycles") > first);
-            v.is_some()
-        });
-        sum(&v.unwrap(), name)
-    }
+        ifc = IFACES[i],
+        addr = ADDRS[i],
+        mgmt = net.layout.mgmt[i],
+    );
+    let path: PathBuf = net.dir.join(format!("zproxy{i}.toml"));
+    std::fs::write(&path, cfg).unwrap();
+    Instance::start(net, i, &path)
 }
 
 /// A counter from the last line of `log` that names it (`name=N`, as
@@ -418,88 +168,6 @@ fn logged_counter(log: &str, name: &str) -> u64 {
             l[at..].split(' ').next()?.parse().ok()
         })
         .unwrap_or(0)
-}
-
-fn sum(v: &Value, name: &str) -> u64 {
-    v["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w[name].as_u64().unwrap_or(0))
-        .sum()
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// `n` curls from the client namespace, one connection each; the count of
-/// those that got a 200. Those not begun within 60 s are not made (and
-/// count as failed), so a stuck instance fails the test, never hangs it.
-fn short_requests(net: &Net, n: usize) -> usize {
-    let out = net.run(
-        "client",
-        &format!(
-            "end=$((SECONDS + 60)); for i in $(seq {n}); do [ $SECONDS -lt $end ] || break; curl -s --max-time 10 -o /dev/null -w '%{{http_code}}\\n' http://{VIP}/small; done"
-        ),
-    );
-    out.lines().filter(|l| *l == "200").count()
-}
-
-/// Starts `n` rate-limited downloads of /big from the client namespace;
-/// each leaves its exit code, headers, body sha256 and curl errors in `out/`.
-fn start_long(net: &Net, tag: &str, n: usize) -> Child {
-    let out = net.dir.join(tag);
-    std::fs::create_dir_all(&out).unwrap();
-    let script = format!(
-        r#"for i in $(seq {n}); do
-  ( curl -sS --max-time 300 -D {o}/$i.head http://{VIP}/big 2> {o}/$i.err | sha256sum | cut -c1-64 > {o}/$i.sha
-    echo "${{PIPESTATUS[0]}}" > {o}/$i.rc ) &
-done
-wait"#,
-        o = out.display()
-    );
-    Command::new("ip")
-        .args(["netns", "exec", &net.ns("client"), "bash", "-c", &script])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// (transfers that completed byte-exact, what went wrong with the others).
-fn long_results(net: &Net, tag: &str, n: usize) -> (usize, Vec<String>) {
-    let want = net.big_sha();
-    let out = net.dir.join(tag);
-    let (mut ok, mut bad) = (0, Vec::new());
-    for i in 1..=n {
-        let read = |ext: &str| {
-            std::fs::read_to_string(out.join(format!("{i}.{ext}")))
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
-        };
-        if read("rc") == "0" && read("sha") == want {
-            ok += 1;
-        } else {
-            // An error page is a success to curl: name its status line.
-            let status = read("head")
-                .lines()
-                .next()
-                .unwrap_or("no response")
-                .to_owned();
-            bad.push(format!(
-                "#{i}: rc {} {} ({status})",
-                read("rc"),
-                read("err")
-            ));
-        }
-    }
-    (ok, bad)
 }
 
 /// Starts the drain's `n` long transfers from the client namespace: one
@@ -524,11 +192,7 @@ fn start_drain_long(net: &Net, n: usize) -> Child {
         last = (SLOW_MIB << 20) - 1,
         o = out.display()
     );
-    Command::new("ip")
-        .args(["netns", "exec", &net.ns("client"), "bash", "-c", &script])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+    net.spawn_client(&script)
 }
 
 /// (the drain's transfers that completed byte-exact, what went wrong with
@@ -619,15 +283,15 @@ struct Drain {
 /// start, ends within `DRAIN_MAX` and a margin (nextest stops a test
 /// after 5 minutes, leaking its namespaces).
 fn drain_under_load(peers: bool) -> Drain {
-    let net = Net::up();
-    let mut a = Instance::start(&net, 0, peers);
-    let b = Instance::start(&net, 1, peers);
+    let net = net_up();
+    let mut a = start(&net, 0, peers);
+    let b = start(&net, 1, peers);
     watch_client_rsts(&net);
 
     wait_for(
         Duration::from_secs(15),
         "a first answer through the VIP",
-        || short_requests(&net, 1) == 1,
+        || oks(&short_requests(&net, 1)) == 1,
     );
     let accepted = |z: &Instance| z.stat(&net, "flows_accepted");
     let (a0, b0) = (
@@ -636,7 +300,7 @@ fn drain_under_load(peers: bool) -> Drain {
     );
     // Many client ports spread over both instances.
     let n = 100;
-    let got = short_requests(&net, n);
+    let got = oks(&short_requests(&net, n));
     assert_eq!(got, n, "A:\n{}\nB:\n{}", a.log(), b.log());
     let (mut sa, mut sb) = (0, 0);
     wait_for(
@@ -677,7 +341,7 @@ fn drain_under_load(peers: bool) -> Drain {
     a.signal(libc::SIGTERM);
     let t = Instant::now();
     let short = 100;
-    let short_ok = short_requests(&net, short);
+    let short_ok = oks(&short_requests(&net, short));
     let mut a_received = 0;
     // A's last connection ends with the last transfer (curl's --max-time);
     // without peers, A's connections wait out their timeouts: no need to.
@@ -709,7 +373,7 @@ fn drain_under_load(peers: bool) -> Drain {
         "stats",
         "--prometheus",
         "-a",
-        &b.mgmt,
+        b.mgmt,
     ]);
     for name in ["forwarded", "received", "dropped"] {
         let metric = format!("zproxy_second_chance_{name}_total");
@@ -789,21 +453,6 @@ fn without_peers_a_drain_breaks_transfers() {
     assert_eq!(d.b_forwarded, 0);
 }
 
-/// Short connections in the background until `stop`: one curl after
-/// another, each status code a line of `out/short`.
-fn start_short(net: &Net) -> Child {
-    let o = net.dir.join("out");
-    let script = format!(
-        "while [ ! -e {o}/stop ]; do curl -s --max-time 10 -o /dev/null -w '%{{http_code}}\\n' http://{VIP}/small >> {o}/short; done",
-        o = o.display()
-    );
-    Command::new("ip")
-        .args(["netns", "exec", &net.ns("client"), "bash", "-c", &script])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 /// Restarts both instances one at a time (withdraw, drain, start, route
 /// again) while long transfers and short connections run: when an instance
 /// comes back, the router re-hashes some of the other's flows onto it, and
@@ -814,22 +463,19 @@ fn a_rolling_restart_breaks_no_connection() {
         return;
     }
     let _lock = lab_lock();
-    let net = Net::up();
-    let mut z = [
-        Some(Instance::start(&net, 0, true)),
-        Some(Instance::start(&net, 1, true)),
-    ];
+    let net = net_up();
+    let mut z = [Some(start(&net, 0, true)), Some(start(&net, 1, true))];
     wait_for(
         Duration::from_secs(15),
         "a first answer through the VIP",
-        || short_requests(&net, 1) == 1,
+        || oks(&short_requests(&net, 1)) == 1,
     );
-    let mut short = start_short(&net);
+    let short = start_short(&net);
     let mut forwarded = 0;
     let mut batches = Vec::new();
     for i in 0..2 {
         // Half the long transfers per restart (nextest's 5 min), spread over both.
-        batches.push(start_long(&net, &format!("long{i}"), LONG / 2));
+        batches.push(start_long(&net, &format!("long{i}"), LONG / 2, 300));
         wait_for(
             Duration::from_secs(20),
             "transfers on both instances",
@@ -857,11 +503,10 @@ fn a_rolling_restart_breaks_no_connection() {
             .as_ref()
             .unwrap()
             .stat(&net, "second_chance_forwarded");
-        z[i] = Some(Instance::start(&net, i, true));
+        z[i] = Some(start(&net, i, true));
         net.route(&[0, 1]);
     }
-    std::fs::write(net.dir.join("out/stop"), "").unwrap();
-    let _ = short.wait();
+    let codes = stop_short(&net, short);
     let (mut long_ok, mut long_bad) = (0, Vec::new());
     for (i, mut b) in batches.into_iter().enumerate() {
         let _ = b.wait();
@@ -869,9 +514,7 @@ fn a_rolling_restart_breaks_no_connection() {
         long_ok += ok;
         long_bad.extend(bad);
     }
-    let codes = std::fs::read_to_string(net.dir.join("out/short")).unwrap();
-    let total = codes.lines().count();
-    let ok = codes.lines().filter(|l| *l == "200").count();
+    let (total, ok) = (codes.len(), oks(&codes));
     eprintln!(
         "rolling restart: long transfers byte-exact {long_ok}/{}, short {ok}/{total} ({:.2} %), forwarded {forwarded}",
         LONG,

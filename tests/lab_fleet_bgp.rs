@@ -22,19 +22,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fleet::*;
 use common::proxy::lab_lock;
 use common::*;
 use serde_json::Value;
 
-const VIP: &str = "10.99.0.1";
 const MACS: [&str; 2] = ["02:00:00:00:f1:0a", "02:00:00:00:f1:0b"];
-const ADDRS: [&str; 2] = ["10.70.0.1", "10.70.0.2"];
-const ROUTER: &str = "10.70.0.254";
-const IFACES: [&str; 2] = ["a0", "b0"];
 const ROLES: [&str; 2] = ["pa", "pb"];
 /// Each instance's own upstream address (one nginx answers on both).
 const UPSTREAMS: [&str; 2] = ["10.70.3.2", "10.70.3.1"];
@@ -47,178 +44,42 @@ const LONG: usize = 20;
 const BIG_KIB: usize = 1024;
 const RATE: &str = "64k";
 
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", describe(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The namespaces, links, nginx and the BIRDs; removed on drop (also on panic).
-struct Net {
-    id: String,
-    dir: PathBuf,
+/// Each instance in its own namespace, its kernel kept off its port, and
+/// nginx on both upstream addresses; the BIRDs start later.
+fn net_up() -> Net {
+    let net = Net::up(Layout {
+        tag: "zg",
+        proxies: ROLES,
+        macs: MACS,
+        mgmt: ["127.0.0.1:9101", "127.0.0.1:9101"],
+        upstreams: &UPSTREAMS,
+    });
+    for (role, ifc) in ROLES.into_iter().zip(IFACES) {
+        // The kernel's ephemeral ports (BIRD's) apart from ZProxy's local_ports.
+        net.run(
+            role,
+            "sysctl -qw net.ipv4.ip_local_port_range='61000 65000'",
+        );
+        // af_packet leaves the kernel its copy of every frame, and the
+        // TAP gives the kernel the port's address: without this it would
+        // answer the other instance's connects to that address (a backup
+        // server, its health checks) with a RST of its own. Its traffic
+        // comes through the TAP (the exception path), not this device.
+        net.run(
+            role,
+            &format!(
+                "nft add table inet zk && \
+                 nft add chain inet zk in '{{ type filter hook input priority 0; }}' && \
+                 nft add rule inet zk in iifname {ifc} drop"
+            ),
+        );
+    }
+    net.run("upstream", "nft add table inet zg");
+    net.start_nginx(BIG_KIB << 10, RATE, "backlog=4096", "");
+    net
 }
 
 impl Net {
-    fn up() -> Net {
-        let id = format!("zg{}", std::process::id());
-        let dir = Path::new(LAB_RUN_ROOT).join(&id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let net = Net { id, dir };
-        for role in ["client", "router", "pa", "pb", "upstream"] {
-            sh(&["ip", "netns", "add", &net.ns(role)]);
-            net.run(role, "ip link set lo up");
-            net.run(
-                role,
-                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-            );
-        }
-        for (a, ra, b, rb) in [
-            ("c0", "client", "c1", "router"),
-            ("u0", "upstream", "u1", "router"),
-            ("a0", "pa", "a1", "router"),
-            ("b0", "pb", "b1", "router"),
-        ] {
-            sh(&[
-                "ip",
-                "link",
-                "add",
-                a,
-                "netns",
-                &net.ns(ra),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                b,
-                "netns",
-                &net.ns(rb),
-            ]);
-            for (ns, ifc) in [(ra, a), (rb, b)] {
-                // af_packet sees frames as the kernel left them: whole, with checksums.
-                net.run(
-                    ns,
-                    &format!("ethtool -K {ifc} tso off gso off gro off tx off >/dev/null"),
-                );
-            }
-        }
-        for i in 0..2 {
-            let (role, ifc) = (ROLES[i], IFACES[i]);
-            net.run(role, &format!("ip link set {ifc} address {}", MACS[i]));
-            net.run(role, &format!("ip link set {ifc} up"));
-            // The kernel's ephemeral ports (BIRD's) apart from ZProxy's local_ports.
-            net.run(
-                role,
-                "sysctl -qw net.ipv4.ip_local_port_range='61000 65000'",
-            );
-            // af_packet leaves the kernel its copy of every frame, and the
-            // TAP gives the kernel the port's address: without this it would
-            // answer the other instance's connects to that address (a backup
-            // server, its health checks) with a RST of its own. Its traffic
-            // comes through the TAP (the exception path), not this device.
-            net.run(
-                role,
-                &format!(
-                    "nft add table inet zk && \
-                     nft add chain inet zk in '{{ type filter hook input priority 0; }}' && \
-                     nft add rule inet zk in iifname {ifc} drop"
-                ),
-            );
-        }
-        net.run("router", "ip link add br0 type bridge");
-        for ifc in ["a1", "b1"] {
-            net.run("router", &format!("ip link set {ifc} master br0"));
-        }
-        for ifc in ["br0", "a1", "b1", "c1", "u1"] {
-            net.run("router", &format!("ip link set {ifc} up"));
-        }
-        net.run("router", &format!("ip addr add {ROUTER}/24 dev br0"));
-        net.run("router", "ip addr add 10.70.1.254/24 dev c1");
-        net.run("router", "ip addr add 10.70.3.254/24 dev u1");
-        net.run(
-            "router",
-            "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1",
-        );
-        net.run("client", "ip addr add 10.70.1.1/24 dev c0");
-        net.run("client", "ip link set c0 up");
-        net.run("client", "ip route add default via 10.70.1.254");
-        net.run(
-            "client",
-            "sysctl -qw net.ipv4.ip_local_port_range='1024 65000'",
-        );
-        for a in UPSTREAMS {
-            net.run("upstream", &format!("ip addr add {a}/24 dev u0"));
-        }
-        net.run("upstream", "ip link set u0 up");
-        net.run("upstream", "ip route add default via 10.70.3.254");
-        net.run("upstream", "nft add table inet zg");
-        net.start_nginx();
-        net
-    }
-
-    fn ns(&self, role: &str) -> String {
-        format!("{}-{role}", self.id)
-    }
-
-    /// Runs a shell line in the role's namespace; panics unless it succeeds.
-    fn run(&self, role: &str, line: &str) -> String {
-        sh(&["ip", "netns", "exec", &self.ns(role), "bash", "-c", line])
-    }
-
-    /// nginx on both upstream addresses, port 80: `/small`, and `/big`
-    /// (`BIG_KIB` KiB at `RATE` per connection).
-    fn start_nginx(&self) {
-        let d = self.dir.display();
-        std::fs::create_dir_all(self.dir.join("tmp")).unwrap();
-        std::fs::create_dir_all(self.dir.join("www")).unwrap();
-        sh(&[
-            "bash",
-            "-c",
-            &format!("head -c {} /dev/urandom > {d}/www/big", BIG_KIB << 10),
-        ]);
-        let listen: String = UPSTREAMS
-            .iter()
-            .map(|a| format!("listen {a}:80 backlog=4096;\n"))
-            .collect();
-        let conf = format!(
-            r#"
-worker_processes 1;
-daemon on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    server {{
-        {listen}
-        root {d}/www;
-        location = /big {{ limit_rate {RATE}; }}
-        location = /small {{ default_type text/plain; return 200 "small\n"; }}
-    }}
-}}
-"#
-        );
-        std::fs::write(self.dir.join("nginx.conf"), conf).unwrap();
-        self.run(
-            "upstream",
-            &format!("nginx -q -p {d} -e {d}/error.log -c {d}/nginx.conf"),
-        );
-        wait_for(Duration::from_secs(10), "nginx", || {
-            UPSTREAMS.iter().all(|a| {
-                Command::new("ip")
-                    .args(["netns", "exec", &self.ns("upstream"), "bash", "-c"])
-                    .arg(format!("exec 3<>/dev/tcp/{a}/80"))
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
-        });
-    }
-
     /// Instance `i`'s upstream refuses connections (`up` false: a RST to
     /// every SYN, as from a stopped server), or serves again.
     fn upstream(&self, i: usize, up: bool) {
@@ -305,44 +166,6 @@ http {{
         hops
     }
 }
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(self.dir.join("nginx.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) of the nginx this test started (its pid file).
-            unsafe { libc::kill(pid, libc::SIGQUIT) };
-        }
-        for role in ["client", "router", "pa", "pb", "upstream"] {
-            // Whatever still runs there (BIRD, curl, zproxy) goes with it.
-            if let Ok(o) = Command::new("ip")
-                .args(["netns", "pids", &self.ns(role)])
-                .output()
-            {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        // SAFETY: kill(2) of a process in this test's own namespace.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(role)])
-                .status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// One ZProxy instance in its own namespace; killed on drop.
-struct Instance {
-    child: Option<Child>,
-    log: PathBuf,
-    role: &'static str,
-}
-
 /// Instance `i`'s config, listing the other as its peer or none.
 fn config(net: &Net, i: usize, peers: bool) -> PathBuf {
     let peer = if peers {
@@ -418,78 +241,12 @@ peers = [{peer}]
     path
 }
 
+/// Instance `i` (see `config`).
+fn start(net: &Net, i: usize, peers: bool) -> Instance {
+    Instance::start(net, i, &config(net, i, peers))
+}
+
 impl Instance {
-    fn start(net: &Net, i: usize, peers: bool) -> Instance {
-        let path = config(net, i, peers);
-        let log = net.dir.join(format!("zproxy{i}.log"));
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &net.ns(ROLES[i])])
-            .arg(env!("CARGO_BIN_EXE_zproxy"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        let mut z = Instance {
-            child: Some(child),
-            log,
-            role: ROLES[i],
-        };
-        wait_for(Duration::from_secs(30), "the instance to poll", || {
-            z.log().contains("polling") || !z.running()
-        });
-        assert!(z.running(), "instance {i} did not come up:\n{}", z.log());
-        z
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        // SAFETY: kill(2) of the zproxy this test started (`ip netns exec` execs it).
-        unsafe { libc::kill(pid, sig) };
-    }
-
-    /// `/stats`, or None while the endpoint does not answer.
-    fn stats(&self, net: &Net) -> Option<Value> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &net.ns(self.role)])
-            .arg(env!("CARGO_BIN_EXE_zproxy"))
-            .args(["stats", "-a", "127.0.0.1:9101"])
-            .output()
-            .ok()?;
-        serde_json::from_slice::<Value>(&out.stdout)
-            .ok()
-            .filter(|v| v["workers"].is_array())
-    }
-
-    /// A counter summed over the workers, as published after this call
-    /// began (workers publish every 100 ms; `total_cycles` moves on with
-    /// every publication).
-    fn fresh_stat(&self, net: &Net, name: &str) -> u64 {
-        let first = self.stats(net).map(|v| sum(&v, "total_cycles"));
-        let mut v = None;
-        wait_for(Duration::from_secs(5), "fresh counters", || {
-            v = self
-                .stats(net)
-                .filter(|v| first.is_some_and(|f| sum(v, "total_cycles") > f));
-            v.is_some()
-        });
-        sum(&v.unwrap(), name)
-    }
-
     /// The failure counters by cause (`failures_*`), fresh.
     fn failures(&self, net: &Net) -> Vec<(&'static str, u64)> {
         self.fresh_stat(net, "total_cycles");
@@ -521,37 +278,6 @@ impl Instance {
     }
 }
 
-fn sum(v: &Value, name: &str) -> u64 {
-    v["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w[name].as_u64().unwrap_or(0))
-        .sum()
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// `n` curls from the client namespace, one connection each: their codes.
-fn short_requests(net: &Net, n: usize) -> Vec<String> {
-    net.run(
-        "client",
-        &format!(
-            "for i in $(seq {n}); do curl -s --max-time 10 -o /dev/null -w '%{{http_code}}\\n' http://{VIP}/small; done"
-        ),
-    )
-    .lines()
-    .map(str::to_owned)
-    .collect()
-}
-
 fn all_ok(codes: &[String]) -> bool {
     codes.iter().all(|c| c == "200")
 }
@@ -562,12 +288,9 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
         return;
     }
     let _lock = lab_lock();
-    let net = Net::up();
+    let net = net_up();
     // A starts alone (no peers); a reload gives it B later.
-    let z = [
-        Instance::start(&net, 0, false),
-        Instance::start(&net, 1, true),
-    ];
+    let z = [start(&net, 0, false), start(&net, 1, true)];
     net.start_birds();
 
     // Both sessions come up over the exception paths; the router installs
@@ -636,7 +359,7 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
         hops == [ADDRS[1]]
     });
     let took = stopped.elapsed();
-    let cut = count_lines(&net);
+    let cut = short_count(&net);
     assert!(
         dropped,
         "the route still has {hops:?} {took:?} after A's upstream stopped:\nA:\n{}",
@@ -696,7 +419,7 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
     // re-hashes about half of them onto A, which hands their segments on
     // to B: every transfer completes. Without the reload A has no peers and
     // answers them with RSTs.
-    let long = start_long(&net, LONG);
+    let mut long = start_long(&net, "long", LONG, 120);
     wait_for(Duration::from_secs(20), "the transfers on B", || {
         z[1].fresh_stat(&net, "flows_active") >= 2 * LONG as u64
     });
@@ -716,7 +439,8 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
     );
     let codes = short_requests(&net, 50);
     assert!(all_ok(&codes), "{codes:?}");
-    let (ok, bad) = long_results(&net, long);
+    let _ = long.wait();
+    let (ok, bad) = long_results(&net, "long", LONG);
     let forwarded = z[0].fresh_stat(&net, "second_chance_forwarded");
     let received = z[1].fresh_stat(&net, "second_chance_received");
     eprintln!(
@@ -727,80 +451,6 @@ fn bgp_ecmp_spreads_and_an_unhealthy_instance_withdraws() {
         "A forwarded nothing after the reload gave it a peer"
     );
     assert_eq!(ok, LONG, "broken transfers: {bad:#?}");
-}
-
-/// Starts `LONG` rate-limited downloads of /big from the client namespace;
-/// each leaves its exit code, its body's sha256 and curl's errors in `long/`.
-fn start_long(net: &Net, n: usize) -> Child {
-    let out = net.dir.join("long");
-    std::fs::create_dir_all(&out).unwrap();
-    let script = format!(
-        r#"for i in $(seq {n}); do
-  ( curl -sS --max-time 120 http://{VIP}/big 2> {o}/$i.err | sha256sum | cut -c1-64 > {o}/$i.sha
-    echo "${{PIPESTATUS[0]}}" > {o}/$i.rc ) &
-done
-wait"#,
-        o = out.display()
-    );
-    Command::new("ip")
-        .args(["netns", "exec", &net.ns("client"), "bash", "-c", &script])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for the downloads: (byte-exact ones, what went wrong with the others).
-fn long_results(net: &Net, mut long: Child) -> (usize, Vec<String>) {
-    let _ = long.wait();
-    let want = sh(&["sha256sum", net.dir.join("www/big").to_str().unwrap()])[..64].to_owned();
-    let out = net.dir.join("long");
-    let (mut ok, mut bad) = (0, Vec::new());
-    for i in 1..=LONG {
-        let read = |ext: &str| {
-            std::fs::read_to_string(out.join(format!("{i}.{ext}")))
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
-        };
-        if read("rc") == "0" && read("sha") == want {
-            ok += 1;
-        } else {
-            bad.push(format!("#{i}: rc {} {}", read("rc"), read("err")));
-        }
-    }
-    (ok, bad)
-}
-
-/// Short connections in the background until `stop_short`: one curl after
-/// another, each status code a line of `short`.
-fn start_short(net: &Net) -> Child {
-    let o = net.dir.display();
-    let script = format!(
-        "while [ ! -e {o}/stop ]; do curl -s --max-time 10 -o /dev/null -w '%{{http_code}}\\n' http://{VIP}/small >> {o}/short; done"
-    );
-    Command::new("ip")
-        .args(["netns", "exec", &net.ns("client"), "bash", "-c", &script])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// The codes written so far.
-fn count_lines(net: &Net) -> usize {
-    std::fs::read_to_string(net.dir.join("short"))
-        .unwrap_or_default()
-        .lines()
-        .count()
-}
-
-fn stop_short(net: &Net, mut short: Child) -> Vec<String> {
-    std::fs::write(net.dir.join("stop"), "").unwrap();
-    let _ = short.wait();
-    std::fs::read_to_string(net.dir.join("short"))
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Waits until the router's route to the VIP has exactly these instances.
@@ -851,11 +501,8 @@ fn a_rolling_restart_under_the_seed_load_over_bgp() {
         return;
     }
     let _lock = lab_lock();
-    let net = Net::up();
-    let mut z = [
-        Some(Instance::start(&net, 0, true)),
-        Some(Instance::start(&net, 1, true)),
-    ];
+    let net = net_up();
+    let mut z = [Some(start(&net, 0, true)), Some(start(&net, 1, true))];
     net.start_birds();
     wait_route(&net, &[0, 1], "at start");
     wait_for(
@@ -890,7 +537,7 @@ fn a_rolling_restart_under_the_seed_load_over_bgp() {
             .as_ref()
             .unwrap()
             .fresh_stat(&net, "second_chance_forwarded");
-        z[i] = Some(Instance::start(&net, i, true));
+        z[i] = Some(start(&net, i, true));
         let t = wait_route(&net, &[0, 1], "after the restart");
         eprintln!("instance {i}: back in the route {t:?} after its restart");
         std::thread::sleep(Duration::from_secs(3));

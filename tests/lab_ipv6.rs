@@ -11,11 +11,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::{lab_lock, stat, u};
+use common::proxy::{bench6, bench6_under_loss, lab_lock, stat, u};
 use common::*;
 
-const CLIENT_V6: &str = "2001:db8:71::1";
-const PORT_V6: &str = "2001:db8:71::2";
 const PORT_LL: &str = "fe80::71:2";
 
 fn config(vdev_client: &str, vdev_upstream: &str) -> String {
@@ -75,29 +73,7 @@ sock.send(eth + ip6 + bytes(icmp))
 fn ipv6(vdev_client: &str, vdev_upstream: &str) {
     let _lock = lab_lock();
     let lab = Lab::up();
-    lab.exec_ok(
-        "client",
-        [
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            "net.ipv6.conf.cli0.disable_ipv6=0",
-        ],
-    );
-    lab.exec_ok(
-        "client",
-        [
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{CLIENT_V6}/64"),
-            "dev",
-            CLIENT_IF,
-            "nodad",
-        ],
-    );
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     let z = ZProxy::start(&lab, "zproxy", &config(vdev_client, vdev_upstream));
     let ping = ["ping", "-6", "-c", "1", "-W", "1", PORT_V6];
     assert!(
@@ -198,23 +174,6 @@ fn ipv6_ping_and_ndp_af_xdp() {
 }
 
 // ---- TCP over IPv6: clients of a listener, proxied to IPv4 upstreams ----------------
-
-/// Answers every request with the X-Forwarded-For it got (a header echo on
-/// the upstream side, for what the proxy wrote).
-const XFF_UPSTREAM: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def do_GET(self):
-        body = (self.headers.get('X-Forwarded-For') or '-').encode()
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-"#;
 
 /// Connects to [argv1]:argv2 over IPv6, sends "hi", half-closes and prints
 /// the hex of what the echo upstream sent back (the PROXY v2 header the proxy
@@ -320,53 +279,9 @@ path = "{}"
     )
 }
 
-/// zproxy-bench from the client namespace to `[PORT_V6]:80`.
-fn bench6(lab: &Lab, tag: &str, args: &[&str]) -> serde_json::Value {
-    let json = lab.run_dir().join(format!("bench6-{tag}.json"));
-    let _ = std::fs::remove_file(&json);
-    let bin = workspace_bin("zproxy-bench");
-    let mut cmd = vec![
-        "timeout",
-        "120",
-        bin.to_str().unwrap(),
-        "--host",
-        PORT_V6,
-        "--port",
-        "80",
-        "--keep-alive",
-        "off",
-        "--json",
-        json.to_str().unwrap(),
-    ];
-    cmd.extend(args);
-    lab.exec_ok("client", cmd);
-    proxy::read_results(&json)
-}
-
+/// The client namespace gets IPv6: `CLIENT_V6`, and `CLIENT_V6_OTHER` deprecated.
 fn enable_client_ipv6(lab: &Lab) {
-    lab.exec_ok(
-        "client",
-        [
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            "net.ipv6.conf.cli0.disable_ipv6=0",
-        ],
-    );
-    lab.exec_ok(
-        "client",
-        [
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{CLIENT_V6}/64"),
-            "dev",
-            CLIENT_IF,
-            "nodad",
-        ],
-    );
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     lab.exec_ok(
         "client",
         [
@@ -389,26 +304,19 @@ fn ipv6_clients(vdev_client: &str, vdev_upstream: &str) {
     let _lock = lab_lock();
     let lab = Lab::up();
     enable_client_ipv6(&lab);
-    let up = lab.run_dir().join("xff_upstream.py");
-    std::fs::write(&up, XFF_UPSTREAM).unwrap();
     let echo = repo_root().join("tests/peers/echo_upstream.py");
     let mut peers = [
-        lab.spawn(
-            "upstream",
-            ["python3", up.to_str().unwrap(), UPSTREAM_IP, "8081"],
-        ),
+        proxy::start_xff_upstream(&lab, 8081),
         lab.spawn(
             "upstream",
             ["python3", echo.to_str().unwrap(), UPSTREAM_IP, "8082"],
         ),
     ];
-    for port in [8081, 8082] {
-        wait_for(
-            Duration::from_secs(10),
-            "the Python upstreams to listen",
-            || proxy::accepts(&lab, "upstream", UPSTREAM_IP, port),
-        );
-    }
+    wait_for(
+        Duration::from_secs(10),
+        "the Python echo upstream to listen",
+        || proxy::accepts(&lab, "upstream", UPSTREAM_IP, 8082),
+    );
     let log = lab.run_dir().join("access6.log");
     let z = ZProxy::start(
         &lab,
@@ -514,11 +422,17 @@ fn ipv6_clients(vdev_client: &str, vdev_upstream: &str) {
     );
 
     // 10,000 sequential and 500 concurrent connections, every one answered.
-    let r = bench6(&lab, "seq", &["--concurrency", "1", "--requests", "10000"]);
+    let r = bench6(
+        &lab,
+        80,
+        "seq",
+        &["--concurrency", "1", "--requests", "10000"],
+    );
     assert_eq!(u(&r["successes"]), 10_000, "sequential: {r}");
     assert_eq!(u(&r["failures_total"]), 0, "sequential: {r}");
     let r = bench6(
         &lab,
+        80,
         "conc",
         &["--concurrency", "500", "--requests", "20000"],
     );
@@ -656,29 +570,7 @@ rise = 2
 
 /// The upstream namespace gets IPv6 (the lab turns it off everywhere).
 fn enable_upstream_ipv6(lab: &Lab) {
-    lab.exec_ok(
-        "upstream",
-        [
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            &format!("net.ipv6.conf.{UPSTREAM_IF}.disable_ipv6=0"),
-        ],
-    );
-    lab.exec_ok(
-        "upstream",
-        [
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{UPSTREAM_V6}/64"),
-            "dev",
-            UPSTREAM_IF,
-            "nodad",
-        ],
-    );
+    lab.enable_ipv6("upstream", UPSTREAM_IF, UPSTREAM_V6);
 }
 
 /// The health of `server` as /stats shows it (RFC 5952 "[addr]:port").
@@ -951,33 +843,16 @@ fn ipv6_clients_on_two_workers() {
         "no 200 from {url}; zproxy log:\n{}",
         z.log()
     );
-    let r = bench6(&lab, "two", &["--concurrency", "200", "--requests", "5000"]);
+    let r = bench6(
+        &lab,
+        80,
+        "two",
+        &["--concurrency", "200", "--requests", "5000"],
+    );
     assert_eq!(u(&r["successes"]), 5000, "two workers: {r}");
     assert_eq!(u(&r["failures_total"]), 0, "two workers: {r}");
     // Lost replies: retransmissions, resets of nothing, TIME-WAIT on both workers.
-    lab.exec_ok(
-        "client",
-        [
-            "nft",
-            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
-             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
-        ],
-    );
-    let lossy = bench6(
-        &lab,
-        "lossy",
-        &[
-            "--concurrency",
-            "100",
-            "--duration",
-            "4s",
-            "--timeout",
-            "20s",
-        ],
-    );
-    lab.exec_ok("client", ["nft", "delete table inet loss"]);
-    assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
-    assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
+    bench6_under_loss(&lab);
     let (ok, log) = z.stop("INT");
     assert!(ok, "zproxy exited with an error:\n{log}");
 }

@@ -1,6 +1,6 @@
 //! IPv6 flows under attack and across workers, in the netns lab: SYN
 //! cookies carry `curl -6` and zproxy-bench clients through a spoofed IPv6
-//! SYN flood (tests/peers/synflood6.py), as lab_proxy_guard's IPv4 test
+//! SYN flood (bench/synflood.py), as lab_proxy_guard's IPv4 test
 //! does. The lab disables IPv6 in every namespace; these tests turn it on in
 //! the client namespace only.
 //!
@@ -8,14 +8,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::proxy::*;
 use common::*;
-
-const CLIENT_V6: &str = "2001:db8:71::1";
-const PORT_V6: &str = "2001:db8:71::2";
 
 /// :80 http and :81 tcp to the lab's nginx, on a client port that also has
 /// `PORT_V6`; `runtime` adds [runtime] keys.
@@ -28,24 +24,6 @@ fn config6(runtime: &str) -> String {
             &format!("addresses = [\"{PROXY_CLIENT_IP}/24\", \"{PORT_V6}/64\"]"),
         )
         .replace("max_flows = ", &format!("{runtime}\nmax_flows = "))
-}
-
-fn enable_client_ipv6(lab: &Lab) {
-    lab.exec_ok(
-        "client",
-        [
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            "net.ipv6.conf.cli0.disable_ipv6=0",
-        ],
-    );
-    let addr = format!("{CLIENT_V6}/64");
-    lab.exec_ok(
-        "client",
-        ["ip", "-6", "addr", "add", &addr, "dev", CLIENT_IF, "nodad"],
-    );
 }
 
 fn url6(port: u16, path: &str) -> String {
@@ -66,30 +44,6 @@ fn wait_proxy6(lab: &Lab, z: &ZProxy, port: u16) {
     );
 }
 
-/// zproxy-bench from the client namespace to `[PORT_V6]:port`, no keep-alive.
-fn bench6(lab: &Lab, port: u16, tag: &str, args: &[&str]) -> serde_json::Value {
-    let json = lab.run_dir().join(format!("bench6-{tag}.json"));
-    let _ = std::fs::remove_file(&json);
-    let bin = workspace_bin("zproxy-bench");
-    let port = port.to_string();
-    let mut cmd = vec![
-        "timeout",
-        "120",
-        bin.to_str().unwrap(),
-        "--host",
-        PORT_V6,
-        "--port",
-        &port,
-        "--keep-alive",
-        "off",
-        "--json",
-        json.to_str().unwrap(),
-    ];
-    cmd.extend(args);
-    lab.exec_ok("client", cmd);
-    read_results(&json)
-}
-
 #[test]
 fn ipv6_syn_cookies_carry_real_clients_through_a_spoofed_flood() {
     if !require_root() {
@@ -97,7 +51,7 @@ fn ipv6_syn_cookies_carry_real_clients_through_a_spoofed_flood() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    enable_client_ipv6(&lab);
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
 
     // Every IPv6 connection through a cookie: the handshake replay and the
     // sequence shift must carry whole exchanges, small and large.
@@ -141,15 +95,7 @@ fn ipv6_syn_cookies_carry_real_clients_through_a_spoofed_flood() {
     let before = stats(&lab);
     let accepted_before = u(&before["workers"][0]["flows_accepted"]);
     let cookies_before = u(&before["workers"][0]["ipv6_syn_cookies_sent"]);
-    let synflood6 = repo_root().join("tests/peers/synflood6.py");
-    let flood = lab
-        .command("client", "python3")
-        .arg(synflood6)
-        .args([CLIENT_IF, &mac, PORT_V6])
-        .args(["--rate", "20000", "--duration", "6"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("synflood6.py");
+    let flood = start_synflood(&lab, &[CLIENT_IF, &mac, PORT_V6]);
     wait_for(
         Duration::from_secs(5),
         "the flood to fill the SYN backlog (ipv6_syn_cookies_sent to move)",
@@ -162,13 +108,7 @@ fn ipv6_syn_cookies_carry_real_clients_through_a_spoofed_flood() {
         &["--concurrency", "100", "--duration", "4s"],
     );
     let (code, body) = curl(&lab, &["-6", "-g", &url6(80, "/")]);
-    let out = flood.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    let sent: u64 = said
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let (done, sent, said) = wait_synflood(flood);
     eprintln!(
         "IPv6 syn flood: {} ; real clients: {} conn/s, {} completed, {} failed",
         said.trim(),
@@ -176,7 +116,7 @@ fn ipv6_syn_cookies_carry_real_clients_through_a_spoofed_flood() {
         real["completed"],
         real["failures_total"]
     );
-    assert!(out.status.success() && sent > 10_000, "synflood6: {said}");
+    assert!(done && sent > 10_000, "synflood (IPv6): {said}");
     assert_eq!(
         (code, body.as_str()),
         (200, UPSTREAM_BODY),
@@ -215,7 +155,7 @@ fn ipv6_blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    enable_client_ipv6(&lab);
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     let body = config6("").replace(
         "\n[[upstream]]",
         "\n[[listener]]\nport = \"client\"\ntcp_port = 8080\nmode = \"static\"\n\
@@ -223,42 +163,7 @@ fn ipv6_blind_resets_get_a_challenge_ack_and_only_an_exact_one_closes() {
     );
     let z = ZProxy::start(&lab, "zproxy", &body);
     wait_proxy6(&lab, &z, 80);
-    let script = repo_root().join("tests/peers/blind_reset.py");
-    for port in [80u16, 8080] {
-        let out = lab.exec_ok(
-            "client",
-            [
-                "python3",
-                script.to_str().unwrap(),
-                CLIENT_IF,
-                PORT_V6,
-                &port.to_string(),
-            ],
-        );
-        eprintln!("port {port}: {out}");
-        let seen: serde_json::Value =
-            serde_json::from_str(out.trim()).expect("blind_reset.py JSON");
-        assert_eq!(seen["first"], true, "port {port}: no first answer: {seen}");
-        for case in ["rst-in-window", "rstack-in-window"] {
-            assert_eq!(
-                seen[case]["alive"], true,
-                "port {port}: an in-window {case} closed the connection: {seen}"
-            );
-            assert!(
-                u(&seen[case]["challenge_acks"]) >= 1,
-                "port {port}: no challenge ACK for {case}: {seen}"
-            );
-        }
-        assert_eq!(
-            seen["rst-exact"]["alive"], false,
-            "port {port}: an exact RST must close: {seen}"
-        );
-    }
-    wait_for(
-        Duration::from_secs(5),
-        "rst_challenged to count the 4 challenged RSTs",
-        || stat(&lab, "rst_challenged") >= 4,
-    );
+    assert_blind_resets_challenged(&lab, PORT_V6);
     stop_clean(z);
 }
 
@@ -276,7 +181,7 @@ fn ipv6_connections_are_handed_to_the_worker_that_owns_them() {
     }
     let _lock = lab_lock();
     let lab = Lab::up_with_queues(2);
-    enable_client_ipv6(&lab);
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     let cfg = config6("")
         .replace(
             "worker_lcores = [1]",
@@ -304,30 +209,7 @@ fn ipv6_connections_are_handed_to_the_worker_that_owns_them() {
     // Lost replies make the client's kernel retransmit with a new flow hash
     // (net.core.txrehash): veth moves the rest of the connection to the
     // other queue, and only the handoff gets those frames to their owner.
-    lab.exec_ok(
-        "client",
-        [
-            "nft",
-            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
-             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
-        ],
-    );
-    let lossy = bench6(
-        &lab,
-        80,
-        "lossy",
-        &[
-            "--concurrency",
-            "100",
-            "--duration",
-            "4s",
-            "--timeout",
-            "20s",
-        ],
-    );
-    lab.exec_ok("client", ["nft", "delete table inet loss"]);
-    assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
-    assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
+    bench6_under_loss(&lab);
     // Each connection is served by the worker its Toeplitz hash names,
     // whichever queue veth put its SYN on (by veth's own hash, so without
     // the handoff about half of them would be served elsewhere).
@@ -440,7 +322,7 @@ fn ipv6_packet_too_big_lowers_an_open_flows_segments() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    enable_client_ipv6(&lab);
+    lab.enable_ipv6("client", CLIENT_IF, CLIENT_V6);
     let z = ZProxy::start(&lab, "zproxy", &config6(""));
     wait_proxy6(&lab, &z, 80);
     let script = repo_root().join("tests/peers/ptb6.py");

@@ -214,29 +214,22 @@ fn two_workers_on_two_queues_hand_over_what_lands_on_the_wrong_core() {
     // retransmission picks a new flow hash (net.core.txrehash), so veth
     // delivers the rest of the connection to the other queue: the owner must
     // still get every frame.
-    lab.exec_ok(
-        "client",
-        [
-            "nft",
-            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
-             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
-        ],
-    );
-    let lossy = bench(
-        &lab,
-        80,
-        &[
-            "--concurrency",
-            "100",
-            "--duration",
-            "4s",
-            "--keep-alive",
-            "off",
-            "--timeout",
-            "20s",
-        ],
-    );
-    lab.exec_ok("client", ["nft", "delete table inet loss"]);
+    let lossy = with_lost_replies(&lab, || {
+        bench(
+            &lab,
+            80,
+            &[
+                "--concurrency",
+                "100",
+                "--duration",
+                "4s",
+                "--keep-alive",
+                "off",
+                "--timeout",
+                "20s",
+            ],
+        )
+    });
     assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
     // Workers publish their counters on their own schedule, and ARP copies
     // keep being handed over, so read until both sides of the handoff agree.

@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::proxy::*;
@@ -472,13 +471,7 @@ fn syn_cookies_carry_real_clients_through_a_spoofed_syn_flood() {
         "{bad} bad-checksum drops of {rx} frames received"
     );
     let cookies_before = stat(&lab, "syn_cookies_sent");
-    let flood = lab
-        .command("client", "python3")
-        .args([synflood, PROXY_CLIENT_IP])
-        .args(["--rate", "20000", "--duration", "6"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("synflood.py");
+    let flood = start_synflood(&lab, &[PROXY_CLIENT_IP]);
     wait_for(
         Duration::from_secs(5),
         "the flood to fill the SYN backlog (syn_cookies_sent to move)",
@@ -498,14 +491,8 @@ fn syn_cookies_carry_real_clients_through_a_spoofed_syn_flood() {
             "off",
         ],
     );
-    let out = flood.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    let sent: u64 = said
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(out.status.success() && sent > 10_000, "synflood: {said}");
+    let (done, sent, said) = wait_synflood(flood);
+    assert!(done && sent > 10_000, "synflood: {said}");
     eprintln!(
         "syn flood: {} ; real clients: {} conn/s, {} completed, {} failed",
         said.trim(),

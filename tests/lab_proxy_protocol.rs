@@ -381,37 +381,6 @@ fn upstream_host_names_resolve_at_start() {
     );
 }
 
-/// Answers every request with the X-Forwarded-For it got.
-const XFF_UPSTREAM: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def do_GET(self):
-        body = (self.headers.get('X-Forwarded-For') or '-').encode()
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-"#;
-
-/// XFF_UPSTREAM on the upstream namespace's :8091.
-fn start_xff_upstream(lab: &Lab) -> Child {
-    let script = lab.run_dir().join("xff_upstream.py");
-    std::fs::write(&script, XFF_UPSTREAM).unwrap();
-    let xff = lab.spawn(
-        "upstream",
-        ["python3", script.to_str().unwrap(), UPSTREAM_IP, "8091"],
-    );
-    let up = wait_until(Duration::from_secs(10), || {
-        accepts(lab, "upstream", UPSTREAM_IP, 8091)
-    });
-    assert!(up, "the X-Forwarded-For upstream did not listen");
-    xff
-}
-
 /// A PROXY v2 header for TCP over IPv6 (family 0x21) from `client`.
 fn v2_tcp6(client: &str, port: u16) -> Vec<u8> {
     let ip = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
@@ -435,7 +404,7 @@ fn proxy_headers_from_an_ipv6_balancer() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    let mut xff = start_xff_upstream(&lab);
+    let mut xff = start_xff_upstream(&lab, 8091);
     let access = lab.run_dir().join("access-pp6.log");
     let _ = std::fs::remove_file(&access);
     let body = web("")
@@ -537,7 +506,7 @@ fn proxy_headers_from_a_balancer_on_ipv6() {
         "client",
         ["ip", "-6", "addr", "add", &cidr, "dev", CLIENT_IF, "nodad"],
     );
-    let mut xff = start_xff_upstream(&lab);
+    let mut xff = start_xff_upstream(&lab, 8091);
     let body = web("")
         + &upstream("xff", &[(&format!("{UPSTREAM_IP}:8091"), 1)], "")
         + &format!(

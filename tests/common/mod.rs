@@ -5,7 +5,7 @@
 //! `proxy` module (the lab lock every lab test takes, config builders, curl,
 //! zproxy-bench and `zproxy stats` helpers) adds `serde_json` and `libc`;
 //! `nginx` starts extra upstream servers, `faults` has the fault tests'
-//! clients and configs.
+//! clients and configs, `fleet` the fleet tests' network and instances.
 //!
 //! ```ignore
 //! mod common;
@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod fleet;
 pub mod nginx;
 pub mod proxy;
 
@@ -45,6 +46,10 @@ pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 71, 0, 1);
 pub const PROXY_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 71, 0, 2);
 pub const UPSTREAM_ADDR: Ipv4Addr = Ipv4Addr::new(10, 72, 0, 1);
 pub const PROXY_UPSTREAM_ADDR: Ipv4Addr = Ipv4Addr::new(10, 72, 0, 2);
+/// The client's IPv6 address (`Lab::enable_ipv6`), and the one the IPv6
+/// tests give ZProxy's client port, in the same /64.
+pub const CLIENT_V6: &str = "2001:db8:71::1";
+pub const PORT_V6: &str = "2001:db8:71::2";
 /// Prefix length of both lab subnets.
 pub const LAB_PREFIX_LEN: u8 = 24;
 
@@ -262,6 +267,34 @@ impl Lab {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn ip netns exec")
+    }
+
+    /// IPv6 on in the role's namespace (the lab turns it off everywhere), and
+    /// `addr`/64 on its `ifc` (no DAD: usable at once).
+    pub fn enable_ipv6(&self, role: &str, ifc: &str, addr: &str) {
+        self.exec_ok(
+            role,
+            [
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+                &format!("net.ipv6.conf.{ifc}.disable_ipv6=0"),
+            ],
+        );
+        self.exec_ok(
+            role,
+            [
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                ifc,
+                "nodad",
+            ],
+        );
     }
 
     /// Runtime dir of this lab (nginx.conf, access.log, error.log, nginx.pid).

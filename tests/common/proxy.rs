@@ -206,6 +206,69 @@ pub fn bench(lab: &Lab, port: u16, args: &[&str]) -> Value {
     read_results(&json)
 }
 
+/// Runs zproxy-bench to `[PORT_V6]:port` in the client namespace, a
+/// connection per request (bounded by `timeout 120`); results by `tag`.
+pub fn bench6(lab: &Lab, port: u16, tag: &str, args: &[&str]) -> Value {
+    let json = lab.run_dir().join(format!("bench6-{tag}.json"));
+    let _ = std::fs::remove_file(&json);
+    let bin = workspace_bin("zproxy-bench");
+    let port = port.to_string();
+    let mut cmd = vec![
+        "timeout",
+        "120",
+        bin.to_str().unwrap(),
+        "--host",
+        PORT_V6,
+        "--port",
+        &port,
+        "--keep-alive",
+        "off",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    cmd.extend(args);
+    lab.exec_ok("client", cmd);
+    read_results(&json)
+}
+
+/// 4 s of `bench6` to :80 while 3 % of the replies are lost: some requests
+/// succeed and none fails.
+pub fn bench6_under_loss(lab: &Lab) {
+    let lossy = with_lost_replies(lab, || {
+        bench6(
+            lab,
+            80,
+            "lossy",
+            &[
+                "--concurrency",
+                "100",
+                "--duration",
+                "4s",
+                "--timeout",
+                "20s",
+            ],
+        )
+    });
+    assert!(u(&lossy["successes"]) > 0, "3% loss: {lossy}");
+    assert_eq!(u(&lossy["failures_total"]), 0, "3% loss: {lossy}");
+}
+
+/// Runs `f` while the client namespace drops 3 % of what port 80 sends it,
+/// at random: lost replies make its kernel retransmit.
+pub fn with_lost_replies<T>(lab: &Lab, f: impl FnOnce() -> T) -> T {
+    lab.exec_ok(
+        "client",
+        [
+            "nft",
+            "add table inet loss; add chain inet loss in { type filter hook input priority 0; }; \
+             add rule inet loss in tcp sport 80 numgen random mod 100 < 3 drop",
+        ],
+    );
+    let r = f();
+    lab.exec_ok("client", ["nft", "delete table inet loss"]);
+    r
+}
+
 /// Starts zproxy-bench in the client namespace; `wait_bench` collects it.
 pub fn spawn_bench(lab: &Lab, port: u16, tag: &str, args: &[&str]) -> (Child, PathBuf) {
     let json = lab.run_dir().join(format!("bench-{tag}.json"));
@@ -274,6 +337,95 @@ pub fn accepts(lab: &Lab, role: &str, ip: &str, port: u16) -> bool {
     )
     .status
     .success()
+}
+
+/// `tests/peers/xff_upstream.py` (answers with the X-Forwarded-For it got)
+/// on the upstream namespace's `UPSTREAM_IP:port`, once it listens.
+pub fn start_xff_upstream(lab: &Lab, port: u16) -> Child {
+    let script = repo_root().join("tests/peers/xff_upstream.py");
+    let port_arg = port.to_string();
+    let xff = lab.spawn(
+        "upstream",
+        [
+            "python3",
+            script.to_str().unwrap(),
+            UPSTREAM_IP,
+            port_arg.as_str(),
+        ],
+    );
+    let up = wait_until(Duration::from_secs(10), || {
+        accepts(lab, "upstream", UPSTREAM_IP, port)
+    });
+    assert!(up, "the X-Forwarded-For upstream did not listen on :{port}");
+    xff
+}
+
+/// `bench/synflood.py` with `args` (its target) from the client namespace:
+/// 20,000 SYNs/s for 6 s, in the background.
+pub fn start_synflood(lab: &Lab, args: &[&str]) -> Child {
+    lab.command("client", "python3")
+        .arg(repo_root().join("bench/synflood.py"))
+        .args(args)
+        .args(["--rate", "20000", "--duration", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("synflood.py")
+}
+
+/// Waits for a `start_synflood`: whether it exited cleanly, how many SYNs
+/// it sent, and its words.
+pub fn wait_synflood(flood: Child) -> (bool, u64, String) {
+    let out = flood.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sent = said
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (out.status.success(), sent, said)
+}
+
+/// `tests/peers/blind_reset.py` against `target` on :80 and :8080 (an
+/// http and a static listener): in-window RSTs and RST|ACKs get challenge
+/// ACKs and leave the connection up, an exact RST closes it, and
+/// `rst_challenged` counts the 4 challenged.
+pub fn assert_blind_resets_challenged(lab: &Lab, target: &str) {
+    let script = repo_root().join("tests/peers/blind_reset.py");
+    for port in [80u16, 8080] {
+        let out = lab.exec_ok(
+            "client",
+            [
+                "python3",
+                script.to_str().unwrap(),
+                CLIENT_IF,
+                target,
+                &port.to_string(),
+            ],
+        );
+        eprintln!("port {port}: {out}");
+        let seen: serde_json::Value =
+            serde_json::from_str(out.trim()).expect("blind_reset.py JSON");
+        assert_eq!(seen["first"], true, "port {port}: no first answer: {seen}");
+        for case in ["rst-in-window", "rstack-in-window"] {
+            assert_eq!(
+                seen[case]["alive"], true,
+                "port {port}: an in-window {case} closed the connection: {seen}"
+            );
+            assert!(
+                u(&seen[case]["challenge_acks"]) >= 1,
+                "port {port}: no challenge ACK for {case}: {seen}"
+            );
+        }
+        assert_eq!(
+            seen["rst-exact"]["alive"], false,
+            "port {port}: an exact RST must close: {seen}"
+        );
+    }
+    wait_for(
+        Duration::from_secs(5),
+        "rst_challenged to count the 4 challenged RSTs",
+        || stat(lab, "rst_challenged") >= 4,
+    );
 }
 
 /// Sends `data` raw to the proxy from the client namespace and returns
