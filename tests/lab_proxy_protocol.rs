@@ -465,9 +465,8 @@ allow = ["2001:db8:71::/48"]
     stop_clean(z);
 }
 
-/// The balancer at this address (the client namespace's) connects over IPv6.
-const BALANCER_V6: &str = "2001:db8:71::1";
-const PORT_V6: &str = "2001:db8:71::2";
+/// The balancer connects over IPv6, from the client namespace's address.
+const BALANCER_V6: &str = CLIENT_V6;
 
 /// Opens two connections to [argv1]:argv2, each sending the bytes of one
 /// hex argument (argv3, argv4), writes argv5 and holds them until killed.
@@ -492,20 +491,7 @@ fn proxy_headers_from_a_balancer_on_ipv6() {
     }
     let _lock = lab_lock();
     let lab = Lab::up();
-    lab.exec_ok(
-        "client",
-        [
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            &format!("net.ipv6.conf.{CLIENT_IF}.disable_ipv6=0"),
-        ],
-    );
-    let cidr = format!("{BALANCER_V6}/64");
-    lab.exec_ok(
-        "client",
-        ["ip", "-6", "addr", "add", &cidr, "dev", CLIENT_IF, "nodad"],
-    );
+    lab.enable_ipv6("client", CLIENT_IF, BALANCER_V6);
     let mut xff = start_xff_upstream(&lab, 8091);
     let body = web("")
         + &upstream("xff", &[(&format!("{UPSTREAM_IP}:8091"), 1)], "")
