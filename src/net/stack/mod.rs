@@ -22,6 +22,7 @@ mod flows6;
 mod ptb6;
 mod reclaim;
 mod rst;
+mod rx_end;
 mod second_chance;
 mod slots;
 mod tap;
@@ -211,6 +212,8 @@ struct Flow {
     ready_queued: bool,
     dirty: bool,
     sent: SentSeq,
+    /// The furthest segment end received (may the sweep drop its pages?).
+    rx_end: rx_end::RxEnd,
     /// An IPv6 path MTU an ICMPv6 Packet Too Big lowered (0: the port's; see `pmtu6`).
     path_mtu: u16,
 }
@@ -632,6 +635,7 @@ impl Stack {
         flow.ready_queued = false;
         flow.dirty = false;
         flow.sent = SentSeq::default();
+        flow.rx_end = Default::default();
         flow.path_mtu = 0;
         flow.socket().set_nagle_enabled(false);
     }
