@@ -442,6 +442,11 @@ impl Stack {
         self.flows.key(f)
     }
 
+    /// How long a quiet flow or free slot keeps its buffer pages (`reclaim`).
+    pub fn set_buffer_release_idle(&mut self, us: u64) {
+        self.reclaim.idle_us = us;
+    }
+
     /// Wakes the flow at `deadline_us` (besides its own timers); `None` clears.
     pub fn set_deadline(&mut self, f: FlowId, deadline_us: Option<u64>) {
         if self.flows.key(f).is_some() {

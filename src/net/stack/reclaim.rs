@@ -19,7 +19,8 @@ pub(super) const SLOTS_PER_SWEEP: u32 = 1024;
 /// `madvise` calls per sweep at most (adjacent slots share one call).
 pub(super) const CALLS_PER_SWEEP: u32 = 32;
 /// A flow (or free slot) quiet this long has its buffer pages given back: a
-/// keep-alive connection between requests, or a slot no longer hot.
+/// keep-alive connection between requests, or a slot no longer hot. The
+/// default of `runtime.buffer_release_idle_ms`.
 pub(super) const IDLE_US: u64 = 1_000_000;
 
 pub(super) struct Reclaim {
@@ -27,6 +28,8 @@ pub(super) struct Reclaim {
     base: usize,
     slot_len: usize,
     page: usize,
+    /// Quiet this long first (`IDLE_US` unless configured).
+    pub(super) idle_us: u64,
     /// The next slot the sweep looks at.
     cursor: u32,
     next_sweep_us: u64,
@@ -43,6 +46,7 @@ impl Reclaim {
             base,
             slot_len,
             page,
+            idle_us: IDLE_US,
             cursor: 0,
             next_sweep_us: 0,
             // Reserved, grown as slots are built: no reallocation.
@@ -53,7 +57,7 @@ impl Reclaim {
     /// Whether `slot`'s pages may go: quiet for `IDLE_US`, touched since
     /// last given back, and its rings hold nothing or its flow is gone.
     fn releasable(&self, slot: u32, flow: &mut Flow, live: bool, now_us: u64) -> bool {
-        if now_us < flow.last_rx_us.saturating_add(IDLE_US)
+        if now_us < flow.last_rx_us.saturating_add(self.idle_us)
             || flow.last_rx_us == self.released_at[slot as usize]
         {
             return false;
