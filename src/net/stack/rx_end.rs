@@ -13,6 +13,10 @@ pub(super) struct RxEnd {
     end: u32,
     /// A segment has been recorded (`end` is meaningful).
     seen: bool,
+    /// A frame whose headers were not read reached the socket: its end is
+    /// unknown, so the pages stay for the flow's life (none is expected:
+    /// the demux hands sockets only TCP over IPv4 or plain IPv6).
+    blind: bool,
 }
 
 /// `a` is after `b` in sequence space (RFC 1982 serial arithmetic).
@@ -24,6 +28,7 @@ impl RxEnd {
     /// Notes a frame handed to the flow's socket: a compare and a store.
     pub(super) fn record(&mut self, frame: &[u8]) {
         let Some(span) = crate::net::segment::span(frame) else {
+            self.blind = true;
             return;
         };
         if span.rst {
@@ -41,7 +46,7 @@ impl RxEnd {
     /// dropped, only makes this say no for a while: never yes wrongly,
     /// because an ACK never runs ahead of the data the socket holds in order.
     pub(super) fn no_holes(&self, sent: &SentSeq) -> bool {
-        !self.seen || (sent.acked && !after(self.end, sent.rcv_nxt))
+        !self.blind && (!self.seen || (sent.acked && !after(self.end, sent.rcv_nxt)))
     }
 }
 
@@ -71,5 +76,12 @@ mod tests {
         // An old segment (a retransmission) does not move the end back.
         assert!(!after(u32::MAX - 20, r.end));
         assert!(after(3, r.end), "3 is past u32::MAX - 10");
+    }
+
+    #[test]
+    fn a_frame_it_cannot_read_keeps_the_pages() {
+        let mut r = RxEnd::default();
+        r.record(&[0u8; 20]);
+        assert!(!r.no_holes(&sent(0)));
     }
 }
