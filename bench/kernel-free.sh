@@ -307,8 +307,9 @@ if [ $MEMORY = 1 ]; then
   done
   # This build must give the buffer pages of the slots the world's
   # connections left back once they are quiet (a release counted 3 s after
-  # the reset; read from the counter, not a timing). Open connections keep
-  # theirs (src/net/stack/reclaim.rs says why); their bytes are reported.
+  # the reset; read from the counter, not a timing). Idle open connections
+  # give theirs back too when nothing is held in their rings
+  # (src/net/stack/reclaim.rs); their bytes are reported.
   [ -n "$ZPROXY_BIN" ] || python3 - "$OUT" ${OPEN//,/ } <<'PY' || { echo "kernel-free: free slots' buffers were not given back" >&2; exit 1; }
 import json, sys
 out, opens = sys.argv[1], sys.argv[2:]

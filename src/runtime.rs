@@ -554,6 +554,7 @@ fn worker_spec(
         max_flows: rt.max_flows as usize,
         socket_rx_buffer: rt.socket_rx_buffer as usize,
         socket_tx_buffer: rt.socket_tx_buffer as usize,
+        buffer_release_idle_us: u64::from(rt.buffer_release_idle_ms) * 1000,
         tx_drain_us: u64::from(rt.tx_drain_us),
         rate_limit_entries: rt.rate_limit_entries as usize,
         pool,

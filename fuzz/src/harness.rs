@@ -282,6 +282,7 @@ impl Harness {
             max_flows: MAX_FLOWS,
             socket_rx_buffer: 2048,
             socket_tx_buffer: 4096,
+            buffer_release_idle_us: 1_000_000,
             tx_drain_us: 0,
             rate_limit_entries: 64,
             pool: pool.clone(),

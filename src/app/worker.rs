@@ -115,6 +115,8 @@ pub struct WorkerSpec {
     pub max_flows: usize,
     pub socket_rx_buffer: usize,
     pub socket_tx_buffer: usize,
+    /// `runtime.buffer_release_idle_ms`, in µs.
+    pub buffer_release_idle_us: u64,
     pub tx_drain_us: u64,
     /// Buckets of each rate-limit table (requests, connections).
     pub rate_limit_entries: usize,
@@ -201,7 +203,7 @@ impl Worker {
             })
             .collect();
         let scratch_len = spec.socket_rx_buffer.max(spec.socket_tx_buffer);
-        let stack = Stack::new(StackSpec {
+        let mut stack = Stack::new(StackSpec {
             ports: spec.ports,
             listeners: listen,
             max_flows: spec.max_flows,
@@ -217,6 +219,7 @@ impl Worker {
             rate_limit_entries: spec.rate_limit_entries,
             secrets: spec.secrets.clone(),
         });
+        stack.set_buffer_release_idle(spec.buffer_release_idle_us);
         let mut proxy = Proxy::new(
             spec.groups,
             routes_of(spec.listeners.iter().map(|l| &l.app)),

@@ -170,6 +170,7 @@ fn wrong_values_name_key_line_and_fix() {
         (with("mbuf_cache = 256", "mbuf_cache = 256\ntls_handshakes_per_poll = 0"), "runtime: tls_handshakes_per_poll = 0: must be 1..=1024", None),
         (with("mbuf_cache = 256", "mbuf_cache = 256\nadmit_flows_percent = 0"), "runtime.admit_flows_percent = 0: must be 1..=100", Some(6)),
         (with("mbuf_cache = 256", "mbuf_cache = 256\nadmit_flows_percent = 101"), "runtime.admit_flows_percent = 101: must be 1..=100", Some(6)),
+        (with("mbuf_cache = 256", "mbuf_cache = 256\nbuffer_release_idle_ms = 5"), "runtime.buffer_release_idle_ms = 5: must be 10..=3600000", Some(6)),
         (with("mbuf_cache = 256", "mbuf_cache = 256\nadmit_backlog_ms = 70000"), "runtime.admit_backlog_ms = 70000: must be 0..=10000", Some(6)),
         // [announce] (the section starts at line 42).
         (BASE.to_owned() + "[announce]\nvip = \"10.99.0.1\"\nlisteners = [\"client:80\"]\n", "announce: vip \"10.99.0.1\" is not A.B.C.D/prefix", Some(43)),

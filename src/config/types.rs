@@ -149,6 +149,9 @@ pub struct Runtime {
     /// Bytes of receive / send buffer per TCP socket.
     pub socket_rx_buffer: u32,
     pub socket_tx_buffer: u32,
+    /// An open connection quiet this long with nothing held in its buffers
+    /// gives their pages back (see `net::stack::reclaim`).
+    pub buffer_release_idle_ms: u32,
     /// Longest a partly filled TX burst waits before it is flushed.
     pub tx_drain_us: u32,
     /// Extra EAL arguments, appended as given (e.g. ["--log-level=pmd.net.af_xdp:debug"]).
@@ -179,6 +182,7 @@ impl Default for Runtime {
             admit_backlog_ms: super::admission::DEFAULT_ADMIT_BACKLOG_MS,
             socket_rx_buffer: 16384,
             socket_tx_buffer: 16384,
+            buffer_release_idle_ms: 1000,
             tx_drain_us: 100,
             eal_args: Vec::new(),
             rate_limit_entries: DEFAULT_RATE_LIMIT_ENTRIES,

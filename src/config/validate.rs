@@ -61,6 +61,10 @@ impl Config {
         if !(2..=4_000_000).contains(&rt.max_flows) {
             return Err(invalid(at("max_flows"), "runtime.max_flows", "runtime.max_flows must be 2..=4000000 (a proxied connection takes two: client and upstream)"));
         }
+        if !(10..=3_600_000).contains(&rt.buffer_release_idle_ms) {
+            let v = rt.buffer_release_idle_ms;
+            return Err(invalid(at("buffer_release_idle_ms"), "runtime.buffer_release_idle_ms", format!("runtime.buffer_release_idle_ms = {v}: must be 10..=3600000 (how long an idle connection keeps its buffer pages)")));
+        }
         for (key, v) in [
             ("socket_rx_buffer", rt.socket_rx_buffer),
             ("socket_tx_buffer", rt.socket_tx_buffer),

@@ -185,29 +185,15 @@ pub struct SentSeq {
 impl SentSeq {
     /// Reads an Ethernet/IPv4/TCP or Ethernet/IPv6/TCP frame smoltcp just built.
     pub(crate) fn record(&mut self, frame: &[u8]) {
-        let Some(t) = crate::net::segment::tcp_offset(frame) else {
+        let Some(span) = crate::net::segment::span(frame) else {
             return;
         };
-        // The TCP segment's length: to the IP header's end, not the frame's.
-        let segment_len = if frame[12] == 0x86 {
-            usize::from(u16::from_be_bytes([frame[18], frame[19]]))
-        } else {
-            let ihl = usize::from(frame[14] & 0x0f) * 4;
-            usize::from(u16::from_be_bytes([frame[16], frame[17]])).saturating_sub(ihl)
-        };
-        let word = |at: usize| {
-            u32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]])
-        };
-        let flags = frame[t + 13];
-        let doff = usize::from(frame[t + 12] >> 4) * 4;
-        let payload = segment_len.saturating_sub(doff) as u32;
-        let syn_fin = u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0);
-        if flags & 0x04 != 0 {
+        if span.rst {
             return; // a RST moves nothing
         }
-        self.snd_nxt = word(t + 4).wrapping_add(payload + syn_fin);
-        if flags & 0x10 != 0 {
-            self.rcv_nxt = word(t + 8);
+        self.snd_nxt = span.end;
+        if let Some(ack) = span.ack {
+            self.rcv_nxt = ack;
             self.acked = true;
         }
     }

@@ -180,6 +180,41 @@ pub(crate) fn tcp_offset(frame: &[u8]) -> Option<usize> {
     (frame.len() >= offset + 20).then_some(offset)
 }
 
+/// The sequence range of an Ethernet/IPv4/TCP or Ethernet/IPv6/TCP frame:
+/// read from the headers alone (no checksum, no options), per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub seq: u32,
+    /// `seq` + payload + SYN + FIN: the next sequence number after it.
+    pub end: u32,
+    pub ack: Option<u32>,
+    pub rst: bool,
+}
+
+pub(crate) fn span(frame: &[u8]) -> Option<Span> {
+    let t = tcp_offset(frame)?;
+    // The TCP segment's length: to the IP header's end, not the frame's.
+    let segment_len = if frame[12] == 0x86 {
+        usize::from(u16::from_be_bytes([frame[18], frame[19]]))
+    } else {
+        let ihl = usize::from(frame[14] & 0x0f) * 4;
+        usize::from(u16::from_be_bytes([frame[16], frame[17]])).saturating_sub(ihl)
+    };
+    let word =
+        |at: usize| u32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
+    let flags = frame[t + 13];
+    let doff = usize::from(frame[t + 12] >> 4) * 4;
+    let payload = segment_len.saturating_sub(doff) as u32;
+    let syn_fin = u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0);
+    let seq = word(t + 4);
+    Some(Span {
+        seq,
+        end: seq.wrapping_add(payload + syn_fin),
+        ack: (flags & 0x10 != 0).then(|| word(t + 8)),
+        rst: flags & 0x04 != 0,
+    })
+}
+
 /// Replaces the 32-bit field at `at` in a TCP header at `tcp` with
 /// `f(old)`, updating the checksum incrementally (RFC 1624).
 fn rewrite(frame: &mut [u8], tcp: usize, at: usize, f: impl Fn(u32) -> u32) {

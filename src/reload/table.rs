@@ -41,6 +41,7 @@ pub const TABLE: &[(&str, OnChange)] = &[
     ("runtime.admit_flows_percent", Restart),
     ("runtime.admit_backlog_ms", Restart),
     ("runtime.socket_rx_buffer", Restart),
+    ("runtime.buffer_release_idle_ms", Restart),
     ("runtime.socket_tx_buffer", Restart),
     ("runtime.tx_drain_us", Restart),
     ("runtime.eal_args", Restart),
@@ -342,6 +343,7 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
         syn_backlog,
         socket_rx_buffer,
         socket_tx_buffer,
+        buffer_release_idle_ms,
         tx_drain_us,
         eal_args,
         rate_limit_entries,
@@ -370,6 +372,12 @@ fn runtime_diff(d: &mut Diff, a: &Runtime, b: &Runtime) {
         "",
         admit_backlog_ms,
         &b.admit_backlog_ms,
+    );
+    d.cmp(
+        "runtime.buffer_release_idle_ms",
+        "",
+        buffer_release_idle_ms,
+        &b.buffer_release_idle_ms,
     );
     d.cmp(
         "runtime.socket_rx_buffer",

@@ -83,6 +83,9 @@ const EDITS: &[Edit] = &[
     ("runtime.admit_backlog_ms", |c| {
         c.runtime.admit_backlog_ms = 20
     }),
+    ("runtime.buffer_release_idle_ms", |c| {
+        c.runtime.buffer_release_idle_ms = 50
+    }),
     ("runtime.socket_rx_buffer", |c| {
         c.runtime.socket_rx_buffer = 1
     }),

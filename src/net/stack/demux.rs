@@ -548,6 +548,7 @@ impl Stack {
     pub(super) fn ingress(&mut self, f: FlowId, mut m: Mbuf, now_us: u64) {
         let flow = self.flows.get_mut(f);
         flow.last_rx_us = now_us;
+        flow.rx_end.record(m.data());
         if flow.seq_delta != 0 {
             segment::shift_ack(m.data_mut(), flow.seq_delta);
         }

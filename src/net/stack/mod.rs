@@ -22,6 +22,7 @@ mod flows6;
 mod ptb6;
 mod reclaim;
 mod rst;
+mod rx_end;
 mod second_chance;
 mod slots;
 mod tap;
@@ -219,6 +220,8 @@ struct Flow {
     ready_queued: bool,
     dirty: bool,
     sent: SentSeq,
+    /// The furthest segment end received (may the sweep drop its pages?).
+    rx_end: rx_end::RxEnd,
     /// An IPv6 path MTU an ICMPv6 Packet Too Big lowered (0: the port's; see `pmtu6`).
     path_mtu: u16,
 }
@@ -447,6 +450,11 @@ impl Stack {
         self.flows.key(f)
     }
 
+    /// How long a quiet flow or free slot keeps its buffer pages (`reclaim`).
+    pub fn set_buffer_release_idle(&mut self, us: u64) {
+        self.reclaim.idle_us = us;
+    }
+
     /// Wakes the flow at `deadline_us` (besides its own timers); `None` clears.
     pub fn set_deadline(&mut self, f: FlowId, deadline_us: Option<u64>) {
         if self.flows.key(f).is_some() {
@@ -640,6 +648,7 @@ impl Stack {
         flow.ready_queued = false;
         flow.dirty = false;
         flow.sent = SentSeq::default();
+        flow.rx_end = Default::default();
         flow.path_mtu = 0;
         flow.socket().set_nagle_enabled(false);
     }

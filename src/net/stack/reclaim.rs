@@ -4,8 +4,10 @@
 //! Off the per-packet path: every `SWEEP_EVERY_US` the sweep looks at up to
 //! `SLOTS_PER_SWEEP` built slots round-robin and drops (`MADV_DONTNEED`) the
 //! buffer pages of those quiet for `IDLE_US` whose flow is gone (a cold free
-//! slot). A reused socket's rings are cleared, so zeroed pages change
-//! nothing. Live flows keep theirs (see `releasable`).
+//! slot) or holds nothing in its rings (an idle keep-alive connection: both
+//! queues empty and no out-of-order data, see `releasable`). Nothing reads
+//! an empty ring before writing it, and a reused socket's rings are
+//! cleared, so zeroed pages change nothing.
 
 use super::Flow;
 use crate::net::flow::FlowTable;
@@ -17,7 +19,8 @@ pub(super) const SLOTS_PER_SWEEP: u32 = 1024;
 /// `madvise` calls per sweep at most (adjacent slots share one call).
 pub(super) const CALLS_PER_SWEEP: u32 = 32;
 /// A flow (or free slot) quiet this long has its buffer pages given back: a
-/// keep-alive connection between requests, or a slot no longer hot.
+/// keep-alive connection between requests, or a slot no longer hot. The
+/// default of `runtime.buffer_release_idle_ms`.
 pub(super) const IDLE_US: u64 = 1_000_000;
 
 pub(super) struct Reclaim {
@@ -25,6 +28,8 @@ pub(super) struct Reclaim {
     base: usize,
     slot_len: usize,
     page: usize,
+    /// Quiet this long first (`IDLE_US` unless configured).
+    pub(super) idle_us: u64,
     /// The next slot the sweep looks at.
     cursor: u32,
     next_sweep_us: u64,
@@ -41,6 +46,7 @@ impl Reclaim {
             base,
             slot_len,
             page,
+            idle_us: IDLE_US,
             cursor: 0,
             next_sweep_us: 0,
             // Reserved, grown as slots are built: no reallocation.
@@ -49,18 +55,27 @@ impl Reclaim {
     }
 
     /// Whether `slot`'s pages may go: quiet for `IDLE_US`, touched since
-    /// last given back, and its rings empty or its flow gone.
-    fn releasable(&self, slot: u32, flow: &Flow, live: bool, now_us: u64) -> bool {
-        if now_us < flow.last_rx_us.saturating_add(IDLE_US)
+    /// last given back, and its rings hold nothing or its flow is gone.
+    fn releasable(&self, slot: u32, flow: &mut Flow, live: bool, now_us: u64) -> bool {
+        if now_us < flow.last_rx_us.saturating_add(self.idle_us)
             || flow.last_rx_us == self.released_at[slot as usize]
         {
             return false;
         }
-        // Only a slot whose flow is gone. A live flow's empty queues do not
-        // prove its ring unused: smoltcp keeps out-of-order segments in the
-        // receive ring past what `recv_queue` counts, and zeroing them
-        // corrupted relayed bodies (lab_fleet's drain, rc 0, wrong sha256).
-        !live
+        if !live {
+            return true;
+        }
+        // Empty queues alone do not prove a ring unused: smoltcp keeps
+        // out-of-order segments in the receive ring past what `recv_queue`
+        // counts, and zeroing them corrupted relayed bodies (8c02934). None
+        // can be there while no segment reached past the last ACK sent.
+        if !flow.rx_end.no_holes(&flow.sent) {
+            return false;
+        }
+        // The send ring is read only within `send_queue` (unacknowledged
+        // and unsent bytes); an empty one is written before it is read.
+        let sock = flow.socket();
+        sock.recv_queue() == 0 && sock.send_queue() == 0
     }
 
     /// One bounded sweep when due: slots whose pages were given back.
@@ -118,9 +133,9 @@ impl Reclaim {
             return;
         }
         // SAFETY: [from, to) lies inside the leaked buffer mapping, within
-        // slots whose rings are empty or whose flow is gone; nothing reads
-        // them now, and a private anonymous page reads back as zeros, which
-        // no empty ring reads. DONTNEED changes no mapping, only residency.
+        // slots whose rings hold nothing (no queued, no out-of-order bytes)
+        // or whose flow is gone; a private anonymous page reads back as
+        // zeros, which no empty ring reads before writing. DONTNEED changes no mapping, only residency.
         let rc =
             unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED) };
         if rc != 0 {
@@ -132,6 +147,9 @@ impl Reclaim {
     }
 }
 
+#[cfg(test)]
+#[path = "reclaim_flow_tests.rs"]
+mod flow_tests;
 #[cfg(test)]
 #[path = "reclaim_tests.rs"]
 mod tests;

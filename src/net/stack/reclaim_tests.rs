@@ -56,7 +56,7 @@ fn table(n: u16, at_us: u64) -> (FlowTable<Flow>, Reclaim) {
 }
 
 #[test]
-fn quiet_free_slots_give_pages_back_once_and_live_flows_keep_theirs() {
+fn quiet_flows_with_empty_rings_and_free_slots_give_pages_back_once() {
     let (mut flows, mut r) = table(3, 1_000);
     flows.remove(2); // a free slot, quiet as long
     flows.get_mut(1).last_rx_us = IDLE_US; // heard from recently
@@ -65,24 +65,30 @@ fn quiet_free_slots_give_pages_back_once_and_live_flows_keep_theirs() {
     // Not quiet long enough yet: nothing goes.
     assert_eq!(r.sweep(&mut flows, IDLE_US), 0);
     let now = IDLE_US + 1_000 + SWEEP_EVERY_US;
-    // Slot 0 is live, quiet and empty: it keeps its pages all the same
-    // (its ring may hold out-of-order data no queue length counts).
-    assert_eq!(r.sweep(&mut flows, now), 1, "slot 2 (free) only");
+    // Slot 0 is live, quiet, its rings empty and nothing received (see
+    // `flow_tests` for out-of-order data); slot 1 was heard from recently.
+    assert_eq!(
+        r.sweep(&mut flows, now),
+        2,
+        "slots 0 (idle, empty) and 2 (free)"
+    );
     assert_eq!(
         (resident(&r, 0), resident(&r, 1), resident(&r, 2)),
-        (pages, pages, 0)
+        (0, pages, 0)
     );
-    // Given back pages read as zeros.
-    let p = (r.base + 2 * r.slot_len) as *const u8;
-    // SAFETY: slot 2's first byte, inside the mapping.
+    // Given back pages read as zeros; the socket is as it was.
+    let p = r.base as *const u8;
+    // SAFETY: slot 0's first byte, inside the mapping.
     assert_eq!(unsafe { p.read_volatile() }, 0);
-    // Nothing heard since: the next sweep makes no call for it again.
+    assert_eq!(flows.get_mut(0).socket().state(), tcp::State::Closed);
+    // Nothing heard since: the next sweep makes no call for them again.
     assert_eq!(r.sweep(&mut flows, now + SWEEP_EVERY_US), 0);
-    // Used again, then quiet again: given back again.
-    flows.get_mut(2).last_rx_us = now;
-    touch(&r, 2);
-    assert_eq!(r.sweep(&mut flows, now + IDLE_US + 2 * SWEEP_EVERY_US), 1);
-    assert_eq!(resident(&r, 2), 0);
+    // Heard from, then quiet again: given back again.
+    flows.get_mut(0).last_rx_us = now;
+    touch(&r, 0);
+    // Slot 0 again, and slot 1, quiet by now too.
+    assert_eq!(r.sweep(&mut flows, now + IDLE_US + 2 * SWEEP_EVERY_US), 2);
+    assert_eq!((resident(&r, 0), resident(&r, 1)), (0, 0));
 }
 
 #[test]
@@ -150,9 +156,6 @@ fn a_flow_with_bytes_queued_keeps_its_pages() {
     let mut buf = [0u8; 6];
     assert_eq!(flows.get_mut(f).socket().recv_slice(&mut buf), Ok(6));
     assert_eq!(&buf, b"unread");
-    // Read: the rings are empty, and a live flow still keeps its pages.
-    assert_eq!(r.sweep(&mut flows, now + SWEEP_EVERY_US), 0);
-    // Gone: now they go.
-    flows.remove(f);
-    assert_eq!(r.sweep(&mut flows, now + 2 * SWEEP_EVERY_US), 1);
+    // Read: now the rings are empty and the pages may go.
+    assert_eq!(r.sweep(&mut flows, now + SWEEP_EVERY_US), 1);
 }

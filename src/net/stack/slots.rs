@@ -40,6 +40,7 @@ fn new_flow(rx: &'static mut [u8], tx: &'static mut [u8]) -> Flow {
         ready_queued: false,
         dirty: false,
         sent: SentSeq::default(),
+        rx_end: Default::default(),
         path_mtu: 0,
     }
 }
