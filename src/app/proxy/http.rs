@@ -156,7 +156,8 @@ pub fn request_info(
     let target = request_target(req.path.unwrap_or("")).ok_or(Refusal::BadRequest)?;
     let http11 = req.version == Some(1);
     let is_head = req.method == Some("HEAD");
-    let mut keep_alive = http11;
+    // `close` wins wherever it stands, whatever else the headers say.
+    let (mut keep_alive, mut close) = (http11, false);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut hosts = 0;
@@ -181,7 +182,7 @@ pub fn request_info(
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(trim_ows) {
                 if token.eq_ignore_ascii_case("close") {
-                    keep_alive = false;
+                    close = true;
                 } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
                     keep_alive = true;
                 }
@@ -212,7 +213,7 @@ pub fn request_info(
     Ok(RequestInfo {
         head_len,
         http11,
-        keep_alive,
+        keep_alive: keep_alive && !close,
         is_head,
         body,
     })
@@ -425,6 +426,13 @@ mod tests {
         let r = req(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
         assert!(matches!(r.body, Body::Chunked(_)) && !r.keep_alive);
         assert!(!req(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
+        // `close` wins in any order, also before a 1.0 keep-alive (fuzz find).
+        for head in [
+            &b"GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        ] {
+            assert!(!req(head).unwrap().keep_alive);
+        }
     }
 
     #[test]
