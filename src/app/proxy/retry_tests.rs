@@ -45,6 +45,17 @@ fn client_done(net: &mut Net) -> bool {
     )
 }
 
+/// The request went out again, on a second (fresh) server connection.
+fn assert_sent_again(net: &mut Net, start: &str) {
+    assert!(
+        net.run_until(STEPS, |n| n.servers.len() == 2),
+        "no fresh connection: {}",
+        text(&net.client.rx)
+    );
+    let head = net.server_head(0, STEPS);
+    assert!(head.starts_with(start), "{head}");
+}
+
 /// The pooled server resets as the GET arrives: the client still gets the
 /// 200, from a second (fresh) connection, and one retry is counted.
 #[test]
@@ -53,13 +64,7 @@ fn get_lost_on_a_reset_pooled_connection_is_retried() {
     send_on_pooled(&mut net, b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n");
     let h = net.servers[0].h;
     net.sock(h).abort();
-    assert!(
-        net.run_until(STEPS, |n| n.servers.len() == 2),
-        "no fresh connection: {}",
-        text(&net.client.rx)
-    );
-    let head = net.server_head(0, STEPS);
-    assert!(head.starts_with("GET /again "), "{head}");
+    assert_sent_again(&mut net, "GET /again ");
     net.server().send(OK);
     assert!(net.run_until(STEPS, |n| n.client.rx.len() >= OK.len()));
     assert_eq!(text(&net.client.rx), text(OK));
@@ -80,13 +85,7 @@ fn get_lost_on_a_closed_pooled_connection_is_retried() {
     send_on_pooled(&mut net, b"HEAD /again HTTP/1.1\r\nHost: a\r\n\r\n");
     let h = net.servers[0].h;
     net.sock(h).close();
-    assert!(
-        net.run_until(STEPS, |n| n.servers.len() == 2),
-        "no fresh connection: {}",
-        text(&net.client.rx)
-    );
-    let head = net.server_head(0, STEPS);
-    assert!(head.starts_with("HEAD /again "), "{head}");
+    assert_sent_again(&mut net, "HEAD /again ");
     net.server()
         .send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
     assert!(net.run_until(STEPS, |n| n.client.rx.starts_with(b"HTTP/1.1 200 ")));
